@@ -1,0 +1,245 @@
+"""Value encoding shared by the host and the sandbox.
+
+Every value an agent stores, passes to a callback, or sends over the sandbox RPC
+channel goes through here, so that what is read back is the same type and value
+that was written. The encoding is msgpack: native types map to themselves and
+the types msgpack lacks travel as typed extensions.
+
+Validation happens in one walk before packing, because only the walk knows
+*where* inside a value an unstorable object sits, and an agent author needs that
+path (``value['items'][3]``) to find the mistake. Types are matched exactly:
+a subclass (an ``IntEnum``, an ``OrderedDict``) would come back as its base type,
+which breaks the "same type back" promise, so it is refused with a hint instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import msgpack
+
+__all__ = ["decode", "encode"]
+
+# Extension type codes. They are part of the on-disk format: never renumber.
+_EXT_BIGINT: Final = 1
+_EXT_TUPLE: Final = 2
+_EXT_SET: Final = 3
+_EXT_FROZENSET: Final = 4
+_EXT_DATETIME: Final = 5
+_EXT_DATE: Final = 6
+_EXT_TIME: Final = 7
+_EXT_TIMEDELTA: Final = 8
+_EXT_DECIMAL: Final = 9
+_EXT_UUID: Final = 10
+
+# Time-zone kinds inside a datetime/time payload.
+_TZ_NAIVE: Final = 0
+_TZ_FIXED: Final = 1  # datetime.timezone: offset (and an optional name)
+_TZ_ZONEINFO: Final = 2  # zoneinfo.ZoneInfo: the IANA key
+
+_INT64_MIN: Final = -(2**63)
+_UINT64_MAX: Final = 2**64 - 1
+
+_SCALARS: Final = frozenset({str, float, bool, bytes, type(None)})
+
+
+def _hint_for(obj: object) -> str:
+    """Say what to store instead of an unstorable object."""
+    if callable(obj) and not isinstance(obj, type):
+        return "store a callback token from self.callback(...) or the method's name instead"
+    if isinstance(obj, dict):
+        return "convert it with dict(...)"
+    if isinstance(obj, list):
+        return "convert it with list(...)"
+    if isinstance(obj, (str, int, float)):
+        base = next(t for t in (bool, int, float, str) if isinstance(obj, t))
+        return f"store {base.__name__}(x) or its .value instead"
+    if isinstance(obj, dt.tzinfo):
+        return "use datetime.timezone or zoneinfo.ZoneInfo"
+    return "store its fields as a dict"
+
+
+class _Encoder:
+    """One validating walk over a value, producing msgpack-ready objects."""
+
+    def __init__(self) -> None:
+        self._active: set[int] = set()  # ids of containers on the current path
+
+    def walk(self, obj: Any, path: str) -> Any:
+        kind = type(obj)
+        if kind in _SCALARS:
+            return obj
+        if kind is int:
+            if _INT64_MIN <= obj <= _UINT64_MAX:
+                return obj
+            return msgpack.ExtType(_EXT_BIGINT, _int_to_bytes(obj))
+        if kind is list or kind is dict or kind is tuple or kind is set or kind is frozenset:
+            return self._container(obj, path)
+        if kind is dt.datetime:
+            return msgpack.ExtType(_EXT_DATETIME, _pack(_datetime_fields(obj, path)))
+        if kind is dt.date:
+            return msgpack.ExtType(_EXT_DATE, _pack(obj.toordinal()))
+        if kind is dt.time:
+            return msgpack.ExtType(_EXT_TIME, _pack(_time_fields(obj, path)))
+        if kind is dt.timedelta:
+            return msgpack.ExtType(_EXT_TIMEDELTA, _pack([obj.days, obj.seconds, obj.microseconds]))
+        if kind is Decimal:
+            return msgpack.ExtType(_EXT_DECIMAL, str(obj).encode())
+        if kind is uuid.UUID:
+            return msgpack.ExtType(_EXT_UUID, obj.bytes)
+        raise TypeError(f"{path}: cannot store an object of type {kind.__name__}; {_hint_for(obj)}")
+
+    def _container(self, obj: Any, path: str) -> Any:
+        ident = id(obj)
+        if ident in self._active:
+            raise TypeError(
+                f"{path}: the value contains itself (a cycle); store a tree of values, "
+                "and refer to shared parts by a key"
+            )
+        self._active.add(ident)
+        try:
+            kind = type(obj)
+            if kind is dict:
+                out: dict[str, Any] = {}
+                for key, item in obj.items():
+                    if type(key) is not str:
+                        raise TypeError(
+                            f"{path}: dict keys must be str, found {type(key).__name__} "
+                            f"{key!r}; convert the keys with str(...)"
+                        )
+                    out[key] = self.walk(item, f"{path}[{key!r}]")
+                return out
+            if kind is list:
+                return [self.walk(item, f"{path}[{i}]") for i, item in enumerate(obj)]
+            if kind is tuple:
+                items = [self.walk(item, f"{path}[{i}]") for i, item in enumerate(obj)]
+                return msgpack.ExtType(_EXT_TUPLE, _pack(items))
+            # set / frozenset: members have no index, so name the member itself.
+            members = [self.walk(item, f"{path}{{{item!r}}}") for item in obj]
+            code = _EXT_SET if kind is set else _EXT_FROZENSET
+            return msgpack.ExtType(code, _pack(members))
+        finally:
+            self._active.discard(ident)
+
+
+def _int_to_bytes(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True)
+
+
+def _tz_fields(tz: dt.tzinfo | None, path: str) -> list[Any]:
+    if tz is None:
+        return [_TZ_NAIVE]
+    if type(tz) is dt.timezone:
+        offset = tz.utcoffset(None)
+        name = tz.tzname(None)
+        default_name = dt.timezone(offset).tzname(None)
+        return [
+            _TZ_FIXED,
+            offset.days,
+            offset.seconds,
+            offset.microseconds,
+            None if name == default_name else name,
+        ]
+    if type(tz) is ZoneInfo:
+        return [_TZ_ZONEINFO, tz.key]
+    raise TypeError(
+        f"{path}: cannot store a time zone of type {type(tz).__name__}; "
+        "use datetime.timezone or zoneinfo.ZoneInfo"
+    )
+
+
+def _tz_from(fields: list[Any]) -> dt.tzinfo | None:
+    kind = fields[0]
+    if kind == _TZ_NAIVE:
+        return None
+    if kind == _TZ_FIXED:
+        offset = dt.timedelta(days=fields[1], seconds=fields[2], microseconds=fields[3])
+        if offset == dt.timedelta(0) and fields[4] is None:
+            return dt.UTC
+        return dt.timezone(offset) if fields[4] is None else dt.timezone(offset, fields[4])
+    return ZoneInfo(fields[1])
+
+
+def _datetime_fields(value: dt.datetime, path: str) -> list[Any]:
+    return [
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+        value.fold,
+        _tz_fields(value.tzinfo, path),
+    ]
+
+
+def _time_fields(value: dt.time, path: str) -> list[Any]:
+    return [
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+        value.fold,
+        _tz_fields(value.tzinfo, path),
+    ]
+
+
+def _pack(obj: Any) -> bytes:
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, ext_hook=_ext_hook, strict_map_key=True)
+
+
+def _decode_datetime(data: bytes) -> dt.datetime:
+    y, mo, d, h, mi, s, us, fold, tz = msgpack.unpackb(data, raw=False)
+    return dt.datetime(y, mo, d, h, mi, s, us, tzinfo=_tz_from(tz), fold=fold)
+
+
+def _decode_time(data: bytes) -> dt.time:
+    h, mi, s, us, fold, tz = msgpack.unpackb(data, raw=False)
+    return dt.time(h, mi, s, us, tzinfo=_tz_from(tz), fold=fold)
+
+
+def _decode_timedelta(data: bytes) -> dt.timedelta:
+    days, seconds, micros = msgpack.unpackb(data)
+    return dt.timedelta(days=days, seconds=seconds, microseconds=micros)
+
+
+_DECODERS: Final[dict[int, Callable[[bytes], Any]]] = {
+    _EXT_BIGINT: lambda b: int.from_bytes(b, "big", signed=True),
+    _EXT_TUPLE: lambda b: tuple(_unpack(b)),
+    _EXT_SET: lambda b: set(_unpack(b)),
+    _EXT_FROZENSET: lambda b: frozenset(_unpack(b)),
+    _EXT_DATETIME: _decode_datetime,
+    _EXT_DATE: lambda b: dt.date.fromordinal(msgpack.unpackb(b)),
+    _EXT_TIME: _decode_time,
+    _EXT_TIMEDELTA: _decode_timedelta,
+    _EXT_DECIMAL: lambda b: Decimal(b.decode()),
+    _EXT_UUID: lambda b: uuid.UUID(bytes=b),
+}
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    decoder = _DECODERS.get(code)
+    if decoder is None:
+        raise ValueError(f"corrupt stored value: unknown extension type {code}")
+    return decoder(data)
+
+
+def encode(value: Any, *, path: str = "value") -> bytes:
+    """Encode a storable value; raise ``TypeError`` naming the offending path."""
+    return _pack(_Encoder().walk(value, path))
+
+
+def decode(data: bytes) -> Any:
+    """Decode bytes produced by :func:`encode`."""
+    return _unpack(data)

@@ -1,0 +1,70 @@
+"""Persistent, per-scope key-value stores: the only memory an agent has.
+
+``open_store`` is the host-side entry point and the ``state_factory`` building
+block for plugins. Backends for the same URL are shared within a process, so
+opening many scopes costs one engine, not one each.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from corral.db.engine import DatabaseURLError
+from corral.state.backend import StoreBackend
+from corral.state.memory import MemoryBackend
+from corral.state.sql import SqlBackend
+from corral.state.store import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, Clock, Store
+from corral.state.sweeper import Sweeper
+
+__all__ = [
+    "DEFAULT_MAX_VALUE_BYTES",
+    "MAX_KEY_BYTES",
+    "Clock",
+    "MemoryBackend",
+    "SqlBackend",
+    "Store",
+    "StoreBackend",
+    "Sweeper",
+    "close_backends",
+    "open_backend",
+    "open_store",
+]
+
+_backends: dict[str, SqlBackend] = {}
+_backends_lock = threading.Lock()
+
+
+def open_backend(url: str | None) -> StoreBackend:
+    """A fresh in-memory backend for None, else this process's backend for ``url``."""
+    if url is None:
+        return MemoryBackend()
+    if not isinstance(url, str):
+        raise DatabaseURLError(f"a store URL must be a str or None, got {type(url).__name__}")
+    with _backends_lock:
+        backend = _backends.get(url)
+        if backend is None:
+            backend = _backends[url] = SqlBackend(url)
+        return backend
+
+
+def open_store(
+    url: str | None,
+    scope: str,
+    *,
+    clock: Clock | None = None,
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+) -> Store:
+    """A store for ``scope`` on ``url`` (None: a private in-memory store).
+
+    ``sqlite:///path`` and ``postgresql://...`` create or upgrade the schema on
+    first use, so the call works on a fresh database.
+    """
+    return Store(open_backend(url), scope, clock=clock, max_value_bytes=max_value_bytes)
+
+
+def close_backends() -> None:
+    """Dispose of every shared database backend (connections, pools)."""
+    with _backends_lock:
+        for backend in _backends.values():
+            backend.close()
+        _backends.clear()

@@ -1,0 +1,53 @@
+"""The interface every store backend implements.
+
+Backends are synchronous and deal in encoded bytes and integer milliseconds;
+validation, encoding, clocks and ``async`` live once, in :class:`corral.state.Store`.
+Every method receives the scope explicitly because one backend serves many scopes;
+the sandboxed side never sees this layer, so it can never choose a scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class StoreBackend(Protocol):
+    """Key-value rows per scope, each with an optional expiry in ms since the epoch.
+
+    A row whose ``expires_at <= now`` is expired: no read may return it.
+    """
+
+    #: True when calls may block on the network, so the async layer runs them in a thread.
+    blocking: bool
+
+    def get(self, scope: str, key: str, now: int) -> bytes | None: ...
+
+    def get_many(self, scope: str, keys: Sequence[str], now: int) -> list[bytes | None]: ...
+
+    def has(self, scope: str, key: str, now: int) -> bool: ...
+
+    def put(self, scope: str, key: str, value: bytes, expires_at: int | None) -> None: ...
+
+    def put_many(self, scope: str, items: Sequence[tuple[str, bytes]]) -> None:
+        """Write every item without expiry, atomically."""
+
+    def delete(self, scope: str, keys: Sequence[str]) -> None:
+        """Remove the keys, atomically; unknown keys are ignored."""
+
+    def delete_all(self, scope: str) -> None: ...
+
+    def entries(
+        self, scope: str, prefix: str, now: int, *, values: bool
+    ) -> list[tuple[str, bytes | None]]:
+        """Live rows whose key starts with ``prefix``, ascending; values only if asked."""
+
+    def acquire_lock(self, scope: str, key: str, now: int, expires_at: int) -> bool:
+        """Take the lease unless a live one exists, atomically across processes."""
+
+    def release_lock(self, scope: str, key: str) -> None: ...
+
+    def sweep(self, now: int, limit: int) -> int | None:
+        """Delete up to ``limit`` expired rows; None if another sweeper holds the turn."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,226 @@
+"""The store API of SPEC §1.1: one scope, validated, encoded, ``async``.
+
+This is the single place where keys, values and TTLs are checked, so every
+backend behaves the same and a bad call never reaches the database: a value that
+cannot be encoded or is too large raises before anything is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, ParamSpec, TypeVar
+
+from corral import codec
+from corral.state.backend import StoreBackend
+
+Clock = Callable[[], float]
+"""Seconds since the epoch, like ``time.time``; tests pass a controllable one."""
+
+MAX_KEY_BYTES = 512
+DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def check_key(key: object) -> str:
+    """Return ``key`` if it is a valid store key, else raise saying what is wrong."""
+    if type(key) is not str:
+        raise TypeError(f"store keys must be str, got {type(key).__name__} {key!r}")
+    if not key:
+        raise ValueError("store keys must not be empty")
+    if "\x00" in key:
+        raise ValueError(f"store key {key!r} contains a NUL character (\\x00); remove it")
+    try:
+        size = len(key.encode())
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"store key {key!r} is not valid Unicode text (it has a lone surrogate)"
+        ) from None
+    if size > MAX_KEY_BYTES:
+        raise ValueError(
+            f"store key {key[:32]!r}... is {size} bytes in UTF-8; the limit is "
+            f"{MAX_KEY_BYTES}: keep keys short and put data in the value"
+        )
+    return key
+
+
+def ttl_to_ms(ttl: object, name: str = "ttl_ms") -> int:
+    """Milliseconds from an int, float or timedelta; must be positive and finite."""
+    if isinstance(ttl, timedelta):
+        ms: float = ttl / timedelta(milliseconds=1)
+    elif type(ttl) in (int, float):
+        ms = ttl  # type: ignore[assignment]
+    else:
+        raise TypeError(
+            f"{name} must be a number of milliseconds or a timedelta, got {type(ttl).__name__}"
+        )
+    if not math.isfinite(ms) or ms <= 0:
+        raise ValueError(
+            f"{name} must be a positive number of milliseconds, got {ttl!r}"
+            + ("; to remove a key now, use delete()" if ms <= 0 else "")
+        )
+    return math.ceil(ms)
+
+
+class Store:
+    """A persistent key-value store bound to one scope (an instance or a plugin)."""
+
+    def __init__(
+        self,
+        backend: StoreBackend,
+        scope: str,
+        *,
+        clock: Clock | None = None,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    ) -> None:
+        if type(scope) is not str or not scope:
+            raise ValueError(f"a store scope must be a non-empty str, got {scope!r}")
+        self._backend = backend
+        self._scope = scope
+        self._clock: Clock = clock or time.time
+        self._max_value_bytes = max_value_bytes
+
+    @property
+    def scope(self) -> str:
+        return self._scope
+
+    def _now(self) -> int:
+        return math.floor(self._clock() * 1000)
+
+    async def _call(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        # SQLite and memory answer in microseconds: a thread hop would cost more
+        # than the call. PostgreSQL waits on the network, so it gets a thread.
+        if self._backend.blocking:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+
+    def _encode(self, key: str, value: Any) -> bytes:
+        try:
+            data = codec.encode(value)
+        except TypeError as exc:
+            raise TypeError(f"{exc} (key {key!r}: nothing was written)") from None
+        if len(data) > self._max_value_bytes:
+            raise ValueError(
+                f"the value for key {key!r} is {len(data)} bytes encoded; the limit is "
+                f"{self._max_value_bytes}: split it across several keys (nothing was written)"
+            )
+        return data
+
+    @staticmethod
+    def _decode(data: bytes | None) -> Any:
+        return None if data is None else codec.decode(data)
+
+    # -- reads ------------------------------------------------------------------
+
+    async def get(self, key: str) -> Any:
+        """The value, or None when never set, deleted or expired."""
+        data = await self._call(self._backend.get, self._scope, check_key(key), self._now())
+        return self._decode(data)
+
+    async def get_or_default(self, key: str, fallback: Any) -> Any:
+        data = await self._call(self._backend.get, self._scope, check_key(key), self._now())
+        return fallback if data is None else codec.decode(data)
+
+    async def has(self, key: str) -> bool:
+        return await self._call(self._backend.has, self._scope, check_key(key), self._now())
+
+    async def get_many(self, keys: Iterable[str]) -> list[Any]:
+        """Values aligned with ``keys`` by position, None for missing ones; one request."""
+        checked = [check_key(k) for k in _iterable(keys, "keys")]
+        found = await self._call(self._backend.get_many, self._scope, checked, self._now())
+        return [self._decode(data) for data in found]
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        """Live keys starting with ``prefix``, ascending."""
+        rows = await self._call(
+            self._backend.entries, self._scope, _prefix(prefix), self._now(), values=False
+        )
+        return [key for key, _ in rows]
+
+    async def list_entries(self, prefix: str = "") -> list[tuple[str, Any]]:
+        """Live ``(key, value)`` pairs starting with ``prefix``, ascending; one request."""
+        rows = await self._call(
+            self._backend.entries, self._scope, _prefix(prefix), self._now(), values=True
+        )
+        return [(key, self._decode(data)) for key, data in rows]
+
+    # -- writes -----------------------------------------------------------------
+
+    async def set(self, key: str, value: Any) -> None:
+        """Upsert with no expiry (a previous TTL is cleared)."""
+        data = self._encode(check_key(key), value)
+        await self._call(self._backend.put, self._scope, key, data, None)
+
+    async def set_with_ttl(self, key: str, value: Any, ttl_ms: float | timedelta) -> None:
+        """Upsert; the key behaves as missing once ``ttl_ms`` milliseconds have passed."""
+        ms = ttl_to_ms(ttl_ms)
+        data = self._encode(check_key(key), value)
+        await self._call(self._backend.put, self._scope, key, data, self._now() + ms)
+
+    async def set_many(self, pairs: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
+        """Write every pair, atomically: all or none; one request. Later duplicates win."""
+        items = pairs.items() if isinstance(pairs, Mapping) else _pairs(pairs)
+        encoded = {check_key(k): self._encode(k, v) for k, v in items}
+        await self._call(self._backend.put_many, self._scope, list(encoded.items()))
+
+    async def delete(self, key: str) -> None:
+        """Remove the key; a no-op when it does not exist."""
+        await self._call(self._backend.delete, self._scope, [check_key(key)])
+
+    clear = delete  # the seeds' name for the same call
+
+    async def clear_many(self, keys: Iterable[str]) -> None:
+        """Remove the keys, atomically; unknown keys are ignored; one request."""
+        checked = [check_key(k) for k in _iterable(keys, "keys")]
+        await self._call(self._backend.delete, self._scope, checked)
+
+    async def clear_all(self) -> None:
+        """Remove every key of this scope and nothing of any other.
+
+        Locks are leases for coordinating concurrent executions, not data, so they
+        are left to expire: wiping one while another execution holds it would let
+        two holders in at once.
+        """
+        await self._call(self._backend.delete_all, self._scope)
+
+    # -- locks ------------------------------------------------------------------
+
+    async def acquire_lock(self, key: str, ttl_ms: float | timedelta) -> bool:
+        """Take a lease on ``key`` for ``ttl_ms``; False if another live lease holds it."""
+        ms = ttl_to_ms(ttl_ms)
+        now = self._now()
+        return await self._call(
+            self._backend.acquire_lock, self._scope, check_key(key), now, now + ms
+        )
+
+    async def release_lock(self, key: str) -> None:
+        """Drop the lease whether or not it is held; the holder is not checked."""
+        await self._call(self._backend.release_lock, self._scope, check_key(key))
+
+    list = keys  # the seeds' name for keys(); defined last so it never shadows the builtin
+
+
+def _prefix(prefix: object) -> str:
+    if type(prefix) is not str:
+        raise TypeError(f"a key prefix must be str, got {type(prefix).__name__} {prefix!r}")
+    return prefix
+
+
+def _iterable(values: object, name: str) -> Sequence[Any]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a list of str keys, got {type(values).__name__}")
+    return list(values)
+
+
+def _pairs(pairs: Iterable[Any]) -> Iterable[tuple[Any, Any]]:
+    for i, pair in enumerate(_iterable(pairs, "pairs")):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(
+                f"set_many takes a dict or a list of (key, value) pairs; item {i} is {pair!r}"
+            )
+        yield pair[0], pair[1]
