@@ -1,0 +1,131 @@
+"""The ``corral`` command: operate a Corral database from the shell.
+
+Every listing prints a table for people and, with ``--json``, JSON for scripts.
+The database comes from ``--db``, else ``CORRAL_DATABASE_URL``, else the SQLite
+file ``./.corral/corral.db``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from corral import __version__
+from corral.db import DatabaseURLError, SchemaOutOfDate, create_engine, resolve_url, upgrade
+from corral.db.engine import DEFAULT_URL, URL_ENV
+from corral.state import Store, open_store
+from corral.tagged_json import to_tagged
+
+console = Console()
+
+
+class Context:
+    def __init__(self, db: str | None) -> None:
+        self.url = resolve_url(db)
+
+    def store(self, scope: str) -> Store:
+        try:
+            return open_store(self.url, scope)
+        except (DatabaseURLError, SchemaOutOfDate) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@click.group(
+    help=f"Run and operate sandboxed, event-driven Python agents.\n\n"
+    f"The database is --db URL, else ${URL_ENV}, else {DEFAULT_URL}."
+)
+@click.version_option(__version__, prog_name="corral")
+@click.option("--db", metavar="URL", help="sqlite:///path or postgresql://user@host/db")
+@click.pass_context
+def main(ctx: click.Context, db: str | None) -> None:
+    ctx.obj = Context(db)
+
+
+@main.command()
+@click.pass_obj
+def migrate(obj: Context) -> None:
+    """Create the database schema, or upgrade it to this version of Corral."""
+    try:
+        engine = create_engine(obj.url)
+        before, after = upgrade(engine)
+    except (DatabaseURLError, SchemaOutOfDate) as exc:
+        raise click.ClickException(str(exc)) from None
+    if before == after:
+        click.echo(f"{obj.url}: schema already at revision {after}")
+    else:
+        click.echo(f"{obj.url}: schema upgraded from {before or 'empty'} to revision {after}")
+
+
+@main.group()
+def state() -> None:
+    """Read an instance's store (its scope is the instance id)."""
+
+
+@state.command("ls")
+@click.argument("instance")
+@click.option("--prefix", default="", help="Only keys starting with this.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_obj
+def state_ls(obj: Context, instance: str, prefix: str, as_json: bool) -> None:
+    """List the live keys of INSTANCE, ascending, with their values."""
+    entries = asyncio.run(obj.store(instance).list_entries(prefix))
+    if as_json:
+        _print_json([{"key": key, "value": to_tagged(value)} for key, value in entries])
+        return
+    title = f"state of {instance}" + (f" (keys starting {prefix!r})" if prefix else "")
+    table = Table("key", "value", title=title)
+    for key, value in entries:
+        table.add_row(key, json.dumps(to_tagged(value), ensure_ascii=False))
+    console.print(table)
+    console.print(f"{len(entries)} key(s)")
+
+
+@state.command("get")
+@click.argument("instance")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print the value as tagged JSON.")
+@click.pass_obj
+def state_get(obj: Context, instance: str, key: str, as_json: bool) -> None:
+    """Print the value of KEY in INSTANCE's store; exit 1 when it is missing."""
+    missing = object()  # a stored None is present; only this sentinel means absent
+    try:
+        value = asyncio.run(obj.store(instance).get_or_default(key, missing))
+    except (TypeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if value is missing:
+        click.echo(f"no key {key!r} in {instance} (never set, deleted, or expired)", err=True)
+        sys.exit(1)
+    if as_json:
+        _print_json(to_tagged(value))
+    else:
+        console.print(repr(value))
+
+
+@main.command()
+@click.pass_obj
+def run(obj: Context) -> None:
+    """Prepare the local database and say what this build can do (used by `make run`)."""
+    engine = create_engine(obj.url)
+    _, revision = upgrade(engine)
+    click.echo(f"Corral {__version__}: database {obj.url} ready (schema revision {revision}).")
+    click.echo(
+        "Built so far: the value codec and the persistent store (memory, SQLite, PostgreSQL)."
+    )
+    click.echo(
+        "Not built yet: the sandbox, the runtime (agents, tasks, worker), the server and the "
+        "dashboard, so there is no agent to run. Try the store from Python:\n"
+        '  .venv/bin/python -c "import asyncio; from corral.state import open_store; '
+        "s = open_store('sqlite:///./.corral/corral.db', 'demo'); "
+        "asyncio.run(s.set('hello', {'n': 1}))\"\n"
+        "  .venv/bin/corral state ls demo"
+    )

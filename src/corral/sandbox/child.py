@@ -1,0 +1,256 @@
+"""The runtime inside a sandboxed process: load agent code, run invocations.
+
+It speaks the protocol of :mod:`corral.sandbox.protocol` over the inherited
+socket and implements the SDK's ``ToolChannel``: every tool call becomes a CALL
+frame and waits for the host's REPLY. One invocation runs at a time; each gets a
+fresh agent object, and anything it left running is cancelled when it ends, so
+no work leaks from one execution into the next.
+
+Imported in the zygote before it forks; must not import host-side code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import itertools
+import logging
+import math
+import os
+import socket
+import sys
+import time
+import traceback
+import types
+from typing import Any, TextIO
+
+from corral import codec
+from corral.sandbox import audit, protocol
+from corral.sdk.agent import Agent, callable_methods
+from corral.sdk.errors import (
+    WIRE_EXCEPTIONS,
+    AgentDefinitionError,
+    RequestLimitExceeded,
+    UnknownMethod,
+)
+
+# Keep a few compiled agent versions: a warm process serves one instance, and an
+# instance has one version at a time, but a deploy may race an execution.
+_MODULE_CACHE_SIZE = 4
+MAX_LOG_LINE = 4096
+
+
+def error_info(exc: BaseException) -> dict[str, str]:
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def load_agent_class(code: str, class_name: str | None, label: str) -> type[Agent]:
+    """Execute agent source in a fresh module and find its Agent subclass."""
+    module = types.ModuleType(f"corral_agent_{label}")
+    module.__file__ = f"<agent {label}>"
+    try:
+        exec(compile(code, module.__file__, "exec"), module.__dict__)
+    except SyntaxError as exc:
+        raise AgentDefinitionError(f"the agent code does not compile: {exc}") from exc
+    found = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, Agent)
+        and value.__module__ == module.__name__
+    ]
+    if class_name is not None:
+        found = [cls for cls in found if cls.__name__ == class_name]
+    if len(found) != 1:
+        names = ", ".join(sorted(cls.__name__ for cls in found)) or "none"
+        raise AgentDefinitionError(
+            f"the agent code must define exactly one Agent subclass"
+            f"{f' named {class_name!r}' if class_name else ''}; found {names}"
+        )
+    return found[0]
+
+
+class _LogStream:
+    """Turns writes to stdout/stderr into LOG frames, a line at a time."""
+
+    def __init__(self, runtime: ChildRuntime, level: str) -> None:
+        self._runtime = runtime
+        self._level = level
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._runtime.log(self._level, line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            self._runtime.log(self._level, self._partial)
+            self._partial = ""
+
+
+class _LogHandler(logging.Handler):
+    def __init__(self, runtime: ChildRuntime) -> None:
+        super().__init__()
+        self._runtime = runtime
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._runtime.log(record.levelname.lower(), self.format(record))
+
+
+class ChildRuntime:
+    """Serves invocations on one connected socket until the host closes it."""
+
+    def __init__(self, sock: socket.socket, readable: list[str]) -> None:
+        self._sock = sock
+        self._readable = readable
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self._serve_task: asyncio.Task[None] | None = None
+        self._modules: dict[str, type[Agent]] = {}
+        # Per-invocation budget, readable by the agent through self.budget.
+        self._requests_left = 0
+        self._deadline = 0.0
+        self._cpu_deadline = 0.0
+
+    # -- ToolChannel -------------------------------------------------------------
+
+    async def call(self, op: str, *args: Any) -> Any:
+        encoded = [codec.encode(arg) for arg in args]  # raises at the agent's call site
+        if self._requests_left <= 0:
+            raise RequestLimitExceeded(
+                "this execution has used its whole request budget; save progress and "
+                "continue in a new execution with run_task"
+            )
+        self._requests_left -= 1
+        call_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[call_id] = future
+        self._send([protocol.CALL, call_id, op, encoded])
+        return await future
+
+    @property
+    def requests_left(self) -> int:
+        return self._requests_left
+
+    @property
+    def time_left_ms(self) -> int:
+        return max(0, math.floor((self._deadline - time.monotonic()) * 1000))
+
+    @property
+    def cpu_left_ms(self) -> int:
+        return max(0, math.floor((self._cpu_deadline - time.process_time()) * 1000))
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _send(self, message: list[Any]) -> None:
+        assert self._writer is not None
+        self._writer.write(protocol.pack(message))
+
+    def log(self, level: str, line: str) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._send([protocol.LOG, level, line[:MAX_LOG_LINE]])
+
+    def _reply(self, message: list[Any]) -> None:
+        _, call_id, ok, payload = message
+        future = self._pending.pop(call_id, None)
+        if future is None or future.done():
+            return  # the call was cancelled with its invocation
+        if ok:
+            future.set_result(codec.decode(payload))
+        else:
+            exc_type = WIRE_EXCEPTIONS.get(payload.get("type"), RuntimeError)
+            future.set_exception(exc_type(payload.get("message", "")))
+
+    async def serve(self) -> None:
+        self._serve_task = asyncio.current_task()
+        reader, self._writer = await asyncio.open_connection(sock=self._sock)
+        self._install_output_capture()
+        # Last, once the event loop and its sockets exist: from here on the agent's
+        # own attempts at files, sockets and processes get a helpful PermissionError.
+        audit.install(self._readable)
+        self._send([protocol.READY, os.getpid()])
+        running: asyncio.Task[None] | None = None
+        try:
+            while True:
+                try:
+                    message = await protocol.read(reader)
+                except asyncio.IncompleteReadError:
+                    return  # the host closed the channel: retire
+                if message[0] == protocol.REPLY:
+                    self._reply(message)
+                elif message[0] == protocol.INVOKE:
+                    running = asyncio.create_task(self._invoke(message[1], message[2]))
+        finally:
+            if running is not None:
+                running.cancel()
+
+    def _install_output_capture(self) -> None:
+        out: TextIO = _LogStream(self, "info")  # type: ignore[assignment]
+        err: TextIO = _LogStream(self, "error")  # type: ignore[assignment]
+        sys.stdout, sys.stderr = out, err
+        root = logging.getLogger()
+        root.handlers[:] = [_LogHandler(self)]
+        root.setLevel(logging.INFO)
+
+    def _agent_class(self, spec: dict[str, Any]) -> type[Agent]:
+        code: str = spec["code"]
+        digest = hashlib.sha256(code.encode()).hexdigest()[:16]
+        cls = self._modules.get(digest)
+        if cls is None:
+            cls = load_agent_class(code, spec.get("class"), digest)
+            if len(self._modules) >= _MODULE_CACHE_SIZE:
+                self._modules.pop(next(iter(self._modules)))
+            self._modules[digest] = cls
+        return cls
+
+    async def _invoke(self, exec_id: int, spec: dict[str, Any]) -> None:
+        self._requests_left = int(spec["requests"])
+        self._deadline = time.monotonic() + spec["timeout_ms"] / 1000
+        self._cpu_deadline = time.process_time() + spec["cpu_ms"] / 1000
+        try:
+            cls = self._agent_class(spec)
+            method = spec["method"]
+            if method not in callable_methods(cls):
+                raise UnknownMethod(
+                    f"{cls.__name__} has no method {method!r} that can be invoked "
+                    f"(public methods: {', '.join(sorted(callable_methods(cls))) or 'none'})"
+                )
+            agent = cls(self)
+            result = getattr(agent, method)(*codec.decode(spec["args"]))
+            if inspect.isawaitable(result):
+                result = await result
+            payload = codec.encode(result, path="return value")
+        except Exception as exc:  # the agent's failure is data for the record
+            self._finish([protocol.FAIL, exec_id, error_info(exc)])
+        except BaseException as exc:  # MemoryError and friends: report, then retire
+            self._finish([protocol.FAIL, exec_id, error_info(exc)])
+            raise
+        else:
+            self._finish([protocol.DONE, exec_id, payload])
+
+    def _finish(self, message: list[Any]) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        for future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
+        keep = {asyncio.current_task(), self._serve_task}
+        for task in asyncio.all_tasks():
+            if task not in keep:
+                task.cancel()  # nothing the agent started outlives its execution
+        self._send(message)
+
+
+def run(fd: int, readable: list[str]) -> None:
+    """Entry point of a sandboxed process, after its layers are in place."""
+    sock = socket.socket(fileno=fd)
+    asyncio.run(ChildRuntime(sock, readable).serve())

@@ -1,0 +1,368 @@
+"""The host's side of sandboxing: start the zygote, spawn processes, run executions.
+
+Everything an execution does outside its own memory comes through here: each
+CALL frame is counted against the request budget before the host does the work,
+the wall deadline and the CPU budget are enforced from outside (SIGKILL through
+the pidfd cannot be caught or ignored), and CPU time and peak memory are read
+from the kernel, not reported by the sandboxed code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from corral import codec
+from corral.sandbox import protocol
+from corral.sandbox.limits import ExecutionResult, Limits, Outcome
+from corral.sdk.errors import RequestLimitExceeded
+
+ToolHandler = Callable[[str, list[Any]], Awaitable[Any]]
+"""Does one tool operation for the execution's instance; the host binds the scope."""
+
+#: Log lines kept per execution; a chatty or hostile agent cannot fill the host's memory.
+MAX_LOG_LINES = 1000
+_ZYGOTE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
+class SandboxError(RuntimeError):
+    """The sandbox machinery itself failed (not the agent)."""
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    status: int
+    cpu_s: float
+    maxrss_bytes: int
+
+    @property
+    def signal(self) -> int | None:
+        return os.WTERMSIG(self.status) if os.WIFSIGNALED(self.status) else None
+
+
+class Zygote:
+    """A running zygote and the control channel to it."""
+
+    def __init__(self, process: asyncio.subprocess.Process, ctl: socket.socket) -> None:
+        self._process = process
+        self._ctl = ctl
+        self._ids = itertools.count(1)
+        self._spawns: dict[int, asyncio.Future[tuple[int, int]]] = {}
+        self._exits: dict[int, asyncio.Future[ExitInfo]] = {}
+        self._ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.report: dict[str, Any] = {}
+
+    @classmethod
+    async def start(cls, *, insecure: bool = False) -> Zygote:
+        host_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        args = [sys.executable, "-I", "-m", "corral.sandbox.zygote", str(zygote_end.fileno())]
+        process = await asyncio.create_subprocess_exec(
+            *args,
+            *(["--insecure"] if insecure else []),
+            pass_fds=[zygote_end.fileno()],
+            env=_ZYGOTE_ENV,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        zygote_end.close()
+        host_end.setblocking(False)
+        zygote = cls(process, host_end)
+        asyncio.get_running_loop().add_reader(host_end.fileno(), zygote._readable)
+        try:
+            zygote.report = await asyncio.wait_for(zygote._ready, timeout=30)
+        except BaseException:
+            await zygote.close()
+            raise
+        return zygote
+
+    def _readable(self) -> None:
+        try:
+            data, fds, _, _ = socket.recv_fds(self._ctl, 65536, 1)
+        except BlockingIOError:
+            return
+        if not data:
+            self._lost(SandboxError("the zygote exited; see the worker's stderr"))
+            return
+        message = msgpack.unpackb(data, raw=False)
+        kind = message[0]
+        if kind == "ready":
+            self._ready.set_result(message[1])
+        elif kind == "spawned":
+            _resolve(self._spawns.pop(message[1], None), (message[2], fds[0]))
+        elif kind == "failed":
+            future = self._spawns.pop(message[1], None)
+            if future is not None and not future.done():
+                future.set_exception(SandboxError(message[2]))
+        elif kind == "exited":
+            _, pid, status, cpu_s, maxrss_kib = message
+            info = ExitInfo(status, cpu_s, maxrss_kib * 1024)
+            _resolve(self._exits.setdefault(pid, _future()), info)
+
+    def _lost(self, exc: Exception) -> None:
+        asyncio.get_running_loop().remove_reader(self._ctl.fileno())
+        futures: list[asyncio.Future[Any]] = [self._ready, *self._spawns.values()]
+        for future in [*futures, *self._exits.values()]:
+            if not future.done():
+                future.set_exception(exc)
+
+    async def spawn(self, limits: Limits) -> SandboxProcess:
+        """A new sandboxed process, connected and ready for its first invocation."""
+        host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        req_id = next(self._ids)
+        future: asyncio.Future[tuple[int, int]] = _future()
+        self._spawns[req_id] = future
+        spec = {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s}
+        try:
+            socket.send_fds(
+                self._ctl, [msgpack.packb(["spawn", req_id, spec])], [child_end.fileno()]
+            )
+        finally:
+            child_end.close()
+        pid, pidfd = await future
+        exited = self._exits.setdefault(pid, _future())
+        reader, writer = await asyncio.open_connection(sock=host_end)
+        process = SandboxProcess(pid, pidfd, reader, writer, exited)
+        await process.wait_ready()
+        return process
+
+    async def close(self) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(self._ctl.fileno())
+        self._ctl.close()  # the zygote sees EOF and exits
+        try:
+            await asyncio.wait_for(self._process.wait(), timeout=5)
+        except TimeoutError:
+            self._process.kill()
+            await self._process.wait()
+
+
+def _future() -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().create_future()
+
+
+def _resolve(future: asyncio.Future[Any] | None, value: Any) -> None:
+    if future is not None and not future.done():
+        future.set_result(value)
+
+
+def _process_cpu_s(pid: int) -> float:
+    """The process's CPU time, all threads, from the kernel's per-process CPU clock."""
+    return time.clock_gettime(((~pid) << 3) | 2)  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
+
+
+def _peak_rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status", "rb") as status:
+        for line in status:
+            if line.startswith(b"VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class SandboxProcess:
+    """One sandboxed process: runs invocations one at a time until retired."""
+
+    def __init__(
+        self,
+        pid: int,
+        pidfd: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        exited: asyncio.Future[ExitInfo],
+    ) -> None:
+        self.pid = pid
+        self._pidfd = pidfd
+        self._reader = reader
+        self._writer = writer
+        self.exited = exited
+        self.executions = 0
+        self._ids = itertools.count(1)
+        self._killed_for: Outcome | None = None
+
+    @property
+    def alive(self) -> bool:
+        return not self.exited.done() and self._killed_for is None
+
+    async def wait_ready(self) -> None:
+        message = await asyncio.wait_for(protocol.read(self._reader), timeout=30)
+        if message[0] != protocol.READY:
+            self.kill(Outcome.KILLED)
+            raise SandboxError(f"sandboxed process sent {message[0]!r} before READY")
+
+    def kill(self, reason: Outcome) -> None:
+        if self._killed_for is None:
+            self._killed_for = reason
+        with contextlib.suppress(ProcessLookupError, OSError):
+            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+
+    async def close(self) -> None:
+        """Retire: close the channel (the process exits on EOF), then release the pidfd."""
+        self._writer.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.exited), timeout=2)
+        except (TimeoutError, Exception):
+            self.kill(Outcome.KILLED)
+        with contextlib.suppress(OSError):
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    async def execute(
+        self,
+        code: str,
+        method: str,
+        args: list[Any],
+        limits: Limits,
+        tools: ToolHandler,
+        *,
+        class_name: str | None = None,
+    ) -> ExecutionResult:
+        """Run ``method(*args)`` of the agent in ``code`` under ``limits``."""
+        self.executions += 1
+        result = ExecutionResult(Outcome.OK)
+        started = time.monotonic()
+        cpu_before = _process_cpu_s(self.pid)
+        spec = {
+            "code": code,
+            "class": class_name,
+            "method": method,
+            "args": codec.encode(args, path="arguments"),
+            "requests": limits.requests,
+            "timeout_ms": limits.timeout_s * 1000,
+            "cpu_ms": limits.cpu_s * 1000,
+        }
+        exec_id = next(self._ids)
+        watchdog = asyncio.create_task(self._cpu_watchdog(cpu_before, limits.cpu_s))
+        try:
+            self._writer.write(protocol.pack([protocol.INVOKE, exec_id, spec]))
+            async with asyncio.timeout(limits.timeout_s):
+                await self._converse(result, limits, tools)
+        except TimeoutError:
+            self.kill(Outcome.TIMEOUT)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the process died; its exit status says why, below
+        except protocol.ProtocolError as exc:
+            self.kill(Outcome.KILLED)
+            result.error = {"type": "ProtocolError", "message": str(exc), "traceback": ""}
+        finally:
+            watchdog.cancel()
+        result.duration_ms = (time.monotonic() - started) * 1000
+        await self._account(result, cpu_before)
+        return result
+
+    async def _converse(self, result: ExecutionResult, limits: Limits, tools: ToolHandler) -> None:
+        while True:
+            message = await protocol.read(self._reader)
+            kind = message[0]
+            if kind == protocol.CALL:
+                await self._call(message, result, limits, tools)
+            elif kind == protocol.LOG:
+                if len(result.logs) < MAX_LOG_LINES:
+                    result.logs.append((str(message[1]), str(message[2])))
+            elif kind == protocol.DONE:
+                result.result = codec.decode(message[2])
+                return
+            elif kind == protocol.FAIL:
+                error = {k: str(message[2].get(k, "")) for k in ("type", "message", "traceback")}
+                result.error = error
+                result.outcome = {
+                    "MemoryError": Outcome.MEMORY_LIMIT,
+                    "RequestLimitExceeded": Outcome.REQUEST_LIMIT,
+                }.get(error["type"], Outcome.ERROR)
+                if result.outcome is Outcome.MEMORY_LIMIT:
+                    error["message"] = (
+                        f"the execution ran out of memory (limit {limits.memory_mb} MiB)"
+                    )
+                return
+            else:
+                raise protocol.ProtocolError(f"unexpected {kind!r} message during an execution")
+
+    async def _call(
+        self, message: list[Any], result: ExecutionResult, limits: Limits, tools: ToolHandler
+    ) -> None:
+        _, call_id, op, raw_args = message
+        result.requests_used += 1
+        try:
+            if result.requests_used > limits.requests:
+                raise RequestLimitExceeded(
+                    f"this execution has used its {limits.requests}-request budget"
+                )
+            if type(op) is not str or type(raw_args) is not list:
+                raise protocol.ProtocolError("a CALL needs an operation name and an argument list")
+            value = await tools(op, [codec.decode(arg) for arg in raw_args])
+            reply = [protocol.REPLY, call_id, True, codec.encode(value)]
+        except protocol.ProtocolError:
+            raise
+        except Exception as exc:  # the agent sees the error; the host carries on
+            reply = [
+                protocol.REPLY,
+                call_id,
+                False,
+                {"type": type(exc).__name__, "message": str(exc)},
+            ]
+        self._writer.write(protocol.pack(reply))
+
+    async def _cpu_watchdog(self, cpu_before: float, cpu_s: float) -> None:
+        """Kill the process once this execution has used ``cpu_s`` of CPU."""
+        cores = os.cpu_count() or 1
+        while True:
+            try:
+                used = _process_cpu_s(self.pid) - cpu_before
+            except OSError:
+                return
+            if used >= cpu_s:
+                self.kill(Outcome.CPU_LIMIT)
+                return
+            # All cores busy is the fastest the budget can run out.
+            await asyncio.sleep(max(0.01, (cpu_s - used) / cores))
+
+    async def _account(self, result: ExecutionResult, cpu_before: float) -> None:
+        if self.alive:
+            try:
+                result.cpu_ms = (_process_cpu_s(self.pid) - cpu_before) * 1000
+                result.peak_rss_bytes = _peak_rss_bytes(self.pid)
+                return
+            except OSError:
+                pass  # it died just now: fall through to its exit information
+        try:
+            info = await asyncio.wait_for(asyncio.shield(self.exited), timeout=5)
+        except TimeoutError:
+            self.kill(Outcome.KILLED)
+            info = await self.exited
+        result.cpu_ms = max(0.0, (info.cpu_s - cpu_before) * 1000)
+        result.peak_rss_bytes = info.maxrss_bytes
+        if result.outcome is Outcome.OK or self._killed_for is not None:
+            result.outcome = self._killed_for or _outcome_of_death(info)
+        if result.error is None:
+            result.error = {
+                "type": result.outcome.value,
+                "message": _death_message(result.outcome, info),
+                "traceback": "",
+            }
+        self._killed_for = self._killed_for or result.outcome
+
+
+def _outcome_of_death(info: ExitInfo) -> Outcome:
+    if info.signal == signal.SIGXCPU:
+        return Outcome.CPU_LIMIT
+    return Outcome.KILLED
+
+
+def _death_message(outcome: Outcome, info: ExitInfo) -> str:
+    return {
+        Outcome.TIMEOUT: "the execution ran past its wall-clock timeout and was stopped",
+        Outcome.CPU_LIMIT: "the execution used its whole CPU budget and was stopped",
+        Outcome.MEMORY_LIMIT: "the execution ran out of memory and was stopped",
+    }.get(outcome, f"the sandboxed process died (wait status {info.status})")
+
+
+__all__ = ["ExitInfo", "SandboxError", "SandboxProcess", "ToolHandler", "Zygote"]

@@ -1,0 +1,69 @@
+"""The RPC wire format between the host and a sandboxed process.
+
+A frame is a 4-byte big-endian length, then a msgpack array whose first item
+names the message. Agent values inside a frame (arguments, results, tool
+replies) are carried as bytes encoded by :mod:`corral.codec`, so they keep their
+types and are validated where they are produced. The full message set is in
+``docs/sandbox-rpc.md``.
+
+This module is imported on both sides; it must not import host-side code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any, Final
+
+import msgpack
+
+HEADER: Final = struct.Struct(">I")
+#: Largest frame either side accepts: a 1 MiB value plus generous room for the rest.
+MAX_FRAME: Final = 4 * 1024 * 1024
+
+# host -> child
+INVOKE: Final = "invoke"  # [INVOKE, exec_id, spec: dict]
+REPLY: Final = "reply"  # [REPLY, call_id, ok: bool, value bytes | error dict]
+# child -> host
+CALL: Final = "call"  # [CALL, call_id, op: str, [arg bytes, ...]]
+LOG: Final = "log"  # [LOG, level: str, line: str]
+DONE: Final = "done"  # [DONE, exec_id, result bytes]
+FAIL: Final = "fail"  # [FAIL, exec_id, error dict]
+READY: Final = "ready"  # [READY, pid]
+
+_ARITY: Final = {INVOKE: 3, REPLY: 4, CALL: 4, LOG: 3, DONE: 3, FAIL: 3, READY: 2}
+
+
+class ProtocolError(Exception):
+    """A frame broke the protocol: too large, not msgpack, or not a known message."""
+
+
+def pack(message: list[Any]) -> bytes:
+    body: bytes = msgpack.packb(message, use_bin_type=True)
+    if len(body) > MAX_FRAME:
+        raise ProtocolError(f"a {len(body)}-byte message exceeds the {MAX_FRAME}-byte frame limit")
+    return HEADER.pack(len(body)) + body
+
+
+def unpack(body: bytes) -> list[Any]:
+    """Decode and shape-check one frame body; anything malformed is a ProtocolError."""
+    try:
+        message = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise ProtocolError(f"frame is not valid msgpack: {exc}") from None
+    if (
+        type(message) is not list
+        or not message
+        or type(message[0]) is not str
+        or _ARITY.get(message[0]) != len(message)
+    ):
+        raise ProtocolError(f"unknown or malformed message: {str(message)[:200]}")
+    return message
+
+
+async def read(reader: asyncio.StreamReader) -> list[Any]:
+    """The next message; EOF raises ``asyncio.IncompleteReadError``."""
+    (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+    if size > MAX_FRAME:
+        raise ProtocolError(f"a {size}-byte frame exceeds the {MAX_FRAME}-byte limit")
+    return unpack(await reader.readexactly(size))

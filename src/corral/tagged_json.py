@@ -1,0 +1,63 @@
+"""Show stored values as JSON, keeping the types JSON lacks in a tagged form.
+
+For people and scripts reading state through the CLI or the admin API: a tuple,
+a set, bytes or a datetime must not silently turn into a list or a string, so
+each travels as a one-key object such as ``{"$tuple": [...]}``. A plain dict
+whose keys start with ``$`` is wrapped in ``{"$dict": ...}`` so it cannot be
+mistaken for a tag.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+import uuid
+from decimal import Decimal
+from typing import Any
+
+JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
+
+# Integers beyond this lose precision in JavaScript and many JSON parsers.
+_SAFE_INT = 2**53
+
+
+def to_tagged(value: Any) -> JsonValue:
+    """A JSON-compatible rendering of any value the codec accepts."""
+    kind = type(value)
+    if value is None or kind is bool or kind is str:
+        return value  # type: ignore[no-any-return]
+    if kind is int:
+        return value if -_SAFE_INT <= value <= _SAFE_INT else {"$int": str(value)}
+    if kind is float:
+        return value if math.isfinite(value) else {"$float": repr(value)}
+    if kind is list:
+        return [to_tagged(item) for item in value]
+    if kind is dict:
+        body = {key: to_tagged(item) for key, item in value.items()}
+        return {"$dict": body} if any(key.startswith("$") for key in value) else body
+    if kind is tuple:
+        return {"$tuple": [to_tagged(item) for item in value]}
+    if kind is set or kind is frozenset:
+        items = sorted((to_tagged(item) for item in value), key=repr)
+        return {"$set" if kind is set else "$frozenset": items}
+    if kind is bytes:
+        return {"$bytes": base64.b64encode(value).decode()}
+    if kind is dt.datetime:
+        return {"$datetime": value.isoformat(), **_zone(value.tzinfo)}
+    if kind is dt.date:
+        return {"$date": value.isoformat()}
+    if kind is dt.time:
+        return {"$time": value.isoformat(), **_zone(value.tzinfo)}
+    if kind is dt.timedelta:
+        return {"$timedelta": value.total_seconds()}
+    if kind is Decimal:
+        return {"$decimal": str(value)}
+    if kind is uuid.UUID:
+        return {"$uuid": str(value)}
+    raise TypeError(f"cannot show a value of type {kind.__name__} as JSON")
+
+
+def _zone(tz: dt.tzinfo | None) -> dict[str, str]:
+    key = getattr(tz, "key", None)  # a zoneinfo.ZoneInfo names its IANA zone
+    return {"zone": key} if isinstance(key, str) else {}

@@ -1,0 +1,49 @@
+"""Values shown as JSON keep the types JSON lacks, so a reader can tell them apart."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from corral.tagged_json import to_tagged
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (None, None),
+        (True, True),
+        (2**53, 2**53),
+        (2**53 + 1, {"$int": str(2**53 + 1)}),
+        (float("inf"), {"$float": "inf"}),
+        ((1, "a"), {"$tuple": [1, "a"]}),
+        ({3, 1, 2}, {"$set": [1, 2, 3]}),
+        (frozenset({"x"}), {"$frozenset": ["x"]}),
+        (b"\x00\xff", {"$bytes": "AP8="}),
+        (dt.date(2026, 1, 2), {"$date": "2026-01-02"}),
+        (dt.timedelta(minutes=1.5), {"$timedelta": 90.0}),
+        (Decimal("1.10"), {"$decimal": "1.10"}),
+        (uuid.UUID(int=1), {"$uuid": "00000000-0000-0000-0000-000000000001"}),
+        ({"$tuple": 1}, {"$dict": {"$tuple": 1}}),
+        ({"a": [1, {"b": (2,)}]}, {"a": [1, {"b": {"$tuple": [2]}}]}),
+    ],
+)
+def test_tagged_forms(value: object, shown: object) -> None:
+    assert to_tagged(value) == shown
+    json.dumps(to_tagged(value))  # always valid JSON
+
+
+def test_datetime_keeps_offset_and_zone_name() -> None:
+    when = dt.datetime(2026, 3, 29, 3, 30, tzinfo=ZoneInfo("Europe/Paris"))
+    assert to_tagged(when) == {"$datetime": "2026-03-29T03:30:00+02:00", "zone": "Europe/Paris"}
+    assert to_tagged(dt.datetime(2026, 1, 1)) == {"$datetime": "2026-01-01T00:00:00"}
+
+
+def test_unknown_type_is_refused() -> None:
+    with pytest.raises(TypeError, match="cannot show a value of type object"):
+        to_tagged(object())
