@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,6 +20,10 @@ from rich.table import Table
 from corral import __version__
 from corral.db import DatabaseURLError, SchemaOutOfDate, create_engine, resolve_url, upgrade
 from corral.db.engine import DEFAULT_URL, URL_ENV
+from corral.runtime.once import run_once
+from corral.runtime.records import ExecutionRecord
+from corral.sandbox.errors import SandboxUnavailable
+from corral.sandbox.limits import Outcome
 from corral.state import Store, open_store
 from corral.tagged_json import to_tagged
 
@@ -27,6 +32,7 @@ console = Console()
 
 class Context:
     def __init__(self, db: str | None) -> None:
+        self.explicit_url = db
         self.url = resolve_url(db)
 
     def store(self, scope: str) -> Store:
@@ -109,6 +115,69 @@ def state_get(obj: Context, instance: str, key: str, as_json: bool) -> None:
         _print_json(to_tagged(value))
     else:
         console.print(repr(value))
+
+
+@main.command("exec")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("method")
+@click.option(
+    "--arg", "raw_args", multiple=True, metavar="JSON", help="A positional argument (repeatable)."
+)
+@click.option("--instance", default="exec", show_default=True, help="The store scope to use.")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@click.option(
+    "--insecure-sandbox", is_flag=True, help="Run even where kernel sandbox layers are missing."
+)
+@click.pass_obj
+def exec_(
+    obj: Context,
+    path: Path,
+    method: str,
+    raw_args: tuple[str, ...],
+    instance: str,
+    as_json: bool,
+    insecure_sandbox: bool,
+) -> None:
+    """Run METHOD of the agent in PATH once, in a real sandbox, and print the record.
+
+    The store is a throwaway in-memory one unless --db is given. Exits 1 unless the
+    execution's outcome is ok.
+    """
+    args: list[Any] = []
+    for i, raw in enumerate(raw_args, 1):
+        try:
+            args.append(json.loads(raw))
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"argument {i} is not JSON ({exc}): {raw!r}") from None
+    store = obj.store(instance) if obj.explicit_url else open_store(None, instance)
+    code = path.read_text()
+    try:
+        record = asyncio.run(run_once(code, method, args, store, insecure=insecure_sandbox))
+    except SandboxUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    record.instance = instance
+    if as_json:
+        _print_json(record.to_json())
+    else:
+        _print_record(record)
+    if record.result.outcome is not Outcome.OK:
+        sys.exit(1)
+
+
+def _print_record(record: ExecutionRecord) -> None:
+    data = record.to_json()
+    table = Table(show_header=False, title=f"execution {data['id']}")
+    for name in ("method", "outcome", "requests_used", "cpu_ms", "peak_rss_bytes", "duration_ms"):
+        table.add_row(name, str(data[name]))
+    table.add_row("result", json.dumps(data["result"], ensure_ascii=False))
+    error = record.result.error
+    if error:
+        table.add_row("error", f"{error['type']}: {error['message']}")
+    console.print(table)
+    for line in data["logs"]:  # type: ignore[union-attr]
+        console.print(f"[dim]log[/dim] {line['level']}: {line['line']}")  # type: ignore[index,call-overload]
+    if error and error.get("traceback"):
+        console.print(error["traceback"], markup=False)
 
 
 @main.command()

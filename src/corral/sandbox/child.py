@@ -49,30 +49,44 @@ def error_info(exc: BaseException) -> dict[str, str]:
     }
 
 
-def load_agent_class(code: str, class_name: str | None, label: str) -> type[Agent]:
-    """Execute agent source in a fresh module and find its Agent subclass."""
+def load_agent_class(code: str, label: str) -> type[Agent]:
+    """Execute agent source in a fresh module and find its Agent class.
+
+    A module may define helper base classes; the agent is the one Agent subclass
+    that no other class in the module extends.
+    """
     module = types.ModuleType(f"corral_agent_{label}")
     module.__file__ = f"<agent {label}>"
     try:
         exec(compile(code, module.__file__, "exec"), module.__dict__)
     except SyntaxError as exc:
         raise AgentDefinitionError(f"the agent code does not compile: {exc}") from exc
-    found = [
+    defined = [
         value
         for value in vars(module).values()
         if isinstance(value, type)
         and issubclass(value, Agent)
         and value.__module__ == module.__name__
     ]
-    if class_name is not None:
-        found = [cls for cls in found if cls.__name__ == class_name]
-    if len(found) != 1:
-        names = ", ".join(sorted(cls.__name__ for cls in found)) or "none"
+    leaves = [
+        cls for cls in defined if not any(o is not cls and issubclass(o, cls) for o in defined)
+    ]
+    if len(leaves) != 1:
+        names = ", ".join(sorted(cls.__name__ for cls in leaves)) or "none"
         raise AgentDefinitionError(
-            f"the agent code must define exactly one Agent subclass"
-            f"{f' named {class_name!r}' if class_name else ''}; found {names}"
+            f"the agent code must define exactly one Agent (or Twist) class; found {names}"
         )
-    return found[0]
+    return leaves[0]
+
+
+def describe(cls: type[Agent]) -> dict[str, Any]:
+    """What the host needs to know about an agent without running its code itself."""
+    return {
+        "class": cls.__name__,
+        "methods": sorted(callable_methods(cls)),
+        "limits": dict(cls.limits),
+        "network": list(cls.network),
+    }
 
 
 class _LogStream:
@@ -206,7 +220,7 @@ class ChildRuntime:
         digest = hashlib.sha256(code.encode()).hexdigest()[:16]
         cls = self._modules.get(digest)
         if cls is None:
-            cls = load_agent_class(code, spec.get("class"), digest)
+            cls = load_agent_class(code, digest)
             if len(self._modules) >= _MODULE_CACHE_SIZE:
                 self._modules.pop(next(iter(self._modules)))
             self._modules[digest] = cls
@@ -218,6 +232,9 @@ class ChildRuntime:
         self._cpu_deadline = time.process_time() + spec["cpu_ms"] / 1000
         try:
             cls = self._agent_class(spec)
+            if spec.get("describe"):
+                self._finish([protocol.DONE, exec_id, codec.encode(describe(cls))])
+                return
             method = spec["method"]
             if method not in callable_methods(cls):
                 raise UnknownMethod(

@@ -216,26 +216,25 @@ class SandboxProcess:
             os.close(self._pidfd)
             self._pidfd = -1
 
+    async def describe(self, code: str, limits: Limits) -> ExecutionResult:
+        """Load the agent and report its class, methods, limits and network list."""
+        return await self._run({"code": code, "describe": True}, limits, _no_tools)
+
     async def execute(
-        self,
-        code: str,
-        method: str,
-        args: list[Any],
-        limits: Limits,
-        tools: ToolHandler,
-        *,
-        class_name: str | None = None,
+        self, code: str, method: str, args: list[Any], limits: Limits, tools: ToolHandler
     ) -> ExecutionResult:
         """Run ``method(*args)`` of the agent in ``code`` under ``limits``."""
+        spec = {"code": code, "method": method, "args": codec.encode(args, path="arguments")}
+        return await self._run(spec, limits, tools)
+
+    async def _run(
+        self, spec: dict[str, Any], limits: Limits, tools: ToolHandler
+    ) -> ExecutionResult:
         self.executions += 1
         result = ExecutionResult(Outcome.OK)
         started = time.monotonic()
         cpu_before = _process_cpu_s(self.pid)
-        spec = {
-            "code": code,
-            "class": class_name,
-            "method": method,
-            "args": codec.encode(args, path="arguments"),
+        spec |= {
             "requests": limits.requests,
             "timeout_ms": limits.timeout_s * 1000,
             "cpu_ms": limits.cpu_s * 1000,
@@ -349,6 +348,10 @@ class SandboxProcess:
                 "traceback": "",
             }
         self._killed_for = self._killed_for or result.outcome
+
+
+async def _no_tools(op: str, args: list[Any]) -> Any:
+    raise PermissionError("no tools are available while an agent is being described")
 
 
 def _outcome_of_death(info: ExitInfo) -> Outcome:

@@ -1,0 +1,1 @@
+"""The host-side runtime: agents, instances, executions, and the tools they call."""

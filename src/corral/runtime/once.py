@@ -1,0 +1,49 @@
+"""One execution of one method, start to finish: what ``corral exec`` runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from corral.runtime.records import ExecutionRecord, loaded
+from corral.runtime.tools import store_tools
+from corral.sandbox.host import Zygote
+from corral.sandbox.limits import Limits, Outcome
+from corral.state import Store
+
+
+async def run_once(
+    code: str,
+    method: str,
+    args: list[Any],
+    store: Store,
+    *,
+    insecure: bool = False,
+    limits: Limits | None = None,
+) -> ExecutionRecord:
+    """Load the agent in one sandboxed process to learn its limits, run it in another.
+
+    Two processes because the memory limit is fixed when a process starts, and the
+    agent's own ``limits`` are only known once its code has been loaded.
+    """
+    base = limits or Limits()
+    zygote = await Zygote.start(insecure=insecure)
+    try:
+        probe = await zygote.spawn(base)
+        description = await probe.describe(code, base)
+        await probe.close()
+        if description.outcome is not Outcome.OK:
+            return ExecutionRecord(store.scope, method, "exec", description)
+        try:
+            agent_limits = base.override(loaded(description)["limits"])
+        except ValueError as exc:
+            description.outcome = Outcome.ERROR
+            description.error = {"type": "ValueError", "message": str(exc), "traceback": ""}
+            return ExecutionRecord(store.scope, method, "exec", description)
+        process = await zygote.spawn(agent_limits)
+        try:
+            result = await process.execute(code, method, args, agent_limits, store_tools(store))
+        finally:
+            await process.close()
+        return ExecutionRecord(store.scope, method, "exec", result)
+    finally:
+        await zygote.close()
