@@ -15,11 +15,13 @@ import asyncio
 import hashlib
 import inspect
 import itertools
+import linecache
 import logging
 import math
 import os
 import socket
 import sys
+import threading
 import time
 import traceback
 import types
@@ -42,10 +44,14 @@ MAX_LOG_LINE = 4096
 
 
 def error_info(exc: BaseException) -> dict[str, str]:
+    """The error as the author should see it: their frames, not the runtime's."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
     return {
         "type": type(exc).__name__,
         "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, tb)),
     }
 
 
@@ -57,6 +63,8 @@ def load_agent_class(code: str, label: str) -> type[Agent]:
     """
     module = types.ModuleType(f"corral_agent_{label}")
     module.__file__ = f"<agent {label}>"
+    # Tracebacks then quote the agent's own lines although no file exists.
+    linecache.cache[module.__file__] = (len(code), None, code.splitlines(True), module.__file__)
     try:
         exec(compile(code, module.__file__, "exec"), module.__dict__)
     except SyntaxError as exc:
@@ -260,11 +268,19 @@ class ChildRuntime:
         for future in self._pending.values():
             future.cancel()
         self._pending.clear()
+        # Nothing the agent started may outlive its execution: cancel its tasks and
+        # drop its timers and queued callbacks (asyncio has no public way to list
+        # those, hence the private attributes of the base event loop).
         keep = {asyncio.current_task(), self._serve_task}
         for task in asyncio.all_tasks():
             if task not in keep:
-                task.cancel()  # nothing the agent started outlives its execution
-        self._send(message)
+                task.cancel()
+        loop = asyncio.get_running_loop()
+        for handle in [*getattr(loop, "_scheduled", ()), *getattr(loop, "_ready", ())]:
+            handle.cancel()
+        # A thread cannot be stopped from outside; a process with one left running
+        # asks to be retired rather than carry it into another execution.
+        self._send([*message, threading.active_count() > 1])
 
 
 def run(fd: int, readable: list[str]) -> None:

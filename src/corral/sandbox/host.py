@@ -188,10 +188,16 @@ class SandboxProcess:
         self.executions = 0
         self._ids = itertools.count(1)
         self._killed_for: Outcome | None = None
+        #: The process left something running (a thread) and must not be reused.
+        self.wants_retirement = False
 
     @property
     def alive(self) -> bool:
         return not self.exited.done() and self._killed_for is None
+
+    @property
+    def reusable(self) -> bool:
+        return self.alive and not self.wants_retirement
 
     async def wait_ready(self) -> None:
         message = await asyncio.wait_for(protocol.read(self._reader), timeout=30)
@@ -244,7 +250,7 @@ class SandboxProcess:
         try:
             self._writer.write(protocol.pack([protocol.INVOKE, exec_id, spec]))
             async with asyncio.timeout(limits.timeout_s):
-                await self._converse(result, limits, tools)
+                await self._converse(exec_id, result, limits, tools)
         except TimeoutError:
             self.kill(Outcome.TIMEOUT)
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -258,10 +264,18 @@ class SandboxProcess:
         await self._account(result, cpu_before)
         return result
 
-    async def _converse(self, result: ExecutionResult, limits: Limits, tools: ToolHandler) -> None:
+    async def _converse(
+        self, exec_id: int, result: ExecutionResult, limits: Limits, tools: ToolHandler
+    ) -> None:
         while True:
             message = await protocol.read(self._reader)
             kind = message[0]
+            if kind in (protocol.DONE, protocol.FAIL):
+                if message[1] != exec_id:
+                    raise protocol.ProtocolError(
+                        f"{kind!r} for execution {message[1]!r}, not {exec_id}"
+                    )
+                self.wants_retirement = bool(message[3])
             if kind == protocol.CALL:
                 await self._call(message, result, limits, tools)
             elif kind == protocol.LOG:

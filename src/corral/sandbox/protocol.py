@@ -27,11 +27,11 @@ REPLY: Final = "reply"  # [REPLY, call_id, ok: bool, value bytes | error dict]
 # child -> host
 CALL: Final = "call"  # [CALL, call_id, op: str, [arg bytes, ...]]
 LOG: Final = "log"  # [LOG, level: str, line: str]
-DONE: Final = "done"  # [DONE, exec_id, result bytes]
-FAIL: Final = "fail"  # [FAIL, exec_id, error dict]
+DONE: Final = "done"  # [DONE, exec_id, result bytes, retire: bool]
+FAIL: Final = "fail"  # [FAIL, exec_id, error dict, retire: bool]
 READY: Final = "ready"  # [READY, pid]
 
-_ARITY: Final = {INVOKE: 3, REPLY: 4, CALL: 4, LOG: 3, DONE: 3, FAIL: 3, READY: 2}
+_ARITY: Final = {INVOKE: 3, REPLY: 4, CALL: 4, LOG: 3, DONE: 4, FAIL: 4, READY: 2}
 
 
 class ProtocolError(Exception):

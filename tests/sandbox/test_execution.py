@@ -1,0 +1,345 @@
+"""Executions through the real zygote and sandboxed processes: records, limits, budget.
+
+Each test starts its own zygote, so a test that breaks a process cannot affect
+another. The agent code is a string, as it is when stored in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgpack
+import pytest
+
+from corral.runtime.tools import store_tools
+from corral.sandbox.host import SandboxProcess, Zygote
+from corral.sandbox.limits import Limits, Outcome
+from corral.sandbox.pool import SandboxPool
+from corral.state import Store, open_store
+
+AGENT = """
+import asyncio, os, struct
+from corral.sdk import Agent, RequestLimitExceeded
+
+class Demo(Agent):
+    async def hello(self, name="world"):
+        n = (await self.get("count") or 0) + 1
+        await self.set("count", n)
+        print(f"hello {name} #{n}")
+        return {"greeting": f"hello {name}", "n": n, "left": self.budget.requests_left}
+
+    def plain(self, x):
+        return ("sync", x)
+
+    async def spend(self, n):
+        done = 0
+        try:
+            for i in range(n):
+                await self.store.set(f"k{i}", i)
+                done += 1
+        except RequestLimitExceeded as exc:
+            return {"done": done, "error": str(exc)}
+        return {"done": done}
+
+    async def spend_uncaught(self, n):
+        for i in range(n):
+            await self.store.set(f"k{i}", i)
+
+    async def gather(self, n):
+        await asyncio.gather(*(self.store.set(f"g{i}", i) for i in range(n)))
+        return await self.store.get_many([f"g{i}" for i in range(n)])
+
+    async def boom(self):
+        raise ValueError("bad input: 42")
+
+    async def store_object(self):
+        await self.set("x", {"items": [1, 2, 3, object()]})
+
+    async def sleep(self, s):
+        await asyncio.sleep(s)
+
+    def spin(self):
+        while True:
+            pass
+
+    def hog(self):
+        return len(bytearray(2 * 1024**3))
+
+    def remember(self):
+        global seen
+        seen = globals().get("seen", 0) + 1
+        return seen
+
+    async def raw_call(self, op, *args):
+        return await self._channel.call(op, *args)
+
+    def garbage(self):
+        os.write(3, struct.pack(">I", 5) + b"\\xc1\\xc1\\xc1\\xc1\\xc1")
+
+    def oversized(self):
+        os.write(3, struct.pack(">I", 2**31))
+
+    def out_of_order(self, frame):
+        os.write(3, struct.pack(">I", len(frame)) + frame)
+
+    def background(self):
+        async def forever():
+            await self.set("late", True)
+        asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(forever()))
+        return "started"
+"""
+
+
+@pytest.fixture
+async def zygote() -> AsyncIterator[Zygote]:
+    z = await Zygote.start(insecure=True)
+    yield z
+    await z.close()
+
+
+@pytest.fixture
+def store() -> Store:
+    return open_store(None, "inst-a")
+
+
+async def run(
+    process: SandboxProcess, store: Store, method: str, *args: Any, limits: Limits | None = None
+) -> Any:
+    return await process.execute(AGENT, method, list(args), limits or Limits(), store_tools(store))
+
+
+async def test_ok_execution_is_recorded_with_usage_and_logs(zygote: Zygote, store: Store) -> None:
+    process = await zygote.spawn(Limits())
+    result = await run(process, store, "hello", "ann")
+    assert result.outcome is Outcome.OK
+    assert result.result == {"greeting": "hello ann", "n": 1, "left": 998}
+    assert result.requests_used == 2
+    assert result.logs == [("info", "hello ann #1")]
+    assert result.cpu_ms > 0
+    assert result.peak_rss_bytes > 1_000_000
+    assert result.duration_ms > 0
+    assert await store.get("count") == 1
+
+
+async def test_plain_def_handlers_and_tuple_results(zygote: Zygote, store: Store) -> None:
+    process = await zygote.spawn(Limits())
+    result = await run(process, store, "plain", {"a": (1, 2)})
+    assert result.result == ("sync", {"a": (1, 2)})
+
+
+async def test_a_raised_exception_is_an_error_with_its_traceback(
+    zygote: Zygote, store: Store
+) -> None:
+    process = await zygote.spawn(Limits())
+    result = await run(process, store, "boom")
+    assert result.outcome is Outcome.ERROR
+    assert result.error is not None
+    assert (result.error["type"], result.error["message"]) == ("ValueError", "bad input: 42")
+    assert 'raise ValueError("bad input: 42")' in result.error["traceback"]
+    assert (await run(process, store, "plain", 1)).outcome is Outcome.OK  # process serves on
+
+
+async def test_unstorable_value_fails_at_the_agents_line(zygote: Zygote, store: Store) -> None:
+    result = await run(await zygote.spawn(Limits()), store, "store_object")
+    assert result.error is not None
+    assert result.error["message"] == (
+        "value['items'][3]: cannot store an object of type object; store its fields as a dict"
+    )
+    assert result.requests_used == 0  # refused before it was sent
+    assert await store.keys() == []
+
+
+async def test_unknown_method_names_the_real_ones(zygote: Zygote, store: Store) -> None:
+    result = await run(await zygote.spawn(Limits()), store, "set")
+    assert result.error is not None
+    assert result.error["type"] == "UnknownMethod"
+    assert "Demo has no method 'set' that can be invoked" in result.error["message"]
+    assert "hello" in result.error["message"]
+
+
+async def test_request_budget_stops_the_call_past_it_and_keeps_earlier_work(
+    zygote: Zygote, store: Store
+) -> None:
+    process = await zygote.spawn(Limits())
+    result = await run(process, store, "spend", 10, limits=Limits(requests=4))
+    assert result.outcome is Outcome.OK  # the agent caught RequestLimitExceeded
+    assert result.result["done"] == 4
+    assert "request budget" in result.result["error"]
+    assert await store.keys() == ["k0", "k1", "k2", "k3"]
+
+    uncaught = await run(process, store, "spend_uncaught", 10, limits=Limits(requests=3))
+    assert uncaught.outcome is Outcome.REQUEST_LIMIT
+    assert uncaught.requests_used == 3
+
+
+async def test_concurrent_tool_calls_each_count(zygote: Zygote, store: Store) -> None:
+    result = await run(await zygote.spawn(Limits()), store, "gather", 20)
+    assert result.result == list(range(20))
+    assert result.requests_used == 21
+
+
+async def test_wall_timeout_kills_and_the_next_process_works(zygote: Zygote, store: Store) -> None:
+    process = await zygote.spawn(Limits())
+    result = await run(process, store, "sleep", 30, limits=Limits(timeout_s=0.3))
+    assert result.outcome is Outcome.TIMEOUT
+    assert result.error is not None
+    assert "wall-clock timeout" in result.error["message"]
+    assert not process.alive
+    assert (await run(await zygote.spawn(Limits()), store, "plain", 1)).outcome is Outcome.OK
+
+
+async def test_cpu_budget_stops_a_busy_loop(zygote: Zygote, store: Store) -> None:
+    process = await zygote.spawn(Limits())
+    result = await run(process, store, "spin", limits=Limits(cpu_s=0.3, timeout_s=20))
+    assert result.outcome is Outcome.CPU_LIMIT
+    assert result.cpu_ms >= 300
+    assert result.error is not None
+    assert "CPU budget" in result.error["message"]
+
+
+async def test_memory_limit_is_recorded(zygote: Zygote, store: Store) -> None:
+    process = await zygote.spawn(Limits(memory_mb=64))
+    result = await run(process, store, "hog", limits=Limits(memory_mb=64))
+    assert result.outcome is Outcome.MEMORY_LIMIT
+    assert result.error is not None
+    assert result.error["message"] == "the execution ran out of memory (limit 64 MiB)"
+    assert result.breached
+
+
+@pytest.mark.parametrize(
+    ("op", "args", "error"),
+    [
+        ("store._backend", [], "there is no tool operation 'store._backend'"),
+        ("store.__class__", [], "there is no tool operation 'store.__class__'"),
+        ("db.execute", ["select 1"], "there is no tool operation 'db.execute'"),
+        ("store.get", ["count", "inst-b"], "takes 2 positional arguments but 3 were given"),
+    ],
+)
+async def test_no_rpc_trick_reaches_another_scope(
+    zygote: Zygote, op: str, args: list[Any], error: str
+) -> None:
+    other = open_store(None, "inst-b")
+    await other.set("count", 99)
+    mine = open_store(None, "inst-a")
+    result = await run(await zygote.spawn(Limits()), mine, "raw_call", op, *args)
+    assert result.outcome is Outcome.ERROR
+    assert result.error is not None
+    assert error in result.error["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "args"),
+    [
+        ("garbage", []),
+        ("oversized", []),
+        ("out_of_order", [msgpack.packb(["done", 999, b"\xc0", False])]),
+        ("out_of_order", [msgpack.packb(["reply", 1, True, b"\xc0"])]),
+        ("out_of_order", [msgpack.packb(["invoke", 1, {}])]),
+    ],
+)
+async def test_a_hostile_frame_kills_only_that_execution(
+    zygote: Zygote, store: Store, method: str, args: list[Any]
+) -> None:
+    process = await zygote.spawn(Limits())
+    result = await run(process, store, method, *args)
+    assert result.outcome is Outcome.KILLED
+    assert result.error is not None
+    assert result.error["type"] == "ProtocolError"
+    assert not process.alive
+    assert (await run(await zygote.spawn(Limits()), store, "plain", 1)).outcome is Outcome.OK
+
+
+async def test_work_left_running_is_cancelled_when_the_execution_ends(
+    zygote: Zygote, store: Store
+) -> None:
+    process = await zygote.spawn(Limits())
+    assert (await run(process, store, "background")).result == "started"
+    # The next execution round-trips after the 50 ms timer would have fired.
+    await run(process, store, "sleep", 0.1)
+    assert not await store.has("late")
+
+
+async def test_pool_reuses_a_warm_process_per_instance(zygote: Zygote) -> None:
+    pool = SandboxPool(zygote)
+    tools_a = store_tools(open_store(None, "a"))
+    tools_b = store_tools(open_store(None, "b"))
+    seen = [
+        (await pool.execute(inst, "v1", AGENT, "remember", [], Limits(), tools)).result
+        for inst, tools in [("a", tools_a), ("a", tools_a), ("b", tools_b), ("a", tools_a)]
+    ]
+    assert seen == [1, 2, 1, 3]  # warm per instance; never shared between instances
+    assert pool.spawned == 2
+    new_version = await pool.execute("a", "v2", AGENT, "remember", [], Limits(), tools_a)
+    assert new_version.result == 1  # a new version gets a fresh process
+    assert await pool.retire_idle() == 0
+    await pool.close()
+
+
+async def test_strict_pool_gives_every_execution_a_fresh_process(zygote: Zygote) -> None:
+    pool = SandboxPool(zygote, strict=True)
+    tools = store_tools(open_store(None, "a"))
+    seen = [
+        (await pool.execute("a", "v1", AGENT, "remember", [], Limits(), tools)).result
+        for _ in range(3)
+    ]
+    assert seen == [1, 1, 1]
+    assert pool.spawned == 3
+    assert len(pool) == 0
+
+
+async def test_pool_retires_after_a_breach_and_evicts_least_recently_used(
+    zygote: Zygote,
+) -> None:
+    pool = SandboxPool(zygote, max_processes=2)
+    tools = store_tools(open_store(None, "a"))
+    timeout = Limits(timeout_s=0.2)
+    breached = await pool.execute("a", "v1", AGENT, "sleep", [5], timeout, tools)
+    assert breached.outcome is Outcome.TIMEOUT
+    assert len(pool) == 0
+    for inst in ("a", "b", "c"):
+        await pool.execute(inst, "v1", AGENT, "plain", [1], Limits(), tools)
+    assert len(pool) == 2
+    again = await pool.execute("a", "v1", AGENT, "remember", [], Limits(), tools)
+    assert again.result == 1  # "a" was evicted as least recently used
+    await pool.close()
+
+
+async def test_concurrent_executions_of_one_instance_each_get_a_process(zygote: Zygote) -> None:
+    pool = SandboxPool(zygote)
+    tools = store_tools(open_store(None, "a"))
+    results = await asyncio.gather(
+        *(pool.execute("a", "v1", AGENT, "sleep", [0.05], Limits(), tools) for _ in range(3))
+    )
+    assert all(r.outcome is Outcome.OK for r in results)
+    assert len(pool) == 1
+    await pool.close()
+
+
+def test_frame_header_is_big_endian_length() -> None:
+    from corral.sandbox import protocol
+
+    frame = protocol.pack(["log", "info", "x"])
+    (size,) = struct.unpack(">I", frame[:4])
+    assert protocol.unpack(frame[4 : 4 + size]) == ["log", "info", "x"]
+
+
+THREADED = """
+import threading
+from corral.sdk import Agent
+
+class T(Agent):
+    def start(self):
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
+        return threading.active_count()
+"""
+
+
+async def test_a_thread_left_running_retires_the_process(zygote: Zygote) -> None:
+    pool = SandboxPool(zygote)
+    tools = store_tools(open_store(None, "a"))
+    result = await pool.execute("a", "v1", THREADED, "start", [], Limits(), tools)
+    assert result.outcome is Outcome.OK
+    assert len(pool) == 0  # not kept warm: the thread cannot be stopped
