@@ -64,13 +64,29 @@ def _hint_for(obj: object) -> str:
     return "store its fields as a dict"
 
 
+_Path = tuple[Any, ...] | None
+"""Where a value sits: (parent path, step) pairs, rendered only for an error message."""
+
+
+def _render(path: _Path) -> str:
+    steps: list[str] = []
+    while path is not None:
+        path, step = path
+        steps.append(step if isinstance(step, str) else f"[{step[0]!r}]")
+    return "".join(reversed(steps))
+
+
+def _refuse(path: _Path, message: str) -> TypeError:
+    return TypeError(f"{_render(path)}: {message}")
+
+
 class _Encoder:
     """One validating walk over a value, producing msgpack-ready objects."""
 
     def __init__(self) -> None:
         self._active: set[int] = set()  # ids of containers on the current path
 
-    def walk(self, obj: Any, path: str) -> Any:
+    def walk(self, obj: Any, path: _Path) -> Any:
         kind = type(obj)
         if kind in _SCALARS:
             return obj
@@ -87,40 +103,45 @@ class _Encoder:
         if kind is dt.time:
             return msgpack.ExtType(_EXT_TIME, _pack(_time_fields(obj, path)))
         if kind is dt.timedelta:
-            return msgpack.ExtType(_EXT_TIMEDELTA, _pack([obj.days, obj.seconds, obj.microseconds]))
+            return msgpack.ExtType(
+                _EXT_TIMEDELTA, _pack([obj.days, obj.seconds, obj.microseconds])
+            )
         if kind is Decimal:
             return msgpack.ExtType(_EXT_DECIMAL, str(obj).encode())
         if kind is uuid.UUID:
             return msgpack.ExtType(_EXT_UUID, obj.bytes)
-        raise TypeError(f"{path}: cannot store an object of type {kind.__name__}; {_hint_for(obj)}")
+        raise _refuse(path, f"cannot store an object of type {kind.__name__}; {_hint_for(obj)}")
 
-    def _container(self, obj: Any, path: str) -> Any:
+    def _container(self, obj: Any, path: _Path) -> Any:
         ident = id(obj)
         if ident in self._active:
-            raise TypeError(
-                f"{path}: the value contains itself (a cycle); store a tree of values, "
-                "and refer to shared parts by a key"
+            raise _refuse(
+                path,
+                "the value contains itself (a cycle); store a tree of values, "
+                "and refer to shared parts by a key",
             )
         self._active.add(ident)
         try:
             kind = type(obj)
+            walk = self.walk
             if kind is dict:
                 out: dict[str, Any] = {}
                 for key, item in obj.items():
                     if type(key) is not str:
-                        raise TypeError(
-                            f"{path}: dict keys must be str, found {type(key).__name__} "
-                            f"{key!r}; convert the keys with str(...)"
+                        raise _refuse(
+                            path,
+                            f"dict keys must be str, found {type(key).__name__} {key!r}; "
+                            "convert the keys with str(...)",
                         )
-                    out[key] = self.walk(item, f"{path}[{key!r}]")
+                    out[key] = walk(item, (path, (key,)))
                 return out
             if kind is list:
-                return [self.walk(item, f"{path}[{i}]") for i, item in enumerate(obj)]
+                return [walk(item, (path, (i,))) for i, item in enumerate(obj)]
             if kind is tuple:
-                items = [self.walk(item, f"{path}[{i}]") for i, item in enumerate(obj)]
+                items = [walk(item, (path, (i,))) for i, item in enumerate(obj)]
                 return msgpack.ExtType(_EXT_TUPLE, _pack(items))
             # set / frozenset: members have no index, so name the member itself.
-            members = [self.walk(item, f"{path}{{{item!r}}}") for item in obj]
+            members = [walk(item, (path, f"{{{item!r}}}")) for item in obj]
             code = _EXT_SET if kind is set else _EXT_FROZENSET
             return msgpack.ExtType(code, _pack(members))
         finally:
@@ -131,7 +152,7 @@ def _int_to_bytes(value: int) -> bytes:
     return value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True)
 
 
-def _tz_fields(tz: dt.tzinfo | None, path: str) -> list[Any]:
+def _tz_fields(tz: dt.tzinfo | None, path: _Path) -> list[Any]:
     if tz is None:
         return [_TZ_NAIVE]
     if type(tz) is dt.timezone:
@@ -147,9 +168,10 @@ def _tz_fields(tz: dt.tzinfo | None, path: str) -> list[Any]:
         ]
     if type(tz) is ZoneInfo:
         return [_TZ_ZONEINFO, tz.key]
-    raise TypeError(
-        f"{path}: cannot store a time zone of type {type(tz).__name__}; "
-        "use datetime.timezone or zoneinfo.ZoneInfo"
+    raise _refuse(
+        path,
+        f"cannot store a time zone of type {type(tz).__name__}; "
+        "use datetime.timezone or zoneinfo.ZoneInfo",
     )
 
 
@@ -165,7 +187,7 @@ def _tz_from(fields: list[Any]) -> dt.tzinfo | None:
     return ZoneInfo(fields[1])
 
 
-def _datetime_fields(value: dt.datetime, path: str) -> list[Any]:
+def _datetime_fields(value: dt.datetime, path: _Path) -> list[Any]:
     return [
         value.year,
         value.month,
@@ -179,7 +201,7 @@ def _datetime_fields(value: dt.datetime, path: str) -> list[Any]:
     ]
 
 
-def _time_fields(value: dt.time, path: str) -> list[Any]:
+def _time_fields(value: dt.time, path: _Path) -> list[Any]:
     return [
         value.hour,
         value.minute,
@@ -237,7 +259,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 def encode(value: Any, *, path: str = "value") -> bytes:
     """Encode a storable value; raise ``TypeError`` naming the offending path."""
-    return _pack(_Encoder().walk(value, path))
+    return _pack(_Encoder().walk(value, (None, path)))
 
 
 def decode(data: bytes) -> Any:

@@ -88,7 +88,7 @@ def create_engine(url: str) -> sa.Engine:
     parsed = _normalise(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    return sa.create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return sa.create_engine(parsed, pool_size=10, max_overflow=20)
 
 
 def write_options(engine: sa.Engine) -> dict[str, Any]:
