@@ -103,9 +103,7 @@ class _Encoder:
         if kind is dt.time:
             return msgpack.ExtType(_EXT_TIME, _pack(_time_fields(obj, path)))
         if kind is dt.timedelta:
-            return msgpack.ExtType(
-                _EXT_TIMEDELTA, _pack([obj.days, obj.seconds, obj.microseconds])
-            )
+            return msgpack.ExtType(_EXT_TIMEDELTA, _pack([obj.days, obj.seconds, obj.microseconds]))
         if kind is Decimal:
             return msgpack.ExtType(_EXT_DECIMAL, str(obj).encode())
         if kind is uuid.UUID:
