@@ -95,7 +95,7 @@ class Demo(Agent):
 
 @pytest.fixture
 async def zygote() -> AsyncIterator[Zygote]:
-    z = await Zygote.start(insecure=True)
+    z = await Zygote.start()
     yield z
     await z.close()
 

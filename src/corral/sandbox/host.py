@@ -25,6 +25,7 @@ import msgpack
 
 from corral import codec
 from corral.sandbox import protocol
+from corral.sandbox.errors import SandboxError, SandboxUnavailable
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
 from corral.sdk.errors import RequestLimitExceeded
 
@@ -34,10 +35,6 @@ ToolHandler = Callable[[str, list[Any]], Awaitable[Any]]
 #: Log lines kept per execution; a chatty or hostile agent cannot fill the host's memory.
 MAX_LOG_LINES = 1000
 _ZYGOTE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-
-
-class SandboxError(RuntimeError):
-    """The sandbox machinery itself failed (not the agent)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +95,8 @@ class Zygote:
         kind = message[0]
         if kind == "ready":
             self._ready.set_result(message[1])
+        elif kind == "refused":
+            self._ready.set_exception(SandboxUnavailable(message[1], tuple(message[2])))
         elif kind == "spawned":
             _resolve(self._spawns.pop(message[1], None), (message[2], fds[0]))
         elif kind == "failed":

@@ -7,7 +7,9 @@ it, and then only answers the host over a SOCK_SEQPACKET control socket:
 
 * ``["spawn", req_id, spec]`` + one fd (the child's end of its RPC socketpair)
   -> ``["spawned", req_id, pid]`` + a pidfd, or ``["failed", req_id, message]``;
-* when a child exits: ``["exited", pid, wait_status, cpu_s, maxrss_kib]``.
+* when a child exits: ``["exited", pid, wait_status, cpu_s, maxrss_kib]``;
+* at start, ``["ready", report]``, or ``["refused", message, missing_layers]`` when a
+  sandbox layer is missing and ``--insecure`` was not given.
 
 No event loop and no threads here: a lock held by another thread at fork time
 stays locked forever in the child, and a child touching an inherited event loop
@@ -27,6 +29,8 @@ import msgpack
 
 # Imported before forking so that children start with them loaded and shared.
 from corral.sandbox import child, confine
+from corral.sandbox.confine import Confinement
+from corral.sandbox.errors import SandboxUnavailable
 
 _MAX_MESSAGE = 65536
 
@@ -39,28 +43,28 @@ def _send(ctl: socket.socket, message: list[Any], fds: list[int] | None = None) 
         ctl.send(data)
 
 
-def _run_child(fd: int, spec: dict[str, Any], devnull: int, readable: list[str]) -> None:
+def _run_child(fd: int, spec: dict[str, Any], devnull: int, confinement: Confinement) -> None:
     """Become one sandboxed process; never returns."""
     code = 1
     try:
+        confine.confine_child(confinement, spec)  # first: it needs the scope ruleset's fd
         os.dup2(fd, 3)
         for std in (0, 1, 2):
             os.dup2(devnull, std)
         os.closerange(4, os.sysconf("SC_OPEN_MAX"))
-        confine.confine_child(spec)
-        child.run(3, readable)
+        child.run(3, confinement.readable)
         code = 0
     finally:
         os._exit(code)
 
 
 class Zygote:
-    def __init__(self, ctl: socket.socket, devnull: int) -> None:
+    def __init__(self, ctl: socket.socket, devnull: int, confinement: Confinement) -> None:
         self._ctl = ctl
         self._devnull = devnull
+        self._confinement = confinement
         self._selector = selectors.DefaultSelector()
         self._children: dict[int, int] = {}  # pidfd -> pid
-        self._readable = confine.readable_paths()
 
     def serve(self) -> None:
         self._selector.register(self._ctl, selectors.EVENT_READ)
@@ -94,7 +98,7 @@ class Zygote:
         if pid == 0:
             self._selector.close()
             self._ctl.close()
-            _run_child(fd, spec, self._devnull, self._readable)
+            _run_child(fd, spec, self._devnull, self._confinement)
         os.close(fd)
         pidfd = os.pidfd_open(pid)
         self._children[pidfd] = pid
@@ -114,11 +118,16 @@ def main() -> None:
     ctl = socket.socket(fileno=int(sys.argv[1]))
     insecure = "--insecure" in sys.argv[2:]
     devnull = os.open(os.devnull, os.O_RDWR)
-    report = confine.confine_zygote(insecure=insecure)
+    readable = confine.readable_paths()  # before Landlock hides what is not on it
+    try:
+        confinement = confine.confine_zygote(readable, insecure=insecure)
+    except SandboxUnavailable as exc:
+        _send(ctl, ["refused", str(exc), list(exc.layers)])
+        return
     gc.collect()
     gc.freeze()  # children then share the heap instead of copying it on first GC
-    _send(ctl, ["ready", report])
-    Zygote(ctl, devnull).serve()
+    _send(ctl, ["ready", confinement.report])
+    Zygote(ctl, devnull, confinement).serve()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,169 @@
+"""Helpers shared by the test suites: a fake clock, exact comparison, child processes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import multiprocessing
+import struct
+import traceback
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from multiprocessing.synchronize import Barrier
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+# 2025-06-15T15:06:40Z: a realistic epoch value, so millisecond arithmetic is exercised
+# at the magnitude real clocks have.
+START_MS = 1_750_000_000_000
+
+
+class FakeClock:
+    """A clock for ``Store(clock=...)``: time moves only when the test moves it."""
+
+    def __init__(self, start_ms: int = START_MS) -> None:
+        self.now_ms = start_ms
+
+    @property
+    def now(self) -> float:
+        """Seconds since the epoch, as ``time.time()`` would say."""
+        return self()
+
+    def __call__(self) -> float:
+        seconds = self.now_ms / 1000
+        # The store reads floor(clock() * 1000); make that exactly now_ms even where
+        # the division rounded down by one unit in the last place.
+        while math.floor(seconds * 1000) < self.now_ms:
+            seconds = math.nextafter(seconds, math.inf)
+        return seconds
+
+    def advance(self, ms: int) -> None:
+        if ms < 0:
+            raise ValueError("a clock only moves forward")
+        self.now_ms += ms
+
+
+def unique_scope(label: str = "scope") -> str:
+    return f"{label}-{uuid.uuid4().hex}"
+
+
+def wipe(engine: sa.Engine) -> None:
+    """Delete every store row and lock, so a test starts from an empty database."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM state"))
+        conn.execute(sa.text("DELETE FROM state_locks"))
+
+
+# -- exact comparison ---------------------------------------------------------------
+
+
+def assert_identical(expected: Any, actual: Any, path: str = "value") -> None:
+    """Assert ``actual`` is ``expected`` in type and value, all the way down.
+
+    ``==`` is not enough here: ``1 == 1.0 == True``, ``Decimal('1.1') == Decimal('1.10')``,
+    aware datetimes compare equal across zones, and ``nan != nan``.
+    """
+    kind = type(expected)
+    assert type(actual) is kind, f"{path}: expected {kind.__name__}, got {type(actual).__name__}"
+    if kind is float:
+        assert struct.pack(">d", actual) == struct.pack(">d", expected), (
+            f"{path}: {actual!r} is not bit-for-bit {expected!r}"
+        )
+    elif kind is Decimal:
+        assert actual.as_tuple() == expected.as_tuple(), f"{path}: {actual!r} != {expected!r}"
+    elif kind in (list, tuple):
+        assert len(actual) == len(expected), f"{path}: length {len(actual)} != {len(expected)}"
+        for i, (want, got) in enumerate(zip(expected, actual, strict=True)):
+            assert_identical(want, got, f"{path}[{i}]")
+    elif kind is dict:
+        assert list(actual) == list(expected), f"{path}: keys {list(actual)} != {list(expected)}"
+        for key in expected:
+            assert_identical(expected[key], actual[key], f"{path}[{key!r}]")
+    elif kind in (set, frozenset):
+        _assert_same_members(expected, actual, path)
+    elif kind in (dt.datetime, dt.time):
+        fields = ("hour", "minute", "second", "microsecond", "fold")
+        if kind is dt.datetime:
+            fields = ("year", "month", "day", *fields)
+        for name in fields:
+            assert getattr(actual, name) == getattr(expected, name), f"{path}.{name}"
+        _assert_same_tz(expected.tzinfo, actual.tzinfo, f"{path}.tzinfo")
+    else:
+        assert actual == expected, f"{path}: {actual!r} != {expected!r}"
+
+
+def _assert_same_members(expected: Any, actual: Any, path: str) -> None:
+    assert len(actual) == len(expected), f"{path}: {actual!r} != {expected!r}"
+    remaining = list(actual)
+    for want in expected:
+        for i, got in enumerate(remaining):
+            try:
+                assert_identical(want, got, path)
+            except AssertionError:
+                continue
+            del remaining[i]
+            break
+        else:
+            raise AssertionError(f"{path}: member {want!r} missing from {actual!r}")
+
+
+def _assert_same_tz(expected: dt.tzinfo | None, actual: dt.tzinfo | None, path: str) -> None:
+    assert type(actual) is type(expected), f"{path}: {actual!r} != {expected!r}"
+    if isinstance(expected, ZoneInfo):
+        assert isinstance(actual, ZoneInfo)
+        assert actual.key == expected.key, f"{path}: {actual.key} != {expected.key}"
+    elif expected is not None:
+        assert actual is not None
+        assert actual.utcoffset(None) == expected.utcoffset(None), f"{path}: offset"
+        assert actual.tzname(None) == expected.tzname(None), f"{path}: name"
+
+
+# -- child processes ----------------------------------------------------------------
+
+#: Children start from a fresh interpreter, as separate workers would: nothing is
+#: inherited from the parent but the arguments.
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def _child(target: Callable[..., Any], args: tuple[Any, ...], index: int, results: Any) -> None:
+    try:
+        results.put((index, True, target(*args)))
+    except BaseException:
+        # Let siblings waiting at a barrier fail at once instead of timing out.
+        for arg in args:
+            if isinstance(arg, Barrier):
+                arg.abort()
+        results.put((index, False, traceback.format_exc()))
+
+
+def run_in_processes(
+    calls: list[tuple[Callable[..., Any], tuple[Any, ...]]], timeout: float = 120
+) -> list[Any]:
+    """Run each ``(target, args)`` in its own spawned process, all at once.
+
+    Returns the targets' return values in order; an exception in a child fails the
+    test with the child's traceback. Targets must be module-level functions.
+    """
+    results = SPAWN.Queue()
+    processes = [
+        SPAWN.Process(target=_child, args=(target, args, i, results), daemon=True)
+        for i, (target, args) in enumerate(calls)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        outcomes = {}
+        for _ in processes:
+            index, ok, value = results.get(timeout=timeout)
+            outcomes[index] = (ok, value)
+    finally:
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+    failures = [value for ok, value in outcomes.values() if not ok]
+    assert not failures, "a child process failed:\n" + "\n".join(failures)
+    return [outcomes[i][1] for i in range(len(processes))]
