@@ -71,3 +71,72 @@ def test_state_get_bad_key_is_a_clear_error(db: str) -> None:
     code, _, err = corral("--db", db, "state", "get", "inst-1", "x" * 600)
     assert code == 1
     assert "the limit is 512" in err
+
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "greeter.py"
+
+
+def test_doctor_reports_every_layer() -> None:
+    code, out, _ = corral("doctor", "--json")
+    layers = {layer["name"]: layer for layer in json.loads(out)}
+    assert {"seccomp", "landlock", "network-namespace", "rlimits"} <= set(layers)
+    assert code == (0 if all(layer["available"] for layer in layers.values()) else 1)
+
+
+def test_exec_prints_the_execution_record(db: str) -> None:
+    args = ["--db", db, "exec", str(EXAMPLE), "greet", "--arg", '"ann"', "--instance", "demo"]
+    code, out, _ = corral(*args, "--json")
+    record = json.loads(out)
+    assert code == 0
+    assert record["outcome"] == "ok"
+    assert record["result"] == {"message": "Hello, ann!", "visits": 1, "requests_left": 96}
+    assert record["requests_used"] == 4
+    assert record["trigger"] == "exec"
+    assert record["instance"] == "demo"
+    assert record["logs"] == [{"level": "info", "line": "greeting ann (visit 1)"}]
+    assert record["cpu_ms"] > 0
+    assert record["peak_rss_bytes"] > 0
+    for field in ("id", "method", "error", "duration_ms", "started_at"):
+        assert field in record
+
+    code, out, _ = corral(*args, "--json")  # the store persisted in --db
+    assert json.loads(out)["result"]["visits"] == 2
+    assert json.loads(out)["result"]["message"] == "hi ann"  # within the TTL cooldown
+
+
+def test_exec_failure_exits_1_and_shows_the_error(tmp_path: Path) -> None:
+    agent = tmp_path / "broken.py"
+    agent.write_text(
+        "from corral.sdk import Agent\nclass A(Agent):\n    def f(self):\n        1/0\n"
+    )
+    code, out, _ = corral("exec", str(agent), "f")
+    assert code == 1
+    assert "ZeroDivisionError: division by zero" in out
+    assert "1/0" in out  # the traceback quotes the agent's own line
+
+
+def test_exec_without_an_agent_class_says_so(tmp_path: Path) -> None:
+    agent = tmp_path / "empty.py"
+    agent.write_text("x = 1\n")
+    code, out, _ = corral("exec", str(agent), "f", "--json")
+    assert code == 1
+    assert json.loads(out)["error"]["message"] == (
+        "the agent code must define exactly one Agent (or Twist) class; found none"
+    )
+
+
+def test_exec_rejects_an_argument_that_is_not_json() -> None:
+    code, _, err = corral("exec", str(EXAMPLE), "greet", "--arg", "ann")
+    assert code == 2
+    assert "argument 1 is not JSON" in err
+
+
+def test_exec_rejects_bad_agent_limits(tmp_path: Path) -> None:
+    agent = tmp_path / "limits.py"
+    agent.write_text(
+        "from corral.sdk import Agent\nclass A(Agent):\n    limits = {'ram': 5}\n"
+        "    def f(self):\n        return 1\n"
+    )
+    code, out, _ = corral("exec", str(agent), "f", "--json")
+    assert code == 1
+    assert "unknown limit(s) ram" in json.loads(out)["error"]["message"]

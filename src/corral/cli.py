@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from corral.runtime.once import run_once
 from corral.runtime.records import ExecutionRecord
 from corral.sandbox.errors import SandboxUnavailable
 from corral.sandbox.limits import Outcome
+from corral.sandbox.support import probe_support
 from corral.state import Store, open_store
 from corral.tagged_json import to_tagged
 
@@ -115,6 +117,35 @@ def state_get(obj: Context, instance: str, key: str, as_json: bool) -> None:
         _print_json(to_tagged(value))
     else:
         console.print(repr(value))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor(as_json: bool) -> None:
+    """Check which sandbox layers this machine supports; exit 1 if any is missing.
+
+    Each layer is tried in a throwaway child process; this process is not changed.
+    Corral refuses to run agent code while a layer is missing, unless started with
+    --insecure-sandbox.
+    """
+    report = probe_support()
+    if as_json:
+        _print_json([asdict(layer) for layer in report])
+    else:
+        table = Table("layer", "status", "detail", title="sandbox layers on this machine")
+        for layer in report:
+            status = "[green]ok[/green]" if layer.available else "[red]MISSING[/red]"
+            detail = layer.detail + (f"\nfix: {layer.remedy}" if not layer.available else "")
+            table.add_row(layer.name, status, detail)
+        console.print(table)
+        if report.complete:
+            console.print("Every layer works: agents run fully sandboxed.")
+    if not report.complete:
+        try:
+            report.require()
+        except SandboxUnavailable as exc:
+            click.echo(str(exc), err=True)
+        sys.exit(1)
 
 
 @main.command("exec")
