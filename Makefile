@@ -26,6 +26,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/sandbox.py
 
 soak: $(STAMP)
 	$(BIN)/pytest -m slow

@@ -219,13 +219,12 @@ def run(obj: Context) -> None:
     _, revision = upgrade(engine)
     click.echo(f"Corral {__version__}: database {obj.url} ready (schema revision {revision}).")
     click.echo(
-        "Built so far: the value codec and the persistent store (memory, SQLite, PostgreSQL)."
-    )
-    click.echo(
-        "Not built yet: the sandbox, the runtime (agents, tasks, worker), the server and the "
-        "dashboard, so there is no agent to run. Try the store from Python:\n"
-        '  .venv/bin/python -c "import asyncio; from corral.state import open_store; '
-        "s = open_store('sqlite:///./.corral/corral.db', 'demo'); "
-        "asyncio.run(s.set('hello', {'n': 1}))\"\n"
-        "  .venv/bin/corral state ls demo"
+        "Built so far: the store (memory, SQLite, PostgreSQL), the value codec, and the\n"
+        "sandbox (one execution of one method, fully confined). Try:\n"
+        "  .venv/bin/corral doctor                                  # sandbox layers here\n"
+        f"  .venv/bin/corral --db {obj.url} \\\n"
+        "      exec examples/greeter.py greet --arg '\"ann\"' --instance demo\n"
+        "  .venv/bin/corral state ls demo                           # what it remembered\n"
+        "Not built yet: deploy/install, durable tasks and the worker, webhooks, activities,\n"
+        "the server and the dashboard, so nothing runs on its own yet."
     )
