@@ -7,7 +7,7 @@
 
 from datetime import UTC, datetime
 
-from corral.sdk import Agent
+from corral import Agent
 
 
 class Greeter(Agent):
