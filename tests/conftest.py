@@ -42,15 +42,16 @@ def postgres_server() -> str:
         with psycopg.connect(POSTGRES_SERVER_URL, connect_timeout=5, autocommit=True) as conn:
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
-        message = f"PostgreSQL is not reachable at {POSTGRES_SERVER_URL}: {exc}".strip()
-        if REQUIRE_POSTGRES:
-            pytest.fail(
-                f"{message}\nCORRAL_REQUIRE_POSTGRES=1, so the PostgreSQL tests must run: "
-                "start the server or point CORRAL_TEST_POSTGRES_URL at one.",
-                pytrace=False,
-            )
-        pytest.skip(f"{message} (set CORRAL_REQUIRE_POSTGRES=1 to make this an error)")
-    return POSTGRES_SERVER_URL
+        problem = f"PostgreSQL is not reachable at {POSTGRES_SERVER_URL}: {exc}".strip()
+    else:
+        return POSTGRES_SERVER_URL
+    if REQUIRE_POSTGRES:
+        pytest.fail(
+            f"{problem}\nCORRAL_REQUIRE_POSTGRES=1, so the PostgreSQL tests must run: "
+            "start the server or point CORRAL_TEST_POSTGRES_URL at one.",
+            pytrace=False,
+        )
+    pytest.skip(f"{problem} (set CORRAL_REQUIRE_POSTGRES=1 to make this an error)")
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,9 @@ _TZ_NAIVE: Final = 0
 _TZ_FIXED: Final = 1  # datetime.timezone: offset (and an optional name)
 _TZ_ZONEINFO: Final = 2  # zoneinfo.ZoneInfo: the IANA key
 
+#: Containers inside containers; deeper values are refused (msgpack and recursion agree).
+MAX_DEPTH: Final = 100
+
 _INT64_MIN: Final = -(2**63)
 _UINT64_MAX: Final = 2**64 - 1
 
@@ -88,6 +91,8 @@ class _Encoder:
 
     def walk(self, obj: Any, path: _Path) -> Any:
         kind = type(obj)
+        if kind is str:
+            return _checked_text(obj, path)
         if kind in _SCALARS:
             return obj
         if kind is int:
@@ -118,6 +123,12 @@ class _Encoder:
                 "the value contains itself (a cycle); store a tree of values, "
                 "and refer to shared parts by a key",
             )
+        if len(self._active) >= MAX_DEPTH:
+            raise _refuse(
+                path,
+                f"the value is nested more than {MAX_DEPTH} containers deep; flatten it, "
+                "or split it across several keys",
+            )
         self._active.add(ident)
         try:
             kind = type(obj)
@@ -131,7 +142,7 @@ class _Encoder:
                             f"dict keys must be str, found {type(key).__name__} {key!r}; "
                             "convert the keys with str(...)",
                         )
-                    out[key] = walk(item, (path, (key,)))
+                    out[_checked_text(key, path)] = walk(item, (path, (key,)))
                 return out
             if kind is list:
                 return [walk(item, (path, (i,))) for i, item in enumerate(obj)]
@@ -144,6 +155,20 @@ class _Encoder:
             return msgpack.ExtType(code, _pack(members))
         finally:
             self._active.discard(ident)
+
+
+def _checked_text(text: str, path: _Path) -> str:
+    """``text`` if it can be stored: UTF-8 has no encoding for a lone surrogate."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise _refuse(
+                path,
+                f"cannot store text with a lone surrogate ({text[:40]!r}); it often comes "
+                "from os.fsdecode: store the bytes, or decode with errors='replace'",
+            ) from None
+    return text
 
 
 def _int_to_bytes(value: int) -> bytes:
@@ -165,6 +190,12 @@ def _tz_fields(tz: dt.tzinfo | None, path: _Path) -> list[Any]:
             None if name == default_name else name,
         ]
     if type(tz) is ZoneInfo:
+        if tz.key is None:
+            raise _refuse(
+                path,
+                "cannot store a ZoneInfo that has no name (one made by ZoneInfo.from_file); "
+                "use ZoneInfo('Area/City')",
+            )
         return [_TZ_ZONEINFO, tz.key]
     raise _refuse(
         path,
@@ -252,7 +283,12 @@ def _ext_hook(code: int, data: bytes) -> Any:
     decoder = _DECODERS.get(code)
     if decoder is None:
         raise ValueError(f"corrupt stored value: unknown extension type {code}")
-    return decoder(data)
+    try:
+        return decoder(data)
+    except ValueError:
+        raise
+    except Exception as exc:  # a payload of the wrong shape, whatever exception it causes
+        raise ValueError(f"corrupt stored value: bad payload for extension type {code}") from exc
 
 
 def encode(value: Any, *, path: str = "value") -> bytes:

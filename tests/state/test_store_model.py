@@ -235,7 +235,7 @@ def test_store_behaves_like_the_model(
     run_state_machine_as_test(
         machine,
         settings=settings(
-            max_examples=100,
+            max_examples=150,
             stateful_step_count=50,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],

@@ -82,13 +82,15 @@ async def test_sweep_with_a_full_last_batch_checks_once_more(
     assert stored_rows(backend) == 3
 
 
-async def test_a_swept_store_reads_the_same_as_before(store: Store, clock: FakeClock) -> None:
+async def test_a_swept_store_reads_the_same_as_before(
+    backend: StoreBackend, store: Store, clock: FakeClock
+) -> None:
     await store.set_many({"a": 1, "b": 2})
     await store.set_with_ttl("c", 3, 10)
     await store.set_with_ttl("d", 4, 20)
     clock.advance(15)
     before = await store.list_entries()
-    Sweeper(store._backend, clock=clock, batch=1).sweep_once()
+    Sweeper(backend, clock=clock, batch=1).sweep_once()
     assert await store.list_entries() == before == [("a", 1), ("b", 2), ("d", 4)]
     assert await store.get_many(["c", "d"]) == [None, 4]
 

@@ -8,6 +8,8 @@ processes at once (WAL, a busy timeout, explicit ``BEGIN`` control).
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,26 @@ def _normalise(url: str) -> URL:
     )
 
 
+def _enable_wal(cursor: Any) -> None:
+    """Switch the file to WAL mode (it stays so), waiting out other processes.
+
+    The switch needs the database to itself and, unlike ordinary statements, does not
+    wait on the busy timeout: on a fresh file that several processes open at once,
+    all but one get "database is locked" at once. So wait here, within the same timeout.
+    """
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 def _sqlite_engine(url: URL) -> sa.Engine:
     database = url.database
     if not database or database == ":memory:":
@@ -68,7 +90,7 @@ def _sqlite_engine(url: URL) -> sa.Engine:
         # transaction starts with the BEGIN we choose below.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()

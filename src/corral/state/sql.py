@@ -31,6 +31,7 @@ _ADVISORY_LOCK_SWEEP = 0x636F7272_0002
 
 _LIVE = "(expires_at IS NULL OR expires_at > :now)"
 _GET = f"SELECT value FROM state WHERE scope = :scope AND key = :key AND {_LIVE}"
+_GET_ANY = f"SELECT key, value FROM state WHERE scope = :scope AND key = ANY(:keys) AND {_LIVE}"
 _HAS = f"SELECT 1 FROM state WHERE scope = :scope AND key = :key AND {_LIVE}"
 _PUT = (
     "INSERT INTO state (scope, key, value, expires_at) VALUES (:scope, :key, :value, :expires_at) "
@@ -132,15 +133,23 @@ class SqlBackend:
         return None if row is None else bytes(row[0])
 
     def get_many(self, scope: str, keys: Sequence[str], now: int) -> list[bytes | None]:
+        unique = list(dict.fromkeys(keys))
         found: dict[str, bytes] = {}
-        with self._transaction(write=False) as cur:  # one transaction: one snapshot
-            for chunk in _chunks(list(dict.fromkeys(keys))):
-                in_list, params = _in_list("k", chunk)
-                sql = f"SELECT key, value FROM state WHERE scope = :scope AND key IN {in_list} "
-                rows = self._execute(
-                    cur, sql + f"AND {_LIVE}", {**params, "scope": scope, "now": now}
+        with self._transaction(write=False) as cur:
+            if self._postgres:
+                # One statement, so one snapshot: under READ COMMITTED each statement
+                # of a transaction would see the commits made since the previous one.
+                params: dict[str, Any] = {"scope": scope, "keys": unique, "now": now}
+                found.update(
+                    (k, bytes(v)) for k, v in self._execute(cur, _GET_ANY, params).fetchall()
                 )
-                found.update((k, bytes(v)) for k, v in rows.fetchall())
+            else:  # SQLite: a transaction is one snapshot, and bound parameters are limited
+                for chunk in _chunks(unique):
+                    in_list, binds = _in_list("k", chunk)
+                    sql = f"SELECT key, value FROM state WHERE scope = :scope AND key IN {in_list}"
+                    params = {**binds, "scope": scope, "now": now}
+                    rows = self._execute(cur, f"{sql} AND {_LIVE}", params).fetchall()
+                    found.update((k, bytes(v)) for k, v in rows)
         return [found.get(key) for key in keys]
 
     def has(self, scope: str, key: str, now: int) -> bool:

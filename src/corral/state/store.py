@@ -21,6 +21,8 @@ Clock = Callable[[], float]
 """Seconds since the epoch, like ``time.time``; tests pass a controllable one."""
 
 MAX_KEY_BYTES = 512
+# Expiry times are 64-bit milliseconds; a later deadline is the same as "never".
+_MAX_EXPIRES_AT = 2**63 - 1
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 
 _P = ParamSpec("_P")
@@ -137,15 +139,19 @@ class Store:
 
     async def keys(self, prefix: str = "") -> list[str]:
         """Live keys starting with ``prefix``, ascending."""
+        if not _matchable(prefix):
+            return []
         rows = await self._call(
-            self._backend.entries, self._scope, _prefix(prefix), self._now(), values=False
+            self._backend.entries, self._scope, prefix, self._now(), values=False
         )
         return [key for key, _ in rows]
 
     async def list_entries(self, prefix: str = "") -> list[tuple[str, Any]]:
         """Live ``(key, value)`` pairs starting with ``prefix``, ascending; one request."""
+        if not _matchable(prefix):
+            return []
         rows = await self._call(
-            self._backend.entries, self._scope, _prefix(prefix), self._now(), values=True
+            self._backend.entries, self._scope, prefix, self._now(), values=True
         )
         return [(key, self._decode(data)) for key, data in rows]
 
@@ -160,7 +166,8 @@ class Store:
         """Upsert; the key behaves as missing once ``ttl_ms`` milliseconds have passed."""
         ms = ttl_to_ms(ttl_ms)
         data = self._encode(check_key(key), value)
-        await self._call(self._backend.put, self._scope, key, data, self._now() + ms)
+        expires_at = min(self._now() + ms, _MAX_EXPIRES_AT)
+        await self._call(self._backend.put, self._scope, key, data, expires_at)
 
     async def set_many(self, pairs: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
         """Write every pair, atomically: all or none; one request. Later duplicates win."""
@@ -195,7 +202,11 @@ class Store:
         ms = ttl_to_ms(ttl_ms)
         now = self._now()
         return await self._call(
-            self._backend.acquire_lock, self._scope, check_key(key), now, now + ms
+            self._backend.acquire_lock,
+            self._scope,
+            check_key(key),
+            now,
+            min(now + ms, _MAX_EXPIRES_AT),
         )
 
     async def release_lock(self, key: str) -> None:
@@ -205,10 +216,17 @@ class Store:
     list = keys  # the seeds' name for keys(); defined last so it never shadows the builtin
 
 
-def _prefix(prefix: object) -> str:
+def _matchable(prefix: object) -> bool:
+    """Whether any key could start with ``prefix`` (no key holds NUL or a lone surrogate)."""
     if type(prefix) is not str:
         raise TypeError(f"a key prefix must be str, got {type(prefix).__name__} {prefix!r}")
-    return prefix
+    if "\x00" in prefix:
+        return False
+    try:
+        prefix.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _iterable(values: object, name: str) -> Sequence[Any]:
