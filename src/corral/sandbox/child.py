@@ -31,16 +31,15 @@ from corral import codec
 from corral.sandbox import audit, protocol
 from corral.sdk.agent import Agent, callable_methods
 from corral.sdk.errors import (
-    WIRE_EXCEPTIONS,
     AgentDefinitionError,
     RequestLimitExceeded,
     UnknownMethod,
+    from_wire,
 )
 
 # Keep a few compiled agent versions: a warm process serves one instance, and an
 # instance has one version at a time, but a deploy may race an execution.
 _MODULE_CACHE_SIZE = 4
-MAX_LOG_LINE = 4096
 
 
 def error_info(exc: BaseException) -> dict[str, str]:
@@ -138,6 +137,7 @@ class ChildRuntime:
         self._ids = itertools.count(1)
         self._serve_task: asyncio.Task[None] | None = None
         self._modules: dict[str, type[Agent]] = {}
+        self._methods: dict[type[Agent], frozenset[str]] = {}
         # Per-invocation budget, readable by the agent through self.budget.
         self._requests_left = 0
         self._deadline = 0.0
@@ -179,7 +179,7 @@ class ChildRuntime:
 
     def log(self, level: str, line: str) -> None:
         if self._writer is not None and not self._writer.is_closing():
-            self._send([protocol.LOG, level, line[:MAX_LOG_LINE]])
+            self._send([protocol.LOG, level, line[: protocol.MAX_LOG_LINE]])
 
     def _reply(self, message: list[Any]) -> None:
         _, call_id, ok, payload = message
@@ -189,8 +189,7 @@ class ChildRuntime:
         if ok:
             future.set_result(codec.decode(payload))
         else:
-            exc_type = WIRE_EXCEPTIONS.get(payload.get("type"), RuntimeError)
-            future.set_exception(exc_type(payload.get("message", "")))
+            future.set_exception(from_wire(payload.get("type", ""), payload.get("message", "")))
 
     async def serve(self) -> None:
         self._serve_task = asyncio.current_task()
@@ -229,8 +228,9 @@ class ChildRuntime:
         cls = self._modules.get(digest)
         if cls is None:
             cls = load_agent_class(code, digest)
+            self._methods[cls] = callable_methods(cls)
             if len(self._modules) >= _MODULE_CACHE_SIZE:
-                self._modules.pop(next(iter(self._modules)))
+                self._methods.pop(self._modules.pop(next(iter(self._modules))), None)
             self._modules[digest] = cls
         return cls
 
@@ -244,10 +244,11 @@ class ChildRuntime:
                 self._finish([protocol.DONE, exec_id, codec.encode(describe(cls))])
                 return
             method = spec["method"]
-            if method not in callable_methods(cls):
+            methods = self._methods[cls]
+            if method not in methods:
                 raise UnknownMethod(
                     f"{cls.__name__} has no method {method!r} that can be invoked "
-                    f"(public methods: {', '.join(sorted(callable_methods(cls))) or 'none'})"
+                    f"(public methods: {', '.join(sorted(methods)) or 'none'})"
                 )
             agent = cls(self)
             result = getattr(agent, method)(*codec.decode(spec["args"]))

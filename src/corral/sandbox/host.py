@@ -27,13 +27,14 @@ from corral import codec
 from corral.sandbox import protocol
 from corral.sandbox.errors import SandboxError, SandboxUnavailable
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
-from corral.sdk.errors import RequestLimitExceeded
+from corral.sdk.errors import RequestLimitExceeded, wire_name
 
 ToolHandler = Callable[[str, list[Any]], Awaitable[Any]]
 """Does one tool operation for the execution's instance; the host binds the scope."""
 
 #: Log lines kept per execution; a chatty or hostile agent cannot fill the host's memory.
 MAX_LOG_LINES = 1000
+_CORES = os.cpu_count() or 1
 _ZYGOTE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
@@ -253,7 +254,12 @@ class SandboxProcess:
         except TimeoutError:
             self.kill(Outcome.TIMEOUT)
         except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the process died; its exit status says why, below
+            # It hung up without finishing. If it is dying, its exit status says why
+            # (below); if it lingers, it is killed: no execution is "ok" without DONE.
+            try:
+                await asyncio.wait_for(asyncio.shield(self.exited), timeout=1)
+            except TimeoutError:
+                self.kill(Outcome.KILLED)
         except protocol.ProtocolError as exc:
             self.kill(Outcome.KILLED)
             result.error = {"type": "ProtocolError", "message": str(exc), "traceback": ""}
@@ -279,11 +285,17 @@ class SandboxProcess:
                 await self._call(message, result, limits, tools)
             elif kind == protocol.LOG:
                 if len(result.logs) < MAX_LOG_LINES:
-                    result.logs.append((str(message[1]), str(message[2])))
+                    level, line = str(message[1])[:16], str(message[2])
+                    result.logs.append((level, line[: protocol.MAX_LOG_LINE]))
             elif kind == protocol.DONE:
-                result.result = codec.decode(message[2])
+                try:
+                    result.result = codec.decode(message[2])
+                except Exception as exc:  # garbage where a value should be
+                    raise protocol.ProtocolError(f"the result cannot be decoded: {exc}") from None
                 return
             elif kind == protocol.FAIL:
+                if type(message[2]) is not dict:
+                    raise protocol.ProtocolError("a FAIL message needs an error object")
                 error = {k: str(message[2].get(k, "")) for k in ("type", "message", "traceback")}
                 result.error = error
                 result.outcome = {
@@ -319,13 +331,12 @@ class SandboxProcess:
                 protocol.REPLY,
                 call_id,
                 False,
-                {"type": type(exc).__name__, "message": str(exc)},
+                {"type": wire_name(exc), "message": str(exc)},
             ]
         self._writer.write(protocol.pack(reply))
 
     async def _cpu_watchdog(self, cpu_before: float, cpu_s: float) -> None:
         """Kill the process once this execution has used ``cpu_s`` of CPU."""
-        cores = os.cpu_count() or 1
         while True:
             try:
                 used = _process_cpu_s(self.pid) - cpu_before
@@ -335,7 +346,7 @@ class SandboxProcess:
                 self.kill(Outcome.CPU_LIMIT)
                 return
             # All cores busy is the fastest the budget can run out.
-            await asyncio.sleep(max(0.01, (cpu_s - used) / cores))
+            await asyncio.sleep(max(0.01, (cpu_s - used) / _CORES))
 
     async def _account(self, result: ExecutionResult, cpu_before: float) -> None:
         if self.alive:

@@ -20,6 +20,8 @@ import msgpack
 HEADER: Final = struct.Struct(">I")
 #: Largest frame either side accepts: a 1 MiB value plus generous room for the rest.
 MAX_FRAME: Final = 4 * 1024 * 1024
+#: Longest log line kept; the child truncates, and the host enforces it again.
+MAX_LOG_LINE: Final = 4096
 
 # host -> child
 INVOKE: Final = "invoke"  # [INVOKE, exec_id, spec: dict]

@@ -33,6 +33,7 @@ from corral.sandbox.confine import Confinement
 from corral.sandbox.errors import SandboxUnavailable
 
 _MAX_MESSAGE = 65536
+_CLOSE_ALL_ABOVE = 1 << 20
 
 
 def _send(ctl: socket.socket, message: list[Any], fds: list[int] | None = None) -> None:
@@ -48,10 +49,12 @@ def _run_child(fd: int, spec: dict[str, Any], devnull: int, confinement: Confine
     code = 1
     try:
         confine.confine_child(confinement, spec)  # first: it needs the scope ruleset's fd
-        os.dup2(fd, 3)
-        for std in (0, 1, 2):
+        for std in (0, 1, 2):  # before fd 3 is reused: devnull itself may be fd 3
             os.dup2(devnull, std)
-        os.closerange(4, os.sysconf("SC_OPEN_MAX"))
+        os.dup2(fd, 3)
+        # A fixed bound, not RLIMIT_NOFILE: the limit was just lowered, and descriptors
+        # above it (siblings' pidfds) must be closed too. close_range makes it cheap.
+        os.closerange(4, _CLOSE_ALL_ABOVE)
         child.run(3, confinement.readable)
         code = 0
     finally:

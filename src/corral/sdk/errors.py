@@ -27,8 +27,8 @@ class UnknownMethod(CorralError):
     """The execution named a method the agent's current version does not have."""
 
 
-# Exceptions that cross the RPC channel keep their type; anything else arrives
-# as a RuntimeError carrying the original type's name in its message.
+# Exceptions that cross the RPC channel keep their type (or the nearest one listed
+# here); anything else arrives as a RuntimeError naming the original type.
 WIRE_EXCEPTIONS: dict[str, type[BaseException]] = {
     cls.__name__: cls
     for cls in (
@@ -46,3 +46,16 @@ WIRE_EXCEPTIONS: dict[str, type[BaseException]] = {
         UnknownMethod,
     )
 }
+
+
+def wire_name(exc: BaseException) -> str:
+    """The name an exception crosses the channel under: its own, or its nearest listed base."""
+    return next((c.__name__ for c in type(exc).__mro__ if c.__name__ in WIRE_EXCEPTIONS), "")
+
+
+def from_wire(name: str, message: str) -> BaseException:
+    """The exception the agent sees for an error the host reported."""
+    exc_type = WIRE_EXCEPTIONS.get(name)
+    if exc_type is None:
+        return RuntimeError(f"{name or 'error'}: {message}")
+    return exc_type(message)

@@ -1,0 +1,1170 @@
+"""The sandbox escape suite: agent code trying to get out, through the whole product path.
+
+Every attempt is a method of the agent in ``AGENT`` (source code, as it is stored in the
+database), run through a real, fully confined zygote (``Zygote.start()`` without
+``insecure``) and ``SandboxProcess.execute`` or ``SandboxPool``. Each test checks four
+things: the attempt was contained (checked on the host: no file appeared, the listeners
+accepted nothing, the bystander process lives, the other instance's keys are intact), the
+execution's outcome, the exact message or errno the agent saw, and that the same zygote
+goes on serving a normal execution.
+
+Most attempts run twice in the same warm process. First as written: the audit hook (the
+*friendly* layer, :mod:`corral.sandbox.audit`) answers with a ``PermissionError`` that
+says what to use instead. Then after ``disarm()``, which switches the hook's checks off
+the way any agent code can (the hook is not a security boundary): what the agent then
+sees is the kernel layer's errno, which is what actually contains it. Operations the
+hook never sees (a pidfd, a ctypes function pointer resolved before the hook was
+installed, sqlite3's C-level open) give the kernel's answer both times.
+
+Safety: each attempt is harmless even if no layer were applied. Files are written only
+under the test's own temporary directory, connections go only to listeners the test
+opened on 127.0.0.1 or under its temporary directory, signals go only to the test's own
+bystander process or with signal 0, mount targets do not exist, forks are bounded and
+every child exits at once, memory hogs are bounded relative to the execution's limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import json
+import os
+import signal
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from click.testing import CliRunner
+
+from corral import codec
+from corral.cli import main as corral_cli
+from corral.runtime.tools import store_tools
+from corral.sandbox.host import SandboxProcess, Zygote
+from corral.sandbox.limits import ExecutionResult, Limits, Outcome
+from corral.sandbox.pool import SandboxPool
+from corral.sandbox.protocol import MAX_FRAME
+from corral.state import SqlBackend, Store
+
+AGENT = r'''
+import ctypes
+import os
+import resource
+import select
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import msgpack
+
+from corral import codec
+from corral.sdk import Agent
+
+PTRACE_ATTACH = 16
+RPC_FD = 3  # the inherited socket to the host
+
+
+def disarm():
+    """Switch the audit hook's checks off, as any agent code can: the hook looks names up
+    in its module and in os.path at each event. Whatever still stops an attempt after
+    this is a kernel layer."""
+    from corral.sandbox import audit
+
+    audit._DENY.clear()  # no event is denied outright
+    audit._WRITE_FLAGS = 0  # os.open(..., O_WRONLY) is not writing
+    audit.any = lambda _: False  # nor is open(..., "w")
+    os.path.realpath = lambda path: sys.prefix  # every path looks readable
+
+
+def saw(fn, *args):
+    """What the agent saw: the exception it caught, or what the call returned."""
+    try:
+        value = fn(*args)
+    except Exception as exc:
+        return {"saw": f"{type(exc).__name__}: {exc}", "errno": getattr(exc, "errno", None)}
+    return {"returned": repr(value)}
+
+
+def attempt(disarmed, fn, *args):
+    if disarmed:
+        disarm()
+    return saw(fn, *args)
+
+
+def read_file(path):
+    with open(path, "rb") as file:
+        return file.read(64)
+
+
+def read_with_os_open(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 64)
+    finally:
+        os.close(fd)
+
+
+def write_file(path):
+    with open(path, "w") as file:
+        file.write("escaped")
+
+
+def write_with_os_open(path):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        return os.write(fd, b"escaped")
+    finally:
+        os.close(fd)
+
+
+def query_database(path):
+    uri = f"file:{path}?mode=ro"  # read-only: harmless even if it opened
+    return sqlite3.connect(uri, uri=True).execute("select * from state").fetchall()
+
+
+def tcp_connect(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", port))
+        return "connected"
+
+
+def tcp_create_connection(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        return "connected"
+
+
+def udp_sendto(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        return sock.sendto(b"escaped", ("127.0.0.1", port))
+
+
+def unix_connect(path):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+        return "connected"
+
+
+def fork_and_reap():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+def pidfd_signal(pid, signum):
+    fd = os.pidfd_open(pid)
+    try:
+        signal.pidfd_send_signal(fd, signum)
+    finally:
+        os.close(fd)
+
+
+def libc_syscall():
+    """syscall(2), resolved by the runtime before the audit hook was installed."""
+    from corral.sandbox import syscalls
+
+    return syscalls._syscall
+
+
+def execve(program, *argv):
+    """execve(2) straight through syscall(2): past Python's process machinery."""
+    strings = [arg.encode() for arg in (program, *argv)]
+    args = (ctypes.c_char_p * (len(strings) + 1))(*strings[1:], None)
+    envp = (ctypes.c_char_p * 1)(None)
+    from corral.sandbox.syscalls import syscall_number
+
+    number = ctypes.c_long(syscall_number("execve"))
+    result = libc_syscall()(number, ctypes.c_char_p(strings[0]), args, envp)
+    if result == -1:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return result
+
+
+def raw_syscall(name, *args):
+    from corral.sandbox import syscalls
+
+    return syscalls.syscall(name, *args)
+
+
+def mount_nowhere():
+    """mount(2) made harmless: the target does not exist, nor does the file system type."""
+    source, target, kind = b"none", b"/nonexistent/corral-target", b"corral-no-such-fs"
+    return raw_syscall(
+        "mount", ctypes.c_char_p(source), ctypes.c_char_p(target), ctypes.c_char_p(kind), 0, 0
+    )
+
+
+def send_bytes(data):
+    """Write raw bytes to the RPC socket, whatever the runtime thinks of them."""
+    view = memoryview(data)
+    while view:
+        select.select([], [RPC_FD], [])
+        try:
+            view = view[os.write(RPC_FD, view):]
+        except BlockingIOError:
+            pass
+
+
+def send_frame(message):
+    body = msgpack.packb(message, use_bin_type=True)
+    send_bytes(struct.pack(">I", len(body)) + body)
+
+
+def read_exactly(size):
+    data = b""
+    while len(data) < size:
+        select.select([RPC_FD], [], [], 5)
+        try:
+            chunk = os.read(RPC_FD, size - len(data))
+        except BlockingIOError:
+            continue
+        if not chunk:
+            raise EOFError("the host closed the channel")
+        data += chunk
+    return data
+
+
+def read_frame():
+    (size,) = struct.unpack(">I", read_exactly(4))
+    return msgpack.unpackb(read_exactly(size), raw=False)
+
+
+class Escapes(Agent):
+    # -- files: Landlock (read-only beneath the Python installation) ----------------
+
+    def read_with_open(self, path, disarmed=False):
+        return attempt(disarmed, read_file, path)
+
+    def read_with_os_open(self, path, disarmed=False):
+        return attempt(disarmed, read_with_os_open, path)
+
+    def write_with_open(self, path, disarmed=False):
+        return attempt(disarmed, write_file, path)
+
+    def write_with_os_open(self, path, disarmed=False):
+        return attempt(disarmed, write_with_os_open, path)
+
+    def list_dir(self, path, disarmed=False):
+        return attempt(disarmed, os.listdir, path)
+
+    def read_parent_memory(self, disarmed=False):
+        # The zygote's pid is known only in here: say which it was.
+        seen = attempt(disarmed, read_with_os_open, f"/proc/{os.getppid()}/mem")
+        return {**seen, "ppid": os.getppid()}
+
+    def open_database(self, path, disarmed=False):
+        return attempt(disarmed, query_database, path)
+
+    def environment(self):
+        return dict(os.environ)
+
+    # -- sockets: seccomp (no socket() at all), the empty network namespace ---------
+
+    def tcp_connect(self, port, disarmed=False):
+        return attempt(disarmed, tcp_connect, port)
+
+    def tcp_create_connection(self, port, disarmed=False):
+        return attempt(disarmed, tcp_create_connection, port)
+
+    def udp_sendto(self, port, disarmed=False):
+        return attempt(disarmed, udp_sendto, port)
+
+    def unix_connect(self, path, disarmed=False):
+        return attempt(disarmed, unix_connect, path)
+
+    # -- processes: the fork filter and seccomp (no execve) -------------------------
+
+    def run_subprocess(self, marker, disarmed=False):
+        return attempt(disarmed, subprocess.run, ["touch", marker])
+
+    def run_os_system(self, marker, disarmed=False):
+        return attempt(disarmed, os.system, f"touch {marker}")
+
+    def fork(self, disarmed=False):
+        return attempt(disarmed, fork_and_reap)
+
+    def fork_bomb(self, attempts, disarmed=False):
+        if disarmed:
+            disarm()
+        return [saw(fork_and_reap) for _ in range(min(attempts, 50))]  # bounded
+
+    def ctypes_cdll_system(self, marker, disarmed=False):
+        return attempt(disarmed, lambda: ctypes.CDLL(None).system(f"touch {marker}".encode()))
+
+    def ctypes_pythonapi_system(self, marker, disarmed=False):
+        return attempt(disarmed, lambda: ctypes.pythonapi.system(f"touch {marker}".encode()))
+
+    def ctypes_loaded_libc_system(self, marker, disarmed=False):
+        from corral.sandbox import syscalls
+
+        return attempt(disarmed, lambda: syscalls._libc.system(f"touch {marker}".encode()))
+
+    def raw_execve(self, marker, disarmed=False):
+        return attempt(disarmed, execve, "/usr/bin/touch", "touch", marker)
+
+    def mount(self, disarmed=False):
+        return attempt(disarmed, mount_nowhere)
+
+    # -- other processes: Landlock scopes, seccomp ----------------------------------
+
+    def signal_parent(self, disarmed=False):
+        return attempt(disarmed, os.kill, os.getppid(), 0)
+
+    def kill(self, pid, signum, disarmed=False):
+        return attempt(disarmed, os.kill, pid, signum)
+
+    def pidfd_signal(self, pid, signum, disarmed=False):
+        return attempt(disarmed, pidfd_signal, pid, signum)
+
+    def ptrace_attach(self, pid, disarmed=False):
+        return attempt(disarmed, raw_syscall, "ptrace", PTRACE_ATTACH, pid, 0, 0)
+
+    def renice(self, pid, disarmed=False):
+        return attempt(disarmed, os.setpriority, os.PRIO_PROCESS, pid, 19)
+
+    def lower_limit_of(self, pid, disarmed=False):
+        return attempt(disarmed, resource.prlimit, pid, resource.RLIMIT_CORE, (0, 0))
+
+    def inherited_descriptors(self):
+        """Descriptors above the open-files limit: only inheritance can have put them there."""
+        limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return [fd for fd in range(limit, 1024) if saw(os.fstat, fd).get("returned")]
+
+    def signal_inherited_descriptors(self, signum):
+        return [saw(signal.pidfd_send_signal, fd, signum) for fd in self.inherited_descriptors()]
+
+    # -- limits -----------------------------------------------------------------------
+
+    def allocate(self, nbytes, catch=False):
+        # bytes(n) is calloc'd: without the limit, untouched pages cost no memory.
+        if catch:
+            return saw(lambda: len(bytes(nbytes)))
+        return len(bytes(nbytes))
+
+    def hog(self, chunk_mb, max_mb):
+        """Touch memory chunk by chunk; never more than max_mb, whatever the limit."""
+        chunks = []
+        while len(chunks) * chunk_mb < max_mb:
+            chunks.append(bytearray(chunk_mb * 1024 * 1024))
+        return len(chunks) * chunk_mb
+
+    def spin(self, wall_s):
+        deadline = time.monotonic() + wall_s
+        while time.monotonic() < deadline:
+            pass
+        return "spun"
+
+    def doze(self, s):
+        time.sleep(s)
+        return "woke"
+
+    # -- what agents need still works ----------------------------------------------
+
+    def threads(self):
+        out = []
+        thread = threading.Thread(target=lambda: out.append(sum(range(100))))
+        thread.start()
+        thread.join()
+        with ThreadPoolExecutor(4) as pool:
+            doubled = list(pool.map(lambda x: 2 * x, range(8)))
+        return out, doubled, threading.active_count()
+
+    def libraries(self):
+        import datetime
+        import decimal
+        import json
+        import re
+        import zoneinfo
+
+        paris = datetime.datetime(2024, 7, 1, 12, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))
+        return [
+            json.loads('{"a": [1, 2]}'),
+            str(decimal.Decimal("1.10") * 3),
+            re.findall(r"\d+", "a1b22c333"),
+            paris.isoformat(),
+            paris.tzname(),
+        ]
+
+    async def plain(self):
+        await self.store.set("served", True)
+        return "served"
+
+    # -- the RPC channel ------------------------------------------------------------
+
+    async def raw_call(self, op, *args):
+        try:
+            return {"returned": await self._channel.call(op, *args)}
+        except Exception as exc:
+            return {"saw": f"{type(exc).__name__}: {exc}",
+                    "permission": isinstance(exc, PermissionError)}
+
+    def forged_call(self, call_id, op, args):
+        """A CALL frame written by hand; the agent reads the host's REPLY itself."""
+        send_frame(["call", call_id, op, [codec.encode(arg) for arg in args]])
+        _, reply_id, ok, payload = read_frame()
+        return [reply_id, ok, codec.decode(payload) if ok else payload]
+
+    def send(self, data):
+        send_bytes(data)
+        return "sent"
+
+    def send_logs(self, count, size):
+        for _ in range(count):
+            send_frame(["log", "info", "x" * size])
+        return "sent"
+
+    def hang_up(self, linger_s):
+        """Close every descriptor of the channel to the host; the process lingers on."""
+        channel = os.fstat(RPC_FD).st_ino
+        for fd in range(1024):
+            if saw(lambda: os.fstat(fd).st_ino == channel) == {"returned": "True"}:
+                os.close(fd)
+        time.sleep(linger_s)
+
+    def write_to_stdout(self):
+        """What C code printing to stdout or stderr amounts to."""
+        os.write(1, b"hello from C\n")
+        os.write(2, b"warning from C\n")
+        return "written"
+
+    async def tamper_with_budget(self, n):
+        self._channel._requests_left = 10**9  # the child's count; the host keeps its own
+        done = []
+        for i in range(n):
+            try:
+                await self.store.set(f"k{i}", i)
+                done.append(i)
+            except Exception as exc:
+                return done, f"{type(exc).__name__}: {exc}"
+        return done, None
+'''
+
+SECRET = "s3cret-host-value"
+OTHER_VALUE = "the other instance's secret"
+NO_FILES = "PermissionError: agents have no file system: keep data in self.store"
+NO_SOCKETS = "PermissionError: agents cannot open sockets: use self.fetch(url) for HTTP"
+NO_PROCESSES = (
+    "PermissionError: agents cannot start processes or threads of other programs: use self.run_task"
+)
+NO_NATIVE = "PermissionError: agents cannot load or call native code through ctypes"
+NO_SIGNALS = "PermissionError: agents cannot send signals"
+EPERM = "PermissionError: [Errno 1] Operation not permitted"
+#: What glibc's system() returns when it cannot start the shell: "exit status 127".
+SHELL_NOT_STARTED = {"returned": repr(127 << 8)}
+
+
+# -- fixtures -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Host:
+    """What lies outside the sandbox for the attempts to aim at, and the checks that
+    nothing reached it."""
+
+    tmp: Path
+    pid: int
+    bystander: int
+    tcp: socket.socket
+    udp: socket.socket
+    unix: socket.socket
+    unix_path: str
+    database: Path
+
+    @property
+    def marker(self) -> str:
+        """A file that a command run by the agent would create."""
+        return str(self.tmp / "pwned")
+
+    @property
+    def written(self) -> str:
+        """A file the agent tries to write directly."""
+        return str(self.tmp / "written")
+
+    @property
+    def names(self) -> dict[str, Any]:
+        return {
+            "marker": self.marker,
+            "written": self.written,
+            "tcp_port": self.tcp.getsockname()[1],
+            "udp_port": self.udp.getsockname()[1],
+            "unix_path": self.unix_path,
+            "bystander": self.bystander,
+            "host_pid": self.pid,
+            "database": str(self.database),
+        }
+
+    def assert_untouched(self) -> None:
+        assert not os.path.exists(self.marker), "a command run by the agent created a file"
+        assert not os.path.exists(self.written), "the agent wrote a file on the host"
+        for server in (self.tcp, self.unix):
+            with pytest.raises(BlockingIOError):
+                server.accept()
+        with pytest.raises(BlockingIOError):
+            self.udp.recvfrom(64)
+        assert_undisturbed(self.bystander)
+
+
+def assert_undisturbed(pid: int) -> None:
+    """The bystander lives, is neither stopped nor traced, and got no signal."""
+    assert os.waitpid(pid, os.WNOHANG) == (0, 0), "the bystander died"
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
+    assert fields["State"][0] in "SR", fields["State"]
+    assert fields["TracerPid"] == "0"
+    assert int(fields["SigPnd"], 16) == int(fields["ShdPnd"], 16) == 0
+
+
+@pytest.fixture
+def host(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, bystander: int
+) -> Iterator[Host]:
+    # A short directory for the UNIX socket: sun_path holds 108 bytes at most.
+    unix_path = str(tmp_path_factory.mktemp("sock") / "host.sock")
+    with (
+        socket.create_server(("127.0.0.1", 0)) as tcp,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unix,
+    ):
+        udp.bind(("127.0.0.1", 0))
+        unix.bind(unix_path)
+        unix.listen()
+        for server in (tcp, udp, unix):
+            server.setblocking(False)
+        yield Host(
+            tmp_path, os.getpid(), bystander, tcp, udp, unix, unix_path, tmp_path / "corral.db"
+        )
+
+
+@dataclasses.dataclass
+class Stores:
+    """Two instances' stores on one SQLite database: the scope is the only thing
+    between them, as in production."""
+
+    mine: Store
+    other: Store
+
+    async def assert_other_intact(self) -> None:
+        assert await self.other.list_entries() == [("secret", OTHER_VALUE)]
+
+
+@pytest.fixture
+async def stores(host: Host) -> AsyncIterator[Stores]:
+    backend = SqlBackend(f"sqlite:///{host.database}")
+    pair = Stores(Store(backend, "mine"), Store(backend, "other"))
+    await pair.other.set("secret", OTHER_VALUE)
+    await pair.mine.set("note", "mine")
+    yield pair
+    backend.close()
+
+
+@pytest.fixture
+async def zygote(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Zygote]:
+    """A fully confined zygote, started while the host holds a secret in its environment."""
+    monkeypatch.setenv("CORRAL_TEST_SECRET", SECRET)
+    z = await Zygote.start()
+    assert not z.report["insecure"]
+    assert z.report["missing"] == []
+    yield z
+    await z.close()
+
+
+async def run(
+    process: SandboxProcess, stores: Stores, method: str, *args: Any, limits: Limits | None = None
+) -> ExecutionResult:
+    return await process.execute(
+        AGENT, method, list(args), limits or Limits(), store_tools(stores.mine)
+    )
+
+
+async def assert_serves(process: SandboxProcess, stores: Stores) -> None:
+    """A normal execution works (in ``process``, which may be a fresh one)."""
+    await stores.mine.delete("served")
+    result = await run(process, stores, "plain")
+    assert (result.outcome, result.result) == (Outcome.OK, "served"), result.error
+    assert await stores.mine.get("served") is True
+
+
+async def assert_fresh_process_serves(zygote: Zygote, stores: Stores) -> None:
+    process = await zygote.spawn(Limits())
+    try:
+        await assert_serves(process, stores)
+    finally:
+        await process.close()
+
+
+# -- escapes the audit hook explains and a kernel layer stops ------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Escape:
+    name: str
+    method: str
+    args: Callable[[Host], list[Any]]
+    #: What the agent sees as written (the audit hook's message, or the kernel's error
+    #: where the hook does not see the operation); ``{...}`` fields come from Host.names.
+    friendly: dict[str, Any]
+    #: What it sees with the audit hook disarmed: the kernel layer's answer.
+    kernel: dict[str, Any]
+
+
+def _saw(text: str, code: int | None = None) -> dict[str, Any]:
+    return {"saw": text, "errno": code}
+
+
+def _denied_file(path: str, verb: str = "open") -> dict[str, Any]:
+    return _saw(f"{NO_FILES} (tried to {verb} {path!r})")
+
+
+def _eacces(path: str) -> dict[str, Any]:
+    return _saw(f"PermissionError: [Errno 13] Permission denied: {path!r}", errno.EACCES)
+
+
+_EPERM = _saw(EPERM, errno.EPERM)
+
+ESCAPES = [
+    # Files. Landlock allows reading beneath the Python installation, the venv, the
+    # system libraries and time zones; nothing else, and no writing anywhere.
+    Escape("read /etc/passwd with open()", "read_with_open", lambda h: ["/etc/passwd"],
+           _denied_file("/etc/passwd"), _eacces("/etc/passwd")),
+    Escape("read /etc/passwd with os.open()", "read_with_os_open", lambda h: ["/etc/passwd"],
+           _denied_file("/etc/passwd"), _eacces("/etc/passwd")),
+    Escape("write a file with open()", "write_with_open", lambda h: [h.written],
+           _denied_file("{written}"), _eacces("{written}")),
+    Escape("write a file with os.open()", "write_with_os_open", lambda h: [h.written],
+           _denied_file("{written}"), _eacces("{written}")),
+    Escape("list /", "list_dir", lambda h: ["/"], _denied_file("/", "list"), _eacces("/")),
+    Escape("read /proc/self/environ", "read_with_open", lambda h: ["/proc/self/environ"],
+           _denied_file("/proc/self/environ"), _eacces("/proc/self/environ")),
+    Escape("read /proc/1/environ", "read_with_open", lambda h: ["/proc/1/environ"],
+           _denied_file("/proc/1/environ"), _eacces("/proc/1/environ")),
+    Escape("read the host's /proc/<pid>/environ", "read_with_open",
+           lambda h: [f"/proc/{h.pid}/environ"],
+           _denied_file("/proc/{host_pid}/environ"), _eacces("/proc/{host_pid}/environ")),
+    Escape("open the store's SQLite file with sqlite3", "open_database",
+           lambda h: [str(h.database)],
+           _saw("OperationalError: unable to open database file"),
+           _saw("OperationalError: unable to open database file")),
+    # Sockets. seccomp denies socket() itself; the network namespace is empty anyway.
+    Escape("TCP connect with socket.socket()", "tcp_connect", lambda h: [h.names["tcp_port"]],
+           _saw(NO_SOCKETS), _EPERM),
+    Escape("TCP socket.create_connection()", "tcp_create_connection",
+           lambda h: [h.names["tcp_port"]], _saw(NO_SOCKETS), _EPERM),
+    Escape("UDP sendto", "udp_sendto", lambda h: [h.names["udp_port"]], _saw(NO_SOCKETS),
+           _EPERM),
+    Escape("connect to a host UNIX socket", "unix_connect", lambda h: [h.unix_path],
+           _saw(NO_SOCKETS), _EPERM),
+    # Processes. The fork filter denies fork, vfork and clone without CLONE_THREAD;
+    # the base filter denies execve. The command would create the marker file.
+    Escape("subprocess.run", "run_subprocess", lambda h: [h.marker], _saw(NO_PROCESSES),
+           _EPERM),
+    Escape("os.system", "run_os_system", lambda h: [h.marker], _saw(NO_PROCESSES),
+           SHELL_NOT_STARTED),
+    Escape("os.fork", "fork", lambda h: [], _saw(NO_PROCESSES), _EPERM),
+    Escape("ctypes.CDLL(None).system", "ctypes_cdll_system", lambda h: [h.marker],
+           _saw(NO_NATIVE), SHELL_NOT_STARTED),
+    Escape("ctypes.pythonapi.system", "ctypes_pythonapi_system", lambda h: [h.marker],
+           _saw(NO_NATIVE), SHELL_NOT_STARTED),
+    Escape("system() of the runtime's loaded libc", "ctypes_loaded_libc_system",
+           lambda h: [h.marker], _saw(NO_NATIVE), SHELL_NOT_STARTED),
+    # A function pointer resolved before the hook was installed: calling it is not an
+    # audit event, so the agent reaches the kernel even with the hook armed.
+    Escape("raw execve through the runtime's syscall()", "raw_execve", lambda h: [h.marker],
+           _saw("PermissionError: [Errno 1] Operation not permitted", errno.EPERM),
+           _saw("PermissionError: [Errno 1] Operation not permitted", errno.EPERM)),
+    Escape("mount (nonexistent target)", "mount", lambda h: [],
+           _saw("PermissionError: [Errno 1] mount: Operation not permitted", errno.EPERM),
+           _saw("PermissionError: [Errno 1] mount: Operation not permitted", errno.EPERM)),
+    # Other processes: the zygote, the host and the bystander share the sandbox's uid;
+    # the per-process Landlock scope stops signals, seccomp stops tracing and renicing.
+    Escape("os.kill(os.getppid(), 0)", "signal_parent", lambda h: [], _saw(NO_SIGNALS),
+           _EPERM),
+    Escape("SIGTERM to a bystander with os.kill", "kill",
+           lambda h: [h.bystander, int(signal.SIGTERM)], _saw(NO_SIGNALS), _EPERM),
+    Escape("signal 0 to the host with os.kill", "kill", lambda h: [h.pid, 0],
+           _saw(NO_SIGNALS), _EPERM),
+    Escape("SIGTERM to a bystander through a pidfd", "pidfd_signal",
+           lambda h: [h.bystander, int(signal.SIGTERM)], _EPERM, _EPERM),
+    Escape("ptrace attach to a bystander", "ptrace_attach", lambda h: [h.bystander],
+           _saw("PermissionError: [Errno 1] ptrace: Operation not permitted", errno.EPERM),
+           _saw("PermissionError: [Errno 1] ptrace: Operation not permitted", errno.EPERM)),
+    Escape("read the zygote's /proc/<pid>/mem", "read_parent_memory", lambda h: [],
+           _denied_file("/proc/{ppid}/mem"), _eacces("/proc/{ppid}/mem")),
+    Escape("renice a bystander", "renice", lambda h: [h.bystander], _EPERM, _EPERM),
+    Escape("lower a bystander's rlimit", "lower_limit_of", lambda h: [h.bystander],
+           _EPERM, _EPERM),
+]  # fmt: skip
+
+
+def _check(seen: dict[str, Any], template: dict[str, Any], host: Host) -> None:
+    names = host.names
+    if "ppid" in seen:  # the zygote's pid, which only the sandbox knows
+        names["ppid"] = seen.pop("ppid")
+    expected = {
+        key: value.format(**names) if isinstance(value, str) else value
+        for key, value in template.items()
+    }
+    assert seen == expected
+
+
+@pytest.mark.parametrize("escape", ESCAPES, ids=[e.name for e in ESCAPES])
+async def test_escape_is_contained_and_explained(
+    zygote: Zygote, stores: Stores, host: Host, escape: Escape
+) -> None:
+    process = await zygote.spawn(Limits())
+    try:
+        friendly = await run(process, stores, escape.method, *escape.args(host))
+        assert friendly.outcome is Outcome.OK, friendly.error
+        _check(friendly.result, escape.friendly, host)
+        host.assert_untouched()
+
+        kernel = await run(process, stores, escape.method, *escape.args(host), True)
+        assert kernel.outcome is Outcome.OK, kernel.error
+        _check(kernel.result, escape.kernel, host)
+        host.assert_untouched()
+
+        assert process.reusable
+        await assert_serves(process, stores)  # the same warm process serves on
+        await stores.assert_other_intact()
+    finally:
+        await process.close()
+    await assert_fresh_process_serves(zygote, stores)  # and the zygote was not disturbed
+
+
+async def test_a_fork_bomb_gets_nowhere(zygote: Zygote, stores: Stores, host: Host) -> None:
+    pool = SandboxPool(zygote)
+    tools = store_tools(stores.mine)
+    friendly = await pool.execute("mine", "v1", AGENT, "fork_bomb", [50], Limits(), tools)
+    assert friendly.outcome is Outcome.OK
+    assert friendly.result == [_saw(NO_PROCESSES)] * 50
+    kernel = await pool.execute("mine", "v1", AGENT, "fork_bomb", [50, True], Limits(), tools)
+    assert kernel.result == [_EPERM] * 50
+    host.assert_untouched()
+    served = await pool.execute("mine", "v1", AGENT, "plain", [], Limits(), tools)
+    assert served.result == "served"
+    assert pool.spawned == 1  # one warm process throughout
+    await pool.close()
+
+
+async def test_the_host_environment_is_not_inherited(zygote: Zygote, stores: Stores) -> None:
+    assert os.environ["CORRAL_TEST_SECRET"] == SECRET  # the host has it
+    process = await zygote.spawn(Limits())
+    result = await run(process, stores, "environment")
+    assert result.result == {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    assert SECRET not in repr(result.result)
+    await assert_serves(process, stores)
+    await process.close()
+
+
+# -- other processes' descriptors ---------------------------------------------------------
+
+
+async def _with_siblings(zygote: Zygote, count: int) -> list[SandboxProcess]:
+    """``count`` live sandboxed processes: the zygote holds a pidfd for each."""
+    return [await zygote.spawn(Limits()) for _ in range(count)]
+
+
+async def test_siblings_cannot_be_signalled_through_inherited_pidfds(
+    zygote: Zygote, stores: Stores
+) -> None:
+    siblings = await _with_siblings(zygote, 64)
+    probe = await zygote.spawn(Limits())
+    try:
+        result = await run(probe, stores, "signal_inherited_descriptors", int(signal.SIGTERM))
+        assert result.outcome is Outcome.OK, result.error
+        # Nothing leaks (the next test); were anything to, a sibling's pidfd answers
+        # EPERM (the Landlock scope) and the process's own channel EBADF (not a pidfd).
+        ebadf = _saw("OSError: [Errno 9] Bad file descriptor", errno.EBADF)
+        assert all(seen in (_EPERM, ebadf) for seen in result.result), result.result
+        for sibling in siblings:
+            assert sibling.alive
+        await assert_serves(siblings[0], stores)
+        await assert_serves(siblings[-1], stores)
+    finally:
+        await asyncio.gather(*(p.close() for p in [*siblings, probe]))
+
+
+async def test_no_descriptor_of_the_zygote_is_inherited(zygote: Zygote, stores: Stores) -> None:
+    siblings = await _with_siblings(zygote, 64)
+    probe = await zygote.spawn(Limits())
+    try:
+        result = await run(probe, stores, "inherited_descriptors")
+        assert result.outcome is Outcome.OK, result.error
+        assert result.result == []
+    finally:
+        await asyncio.gather(*(p.close() for p in [*siblings, probe]))
+
+
+# -- limits -----------------------------------------------------------------------------
+
+
+async def test_a_2_gib_allocation_is_a_memory_limit(zygote: Zygote, stores: Stores) -> None:
+    limits = Limits(memory_mb=64)
+    pool = SandboxPool(zygote)
+    tools = store_tools(stores.mine)
+    caught = await pool.execute("mine", "v1", AGENT, "allocate", [2 << 30, True], limits, tools)
+    assert caught.outcome is Outcome.OK
+    assert caught.result == _saw("MemoryError: ")
+    assert len(pool) == 1  # caught: nothing breached, the process stays warm
+
+    result = await pool.execute("mine", "v1", AGENT, "allocate", [2 << 30], limits, tools)
+    assert result.outcome is Outcome.MEMORY_LIMIT
+    assert result.error is not None
+    assert result.error["type"] == "MemoryError"
+    assert result.error["message"] == "the execution ran out of memory (limit 64 MiB)"
+    assert len(pool) == 0  # a breach retires the process
+
+    served = await pool.execute("mine", "v1", AGENT, "plain", [], limits, tools)
+    assert served.result == "served"
+    assert pool.spawned == 2
+    await pool.close()
+
+
+async def test_touching_memory_stops_at_the_limit(zygote: Zygote, stores: Stores) -> None:
+    limits = Limits(memory_mb=64)
+    baseline_process = await zygote.spawn(limits)
+    baseline = await run(baseline_process, stores, "plain", limits=limits)
+    await baseline_process.close()
+
+    process = await zygote.spawn(limits)
+    result = await run(process, stores, "hog", 8, 256, limits=limits)
+    assert result.outcome is Outcome.MEMORY_LIMIT
+    assert result.error is not None
+    assert result.error["message"] == "the execution ran out of memory (limit 64 MiB)"
+    # What it touched stayed within the budget (plus the thread-stack room it includes).
+    assert result.peak_rss_bytes - baseline.peak_rss_bytes < (64 + 32) * 1024 * 1024
+    await process.close()
+    await assert_fresh_process_serves(zygote, stores)
+
+
+async def test_a_busy_loop_is_stopped_at_its_cpu_budget(zygote: Zygote, stores: Stores) -> None:
+    limits = Limits(cpu_s=1, timeout_s=30)
+    process = await zygote.spawn(limits)
+    result = await run(process, stores, "spin", 20, limits=limits)
+    assert result.outcome is Outcome.CPU_LIMIT
+    assert result.error == {
+        "type": "cpu_limit",
+        "message": "the execution used its whole CPU budget and was stopped",
+        "traceback": "",
+    }
+    assert result.cpu_ms >= 1000
+    assert not process.alive
+    await assert_fresh_process_serves(zygote, stores)
+
+
+async def test_sleeping_past_the_deadline_is_a_timeout(zygote: Zygote, stores: Stores) -> None:
+    limits = Limits(timeout_s=0.5)
+    process = await zygote.spawn(limits)
+    result = await run(process, stores, "doze", 10, limits=limits)
+    assert result.outcome is Outcome.TIMEOUT
+    assert result.error == {
+        "type": "timeout",
+        "message": "the execution ran past its wall-clock timeout and was stopped",
+        "traceback": "",
+    }
+    assert 500 <= result.duration_ms < 10_000
+    assert not process.alive
+    await assert_fresh_process_serves(zygote, stores)
+
+
+async def test_tampering_with_the_childs_budget_does_not_lift_it(
+    zygote: Zygote, stores: Stores
+) -> None:
+    process = await zygote.spawn(Limits())
+    result = await run(process, stores, "tamper_with_budget", 10, limits=Limits(requests=3))
+    assert result.outcome is Outcome.OK
+    assert result.result == (
+        [0, 1, 2],
+        "RequestLimitExceeded: this execution has used its 3-request budget",
+    )
+    assert result.requests_used == 4
+    assert await stores.mine.keys() == ["k0", "k1", "k2", "note"]
+    await assert_serves(process, stores)
+    await process.close()
+
+
+# -- what agents need still works --------------------------------------------------------
+
+
+async def test_threads_and_thread_pools_still_work(zygote: Zygote, stores: Stores) -> None:
+    pool = SandboxPool(zygote)
+    tools = store_tools(stores.mine)
+    result = await pool.execute("mine", "v1", AGENT, "threads", [], Limits(), tools)
+    assert result.outcome is Outcome.OK, result.error
+    assert result.result == ([4950], [0, 2, 4, 6, 8, 10, 12, 14], 1)
+    served = await pool.execute("mine", "v1", AGENT, "plain", [], Limits(), tools)
+    assert served.result == "served"
+    assert pool.spawned == 1  # every thread ended: the process stayed warm
+    await pool.close()
+
+
+async def test_standard_libraries_and_time_zones_still_work(zygote: Zygote, stores: Stores) -> None:
+    process = await zygote.spawn(Limits())
+    result = await run(process, stores, "libraries")
+    assert result.outcome is Outcome.OK, result.error
+    assert result.result == [
+        {"a": [1, 2]},
+        "3.30",
+        ["1", "22", "333"],
+        "2024-07-01T12:00:00+02:00",
+        "CEST",
+    ]
+    await assert_serves(process, stores)
+    await process.close()
+
+
+# -- another instance's keys -------------------------------------------------------------
+
+#: (operation, arguments, what the agent gets back, or the error it sees as (type, message)).
+#: An unknown operation is a PermissionError (test_an_unknown_operation_is_a_permission_error).
+RAW_CALLS = [
+    ("store.get", ["secret", "other"],
+     ("TypeError", "Store.get() takes 2 positional arguments but 3 were given")),
+    ("store.keys", ["", "other"],
+     ("TypeError", "Store.keys() takes from 1 to 2 positional arguments but 3 were given")),
+    ("store.get", ["secret"], None),
+    ("store.get", ["../other/secret"], None),
+    ("store.get_many", [["secret", "other:secret", "other/secret"]], [None, None, None]),
+    ("store.keys", [""], ["note"]),
+    ("store.list_entries", [""], [("note", "mine")]),
+    ("store.clear_all", [], None),
+    ("../other", ["secret"], (None, "there is no tool operation '../other'")),
+    ("store._backend", [], (None, "there is no tool operation 'store._backend'")),
+    ("store._scope", [], (None, "there is no tool operation 'store._scope'")),
+    ("__class__", [], (None, "there is no tool operation '__class__'")),
+    ("store.__class__", [], (None, "there is no tool operation 'store.__class__'")),
+    ("store.__init__", ["x", "other"], (None, "there is no tool operation 'store.__init__'")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("op", "args", "seen"), RAW_CALLS, ids=[f"{c[0]}{c[1]}" for c in RAW_CALLS]
+)
+async def test_no_rpc_call_reaches_another_instance(
+    zygote: Zygote, stores: Stores, op: str, args: list[Any], seen: Any
+) -> None:
+    process = await zygote.spawn(Limits())
+    result = await run(process, stores, "raw_call", op, *args)
+    assert result.outcome is Outcome.OK, result.error
+    if type(seen) is tuple:
+        kind, message = seen
+        saw_kind, _, saw_message = result.result["saw"].partition(": ")
+        assert (kind or saw_kind, message) == (saw_kind, saw_message)
+    else:
+        assert result.result == {"returned": seen}
+    assert OTHER_VALUE not in repr(result.result)
+    assert result.requests_used == 1
+    await stores.assert_other_intact()
+    await assert_serves(process, stores)
+    await process.close()
+
+
+async def test_an_unknown_operation_is_a_permission_error(zygote: Zygote, stores: Stores) -> None:
+    process = await zygote.spawn(Limits())
+    result = await run(process, stores, "raw_call", "store._backend")
+    assert result.result == {
+        "saw": "PermissionError: there is no tool operation 'store._backend'",
+        "permission": True,
+    }
+    await process.close()
+
+
+FORGED_CALLS = [
+    ("store.get", ["secret", "other"],
+     [False, {"type": "TypeError",
+              "message": "Store.get() takes 2 positional arguments but 3 were given"}]),
+    ("store.get", ["secret"], [True, None]),
+    ("store.keys", [""], [True, ["note"]]),
+    ("db.query", ["select value from state"],
+     [False, {"type": "PermissionError", "message": "there is no tool operation 'db.query'"}]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("op", "args", "reply"), FORGED_CALLS, ids=[f"{c[0]}{c[1]}" for c in FORGED_CALLS]
+)
+async def test_a_hand_made_call_frame_gets_only_its_own_scope(
+    zygote: Zygote, stores: Stores, op: str, args: list[Any], reply: list[Any]
+) -> None:
+    process = await zygote.spawn(Limits())
+    result = await run(process, stores, "forged_call", 4242, op, args)
+    assert result.outcome is Outcome.OK, result.error
+    assert result.result == [4242, *reply]
+    assert result.requests_used == 1  # counted like any call
+    await stores.assert_other_intact()
+    await assert_serves(process, stores)
+    await process.close()
+
+
+def _frame(message: list[Any]) -> bytes:
+    body = msgpack.packb(message, use_bin_type=True)
+    return struct.pack(">I", len(body)) + body
+
+
+HOSTILE_FRAMES = [
+    ("garbage msgpack", struct.pack(">I", 5) + b"\xc1" * 5, "frame is not valid msgpack: "),
+    ("a 2 GiB length header", struct.pack(">I", 2**31),
+     f"a {2**31}-byte frame exceeds the {MAX_FRAME}-byte limit"),
+    ("one byte over the frame limit", struct.pack(">I", MAX_FRAME + 1),
+     f"a {MAX_FRAME + 1}-byte frame exceeds the {MAX_FRAME}-byte limit"),
+    ("not an array", _frame({"call": 1}), "unknown or malformed message: {'call': 1}"),
+    ("an unknown message", _frame(["exec", "true"]),
+     "unknown or malformed message: ['exec', 'true']"),
+    ("done for another execution", _frame(["done", 999, codec.encode(None), False]),
+     "'done' for execution 999, not 1"),
+    ("fail for another execution",
+     _frame(["fail", 998, {"type": "x", "message": "", "traceback": ""}, False]),
+     "'fail' for execution 998, not 1"),
+    ("a call with a non-string operation", _frame(["call", 1, 7, []]),
+     "a CALL needs an operation name and an argument list"),
+    ("a call with arguments not in a list", _frame(["call", 1, "store.get", "secret"]),
+     "a CALL needs an operation name and an argument list"),
+    ("a reply from the child", _frame(["reply", 1, True, codec.encode(None)]),
+     "unexpected 'reply' message during an execution"),
+    ("ready in mid-execution", _frame(["ready", 1]),
+     "unexpected 'ready' message during an execution"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("data", "message"), [f[1:] for f in HOSTILE_FRAMES], ids=[f[0] for f in HOSTILE_FRAMES]
+)
+async def test_a_hostile_frame_kills_that_process_only(
+    zygote: Zygote, stores: Stores, data: bytes, message: str
+) -> None:
+    process = await zygote.spawn(Limits())
+    result = await run(process, stores, "send", data)
+    assert result.outcome is Outcome.KILLED
+    assert result.error == {"type": "ProtocolError", "message": message, "traceback": ""}
+    assert not process.alive
+    await process.close()
+    await stores.assert_other_intact()
+    await assert_fresh_process_serves(zygote, stores)
+
+
+async def test_a_truncated_frame_runs_into_the_timeout(zygote: Zygote, stores: Stores) -> None:
+    limits = Limits(timeout_s=0.5)
+    process = await zygote.spawn(limits)
+    result = await run(process, stores, "send", struct.pack(">I", 1000) + b"x" * 10, limits=limits)
+    assert result.outcome is Outcome.TIMEOUT
+    assert not process.alive
+    await process.close()
+    await assert_fresh_process_serves(zygote, stores)
+
+
+# -- product bugs found by this suite (see the reasons) ------------------------------------
+
+
+async def test_hanging_up_the_channel_is_not_an_ok_execution(
+    zygote: Zygote, stores: Stores
+) -> None:
+    process = await zygote.spawn(Limits())
+    try:
+        hung = await run(process, stores, "hang_up", 10)
+        assert hung.outcome is Outcome.KILLED
+        assert not process.reusable  # so a pool would not keep it warm
+    finally:
+        process.kill(Outcome.KILLED)  # it lingers otherwise
+        await process.close()
+    await assert_fresh_process_serves(zygote, stores)
+
+
+async def test_a_done_frame_with_an_undecodable_value_is_killed(
+    zygote: Zygote, stores: Stores
+) -> None:
+    process = await zygote.spawn(Limits())
+    try:
+        result = await run(process, stores, "send", _frame(["done", 1, b"\xc1", False]))
+        assert result.outcome is Outcome.KILLED
+        assert result.error is not None
+        assert result.error["type"] == "ProtocolError"
+    finally:
+        process.kill(Outcome.KILLED)
+        await process.close()
+    await assert_fresh_process_serves(zygote, stores)
+
+
+async def test_a_fail_frame_without_an_error_dict_is_killed(zygote: Zygote, stores: Stores) -> None:
+    process = await zygote.spawn(Limits())
+    try:
+        result = await run(process, stores, "send", _frame(["fail", 1, "not a dict", False]))
+        assert result.outcome is Outcome.KILLED
+        assert result.error is not None
+        assert result.error["type"] == "ProtocolError"
+    finally:
+        process.kill(Outcome.KILLED)
+        await process.close()
+    await assert_fresh_process_serves(zygote, stores)
+
+
+async def test_writing_to_stdout_does_not_break_the_channel(zygote: Zygote, stores: Stores) -> None:
+    process = await zygote.spawn(Limits())
+    try:
+        result = await run(process, stores, "write_to_stdout")
+        assert (result.outcome, result.result) == (Outcome.OK, "written"), result.error
+    finally:
+        await process.close()
+    await assert_fresh_process_serves(zygote, stores)
+
+
+async def test_the_host_truncates_log_lines_a_hostile_child_sends(
+    zygote: Zygote, stores: Stores
+) -> None:
+    process = await zygote.spawn(Limits())
+    result = await run(process, stores, "send_logs", 8, 1 << 20)
+    assert result.outcome is Outcome.OK
+    assert len(result.logs) == 8
+    assert max(len(line) for _, line in result.logs) <= 4096
+    await process.close()
+
+
+# -- the same through `corral exec` -------------------------------------------------------
+
+
+def test_corral_exec_contains_and_explains(tmp_path: Path) -> None:
+    """The CLI path: run_once in a fresh zygote, two processes, the record printed."""
+    agent = tmp_path / "escapes.py"
+    agent.write_text(AGENT)
+    marker = tmp_path / "pwned"
+    runner = CliRunner()
+
+    read = runner.invoke(
+        corral_cli, ["exec", str(agent), "read_with_open", "--arg", '"/etc/passwd"', "--json"]
+    )
+    assert read.exit_code == 0, read.output
+    record = json.loads(read.stdout)
+    assert record["outcome"] == "ok"
+    assert record["result"] == _denied_file("/etc/passwd")
+
+    touch = ["--arg", json.dumps(str(marker)), "--arg", "true"]  # disarmed: the kernel answers
+    system = runner.invoke(corral_cli, ["exec", str(agent), "run_os_system", *touch, "--json"])
+    assert system.exit_code == 0, system.output
+    assert json.loads(system.stdout)["result"] == SHELL_NOT_STARTED
+    assert not marker.exists()
+
+    hog = tmp_path / "hog.py"
+    hog.write_text(
+        "from corral.sdk import Agent\n\n"
+        "class Hog(Agent):\n"
+        "    limits = {'memory_mb': 64}\n\n"
+        "    def eat(self):\n"
+        "        return len(bytes(2 << 30))\n"
+    )
+    eaten = runner.invoke(corral_cli, ["exec", str(hog), "eat", "--json"])
+    assert eaten.exit_code == 1
+    record = json.loads(eaten.stdout)
+    assert record["outcome"] == "memory_limit"
+    assert record["error"]["message"] == "the execution ran out of memory (limit 64 MiB)"
