@@ -37,7 +37,6 @@ import random
 import secrets
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -53,6 +52,7 @@ from sqlalchemy.engine import make_url
 
 from corral import codec
 from corral.state import Store, StoreBackend, close_backends, open_backend
+from tables import DASH, compact, ms, progress, render
 
 BATCH = 1_000  # keys per set_many/get_many call, and per set_many while loading
 PREFIX_SLICE = 100  # keys selected by one keys(prefix) call
@@ -60,7 +60,6 @@ TTL_MS = 3_600_000  # long enough that nothing expires while we measure
 SCOPE = "bench"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 ALL_BACKENDS = ("memory", "sqlite", "postgres")
-DASH = "\N{EN DASH}"  # between the min and max of a spread
 
 SINGLE_BAR = "≥ 10,000/s on SQLite, in the sandbox (host-side here; the sandbox adds RPC)"
 BATCH_BAR = "≤ 10 ms on SQLite"
@@ -339,10 +338,6 @@ class Results:
     notes: list[str] = field(default_factory=list)
 
 
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 async def load(store: Store, space: Keyspace, label: str) -> None:
     start = time.perf_counter()
     for first in range(0, space.size, BATCH):
@@ -422,20 +417,6 @@ async def run(args: argparse.Namespace, space: Keyspace, plan: Plan) -> Results:
 # -- the report ---------------------------------------------------------------------
 
 
-def compact(x: float) -> str:
-    if x >= 1e6:
-        return f"{x / 1e6:.2f}M"
-    if x >= 1e4:
-        return f"{x / 1e3:.0f}k"
-    if x >= 1e3:
-        return f"{x / 1e3:.1f}k"
-    return f"{x:.0f}"
-
-
-def ms(x: float) -> str:
-    return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:.0f}"
-
-
 def rate_cell(m: Measurement) -> str:
     return f"{m.median_rate:,.0f}/s ({compact(min(m.rates))}{DASH}{compact(max(m.rates))})"
 
@@ -474,21 +455,6 @@ def table_rows(results: Results, backends: Sequence[str], space: Keyspace) -> li
         else:
             rows.append([op.name, *cells(op, rate_cell, True), op.bar])
     return rows
-
-
-def render(header: list[str], rows: list[list[str]], left: Sequence[int] = (0,)) -> str:
-    """Plain aligned columns: those in ``left`` aligned left, the others right."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(row: list[str]) -> str:
-        parts = [
-            text.ljust(w) if i in left else text.rjust(w)
-            for i, (text, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        return "  ".join(parts).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
 def report(results: Results, args: argparse.Namespace, space: Keyspace, plan: Plan) -> str:

@@ -1,0 +1,48 @@
+"""Plain-text figures and tables shared by the benchmarks (no dependency, pipe-friendly)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+DASH = "\N{EN DASH}"  # between the min and max of a spread
+
+
+def progress(message: str) -> None:
+    """Progress goes to stderr, so stdout holds only the report."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def compact(x: float) -> str:
+    if x >= 1e6:
+        return f"{x / 1e6:.2f}M"
+    if x >= 1e4:
+        return f"{x / 1e3:.0f}k"
+    if x >= 1e3:
+        return f"{x / 1e3:.1f}k"
+    return f"{x:.0f}"
+
+
+def ms(x: float) -> str:
+    return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:.0f}"
+
+
+def render(header: list[str], rows: list[list[str]], left: Sequence[int] = (0,)) -> str:
+    """Aligned columns: those in ``left`` aligned left, the others right.
+
+    A row of one cell is a heading, printed as it is.
+    """
+    table = [r for r in rows if len(r) > 1]
+    widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        if len(row) == 1:
+            return row[0]
+        parts = [
+            text.ljust(w) if i in left else text.rjust(w)
+            for i, (text, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
