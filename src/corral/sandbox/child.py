@@ -86,11 +86,11 @@ def load_agent_class(code: str, label: str) -> type[Agent]:
     return leaves[0]
 
 
-def describe(cls: type[Agent]) -> dict[str, Any]:
+def describe(cls: type[Agent], methods: frozenset[str]) -> dict[str, Any]:
     """What the host needs to know about an agent without running its code itself."""
     return {
         "class": cls.__name__,
-        "methods": sorted(callable_methods(cls)),
+        "methods": sorted(methods),
         "limits": dict(cls.limits),
         "network": list(cls.network),
     }
@@ -136,8 +136,8 @@ class ChildRuntime:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
         self._serve_task: asyncio.Task[None] | None = None
-        self._modules: dict[str, type[Agent]] = {}
-        self._methods: dict[type[Agent], frozenset[str]] = {}
+        # Loaded agent versions by code digest: the class and the methods it may run.
+        self._agents: dict[str, tuple[type[Agent], frozenset[str]]] = {}
         # Per-invocation budget, readable by the agent through self.budget.
         self._requests_left = 0
         self._deadline = 0.0
@@ -222,29 +222,28 @@ class ChildRuntime:
         root.handlers[:] = [_LogHandler(self)]
         root.setLevel(logging.INFO)
 
-    def _agent_class(self, spec: dict[str, Any]) -> type[Agent]:
+    def _agent(self, spec: dict[str, Any]) -> tuple[type[Agent], frozenset[str]]:
         code: str = spec["code"]
         digest = hashlib.sha256(code.encode()).hexdigest()[:16]
-        cls = self._modules.get(digest)
-        if cls is None:
+        agent = self._agents.get(digest)
+        if agent is None:
             cls = load_agent_class(code, digest)
-            self._methods[cls] = callable_methods(cls)
-            if len(self._modules) >= _MODULE_CACHE_SIZE:
-                self._methods.pop(self._modules.pop(next(iter(self._modules))), None)
-            self._modules[digest] = cls
-        return cls
+            agent = (cls, callable_methods(cls))
+            if len(self._agents) >= _MODULE_CACHE_SIZE:
+                del self._agents[next(iter(self._agents))]
+            self._agents[digest] = agent
+        return agent
 
     async def _invoke(self, exec_id: int, spec: dict[str, Any]) -> None:
         self._requests_left = int(spec["requests"])
         self._deadline = time.monotonic() + spec["timeout_ms"] / 1000
         self._cpu_deadline = time.process_time() + spec["cpu_ms"] / 1000
         try:
-            cls = self._agent_class(spec)
+            cls, methods = self._agent(spec)
             if spec.get("describe"):
-                self._finish([protocol.DONE, exec_id, codec.encode(describe(cls))])
+                self._finish([protocol.DONE, exec_id, codec.encode(describe(cls, methods))])
                 return
             method = spec["method"]
-            methods = self._methods[cls]
             if method not in methods:
                 raise UnknownMethod(
                     f"{cls.__name__} has no method {method!r} that can be invoked "
@@ -257,7 +256,7 @@ class ChildRuntime:
             payload = codec.encode(result, path="return value")
         except Exception as exc:  # the agent's failure is data for the record
             self._finish([protocol.FAIL, exec_id, error_info(exc)])
-        except BaseException as exc:  # MemoryError and friends: report, then retire
+        except BaseException as exc:  # SystemExit, cancellation: report, then let it end us
             self._finish([protocol.FAIL, exec_id, error_info(exc)])
             raise
         else:
@@ -278,7 +277,9 @@ class ChildRuntime:
                 task.cancel()
         loop = asyncio.get_running_loop()
         for handle in [*getattr(loop, "_scheduled", ()), *getattr(loop, "_ready", ())]:
-            handle.cancel()
+            # A queued wake-up of the runtime's own tasks must still run.
+            if getattr(handle._callback, "__self__", None) not in keep:
+                handle.cancel()
         # A thread cannot be stopped from outside; a process with one left running
         # asks to be retired rather than carry it into another execution.
         self._send([*message, threading.active_count() > 1])

@@ -56,7 +56,8 @@ class Zygote:
         self._process = process
         self._ctl = ctl
         self._ids = itertools.count(1)
-        self._spawns: dict[int, asyncio.Future[tuple[int, int]]] = {}
+        self._spawns: dict[int, asyncio.Future[tuple[int, int, asyncio.Future[ExitInfo]]]] = {}
+        # Live processes only: the zygote always reports "spawned" before "exited".
         self._exits: dict[int, asyncio.Future[ExitInfo]] = {}
         self._ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.report: dict[str, Any] = {}
@@ -99,28 +100,26 @@ class Zygote:
         elif kind == "refused":
             self._ready.set_exception(SandboxUnavailable(message[1], tuple(message[2])))
         elif kind == "spawned":
-            _resolve(self._spawns.pop(message[1], None), (message[2], fds[0]))
+            pid = message[2]
+            exited = self._exits[pid] = _future()
+            _resolve(self._spawns.pop(message[1], None), (pid, fds[0], exited))
         elif kind == "failed":
-            future = self._spawns.pop(message[1], None)
-            if future is not None and not future.done():
-                future.set_exception(SandboxError(message[2]))
+            _reject(self._spawns.pop(message[1], None), SandboxError(message[2]))
         elif kind == "exited":
             _, pid, status, cpu_s, maxrss_kib = message
-            info = ExitInfo(status, cpu_s, maxrss_kib * 1024)
-            _resolve(self._exits.setdefault(pid, _future()), info)
+            _resolve(self._exits.pop(pid, None), ExitInfo(status, cpu_s, maxrss_kib * 1024))
 
     def _lost(self, exc: Exception) -> None:
         asyncio.get_running_loop().remove_reader(self._ctl.fileno())
         futures: list[asyncio.Future[Any]] = [self._ready, *self._spawns.values()]
         for future in [*futures, *self._exits.values()]:
-            if not future.done():
-                future.set_exception(exc)
+            _reject(future, exc)
 
     async def spawn(self, limits: Limits) -> SandboxProcess:
         """A new sandboxed process, connected and ready for its first invocation."""
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         req_id = next(self._ids)
-        future: asyncio.Future[tuple[int, int]] = _future()
+        future: asyncio.Future[tuple[int, int, asyncio.Future[ExitInfo]]] = _future()
         self._spawns[req_id] = future
         spec = {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s}
         try:
@@ -129,8 +128,7 @@ class Zygote:
             )
         finally:
             child_end.close()
-        pid, pidfd = await future
-        exited = self._exits.setdefault(pid, _future())
+        pid, pidfd, exited = await future
         reader, writer = await asyncio.open_connection(sock=host_end)
         process = SandboxProcess(pid, pidfd, reader, writer, exited)
         await process.wait_ready()
@@ -154,6 +152,11 @@ def _future() -> asyncio.Future[Any]:
 def _resolve(future: asyncio.Future[Any] | None, value: Any) -> None:
     if future is not None and not future.done():
         future.set_result(value)
+
+
+def _reject(future: asyncio.Future[Any] | None, exc: BaseException) -> None:
+    if future is not None and not future.done():
+        future.set_exception(exc)
 
 
 def _process_cpu_s(pid: int) -> float:
@@ -216,7 +219,7 @@ class SandboxProcess:
         self._writer.close()
         try:
             await asyncio.wait_for(asyncio.shield(self.exited), timeout=2)
-        except (TimeoutError, Exception):
+        except Exception:  # a timeout, or the zygote is gone: make sure it is dead
             self.kill(Outcome.KILLED)
         with contextlib.suppress(OSError):
             os.close(self._pidfd)

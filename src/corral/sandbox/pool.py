@@ -67,13 +67,13 @@ class SandboxPool:
         try:
             result = await entry.process.execute(code, method, args, limits, tools)
         except BaseException:
-            await self._retire(entry, instance if pooled else None)
+            await self._retire(entry, instance)
             raise
         entry.busy = False
         entry.last_used = time.monotonic()
         worn_out = entry.process.executions >= self.max_executions
         if not pooled or self.strict or result.breached or worn_out or not entry.process.reusable:
-            await self._retire(entry, instance if pooled else None)
+            await self._retire(entry, instance)
         return result
 
     async def _checkout(self, instance: str, version: str, limits: Limits) -> tuple[_Entry, bool]:
@@ -106,8 +106,9 @@ class SandboxPool:
                 return  # every process is busy: allow a temporary overshoot
             await self._retire(self._entries[idle], idle)
 
-    async def _retire(self, entry: _Entry, instance: str | None) -> None:
-        if instance is not None and self._entries.get(instance) is entry:
+    async def _retire(self, entry: _Entry, instance: str) -> None:
+        # Only the instance's pooled entry is forgotten; a one-off process just ends.
+        if self._entries.get(instance) is entry:
             del self._entries[instance]
         await entry.process.close()
 

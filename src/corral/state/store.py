@@ -51,6 +51,11 @@ def check_key(key: object) -> str:
     return key
 
 
+def _deadline(now: int, ms: int) -> int:
+    """The expiry ``ms`` after ``now``; beyond 64-bit milliseconds it is the same as never."""
+    return min(now + ms, _MAX_EXPIRES_AT)
+
+
 def ttl_to_ms(ttl: object, name: str = "ttl_ms") -> int:
     """Milliseconds from an int, float or timedelta; must be positive and finite."""
     if isinstance(ttl, timedelta):
@@ -166,8 +171,7 @@ class Store:
         """Upsert; the key behaves as missing once ``ttl_ms`` milliseconds have passed."""
         ms = ttl_to_ms(ttl_ms)
         data = self._encode(check_key(key), value)
-        expires_at = min(self._now() + ms, _MAX_EXPIRES_AT)
-        await self._call(self._backend.put, self._scope, key, data, expires_at)
+        await self._call(self._backend.put, self._scope, key, data, _deadline(self._now(), ms))
 
     async def set_many(self, pairs: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
         """Write every pair, atomically: all or none; one request. Later duplicates win."""
@@ -202,11 +206,7 @@ class Store:
         ms = ttl_to_ms(ttl_ms)
         now = self._now()
         return await self._call(
-            self._backend.acquire_lock,
-            self._scope,
-            check_key(key),
-            now,
-            min(now + ms, _MAX_EXPIRES_AT),
+            self._backend.acquire_lock, self._scope, check_key(key), now, _deadline(now, ms)
         )
 
     async def release_lock(self, key: str) -> None:
