@@ -11,7 +11,6 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
-import msgpack
 import pytest
 
 from corral.runtime.tools import store_tools
@@ -21,7 +20,7 @@ from corral.sandbox.pool import SandboxPool
 from corral.state import Store, open_store
 
 AGENT = """
-import asyncio, os, struct
+import asyncio
 from corral.sdk import Agent, RequestLimitExceeded
 
 class Demo(Agent):
@@ -75,15 +74,6 @@ class Demo(Agent):
 
     async def raw_call(self, op, *args):
         return await self._channel.call(op, *args)
-
-    def garbage(self):
-        os.write(3, struct.pack(">I", 5) + b"\\xc1\\xc1\\xc1\\xc1\\xc1")
-
-    def oversized(self):
-        os.write(3, struct.pack(">I", 2**31))
-
-    def out_of_order(self, frame):
-        os.write(3, struct.pack(">I", len(frame)) + frame)
 
     def background(self):
         async def forever():
@@ -228,28 +218,6 @@ async def test_no_rpc_trick_reaches_another_scope(
     assert result.outcome is Outcome.ERROR
     assert result.error is not None
     assert error in result.error["message"]
-
-
-@pytest.mark.parametrize(
-    ("method", "args"),
-    [
-        ("garbage", []),
-        ("oversized", []),
-        ("out_of_order", [msgpack.packb(["done", 999, b"\xc0", False])]),
-        ("out_of_order", [msgpack.packb(["reply", 1, True, b"\xc0"])]),
-        ("out_of_order", [msgpack.packb(["invoke", 1, {}])]),
-    ],
-)
-async def test_a_hostile_frame_kills_only_that_execution(
-    zygote: Zygote, store: Store, method: str, args: list[Any]
-) -> None:
-    process = await zygote.spawn(Limits())
-    result = await run(process, store, method, *args)
-    assert result.outcome is Outcome.KILLED
-    assert result.error is not None
-    assert result.error["type"] == "ProtocolError"
-    assert not process.alive
-    assert (await run(await zygote.spawn(Limits()), store, "plain", 1)).outcome is Outcome.OK
 
 
 async def test_work_left_running_is_cancelled_when_the_execution_ends(
