@@ -140,3 +140,26 @@ def test_exec_rejects_bad_agent_limits(tmp_path: Path) -> None:
     code, out, _ = corral("exec", str(agent), "f", "--json")
     assert code == 1
     assert "unknown limit(s) ram" in json.loads(out)["error"]["message"]
+
+
+def test_exec_strict_reports_state_left_in_globals(tmp_path: Path) -> None:
+    agent = tmp_path / "counter.py"
+    agent.write_text(
+        "from corral import Agent\n"
+        "seen = []\n"
+        "class Counter(Agent):\n"
+        "    def bump(self):\n"
+        "        seen.append(1)\n"
+        "        return len(seen)\n"
+    )
+    code, out, _ = corral("exec", str(agent), "bump", "--strict", "--json")
+    assert code == 0
+    assert json.loads(out)["logs"] == [
+        {
+            "level": "warning",
+            "line": "strict mode: this execution changed module global seen; the next "
+            "execution may run in a fresh process without it: keep state in self.store",
+        }
+    ]
+    code, out, _ = corral("exec", str(agent), "bump", "--json")
+    assert json.loads(out)["logs"] == []  # only strict mode looks

@@ -157,6 +157,12 @@ def doctor(as_json: bool) -> None:
 @click.option("--instance", default="exec", show_default=True, help="The store scope to use.")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @click.option(
+    "--strict",
+    is_flag=True,
+    help="Warn about module globals and class attributes the execution changed: state "
+    "a fresh process would not have.",
+)
+@click.option(
     "--insecure-sandbox", is_flag=True, help="Run even where kernel sandbox layers are missing."
 )
 @click.pass_obj
@@ -167,12 +173,14 @@ def exec_(
     raw_args: tuple[str, ...],
     instance: str,
     as_json: bool,
+    strict: bool,
     insecure_sandbox: bool,
 ) -> None:
     """Run METHOD of the agent in PATH once, in a real sandbox, and print the record.
 
-    The store is a throwaway in-memory one unless --db is given. Exits 1 unless the
-    execution's outcome is ok.
+    The execution always gets a process that has never run the agent. The store is
+    a throwaway in-memory one unless --db is given. Exits 1 unless the execution's
+    outcome is ok.
     """
     args: list[Any] = []
     for i, raw in enumerate(raw_args, 1):
@@ -183,7 +191,9 @@ def exec_(
     store = obj.store(instance) if obj.explicit_url else open_store(None, instance)
     code = path.read_text()
     try:
-        record = asyncio.run(run_once(code, method, args, store, insecure=insecure_sandbox))
+        record = asyncio.run(
+            run_once(code, method, args, store, insecure=insecure_sandbox, strict=strict)
+        )
     except SandboxUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     record.instance = instance

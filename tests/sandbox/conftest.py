@@ -16,12 +16,23 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from corral.sandbox.support import SupportReport, probe_support
 
 REQUIRE_SANDBOX = os.environ.get("CORRAL_REQUIRE_SANDBOX") == "1"
+
+
+NO_MEMCG = "no writable cgroup-v1 memory controller (needs root and /sys/fs/cgroup/memory)"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip for a missing kernel feature, or fail with CORRAL_REQUIRE_SANDBOX=1 (CI)."""
+    if REQUIRE_SANDBOX:
+        pytest.fail(f"{reason} (CORRAL_REQUIRE_SANDBOX=1, so it must be there)", False)
+    pytest.skip(f"{reason} (set CORRAL_REQUIRE_SANDBOX=1 to make this an error)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,10 +54,7 @@ def require_layers(support: SupportReport) -> Callable[..., None]:
         missing = [support[name] for name in names if not support[name].available]
         if not missing:
             return
-        reason = "; ".join(f"sandbox layer {m.name} unavailable: {m.detail}" for m in missing)
-        if REQUIRE_SANDBOX:
-            pytest.fail(f"{reason} (CORRAL_REQUIRE_SANDBOX=1, so it must be there)", False)
-        pytest.skip(f"{reason} (set CORRAL_REQUIRE_SANDBOX=1 to make this an error)")
+        unavailable("; ".join(f"sandbox layer {m.name} unavailable: {m.detail}" for m in missing))
 
     return require
 

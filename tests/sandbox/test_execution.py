@@ -18,6 +18,7 @@ from corral.sandbox.host import SandboxProcess, Zygote
 from corral.sandbox.limits import Limits, Outcome
 from corral.sandbox.pool import SandboxPool
 from corral.state import Store, open_store
+from tests.sandbox.conftest import NO_MEMCG, unavailable
 
 AGENT = """
 import asyncio
@@ -74,6 +75,9 @@ class Demo(Agent):
 
     async def raw_call(self, op, *args):
         return await self._channel.call(op, *args)
+
+    def touch(self, mb):
+        return len(b"x" * (mb * 1024 * 1024))
 
     def background(self):
         async def forever():
@@ -137,6 +141,7 @@ async def test_unstorable_value_fails_at_the_agents_line(zygote: Zygote, store: 
     assert result.error is not None
     assert result.error["message"] == (
         "value['items'][3]: cannot store an object of type object; store its fields as a dict"
+        " (key 'x': nothing was written)"
     )
     assert result.requests_used == 0  # refused before it was sent
     assert await store.keys() == []
@@ -311,3 +316,29 @@ async def test_a_thread_left_running_retires_the_process(zygote: Zygote) -> None
     result = await pool.execute("a", "v1", THREADED, "start", [], Limits(), tools)
     assert result.outcome is Outcome.OK
     assert len(pool) == 0  # not kept warm: the thread cannot be stopped
+
+
+async def test_peak_memory_is_each_executions_own(zygote: Zygote, store: Store) -> None:
+    if zygote.memory_cgroups is None:
+        unavailable(NO_MEMCG)
+    process = await zygote.spawn(Limits())
+    big = await run(process, store, "touch", 40)
+    small = await run(process, store, "plain", 1)
+    assert big.peak_rss_bytes >= 40 * 1024 * 1024
+    assert small.peak_rss_bytes < 20 * 1024 * 1024  # the 40 MiB was the previous execution's
+
+
+async def test_encoded_values_from_the_sandbox_are_checked(zygote: Zygote, store: Store) -> None:
+    # The SDK sends values already encoded; a hostile agent can send any bytes.
+    process = await zygote.spawn(Limits())
+    result = await run(process, store, "raw_call", "store.set_encoded", "k", b"\xc1garbage")
+    assert result.error is not None
+    assert (result.error["type"], result.error["message"]) == (
+        "ValueError",
+        "the value for key 'k' is not a value encoded by corral.codec (nothing was written)",
+    )
+    result = await run(process, store, "raw_call", "store.set_many_encoded", [("k", "text")])
+    assert result.error is not None
+    assert result.error["message"] == "an encoded value must be bytes, got str"
+    assert await store.keys() == []
+    assert (await run(process, store, "hello", "ann")).outcome is Outcome.OK

@@ -387,7 +387,7 @@ async def test_set_many_refuses_what_is_not_a_pair(store: Store) -> None:
         await store.set_many([("a", 1), "x"])
     with pytest.raises(TypeError, match="item 0 is \\('a', 1, 2\\)"):
         await store.set_many([("a", 1, 2)])
-    with pytest.raises(TypeError, match="pairs must be a list of str keys, got str"):
+    with pytest.raises(TypeError, match="pairs must be a dict or a list of pairs, got str"):
         await store.set_many("ab")  # type: ignore[arg-type]
     assert await store.keys() == []
 

@@ -19,11 +19,14 @@ async def run_once(
     *,
     insecure: bool = False,
     limits: Limits | None = None,
+    strict: bool = False,
 ) -> ExecutionRecord:
     """Load the agent in one sandboxed process to learn its limits, run it in another.
 
     Two processes because the memory limit is fixed when a process starts, and the
-    agent's own ``limits`` are only known once its code has been loaded.
+    agent's own ``limits`` are only known once its code has been loaded. The second
+    process has never run the agent, as in strict mode; ``strict`` also reports what
+    the execution left in module globals and class attributes.
     """
     base = limits or Limits()
     zygote = await Zygote.start(insecure=insecure)
@@ -41,7 +44,8 @@ async def run_once(
             return ExecutionRecord(store.scope, method, "exec", description)
         process = await zygote.spawn(agent_limits)
         try:
-            result = await process.execute(code, method, args, agent_limits, store_tools(store))
+            tools = store_tools(store)
+            result = await process.execute(code, method, args, agent_limits, tools, strict=strict)
         finally:
             await process.close()
         return ExecutionRecord(store.scope, method, "exec", result)

@@ -11,14 +11,7 @@ from typing import Any
 
 from corral.sandbox.host import ToolHandler
 from corral.state import Store
-
-STORE_OPERATIONS = frozenset(
-    {
-        "get", "get_or_default", "has", "get_many", "keys", "list_entries", "set",
-        "set_with_ttl", "set_many", "delete", "clear_many", "clear_all", "acquire_lock",
-        "release_lock",
-    }
-)  # fmt: skip
+from corral.state.store import OPERATIONS
 
 
 class UnknownOperation(PermissionError):
@@ -26,10 +19,10 @@ class UnknownOperation(PermissionError):
 
 
 def store_tools(store: Store) -> ToolHandler:
-    async def handle(op: str, args: list[Any]) -> Any:
+    def handle(op: str, args: list[Any]) -> Any:
         family, _, name = op.partition(".")
-        if family != "store" or name not in STORE_OPERATIONS:
+        if family != "store" or name not in OPERATIONS:
             raise UnknownOperation(f"there is no tool operation {op!r}")
-        return await getattr(store, name)(*args)
+        return store.perform(name, args)
 
     return handle

@@ -96,6 +96,56 @@ def describe(cls: type[Agent], methods: frozenset[str]) -> dict[str, Any]:
     }
 
 
+class _Leftovers:
+    """What an execution leaves in module globals and class attributes.
+
+    A warm process keeps them, so code that reads them back works in development
+    and fails when the next execution lands in a fresh process. Strict mode reports
+    every name an execution rebound, added, removed or resized.
+    """
+
+    def __init__(self, cls: type[Agent]) -> None:
+        self._places: list[tuple[str, dict[str, Any]]] = [
+            (f"class attribute {c.__name__}.", c.__dict__)  # type: ignore[misc]
+            for c in cls.__mro__
+            if c.__module__ == cls.__module__
+        ]
+        self._places.append(("module global ", _module_globals(cls)))
+        self._before = [self._fingerprints(place) for _, place in self._places]
+
+    @staticmethod
+    def _fingerprints(place: dict[str, Any]) -> dict[str, tuple[int, int | None]]:
+        return {
+            name: (id(value), len(value) if isinstance(value, _SIZED) else None)
+            for name, value in list(place.items())
+            if not name.startswith("__")
+        }
+
+    def report(self) -> list[str]:
+        lines = []
+        for (label, place), before in zip(self._places, self._before, strict=True):
+            after = self._fingerprints(place)
+            for name in sorted(before.keys() | after.keys()):
+                if before.get(name) != after.get(name):
+                    lines.append(
+                        f"strict mode: this execution changed {label}{name}; the next "
+                        "execution may run in a fresh process without it: keep state in "
+                        "self.store"
+                    )
+        return lines
+
+
+_SIZED = (list, dict, set, bytearray)
+
+
+def _module_globals(cls: type[Agent]) -> dict[str, Any]:
+    """The namespace the agent's code ran in (its module is not in sys.modules)."""
+    for value in vars(cls).values():
+        if isinstance(value, types.FunctionType):
+            return value.__globals__
+    return {}
+
+
 class _LogStream:
     """Turns writes to stdout/stderr into LOG frames, a line at a time."""
 
@@ -126,13 +176,20 @@ class _LogHandler(logging.Handler):
         self._runtime.log(record.levelname.lower(), self.format(record))
 
 
-class ChildRuntime:
-    """Serves invocations on one connected socket until the host closes it."""
+class ChildRuntime(asyncio.Protocol):
+    """Serves invocations on one connected socket until the host closes it.
+
+    Frames are handled inside ``data_received``, so a REPLY wakes the waiting
+    agent code on the very next turn of the event loop.
+    """
 
     def __init__(self, sock: socket.socket, readable: list[str]) -> None:
         self._sock = sock
         self._readable = readable
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
+        self._frames = protocol.FrameReader()
+        self._closed: asyncio.Future[None] | None = None
+        self._running: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
         self._serve_task: asyncio.Task[None] | None = None
@@ -174,12 +231,37 @@ class ChildRuntime:
     # -- plumbing ----------------------------------------------------------------
 
     def _send(self, message: list[Any]) -> None:
-        assert self._writer is not None
-        self._writer.write(protocol.pack(message))
+        assert self._transport is not None
+        self._transport.write(protocol.pack(message))
 
     def log(self, level: str, line: str) -> None:
-        if self._writer is not None and not self._writer.is_closing():
+        if self._transport is not None and not self._transport.is_closing():
             self._send([protocol.LOG, level, line[: protocol.MAX_LOG_LINE]])
+
+    # -- asyncio.Protocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self._frames.feed(data)
+        except protocol.ProtocolError:
+            self._stop()  # the host never sends garbage; give up rather than guess
+            return
+        for message in messages:
+            if message[0] == protocol.REPLY:
+                self._reply(message)
+            elif message[0] == protocol.INVOKE:
+                self._running = asyncio.create_task(self._invoke(message[1], message[2]))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
 
     def _reply(self, message: list[Any]) -> None:
         _, call_id, ok, payload = message
@@ -192,27 +274,21 @@ class ChildRuntime:
             future.set_exception(from_wire(payload.get("type", ""), payload.get("message", "")))
 
     async def serve(self) -> None:
+        """Run until the host closes the channel, which is how a process is retired."""
         self._serve_task = asyncio.current_task()
-        reader, self._writer = await asyncio.open_connection(sock=self._sock)
+        loop = asyncio.get_running_loop()
+        self._closed = loop.create_future()
+        await loop.create_connection(lambda: self, sock=self._sock)
         self._install_output_capture()
         # Last, once the event loop and its sockets exist: from here on the agent's
         # own attempts at files, sockets and processes get a helpful PermissionError.
         audit.install(self._readable)
         self._send([protocol.READY, os.getpid()])
-        running: asyncio.Task[None] | None = None
         try:
-            while True:
-                try:
-                    message = await protocol.read(reader)
-                except asyncio.IncompleteReadError:
-                    return  # the host closed the channel: retire
-                if message[0] == protocol.REPLY:
-                    self._reply(message)
-                elif message[0] == protocol.INVOKE:
-                    running = asyncio.create_task(self._invoke(message[1], message[2]))
+            await self._closed
         finally:
-            if running is not None:
-                running.cancel()
+            if self._running is not None:
+                self._running.cancel()
 
     def _install_output_capture(self) -> None:
         out: TextIO = _LogStream(self, "info")  # type: ignore[assignment]
@@ -249,11 +325,14 @@ class ChildRuntime:
                     f"{cls.__name__} has no method {method!r} that can be invoked "
                     f"(public methods: {', '.join(sorted(methods)) or 'none'})"
                 )
+            leftovers = _Leftovers(cls) if spec.get("strict") else None
             agent = cls(self)
             result = getattr(agent, method)(*codec.decode(spec["args"]))
             if inspect.isawaitable(result):
                 result = await result
             payload = codec.encode(result, path="return value")
+            for line in leftovers.report() if leftovers is not None else ():
+                self.log("warning", line)
         except Exception as exc:  # the agent's failure is data for the record
             self._finish([protocol.FAIL, exec_id, error_info(exc)])
         except BaseException as exc:  # SystemExit, cancellation: report, then let it end us
@@ -271,13 +350,15 @@ class ChildRuntime:
         # Nothing the agent started may outlive its execution: cancel its tasks and
         # drop its timers and queued callbacks (asyncio has no public way to list
         # those, hence the private attributes of the base event loop).
-        keep = {asyncio.current_task(), self._serve_task}
+        keep: set[object] = {asyncio.current_task(), self._serve_task}
         for task in asyncio.all_tasks():
             if task not in keep:
                 task.cancel()
+        # A queued wake-up of the runtime's own tasks, and the channel's own reading
+        # and writing, must still run.
+        keep |= {self, self._transport}
         loop = asyncio.get_running_loop()
         for handle in [*getattr(loop, "_scheduled", ()), *getattr(loop, "_ready", ())]:
-            # A queued wake-up of the runtime's own tasks must still run.
             if getattr(handle._callback, "__self__", None) not in keep:
                 handle.cancel()
         # A thread cannot be stopped from outside; a process with one left running

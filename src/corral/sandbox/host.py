@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import os
 import signal
@@ -18,7 +19,7 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -27,10 +28,15 @@ from corral import codec
 from corral.sandbox import protocol
 from corral.sandbox.errors import SandboxError, SandboxUnavailable
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
+from corral.sandbox.memcg import MemoryCgroups, MemoryGroup
 from corral.sdk.errors import RequestLimitExceeded, wire_name
 
-ToolHandler = Callable[[str, list[Any]], Awaitable[Any]]
-"""Does one tool operation for the execution's instance; the host binds the scope."""
+ToolHandler = Callable[[str, list[Any]], Any]
+"""Does one tool operation for the execution's instance; the host binds the scope.
+
+It returns the operation's value, or an awaitable of it when the work has to wait
+(a PostgreSQL round trip, an HTTP request); a plain value is answered at once.
+"""
 
 #: Log lines kept per execution; a chatty or hostile agent cannot fill the host's memory.
 MAX_LOG_LINES = 1000
@@ -61,6 +67,8 @@ class Zygote:
         self._exits: dict[int, asyncio.Future[ExitInfo]] = {}
         self._ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.report: dict[str, Any] = {}
+        #: Per-process memory groups (cgroup v1) where this host may create them.
+        self.memory_cgroups = MemoryCgroups.detect()
 
     @classmethod
     async def start(cls, *, insecure: bool = False) -> Zygote:
@@ -129,8 +137,14 @@ class Zygote:
         finally:
             child_end.close()
         pid, pidfd, exited = await future
-        reader, writer = await asyncio.open_connection(sock=host_end)
-        process = SandboxProcess(pid, pidfd, reader, writer, exited)
+        group = None
+        if self.memory_cgroups is not None:
+            # It waits for its first INVOKE before running agent code, so every byte
+            # the agent touches is charged to this group.
+            group = self.memory_cgroups.create(f"p{pid}", limits.memory_mb * 1024 * 1024)
+            group.attach(pid)
+        process = SandboxProcess(pid, pidfd, exited, group)
+        await asyncio.get_running_loop().create_connection(lambda: process, sock=host_end)
         await process.wait_ready()
         return process
 
@@ -143,6 +157,8 @@ class Zygote:
         except TimeoutError:
             self._process.kill()
             await self._process.wait()
+        if self.memory_cgroups is not None:
+            self.memory_cgroups.close()
 
 
 def _future() -> asyncio.Future[Any]:
@@ -172,25 +188,46 @@ def _peak_rss_bytes(pid: int) -> int:
     return 0
 
 
-class SandboxProcess:
-    """One sandboxed process: runs invocations one at a time until retired."""
+@dataclass
+class _Execution:
+    """What the host tracks while one execution runs in a process."""
+
+    exec_id: int
+    result: ExecutionResult
+    limits: Limits
+    tools: ToolHandler
+    finished: asyncio.Future[None]
+    waiting: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class SandboxProcess(asyncio.Protocol):
+    """One sandboxed process: runs invocations one at a time until retired.
+
+    Frames are handled as they arrive, inside ``data_received``: a tool call that
+    can be answered without waiting (SQLite, memory) is answered before the event
+    loop does anything else, which is what keeps a store call from inside the
+    sandbox to a few tens of microseconds of host time.
+    """
 
     def __init__(
         self,
         pid: int,
         pidfd: int,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
         exited: asyncio.Future[ExitInfo],
+        memory: MemoryGroup | None = None,
     ) -> None:
         self.pid = pid
         self._pidfd = pidfd
-        self._reader = reader
-        self._writer = writer
         self.exited = exited
+        self._memory = memory
+        self._oom_kills = 0
         self.executions = 0
         self._ids = itertools.count(1)
         self._killed_for: Outcome | None = None
+        self._frames = protocol.FrameReader()
+        self._transport: asyncio.Transport | None = None
+        self._ready: asyncio.Future[None] = _future()
+        self._current: _Execution | None = None
         #: The process left something running (a thread) and must not be reused.
         self.wants_retirement = False
 
@@ -202,11 +239,33 @@ class SandboxProcess:
     def reusable(self) -> bool:
         return self.alive and not self.wants_retirement
 
+    # -- asyncio.Protocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for message in self._frames.feed(data):
+                self._dispatch(message)
+        except protocol.ProtocolError as exc:
+            self._violation(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        hangup = ConnectionResetError("the sandboxed process closed its channel")
+        _reject(self._ready, hangup)
+        if self._current is not None:
+            _reject(self._current.finished, hangup)
+
+    # -- lifecycle -----------------------------------------------------------------
+
     async def wait_ready(self) -> None:
-        message = await asyncio.wait_for(protocol.read(self._reader), timeout=30)
-        if message[0] != protocol.READY:
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), timeout=30)
+        except BaseException:
             self.kill(Outcome.KILLED)
-            raise SandboxError(f"sandboxed process sent {message[0]!r} before READY")
+            raise
 
     def kill(self, reason: Outcome) -> None:
         if self._killed_for is None:
@@ -216,7 +275,8 @@ class SandboxProcess:
 
     async def close(self) -> None:
         """Retire: close the channel (the process exits on EOF), then release the pidfd."""
-        self._writer.close()
+        if self._transport is not None:
+            self._transport.close()
         try:
             await asyncio.wait_for(asyncio.shield(self.exited), timeout=2)
         except Exception:  # a timeout, or the zygote is gone: make sure it is dead
@@ -224,39 +284,60 @@ class SandboxProcess:
         with contextlib.suppress(OSError):
             os.close(self._pidfd)
             self._pidfd = -1
+        if self._memory is not None:
+            with contextlib.suppress(SandboxError):  # Zygote.close sweeps up what is left
+                self._memory.remove()
+
+    # -- executions ----------------------------------------------------------------
 
     async def describe(self, code: str, limits: Limits) -> ExecutionResult:
         """Load the agent and report its class, methods, limits and network list."""
         return await self._run({"code": code, "describe": True}, limits, _no_tools)
 
     async def execute(
-        self, code: str, method: str, args: list[Any], limits: Limits, tools: ToolHandler
+        self,
+        code: str,
+        method: str,
+        args: list[Any],
+        limits: Limits,
+        tools: ToolHandler,
+        *,
+        strict: bool = False,
     ) -> ExecutionResult:
-        """Run ``method(*args)`` of the agent in ``code`` under ``limits``."""
+        """Run ``method(*args)`` of the agent in ``code`` under ``limits``.
+
+        ``strict`` asks the process to report what the execution left behind in
+        module globals or class attributes: state that a fresh process would lose.
+        """
         spec = {"code": code, "method": method, "args": codec.encode(args, path="arguments")}
-        return await self._run(spec, limits, tools)
+        return await self._run(spec | {"strict": strict}, limits, tools)
 
     async def _run(
         self, spec: dict[str, Any], limits: Limits, tools: ToolHandler
     ) -> ExecutionResult:
+        if self._transport is None or self._current is not None:
+            raise SandboxError("a sandboxed process runs one execution at a time")
         self.executions += 1
         result = ExecutionResult(Outcome.OK)
         started = time.monotonic()
         cpu_before = _process_cpu_s(self.pid)
+        if self._memory is not None:
+            self._memory.reset_peak()  # so the peak is this execution's own
+            self._oom_kills = self._memory.oom_kills()
         spec |= {
             "requests": limits.requests,
             "timeout_ms": limits.timeout_s * 1000,
             "cpu_ms": limits.cpu_s * 1000,
         }
-        exec_id = next(self._ids)
+        current = self._current = _Execution(next(self._ids), result, limits, tools, _future())
         watchdog = asyncio.create_task(self._cpu_watchdog(cpu_before, limits.cpu_s))
         try:
-            self._writer.write(protocol.pack([protocol.INVOKE, exec_id, spec]))
+            self._transport.write(protocol.pack([protocol.INVOKE, current.exec_id, spec]))
             async with asyncio.timeout(limits.timeout_s):
-                await self._converse(exec_id, result, limits, tools)
+                await current.finished
         except TimeoutError:
             self.kill(Outcome.TIMEOUT)
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except ConnectionError:
             # It hung up without finishing. If it is dying, its exit status says why
             # (below); if it lingers, it is killed: no execution is "ok" without DONE.
             try:
@@ -268,75 +349,122 @@ class SandboxProcess:
             result.error = {"type": "ProtocolError", "message": str(exc), "traceback": ""}
         finally:
             watchdog.cancel()
+            for task in current.waiting:
+                task.cancel()
+            self._current = None
         result.duration_ms = (time.monotonic() - started) * 1000
-        await self._account(result, cpu_before)
+        await self._account(result, cpu_before, limits)
         return result
 
-    async def _converse(
-        self, exec_id: int, result: ExecutionResult, limits: Limits, tools: ToolHandler
-    ) -> None:
-        while True:
-            message = await protocol.read(self._reader)
-            kind = message[0]
-            if kind in (protocol.DONE, protocol.FAIL):
-                if message[1] != exec_id:
-                    raise protocol.ProtocolError(
-                        f"{kind!r} for execution {message[1]!r}, not {exec_id}"
-                    )
-                self.wants_retirement = bool(message[3])
-            if kind == protocol.CALL:
-                await self._call(message, result, limits, tools)
-            elif kind == protocol.LOG:
-                if len(result.logs) < MAX_LOG_LINES:
-                    level, line = str(message[1])[:16], str(message[2])
-                    result.logs.append((level, line[: protocol.MAX_LOG_LINE]))
-            elif kind == protocol.DONE:
-                try:
-                    result.result = codec.decode(message[2])
-                except Exception as exc:  # garbage where a value should be
-                    raise protocol.ProtocolError(f"the result cannot be decoded: {exc}") from None
-                return
-            elif kind == protocol.FAIL:
-                if type(message[2]) is not dict:
-                    raise protocol.ProtocolError("a FAIL message needs an error object")
-                error = {k: str(message[2].get(k, "")) for k in ("type", "message", "traceback")}
-                result.error = error
-                result.outcome = {
-                    "MemoryError": Outcome.MEMORY_LIMIT,
-                    "RequestLimitExceeded": Outcome.REQUEST_LIMIT,
-                }.get(error["type"], Outcome.ERROR)
-                if result.outcome is Outcome.MEMORY_LIMIT:
-                    error["message"] = (
-                        f"the execution ran out of memory (limit {limits.memory_mb} MiB)"
-                    )
-                return
-            else:
-                raise protocol.ProtocolError(f"unexpected {kind!r} message during an execution")
+    def _violation(self, exc: protocol.ProtocolError) -> None:
+        """A broken frame: the execution ends with the error; the process is killed."""
+        self._frames = protocol.FrameReader()  # nothing more it sends is trusted
+        if self._current is not None and not self._current.finished.done():
+            self._current.finished.set_exception(exc)
+        else:
+            self.kill(Outcome.KILLED)
 
-    async def _call(
-        self, message: list[Any], result: ExecutionResult, limits: Limits, tools: ToolHandler
-    ) -> None:
-        _, call_id, op, raw_args = message
-        result.requests_used += 1
-        try:
-            if result.requests_used > limits.requests:
-                raise RequestLimitExceeded(
-                    f"this execution has used its {limits.requests}-request budget"
+    def _dispatch(self, message: list[Any]) -> None:
+        kind = message[0]
+        current = self._current
+        if kind == protocol.READY and not self._ready.done():
+            self._ready.set_result(None)
+            return
+        if current is None or current.finished.done():
+            # Between executions only a thread the agent left behind can speak: the
+            # process already asked to be retired, so its words are dropped.
+            self.wants_retirement = True
+            return
+        if kind == protocol.CALL:
+            self._call(message, current)
+        elif kind == protocol.LOG:
+            logs = current.result.logs
+            if len(logs) < MAX_LOG_LINES:
+                level, line = str(message[1])[:16], str(message[2])
+                logs.append((level, line[: protocol.MAX_LOG_LINE]))
+        elif kind in (protocol.DONE, protocol.FAIL):
+            if message[1] != current.exec_id:
+                raise protocol.ProtocolError(
+                    f"{kind!r} for execution {message[1]!r}, not {current.exec_id}"
                 )
-            if type(op) is not str or type(raw_args) is not list:
-                raise protocol.ProtocolError("a CALL needs an operation name and an argument list")
-            value = await tools(op, [codec.decode(arg) for arg in raw_args])
-            reply = [protocol.REPLY, call_id, True, codec.encode(value)]
-        except protocol.ProtocolError:
-            raise
+            self.wants_retirement = bool(message[3])
+            if kind == protocol.DONE:
+                try:
+                    current.result.result = codec.decode(message[2])
+                except Exception as exc:  # garbage where a value should be
+                    raise protocol.ProtocolError(
+                        f"the result cannot be decoded: {str(exc) or type(exc).__name__}"
+                    ) from None
+            else:
+                self._failed(message[2], current)
+            current.finished.set_result(None)
+        else:
+            raise protocol.ProtocolError(f"unexpected {kind!r} message during an execution")
+
+    @staticmethod
+    def _failed(error: Any, current: _Execution) -> None:
+        if type(error) is not dict:
+            raise protocol.ProtocolError("a FAIL message needs an error object")
+        info = {k: str(error.get(k, "")) for k in ("type", "message", "traceback")}
+        result = current.result
+        result.error = info
+        result.outcome = {
+            "MemoryError": Outcome.MEMORY_LIMIT,
+            "RequestLimitExceeded": Outcome.REQUEST_LIMIT,
+        }.get(info["type"], Outcome.ERROR)
+        if result.outcome is Outcome.MEMORY_LIMIT:
+            info["message"] = _out_of_memory(current.limits)
+
+    def _call(self, message: list[Any], current: _Execution) -> None:
+        _, call_id, op, raw_args = message
+        if type(op) is not str or type(raw_args) is not list:
+            raise protocol.ProtocolError("a CALL needs an operation name and an argument list")
+        current.result.requests_used += 1
+        try:
+            if current.result.requests_used > current.limits.requests:
+                raise RequestLimitExceeded(
+                    f"this execution has used its {current.limits.requests}-request budget"
+                )
+            value = current.tools(op, [codec.decode(arg) for arg in raw_args])
         except Exception as exc:  # the agent sees the error; the host carries on
-            reply = [
-                protocol.REPLY,
-                call_id,
-                False,
-                {"type": wire_name(exc), "message": str(exc)},
-            ]
-        self._writer.write(protocol.pack(reply))
+            self._reply_error(call_id, exc)
+            return
+        if inspect.isawaitable(value):
+            task = asyncio.ensure_future(self._reply_later(call_id, value))
+            current.waiting.add(task)
+            task.add_done_callback(current.waiting.discard)
+        else:
+            self._reply_value(call_id, value)
+
+    async def _reply_later(self, call_id: int, pending: Awaitable[Any]) -> None:
+        try:
+            value = await pending
+        except Exception as exc:
+            self._reply_error(call_id, exc)
+        else:
+            self._reply_value(call_id, value)
+
+    def _reply_value(self, call_id: int, value: Any) -> None:
+        try:
+            reply = [protocol.REPLY, call_id, True, codec.encode(value)]
+        except Exception as exc:
+            self._reply_error(call_id, exc)
+            return
+        self._send(reply)
+
+    def _reply_error(self, call_id: int, exc: Exception) -> None:
+        error = {"type": wire_name(exc), "message": str(exc)}
+        self._send([protocol.REPLY, call_id, False, error])
+
+    def _send(self, message: list[Any]) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(protocol.pack(message))
+
+    def _peak_bytes(self) -> int:
+        """This execution's peak with a memory group, else the process's lifetime peak."""
+        if self._memory is not None:
+            return self._memory.peak_bytes()
+        return _peak_rss_bytes(self.pid)
 
     async def _cpu_watchdog(self, cpu_before: float, cpu_s: float) -> None:
         """Kill the process once this execution has used ``cpu_s`` of CPU."""
@@ -351,11 +479,11 @@ class SandboxProcess:
             # All cores busy is the fastest the budget can run out.
             await asyncio.sleep(max(0.01, (cpu_s - used) / _CORES))
 
-    async def _account(self, result: ExecutionResult, cpu_before: float) -> None:
+    async def _account(self, result: ExecutionResult, cpu_before: float, limits: Limits) -> None:
         if self.alive:
             try:
                 result.cpu_ms = (_process_cpu_s(self.pid) - cpu_before) * 1000
-                result.peak_rss_bytes = _peak_rss_bytes(self.pid)
+                result.peak_rss_bytes = self._peak_bytes()
                 return
             except OSError:
                 pass  # it died just now: fall through to its exit information
@@ -366,18 +494,22 @@ class SandboxProcess:
             info = await self.exited
         result.cpu_ms = max(0.0, (info.cpu_s - cpu_before) * 1000)
         result.peak_rss_bytes = info.maxrss_bytes
+        if self._memory is not None:
+            result.peak_rss_bytes = self._memory.peak_bytes()
+            if self._memory.oom_kills() > self._oom_kills:
+                self._killed_for = self._killed_for or Outcome.MEMORY_LIMIT
         if result.outcome is Outcome.OK or self._killed_for is not None:
             result.outcome = self._killed_for or _outcome_of_death(info)
         if result.error is None:
             result.error = {
                 "type": result.outcome.value,
-                "message": _death_message(result.outcome, info),
+                "message": _death_message(result.outcome, info, limits),
                 "traceback": "",
             }
         self._killed_for = self._killed_for or result.outcome
 
 
-async def _no_tools(op: str, args: list[Any]) -> Any:
+def _no_tools(op: str, args: list[Any]) -> Any:
     raise PermissionError("no tools are available while an agent is being described")
 
 
@@ -387,11 +519,15 @@ def _outcome_of_death(info: ExitInfo) -> Outcome:
     return Outcome.KILLED
 
 
-def _death_message(outcome: Outcome, info: ExitInfo) -> str:
+def _out_of_memory(limits: Limits) -> str:
+    return f"the execution ran out of memory (limit {limits.memory_mb} MiB)"
+
+
+def _death_message(outcome: Outcome, info: ExitInfo, limits: Limits) -> str:
     return {
         Outcome.TIMEOUT: "the execution ran past its wall-clock timeout and was stopped",
         Outcome.CPU_LIMIT: "the execution used its whole CPU budget and was stopped",
-        Outcome.MEMORY_LIMIT: "the execution ran out of memory and was stopped",
+        Outcome.MEMORY_LIMIT: _out_of_memory(limits),
     }.get(outcome, f"the sandboxed process died (wait status {info.status})")
 
 

@@ -65,7 +65,9 @@ class SandboxPool:
         """Run one execution in the instance's warm process, starting one if needed."""
         entry, pooled = await self._checkout(instance, version, limits)
         try:
-            result = await entry.process.execute(code, method, args, limits, tools)
+            result = await entry.process.execute(
+                code, method, args, limits, tools, strict=self.strict
+            )
         except BaseException:
             await self._retire(entry, instance)
             raise

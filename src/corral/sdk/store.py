@@ -1,8 +1,9 @@
 """The agent's view of its store: every call is one request to the host.
 
 The host binds the scope and does the work; this side only names the operation.
-Values are validated here too (by the codec, when the call is sent) so a bad value
-raises at the line that stored it, with the path inside the value.
+Values cross to the host once, in their stored form: this side encodes what it
+stores and decodes what it reads, so a bad value raises at the line that stored
+it, with the path inside the value, and the host only checks the bytes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
+from corral import codec
 from corral.sdk.channel import ToolChannel
 
 
@@ -19,32 +21,36 @@ class StoreClient:
         self._channel = channel
 
     async def get(self, key: str) -> Any:
-        return await self._channel.call("store.get", key)
+        return _decode(await self._channel.call("store.get_encoded", key))
 
     async def get_or_default(self, key: str, fallback: Any) -> Any:
-        return await self._channel.call("store.get_or_default", key, fallback)
+        data = await self._channel.call("store.get_encoded", key)
+        return fallback if data is None else codec.decode(data)
 
     async def has(self, key: str) -> bool:
         return bool(await self._channel.call("store.has", key))
 
     async def get_many(self, keys: Iterable[str]) -> list[Any]:
-        return list(await self._channel.call("store.get_many", list(keys)))
+        keys = key_list(keys)
+        return [_decode(data) for data in await self._channel.call("store.get_many_encoded", keys)]
 
     async def keys(self, prefix: str = "") -> list[str]:
         return list(await self._channel.call("store.keys", prefix))
 
     async def list_entries(self, prefix: str = "") -> list[tuple[str, Any]]:
-        return [tuple(pair) for pair in await self._channel.call("store.list_entries", prefix)]
+        entries = await self._channel.call("store.list_entries_encoded", prefix)
+        return [(key, _decode(data)) for key, data in entries]
 
     async def set(self, key: str, value: Any) -> None:
-        await self._channel.call("store.set", key, value)
+        await self._channel.call("store.set_encoded", key, _encode(key, value))
 
     async def set_with_ttl(self, key: str, value: Any, ttl_ms: float | timedelta) -> None:
-        await self._channel.call("store.set_with_ttl", key, value, ttl_ms)
+        await self._channel.call("store.set_with_ttl_encoded", key, _encode(key, value), ttl_ms)
 
     async def set_many(self, pairs: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
-        items = dict(pairs) if isinstance(pairs, Mapping) else [tuple(p) for p in pairs]
-        await self._channel.call("store.set_many", items)
+        items = pairs.items() if isinstance(pairs, Mapping) else pair_list(pairs)
+        encoded = [(key, _encode(key, value)) for key, value in items]
+        await self._channel.call("store.set_many_encoded", encoded)
 
     async def delete(self, key: str) -> None:
         await self._channel.call("store.delete", key)
@@ -52,7 +58,7 @@ class StoreClient:
     clear = delete
 
     async def clear_many(self, keys: Iterable[str]) -> None:
-        await self._channel.call("store.clear_many", list(keys))
+        await self._channel.call("store.clear_many", key_list(keys))
 
     async def clear_all(self) -> None:
         await self._channel.call("store.clear_all")
@@ -64,3 +70,37 @@ class StoreClient:
         await self._channel.call("store.release_lock", key)
 
     list = keys  # the seeds' name for keys(); defined last so it never shadows the builtin
+
+
+def _decode(data: bytes | None) -> Any:
+    return None if data is None else codec.decode(data)
+
+
+def _encode(key: object, value: Any) -> bytes:
+    """Encode where the agent stored it, so a bad value raises at that line."""
+    try:
+        return codec.encode(value)
+    except TypeError as exc:
+        raise TypeError(f"{exc} (key {key!r}: nothing was written)") from None
+
+
+# The host's Store checks its arguments with these too: one wording on both sides.
+
+
+def key_list(keys: Iterable[str]) -> list[str]:
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
+        raise TypeError(f"keys must be a list of str keys, got {type(keys).__name__}")
+    return list(keys)
+
+
+def pair_list(pairs: Iterable[Any]) -> list[tuple[Any, Any]]:
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Iterable):
+        raise TypeError(f"pairs must be a dict or a list of pairs, got {type(pairs).__name__}")
+    items = []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(
+                f"set_many takes a dict or a list of (key, value) pairs; item {i} is {pair!r}"
+            )
+        items.append((pair[0], pair[1]))
+    return items

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from corral import codec
+from corral.sdk.store import key_list, pair_list
 from corral.state.backend import StoreBackend
 
 Clock = Callable[[], float]
@@ -74,6 +75,29 @@ def ttl_to_ms(ttl: object, name: str = "ttl_ms") -> int:
     return math.ceil(ms)
 
 
+OPERATIONS: dict[str, Callable[..., Any]] = {}
+"""Every store operation by name, as the plain function the async method runs."""
+
+
+def _operation(
+    fn: Callable[Concatenate[Store, _P], _T],
+) -> Callable[Concatenate[Store, _P], Coroutine[Any, Any, _T]]:
+    """Make a store operation ``async``, written once as a plain function.
+
+    SQLite and memory answer in microseconds: a thread hop would cost more than
+    the call. PostgreSQL waits on the network, so it gets a thread.
+    """
+
+    async def run(self: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        if self._backend.blocking:
+            return await asyncio.to_thread(fn, self, *args, **kwargs)
+        return fn(self, *args, **kwargs)
+
+    run.__name__, run.__qualname__, run.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+    OPERATIONS[fn.__name__] = fn
+    return run
+
+
 class Store:
     """A persistent key-value store bound to one scope (an instance or a plugin)."""
 
@@ -99,18 +123,27 @@ class Store:
     def _now(self) -> int:
         return math.floor(self._clock() * 1000)
 
-    async def _call(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        # SQLite and memory answer in microseconds: a thread hop would cost more
-        # than the call. PostgreSQL waits on the network, so it gets a thread.
-        if self._backend.blocking:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        return fn(*args, **kwargs)
-
     def _encode(self, key: str, value: Any) -> bytes:
         try:
             data = codec.encode(value)
         except TypeError as exc:
             raise TypeError(f"{exc} (key {key!r}: nothing was written)") from None
+        return self._sized(key, data)
+
+    def _checked(self, key: str, data: object) -> bytes:
+        """Bytes the sandbox encoded: it is trusted for nothing, so they must decode."""
+        if type(data) is not bytes:
+            raise TypeError(f"an encoded value must be bytes, got {type(data).__name__}")
+        try:
+            codec.decode(data)
+        except Exception:
+            raise ValueError(
+                f"the value for key {key!r} is not a value encoded by corral.codec "
+                "(nothing was written)"
+            ) from None
+        return self._sized(key, data)
+
+    def _sized(self, key: str, data: bytes) -> bytes:
         if len(data) > self._max_value_bytes:
             raise ValueError(
                 f"the value for key {key!r} is {len(data)} bytes encoded; the limit is "
@@ -122,96 +155,153 @@ class Store:
     def _decode(data: bytes | None) -> Any:
         return None if data is None else codec.decode(data)
 
+    def _read(self, key: str) -> bytes | None:
+        return self._backend.get(self._scope, check_key(key), self._now())
+
+    def _read_many(self, keys: Iterable[str]) -> list[bytes | None]:
+        checked = [check_key(k) for k in key_list(keys)]
+        return self._backend.get_many(self._scope, checked, self._now())
+
+    def _entries(self, prefix: str, *, values: bool) -> list[tuple[str, bytes | None]]:
+        if not _matchable(prefix):
+            return []
+        return self._backend.entries(self._scope, prefix, self._now(), values=values)
+
+    def _put_many(self, items: Iterable[tuple[Any, Any]], encode: Callable[..., bytes]) -> None:
+        encoded = {check_key(k): encode(k, v) for k, v in items}
+        self._backend.put_many(self._scope, list(encoded.items()))
+
     # -- reads ------------------------------------------------------------------
 
-    async def get(self, key: str) -> Any:
+    @_operation
+    def get(self, key: str) -> Any:
         """The value, or None when never set, deleted or expired."""
-        data = await self._call(self._backend.get, self._scope, check_key(key), self._now())
-        return self._decode(data)
+        return self._decode(self._read(key))
 
-    async def get_or_default(self, key: str, fallback: Any) -> Any:
-        data = await self._call(self._backend.get, self._scope, check_key(key), self._now())
+    @_operation
+    def get_or_default(self, key: str, fallback: Any) -> Any:
+        data = self._read(key)
         return fallback if data is None else codec.decode(data)
 
-    async def has(self, key: str) -> bool:
-        return await self._call(self._backend.has, self._scope, check_key(key), self._now())
+    @_operation
+    def has(self, key: str) -> bool:
+        return self._backend.has(self._scope, check_key(key), self._now())
 
-    async def get_many(self, keys: Iterable[str]) -> list[Any]:
+    @_operation
+    def get_many(self, keys: Iterable[str]) -> list[Any]:
         """Values aligned with ``keys`` by position, None for missing ones; one request."""
-        checked = [check_key(k) for k in _iterable(keys, "keys")]
-        found = await self._call(self._backend.get_many, self._scope, checked, self._now())
-        return [self._decode(data) for data in found]
+        return [self._decode(data) for data in self._read_many(keys)]
 
-    async def keys(self, prefix: str = "") -> list[str]:
+    @_operation
+    def keys(self, prefix: str = "") -> list[str]:
         """Live keys starting with ``prefix``, ascending."""
-        if not _matchable(prefix):
-            return []
-        rows = await self._call(
-            self._backend.entries, self._scope, prefix, self._now(), values=False
-        )
-        return [key for key, _ in rows]
+        return [key for key, _ in self._entries(prefix, values=False)]
 
-    async def list_entries(self, prefix: str = "") -> list[tuple[str, Any]]:
+    @_operation
+    def list_entries(self, prefix: str = "") -> list[tuple[str, Any]]:
         """Live ``(key, value)`` pairs starting with ``prefix``, ascending; one request."""
-        if not _matchable(prefix):
-            return []
-        rows = await self._call(
-            self._backend.entries, self._scope, prefix, self._now(), values=True
-        )
-        return [(key, self._decode(data)) for key, data in rows]
+        return [(key, self._decode(data)) for key, data in self._entries(prefix, values=True)]
 
     # -- writes -----------------------------------------------------------------
 
-    async def set(self, key: str, value: Any) -> None:
+    @_operation
+    def set(self, key: str, value: Any) -> None:
         """Upsert with no expiry (a previous TTL is cleared)."""
-        data = self._encode(check_key(key), value)
-        await self._call(self._backend.put, self._scope, key, data, None)
+        self._backend.put(self._scope, key, self._encode(check_key(key), value), None)
 
-    async def set_with_ttl(self, key: str, value: Any, ttl_ms: float | timedelta) -> None:
+    @_operation
+    def set_with_ttl(self, key: str, value: Any, ttl_ms: float | timedelta) -> None:
         """Upsert; the key behaves as missing once ``ttl_ms`` milliseconds have passed."""
         ms = ttl_to_ms(ttl_ms)
         data = self._encode(check_key(key), value)
-        await self._call(self._backend.put, self._scope, key, data, _deadline(self._now(), ms))
+        self._backend.put(self._scope, key, data, _deadline(self._now(), ms))
 
-    async def set_many(self, pairs: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
+    @_operation
+    def set_many(self, pairs: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
         """Write every pair, atomically: all or none; one request. Later duplicates win."""
-        items = pairs.items() if isinstance(pairs, Mapping) else _pairs(pairs)
-        encoded = {check_key(k): self._encode(k, v) for k, v in items}
-        await self._call(self._backend.put_many, self._scope, list(encoded.items()))
+        self._put_many(
+            pairs.items() if isinstance(pairs, Mapping) else pair_list(pairs), self._encode
+        )
 
-    async def delete(self, key: str) -> None:
+    @_operation
+    def delete(self, key: str) -> None:
         """Remove the key; a no-op when it does not exist."""
-        await self._call(self._backend.delete, self._scope, [check_key(key)])
+        self._backend.delete(self._scope, [check_key(key)])
 
     clear = delete  # the seeds' name for the same call
 
-    async def clear_many(self, keys: Iterable[str]) -> None:
+    @_operation
+    def clear_many(self, keys: Iterable[str]) -> None:
         """Remove the keys, atomically; unknown keys are ignored; one request."""
-        checked = [check_key(k) for k in _iterable(keys, "keys")]
-        await self._call(self._backend.delete, self._scope, checked)
+        self._backend.delete(self._scope, [check_key(k) for k in key_list(keys)])
 
-    async def clear_all(self) -> None:
+    @_operation
+    def clear_all(self) -> None:
         """Remove every key of this scope and nothing of any other.
 
         Locks are leases for coordinating concurrent executions, not data, so they
         are left to expire: wiping one while another execution holds it would let
         two holders in at once.
         """
-        await self._call(self._backend.delete_all, self._scope)
+        self._backend.delete_all(self._scope)
 
     # -- locks ------------------------------------------------------------------
 
-    async def acquire_lock(self, key: str, ttl_ms: float | timedelta) -> bool:
+    @_operation
+    def acquire_lock(self, key: str, ttl_ms: float | timedelta) -> bool:
         """Take a lease on ``key`` for ``ttl_ms``; False if another live lease holds it."""
         ms = ttl_to_ms(ttl_ms)
         now = self._now()
-        return await self._call(
-            self._backend.acquire_lock, self._scope, check_key(key), now, _deadline(now, ms)
-        )
+        return self._backend.acquire_lock(self._scope, check_key(key), now, _deadline(now, ms))
 
-    async def release_lock(self, key: str) -> None:
+    @_operation
+    def release_lock(self, key: str) -> None:
         """Drop the lease whether or not it is held; the holder is not checked."""
-        await self._call(self._backend.release_lock, self._scope, check_key(key))
+        self._backend.release_lock(self._scope, check_key(key))
+
+    # -- values in their stored form, for the sandbox ----------------------------
+    # A value crosses the sandbox boundary once, as the bytes that are stored: the
+    # sandboxed code encodes and decodes it itself, and the host only checks it.
+
+    @_operation
+    def get_encoded(self, key: str) -> bytes | None:
+        return self._read(key)
+
+    @_operation
+    def get_many_encoded(self, keys: Iterable[str]) -> list[bytes | None]:
+        return self._read_many(keys)
+
+    @_operation
+    def list_entries_encoded(self, prefix: str = "") -> list[tuple[str, bytes | None]]:
+        return self._entries(prefix, values=True)
+
+    @_operation
+    def set_encoded(self, key: str, data: bytes) -> None:
+        self._backend.put(self._scope, key, self._checked(check_key(key), data), None)
+
+    @_operation
+    def set_with_ttl_encoded(self, key: str, data: bytes, ttl_ms: float | timedelta) -> None:
+        ms = ttl_to_ms(ttl_ms)
+        data = self._checked(check_key(key), data)
+        self._backend.put(self._scope, key, data, _deadline(self._now(), ms))
+
+    @_operation
+    def set_many_encoded(self, pairs: Iterable[tuple[str, bytes]]) -> None:
+        self._put_many(pair_list(pairs), self._checked)
+
+    # -- for the sandbox host ---------------------------------------------------
+
+    def perform(self, name: str, args: Sequence[Any]) -> Any:
+        """Operation ``name`` done now, or an awaitable of it when the backend blocks.
+
+        The sandbox host answers a tool call inside its I/O callback when it can:
+        SQLite and memory answer in microseconds, and a coroutine would cost more
+        than the call. ``KeyError`` means there is no such operation.
+        """
+        operation = OPERATIONS[name]
+        if self._backend.blocking:
+            return asyncio.to_thread(operation, self, *args)
+        return operation(self, *args)
 
     list = keys  # the seeds' name for keys(); defined last so it never shadows the builtin
 
@@ -227,18 +317,3 @@ def _matchable(prefix: object) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _iterable(values: object, name: str) -> Sequence[Any]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise TypeError(f"{name} must be a list of str keys, got {type(values).__name__}")
-    return list(values)
-
-
-def _pairs(pairs: Iterable[Any]) -> Iterable[tuple[Any, Any]]:
-    for i, pair in enumerate(_iterable(pairs, "pairs")):
-        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise TypeError(
-                f"set_many takes a dict or a list of (key, value) pairs; item {i} is {pair!r}"
-            )
-        yield pair[0], pair[1]
