@@ -1,10 +1,26 @@
-"""Sandbox latency and store-over-RPC throughput, with the full kernel sandbox on.
+"""Sandbox latency and store-over-RPC throughput, full kernel sandbox on, as a worker runs it.
 
 DESIGN §5 sets the bars this script checks, and §2 chose a warm sandboxed
 process per instance because the probe measured a fresh fork at ~7 ms against
 0.1-0.2 ms for a warm round trip. This script measures what the built sandbox
 (``Zygote.start()`` with every layer: user and network namespace, capabilities
-dropped, no-new-privs, Landlock, seccomp, rlimits) actually costs:
+dropped, no-new-privs, Landlock, seccomp, rlimits) actually costs.
+
+**Pinned is the headline.** A store call from inside the sandbox is a round trip
+between the host and the sandboxed process; on these 2-core VMs, when the two sit
+on different CPUs, each hop wakes the other CPU (``socket.send`` ~40 µs), and that
+dominates sequential calls. So the runtime's workers run one process per CPU, each
+pinned with ``corral.runtime.affinity.pin_to_cpu(index)`` before it starts its
+zygote, and the zygote and every sandboxed process inherit the pin
+(``src/corral/runtime/affinity.py``). Every figure below is therefore measured in
+that configuration: in a subprocess that calls the runtime's own ``pin_to_cpu(0)``
+and then starts its zygote. The same measurements in an unpinned subprocess (the
+CPUs this script may use) are the ablation, printed beside them with the ratio
+(pinned speed-up: above 1 means pinned is faster). The subprocesses check that
+their sandboxed processes really run on the CPUs they should. This process only
+starts them and writes the report; it stays unpinned.
+
+Each subprocess measures, after a warm-up:
 
 1. **Warm**: a trivial handler (``def noop(self): return None``) through
    ``SandboxPool.execute`` with the instance's process reused; p50/p99 per run.
@@ -23,20 +39,18 @@ dropped, no-new-privs, Landlock, seccomp, rlimits) actually costs:
 5. **Where the time goes**: per warm execution, sequential store call and batch,
    wall time against the host's CPU time, the sandboxed process's CPU time (read
    from the kernel) and the same Store call made directly on the host.
-6. **Ablation**: the warm noop and sequential ``store.get`` (memory) with the
-   host, the zygote and its children pinned to CPU 0 against unpinned, each in a
-   fresh subprocess so this process stays unpinned. The probe measured a
-   cross-CPU socketpair round trip at 162 µs against 12 µs on one CPU.
 
 The probe's figures (``../shared/research/sandbox-probe/REPORT.md``) are printed
 beside ours for context. The machine has 2 noisy cores shared with other work,
 so each figure is the median of several runs with the spread (min-max) beside
-it, and the measurements take turns within each run (round-robin) so that
-background load hits them alike.
+it. Each run starts a fresh pinned and a fresh unpinned subprocess, one after the
+other, taking turns at going first (round-robin), and within a subprocess the
+measurements take turns too, so that background load hits them alike. A ratio is
+taken within each run, between the two subprocesses of that run.
 
 Run: ``.venv/bin/python bench/sandbox.py [--quick] [--runs N]``; ``--profile``
-prints a cProfile of the host side of a sequential ``store.set`` loop instead.
-Progress goes to stderr, the report to stdout.
+prints a cProfile of the host side of a sequential ``store.set`` loop instead,
+pinned like a worker. Progress goes to stderr, the report to stdout.
 """
 
 from __future__ import annotations
@@ -63,6 +77,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corral.runtime.affinity import available_cpus, pin_to_cpu
 from corral.runtime.tools import store_tools
 from corral.sandbox.host import ToolHandler, Zygote
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
@@ -426,70 +441,60 @@ async def one_run(h: Harness, figures: Figures) -> None:
             await measure_direct(h, figures, backend, op)
 
 
-def run_summary(figures: Figures) -> str:
-    last = {name: values[-1] for name, values in figures.runs.items()}
-    return (
-        f"warm p50 {last['warm.p50']:.3f} ms, cold p50 {last['cold.p50']:.2f} ms, "
-        f"strict p50 {last['strict.p50']:.2f} ms, "
-        f"SQLite get {last['sqlite.get.sequential.rate']:,.0f}/s, "
-        f"set {last['sqlite.set.sequential.rate']:,.0f}/s"
-    )
+# -- one run in a subprocess, pinned like a worker or unpinned ----------------------------
+
+MODES = ("pinned", "unpinned")  # the worker's configuration first: it is the headline
 
 
-# -- the ablation: pinned to one CPU against unpinned, each in a subprocess ------------
-
-
-async def ablation_worker(mode: str, quick: bool) -> dict[str, Any]:
-    """Runs in the subprocess: pin (or not), then the warm noop and sequential get."""
-    if mode == "pinned":
-        os.sched_setaffinity(0, {0})  # the zygote and its children inherit it
+async def measure_in_mode(mode: str, quick: bool) -> dict[str, Any]:
+    """Runs in the subprocess: pin (or not) as a worker does, start a zygote, one run."""
+    cpu = pin_to_cpu(0) if mode == "pinned" else None  # before the zygote: it inherits
     sizes = Sizes.for_run(quick)
+    figures = Figures()
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
         h = await open_harness(Path(tmp), sizes)
         try:
             child = await h.zygote.spawn(Limits())
             child_affinity = sorted(os.sched_getaffinity(child.pid))
             await child.close()
-            for _ in range(WARMUP):
-                await h.execute(NOOP, "noop", [])
-            await h.execute("store-memory", "sequential", ["get", 100, KEYS])
-            figures = Figures()
-            await measure_warm(h, figures)
-            await measure_loop(h, figures, "memory", "get", "sequential")
+            await warm_up(h)
+            await one_run(h, figures)
+            layers = [layer["name"] for layer in h.zygote.report["layers"]]
         finally:
             await h.close()
             close_backends()
     return {
-        "affinity": sorted(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "affinity": available_cpus(),
         "child_affinity": child_affinity,
+        "layers": layers,
         "figures": {name: values[-1] for name, values in figures.runs.items()},
     }
 
 
-async def run_ablation_worker(mode: str, quick: bool) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--ablation-worker", mode, *(["--quick"] * quick)]
+async def run_in_mode(mode: str, quick: bool) -> dict[str, Any]:
+    """One run in a fresh subprocess; checks where its sandboxed processes ran."""
+    command = [sys.executable, __file__, "--mode", mode, *(["--quick"] * quick)]
     process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
     out, _ = await process.communicate()
     if process.returncode != 0:
-        raise RuntimeError(f"the {mode} ablation worker failed ({process.returncode})")
+        raise RuntimeError(f"the {mode} subprocess failed ({process.returncode})")
     report: dict[str, Any] = json.loads(out)
-    expected = [0] if mode == "pinned" else sorted(os.sched_getaffinity(0))
-    if report["child_affinity"] != expected:
-        raise RuntimeError(f"{mode}: a sandboxed process ran on CPUs {report['child_affinity']}")
+    expected = [report["cpu"]] if mode == "pinned" else available_cpus()
+    for what in ("affinity", "child_affinity"):
+        if report[what] != expected:
+            raise RuntimeError(f"{mode}: {what} is CPUs {report[what]}, expected {expected}")
     return report
 
 
-async def measure_ablation(figures: Figures, quick: bool, run: int) -> None:
-    """One pinned and one unpinned subprocess, taking turns at going first."""
-    modes = ("pinned", "unpinned") if run % 2 == 0 else ("unpinned", "pinned")
-    reports = {mode: await run_ablation_worker(mode, quick) for mode in modes}
-    for mode, report in reports.items():
-        for name, value in report["figures"].items():
-            figures.add(f"{mode}.{name}", value)
-    pinned, unpinned = (reports[m]["figures"] for m in ("pinned", "unpinned"))
-    figures.add("ablation.p50", unpinned["warm.p50"] / pinned["warm.p50"])
-    rate = "memory.get.sequential.rate"
-    figures.add("ablation.get", pinned[rate] / unpinned[rate])
+def run_summary(last: dict[str, float]) -> str:
+    return (
+        f"warm p50 {last['warm.p50']:.3f} ms, cold p50 {last['cold.p50']:.2f} ms, "
+        f"strict p50 {last['strict.p50']:.2f} ms, "
+        f"SQLite get {last['sqlite.get.sequential.rate']:,.0f}/s, "
+        f"set {last['sqlite.set.sequential.rate']:,.0f}/s, "
+        f"set_many {last['sqlite.set_many.ms']:.2f} ms"
+    )
 
 
 # -- the whole benchmark ----------------------------------------------------------------
@@ -499,37 +504,49 @@ async def measure_ablation(figures: Figures, quick: bool, run: int) -> None:
 class Context:
     """What the report says about the conditions of the run."""
 
-    layers: list[str]
     load_before: tuple[float, float, float]
+    layers: list[str] = field(default_factory=list)
+    cpu: int = 0  # the CPU the pinned subprocess ran on
+    cpus: list[int] = field(default_factory=list)  # those the unpinned one could use
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     seconds: float = 0.0
 
 
-async def bench(sizes: Sizes, runs: int, quick: bool) -> tuple[Figures, Context]:
+async def bench(runs: int, quick: bool) -> tuple[Figures, Context]:
+    """``runs`` rounds of one pinned and one unpinned subprocess, taking turns at going first."""
     figures = Figures()
+    context = Context(os.getloadavg())
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
-        h = await open_harness(Path(tmp), sizes)
-        try:
-            layers = [layer["name"] for layer in h.zygote.report["layers"]]
-            context = Context(layers, os.getloadavg())
-            progress(f"zygote up, layers: {', '.join(layers)}; warming up ...")
-            await warm_up(h)
-            for run in range(runs):
-                await one_run(h, figures)
-                progress(f"run {run + 1}/{runs}: {run_summary(figures)}")
-                await measure_ablation(figures, quick, run)
-                progress(
-                    f"run {run + 1}/{runs}: pinned/unpinned warm p50 "
-                    f"{figures.runs['ablation.p50'][-1]:.2f}x faster, "
-                    f"get {figures.runs['ablation.get'][-1]:.2f}x"
-                )
-        finally:
-            await h.close()
-            close_backends()
+    for run in range(runs):
+        modes = MODES if run % 2 == 0 else MODES[::-1]
+        for mode in modes:
+            report = await run_in_mode(mode, quick)
+            if context.layers and report["layers"] != context.layers:
+                raise RuntimeError(f"{mode}: sandbox layers differ: {report['layers']}")
+            context.layers = report["layers"]
+            if mode == "pinned":
+                context.cpu = report["cpu"]
+            else:
+                context.cpus = report["affinity"]
+            for name, value in report["figures"].items():
+                figures.add(f"{mode}.{name}", value)
+            where = f"CPU {report['cpu']}" if mode == "pinned" else "unpinned"
+            progress(f"run {run + 1}/{runs}, {where}: {run_summary(report['figures'])}")
+        progress(
+            f"run {run + 1}/{runs}: pinned speed-up: warm p50 "
+            f"{speedup(figures, 'warm.p50', 'lower').values[-1]:.2f}x, SQLite get "
+            f"{speedup(figures, 'sqlite.get.sequential.rate', 'higher').values[-1]:.2f}x"
+        )
     context.load_after = os.getloadavg()
     context.seconds = time.perf_counter() - started
     return figures, context
+
+
+def speedup(figures: Figures, figure: str, better: str) -> Spread:
+    """Pinned against unpinned within each run; above 1 means pinned is faster."""
+    pinned, unpinned = (figures.runs[f"{mode}.{figure}"] for mode in MODES)
+    pairs = zip(pinned, unpinned, strict=True)
+    return Spread([p / u if better == "higher" else u / p for p, u in pairs])
 
 
 # -- the report -------------------------------------------------------------------------
@@ -555,6 +572,7 @@ class Row:
     bar: str = ""
     meets: Callable[[float], bool] | None = None
     probe: str = ""
+    better: str | None = "lower"  # which way is faster, for the speed-up; None: no speed-up
 
 
 def at_most(limit: float) -> Callable[[float], bool]:
@@ -579,6 +597,7 @@ def store_rows(backend: str, bars: bool) -> list[Row]:
             single,
             at_least(10_000) if bars else None,
             PROBE_RPC,
+            "higher",
         )
         for op in ("get", "set")
     ]
@@ -588,6 +607,7 @@ def store_rows(backend: str, bars: bool) -> list[Row]:
             f"{backend}.{op}.gathered.rate",
             fmt_rate,
             probe=PROBE_PIPELINED,
+            better="higher",
         )
         for op in ("get", "set")
     ]
@@ -670,42 +690,13 @@ def sections() -> list[tuple[str, list[Row]]]:
                     "strict/warm",
                     fmt_ratio,
                     probe="warm 40-70x cheaper than fork",
+                    better=None,
                 ),
             ],
         ),
         ("Store from inside the sandbox (calls per second within one execution)", []),
         ("", store_rows("sqlite", bars=True)),
         ("", store_rows("memory", bars=False)),
-        (
-            "Ablation: host, zygote and children pinned to CPU 0, vs unpinned (subprocesses)",
-            [
-                Row(
-                    "warm noop p50, unpinned",
-                    "unpinned.warm.p50",
-                    fmt_ms,
-                    probe="cross-CPU round trip 162 µs",
-                ),
-                Row(
-                    "warm noop p50, pinned",
-                    "pinned.warm.p50",
-                    fmt_ms,
-                    probe="one-CPU round trip 12 µs",
-                ),
-                Row("  pinned speed-up (unpinned / pinned)", "ablation.p50", fmt_ratio),
-                Row(
-                    "store.get sequential, memory, unpinned",
-                    "unpinned.memory.get.sequential.rate",
-                    fmt_rate,
-                ),
-                Row(
-                    "store.get sequential, memory, pinned",
-                    "pinned.memory.get.sequential.rate",
-                    fmt_rate,
-                    probe="asyncio both ends 52-78 µs on one CPU",
-                ),
-                Row("  pinned speed-up (pinned / unpinned)", "ablation.get", fmt_ratio),
-            ],
-        ),
     ]
 
 
@@ -721,11 +712,29 @@ def main_table(figures: Figures) -> str:
         if title:
             rows.append([title])
         for row in section:
-            if row.figure in figures:
-                spread = figures[row.figure]
-                rows.append([row.label, row.fmt(spread), verdict(row, spread), row.probe])
-    header = ["measure", f"median (min{DASH}max)", "bar (DESIGN §5)", "probe, for context"]
-    return render(header, rows, left=(0, 2, 3))
+            if f"pinned.{row.figure}" not in figures:
+                continue
+            pinned, unpinned = (figures[f"{mode}.{row.figure}"] for mode in MODES)
+            ratio = fmt_ratio(speedup(figures, row.figure, row.better)) if row.better else ""
+            rows.append(
+                [
+                    row.label,
+                    row.fmt(pinned),
+                    verdict(row, pinned),
+                    row.fmt(unpinned),
+                    ratio,
+                    row.probe,
+                ]
+            )
+    header = [
+        "measure",
+        "pinned (worker)",
+        "bar (DESIGN §5)",
+        "unpinned (ablation)",
+        "pinned speed-up",
+        "probe, for context",
+    ]
+    return render(header, rows, left=(0, 2, 5))
 
 
 @dataclass(frozen=True)
@@ -738,22 +747,12 @@ class Cost:
 
 
 def costs() -> list[Cost]:
-    rows = [
-        Cost("warm noop, per execution", "warm"),
-        Cost("  in a subprocess, unpinned", "unpinned.warm"),
-        Cost("  in a subprocess, pinned to CPU 0", "pinned.warm"),
+    rows = [Cost("warm noop, per execution", "warm")]
+    rows += [
+        Cost(f"store.{op} sequential, {backend}", f"{backend}.{op}.sequential", f"{backend}.{op}")
+        for backend in ("sqlite", "memory")
+        for op in ("get", "set")
     ]
-    for backend in ("sqlite", "memory"):
-        for op in ("get", "set"):
-            name = f"{backend}.{op}"
-            rows.append(Cost(f"store.{op} sequential, {backend}", f"{name}.sequential", name))
-            if name == "memory.get":  # the one the ablation repeats
-                rows += [
-                    Cost("  in a subprocess, unpinned", "unpinned.memory.get.sequential", name),
-                    Cost(
-                        "  in a subprocess, pinned to CPU 0", "pinned.memory.get.sequential", name
-                    ),
-                ]
     rows += [
         Cost(f"{op}, {KEYS:,} keys, {backend}", f"{backend}.{op}", f"{backend}.{op}")
         for backend in ("sqlite", "memory")
@@ -766,30 +765,34 @@ def cost_rows(figures: Figures) -> list[list[str]]:
     """Wall time against CPU time on each side, per warm execution or per store call."""
     rows = []
     for cost in costs():
-        if f"{cost.prefix}.wall_us" not in figures:
-            continue
-        wall, host, child = (
-            figures[f"{cost.prefix}.{part}_us"].median for part in ("wall", "host_cpu", "child_cpu")
-        )
-        direct = figures[f"{cost.direct}.direct_us"].median if cost.direct else 0.0
-        rows.append(
-            [
-                cost.label,
-                f"{wall:,.0f}",
-                f"{host:,.0f}",
-                f"{direct:,.0f}" if cost.direct else "-",
-                f"{host - direct:,.0f}",
-                f"{child:,.0f}",
-                f"{wall - host - child:,.0f}",
-                f"{figures[f'{cost.prefix}.preempted'].median:.2f}",
-            ]
-        )
+        for mode in MODES:
+            prefix = f"{mode}.{cost.prefix}"
+            if f"{prefix}.wall_us" not in figures:
+                continue
+            wall, host, child = (
+                figures[f"{prefix}.{part}_us"].median for part in ("wall", "host_cpu", "child_cpu")
+            )
+            direct = figures[f"{mode}.{cost.direct}.direct_us"].median if cost.direct else 0.0
+            rows.append(
+                [
+                    cost.label if mode == MODES[0] else "",
+                    mode,
+                    f"{wall:,.0f}",
+                    f"{host:,.0f}",
+                    f"{direct:,.0f}" if cost.direct else "-",
+                    f"{host - direct:,.0f}",
+                    f"{child:,.0f}",
+                    f"{wall - host - child:,.0f}",
+                    f"{figures[f'{prefix}.preempted'].median:.2f}",
+                ]
+            )
     return rows
 
 
 def cost_table(figures: Figures) -> str:
     header = [
         "µs per execution or call (medians)",
+        "mode",
         "wall",
         "host CPU",
         "of it: Store call",
@@ -798,17 +801,27 @@ def cost_table(figures: Figures) -> str:
         "neither on CPU",
         "host preempted",
     ]
-    return render(header, cost_rows(figures))
+    return render(header, cost_rows(figures), left=(0, 1))
 
 
 def report(figures: Figures, context: Context, sizes: Sizes, runs: int) -> str:
-    respawns = figures["warm.respawns"]
+    respawns = {mode: figures[f"{mode}.warm.respawns"] for mode in MODES}
+    cpus = ", ".join(map(str, context.cpus))
     lines = [
         "Corral sandbox benchmark: full kernel sandbox (Zygote.start(), no insecure flag)",
         f"layers: {', '.join(context.layers)}",
-        f"each figure: median of {runs} runs (min{DASH}max); per run {sizes.warm:,} warm "
-        f"executions, {sizes.cold:,} cold starts, {sizes.strict:,} strict executions, store "
-        f"loops of {sizes.ops:,} calls over {KEYS:,} keys, {sizes.batch_calls} batch calls",
+        "headline (pinned): a subprocess that calls corral.runtime.affinity.pin_to_cpu(0), as a "
+        "worker does,",
+        f"  then starts its zygote; it and every sandboxed process ran on CPU {context.cpu} only. "
+        f"Ablation (unpinned):",
+        f"  the same in a subprocess left on CPUs {cpus}. Speed-up = pinned against unpinned, "
+        "within each run.",
+        f"each figure: median of {runs} runs (min{DASH}max), each run a fresh pinned and a fresh "
+        "unpinned subprocess,",
+        f"  taking turns at going first; per run and mode {sizes.warm:,} warm executions, "
+        f"{sizes.cold:,} cold starts, {sizes.strict:,} strict",
+        f"  executions, store loops of {sizes.ops:,} calls over {KEYS:,} keys, "
+        f"{sizes.batch_calls} batch calls",
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
         f"kernel {platform.release()}, {os.cpu_count()} CPUs; load average "
         f"{context.load_before[0]:.2f} before, {context.load_after[0]:.2f} after; "
@@ -816,21 +829,29 @@ def report(figures: Figures, context: Context, sizes: Sizes, runs: int) -> str:
         "",
         main_table(figures),
         "",
+        "Bars are checked on the pinned figures, the worker's configuration.",
         "* DESIGN's bar is task claimed -> handler returned -> recorded; these figures are the",
         "  sandbox part only: no task queue or record write yet.",
-        f"Warm runs use the pool's defaults (max_executions=1000): the process was respawned "
-        f"{respawns.median:.0f} ({respawns.low:.0f}{DASH}{respawns.high:.0f}) times per run.",
+        "Warm runs use the pool's defaults (max_executions=1000): the process was respawned",
+        "  "
+        + ", ".join(
+            f"{r.median:.0f} ({r.low:.0f}{DASH}{r.high:.0f}) times per run {mode}"
+            for mode, r in respawns.items()
+        )
+        + ".",
         "Store rates are timed inside the agent; batch figures are the median call of each run.",
+        "The probe measured a socketpair round trip at 162 µs across CPUs, 12 µs on one CPU.",
         "",
         "Where the time goes, per warm execution or per store call (sequential, or one batch):",
         cost_table(figures),
         "",
-        "host CPU: this process's CPU time over the execution(s); Store call: the same call made",
-        "directly on the host, no sandbox (wall); host rest: host CPU minus that (RPC, asyncio,",
-        "codec, execution bookkeeping); child CPU: the sandboxed process's, read from the kernel;",
-        "neither on CPU: wall minus both, i.e. waiting for wake-ups and for other load (negative",
-        "where the two sides overlap); host preempted: involuntary context switches of the host",
-        "per execution or call (about 1: the process it woke ran on its CPU at once).",
+        "host CPU: the subprocess's CPU time over the execution(s); Store call: the same call",
+        "made directly on the host, no sandbox (wall); host rest: host CPU minus that (RPC,",
+        "asyncio, codec, execution bookkeeping); child CPU: the sandboxed process's, read from",
+        "the kernel; neither on CPU: wall minus both, i.e. waiting for wake-ups and for other",
+        "load (negative where the two sides overlap); host preempted: involuntary context",
+        "switches of the host per execution or call (about 1: the process it woke ran on its",
+        "CPU at once, before the host went back to waiting).",
     ]
     return "\n".join(lines)
 
@@ -841,10 +862,12 @@ def report(figures: Figures, context: Context, sizes: Sizes, runs: int) -> str:
 async def profile(sizes: Sizes) -> str:
     """cProfile of the host side of one execution of sequential store.set on SQLite.
 
-    The timer is the wall clock, so the host's waits for the sandboxed process show
-    up where they happen; the count of involuntary context switches says how many
-    of those waits were the host being preempted by the process it had just woken.
+    This process pins itself first, as a worker does. The timer is the wall clock,
+    so the host's waits for the sandboxed process show up where they happen; the
+    count of involuntary context switches says how many of those waits were the
+    host being preempted by the process it had just woken.
     """
+    cpu = pin_to_cpu(0)
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
         h = await open_harness(Path(tmp), sizes)
         try:
@@ -864,7 +887,8 @@ async def profile(sizes: Sizes) -> str:
     out = io.StringIO()
     out.write(
         f"Host side of one execution of {sizes.ops:,} sequential store.set on SQLite "
-        f"({sizes.ops / result.result:,.0f}/s under the profiler).\n"
+        f"({sizes.ops / result.result:,.0f}/s under the profiler), pinned to CPU {cpu} "
+        "with pin_to_cpu(0) like a worker.\n"
         "Wall-clock timer: time spent waiting for the sandboxed process is included.\n"
         f"Per call, the host was preempted {preempted:.2f} times (involuntary context "
         f"switches) and blocked {waited:.2f} times (voluntary).\n"
@@ -887,7 +911,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="print a cProfile of the host side of a sequential store.set loop instead",
     )
-    parser.add_argument("--ablation-worker", choices=("pinned", "unpinned"), help=argparse.SUPPRESS)
+    # internal: one run in this process, pinned or not, figures printed as JSON
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.runs is None:
         args.runs = 3 if args.quick else 7
@@ -899,12 +924,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     sizes = Sizes.for_run(args.quick)
-    if args.ablation_worker:
-        print(json.dumps(asyncio.run(ablation_worker(args.ablation_worker, args.quick))))
+    if args.mode:
+        print(json.dumps(asyncio.run(measure_in_mode(args.mode, args.quick))))
     elif args.profile:
         print(asyncio.run(profile(sizes)))
     else:
-        figures, context = asyncio.run(bench(sizes, args.runs, args.quick))
+        progress(f"{args.runs} runs, each a pinned and an unpinned subprocess ...")
+        figures, context = asyncio.run(bench(args.runs, args.quick))
         print(report(figures, context, sizes, args.runs))
         progress(f"done in {context.seconds:.0f} s")
 

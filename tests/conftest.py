@@ -111,10 +111,10 @@ def backend(
     if backend_name == "memory":
         made = MemoryBackend()
     elif backend_name == "sqlite":
-        made = SqlBackend(f"sqlite:///{tmp_path}/x.db")
+        made = SqlBackend.open(f"sqlite:///{tmp_path}/x.db")
     else:
-        sql_backend = SqlBackend(request.getfixturevalue("postgres_url"))
-        wipe(sql_backend.engine)
+        sql_backend = SqlBackend.open(request.getfixturevalue("postgres_url"))
+        wipe(sql_backend.database.engine)
         made = sql_backend
     yield made
     made.close()
@@ -126,8 +126,8 @@ def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/x.db"
     url: str = request.getfixturevalue("postgres_url")
-    backend = SqlBackend(url)
-    wipe(backend.engine)
+    backend = SqlBackend.open(url)
+    wipe(backend.database.engine)
     backend.close()
     return url
 

@@ -104,7 +104,7 @@ def test_a_database_from_a_newer_corral_is_refused(fresh_url: str, engine: sa.En
         ensure_schema(engine)
     assert str(raised.value) == message
     with pytest.raises(SchemaOutOfDate, match="upgrade Corral to use it"):
-        SqlBackend(fresh_url)
+        SqlBackend.open(fresh_url)
     with pytest.raises(SchemaOutOfDate, match="upgrade Corral to use it"):
         upgrade(engine)
     assert current_revision(engine) == "ffff_from_the_future"  # left as it was
@@ -129,7 +129,7 @@ BAD_URLS = [
 
 @pytest.mark.parametrize(("url", "message"), BAD_URLS, ids=[url for url, _ in BAD_URLS])
 def test_a_bad_database_url_is_refused_with_what_to_use_instead(url: str, message: str) -> None:
-    for attempt in (create_engine, SqlBackend, open_backend, lambda u: open_store(u, "scope")):
+    for attempt in (create_engine, SqlBackend.open, open_backend, lambda u: open_store(u, "scope")):
         with pytest.raises(DatabaseURLError) as raised:
             attempt(url)
         assert str(raised.value).startswith(message)

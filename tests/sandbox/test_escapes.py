@@ -563,7 +563,7 @@ class Stores:
 
 @pytest.fixture
 async def stores(host: Host) -> AsyncIterator[Stores]:
-    backend = SqlBackend(f"sqlite:///{host.database}")
+    backend = SqlBackend.open(f"sqlite:///{host.database}")
     pair = Stores(Store(backend, "mine"), Store(backend, "other"))
     await pair.other.set("secret", OTHER_VALUE)
     await pair.mine.set("note", "mine")

@@ -33,9 +33,9 @@ async def test_a_fresh_sqlite_file_in_a_missing_folder_just_works(tmp_path: Path
     assert (tmp_path / "new" / "folder" / "corral.db").exists()
 
 
-async def test_stores_on_one_url_share_one_backend_and_keep_their_scopes(sql_url: str) -> None:
+async def test_stores_on_one_url_share_one_database_and_keep_their_scopes(sql_url: str) -> None:
     scope = unique_scope()
-    assert open_backend(sql_url) is open_backend(sql_url)
+    assert open_backend(sql_url).database is open_backend(sql_url).database  # type: ignore[attr-defined]
     writer, reader, stranger = (
         open_store(sql_url, scope),
         open_store(sql_url, scope),

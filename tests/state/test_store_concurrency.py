@@ -41,7 +41,7 @@ def test_exactly_one_process_gets_a_contended_lock(sql_url: str) -> None:
     scope = unique_scope("locks")
     # Half the rounds race for a key nobody has held; the other half for a key whose
     # previous lease has run out, which takes the conditional-update path instead.
-    seeding = SqlBackend(sql_url)
+    seeding = SqlBackend.open(sql_url)
     for i in range(0, ROUNDS, 2):
         assert seeding.acquire_lock(scope, f"round-{i}", now=0, expires_at=1)
     seeding.close()
@@ -128,7 +128,7 @@ async def test_get_many_reads_one_snapshot_even_across_statements(
     another connection commits a new version of every key.
     """
     scope = unique_scope("snapshot")
-    reader, writer = SqlBackend(sql_url), SqlBackend(sql_url)
+    reader, writer = SqlBackend.open(sql_url), SqlBackend.open(sql_url)
     try:
         await Store(writer, scope).set_many({key: 1 for key in CHUNKED_KEYS})
         version_2 = [(key, codec.encode(2)) for key in CHUNKED_KEYS]

@@ -37,7 +37,7 @@ class RecordingBackend:
 def stored_rows(backend: StoreBackend) -> int:
     """Rows physically present, expired or not (readers would hide the expired ones)."""
     if isinstance(backend, SqlBackend):
-        with backend.engine.connect() as conn:
+        with backend.database.engine.connect() as conn:
             return int(conn.execute(sa.text("SELECT count(*) FROM state")).scalar_one())
     assert isinstance(backend, MemoryBackend)
     return sum(len(scope.rows) for scope in backend._scopes.values())
@@ -104,8 +104,8 @@ def test_sweeper_settings_must_be_positive(backend: StoreBackend) -> None:
 async def test_sweeper_skips_its_turn_while_another_process_sweeps(
     postgres_url: str, clock: FakeClock
 ) -> None:
-    backend = SqlBackend(postgres_url)
-    wipe(backend.engine)
+    backend = SqlBackend.open(postgres_url)
+    wipe(backend.database.engine)
     try:
         store = Store(backend, "sweeper-turn", clock=clock)
         await store.set_with_ttl("k", 1, 1)

@@ -7,9 +7,8 @@ opening many scopes costs one engine, not one each.
 
 from __future__ import annotations
 
-import threading
-
 from corral.db.engine import DatabaseURLError
+from corral.db.raw import close_databases, open_database
 from corral.state.backend import StoreBackend
 from corral.state.memory import MemoryBackend
 from corral.state.sql import SqlBackend
@@ -30,21 +29,14 @@ __all__ = [
     "open_store",
 ]
 
-_backends: dict[str, SqlBackend] = {}
-_backends_lock = threading.Lock()
-
 
 def open_backend(url: str | None) -> StoreBackend:
-    """A fresh in-memory backend for None, else this process's backend for ``url``."""
+    """A fresh in-memory backend for None, else a backend on this process's database."""
     if url is None:
         return MemoryBackend()
     if not isinstance(url, str):
         raise DatabaseURLError(f"a store URL must be a str or None, got {type(url).__name__}")
-    with _backends_lock:
-        backend = _backends.get(url)
-        if backend is None:
-            backend = _backends[url] = SqlBackend(url)
-        return backend
+    return SqlBackend(open_database(url))
 
 
 def open_store(
@@ -63,8 +55,5 @@ def open_store(
 
 
 def close_backends() -> None:
-    """Dispose of every shared database backend (connections, pools)."""
-    with _backends_lock:
-        for backend in _backends.values():
-            backend.close()
-        _backends.clear()
+    """Dispose of every shared database (connections, pools)."""
+    close_databases()

@@ -1,10 +1,4 @@
-"""The SQL backend: SQLite (WAL) and PostgreSQL.
-
-SQLAlchemy owns the engine, the schema and the migrations; the store's own
-statements run on the DBAPI connection directly. Measured on these machines,
-SQLAlchemy's per-statement machinery (pool checkout, events, result objects)
-cost 120-280 µs per store call on SQLite against a few µs for sqlite3 itself,
-and a store call is the hottest path an agent has.
+"""The SQL backend: SQLite (WAL) and PostgreSQL, on :class:`corral.db.raw.Database`.
 
 Every operation is one statement or one short transaction, so it is atomic on
 both databases without application-level locking: upserts use ``ON CONFLICT``,
@@ -15,13 +9,10 @@ apart from the placeholder style.
 
 from __future__ import annotations
 
-import contextlib
-import re
-import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from corral.db import create_engine, ensure_schema
+from corral.db.raw import Database
 from corral.state.prefix import prefix_upper_bound
 
 # Stay well below SQLite's limit on bound parameters per statement.
@@ -75,57 +66,23 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
 
 
 class SqlBackend:
-    def __init__(self, url: str) -> None:
-        self.engine = create_engine(url)
-        ensure_schema(self.engine)
-        self._postgres = self.engine.dialect.name == "postgresql"
-        self.blocking = self._postgres
-        self._sql_cache: dict[str, str] = {}
-        self._lock = threading.Lock()
-        # SQLite: one connection for the process, used under a lock. Its calls take
-        # microseconds, and SQLite serialises writers anyway.
-        self._sqlite = None if self._postgres else self.engine.raw_connection()
+    def __init__(self, database: Database, *, owned: bool = False) -> None:
+        self.database = database
+        self._owned = owned
+        self._postgres = database.postgres
+        self.blocking = database.blocking
+        self._transaction = database.transaction
+        self._execute = database.execute
 
-    def _sql(self, sql: str) -> str:
-        """The statement in the driver's placeholder style."""
-        if not self._postgres:
-            return sql
-        converted = self._sql_cache.get(sql)
-        if converted is None:
-            converted = self._sql_cache[sql] = re.sub(r":(\w+)", r"%(\1)s", sql)
-        return converted
+    @classmethod
+    def open(cls, url: str) -> SqlBackend:
+        """A backend with a database of its own, closed with it (tests, tools)."""
+        return cls(Database(url), owned=True)
 
-    @contextlib.contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[Any]:
-        """A cursor inside one transaction; committed on success, rolled back on error."""
-        if self._sqlite is not None:
-            with self._lock:
-                cursor = self._sqlite.cursor()
-                # Writers take the write lock up front: a reader upgrading later may
-                # fail at once with SQLITE_BUSY instead of waiting its turn.
-                cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    yield cursor
-                except BaseException:
-                    cursor.execute("ROLLBACK")
-                    raise
-                cursor.execute("COMMIT")
-            return
-        connection = self.engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            try:
-                yield cursor
-            except BaseException:
-                connection.rollback()
-                raise
-            connection.commit()
-        finally:
-            connection.close()  # back to the pool
-
-    def _execute(self, cursor: Any, sql: str, params: dict[str, Any]) -> Any:
-        cursor.execute(self._sql(sql), params)
-        return cursor
+    def close(self) -> None:
+        """Close the database if this backend owns it; a shared one stays open."""
+        if self._owned:
+            self.database.close()
 
     def get(self, scope: str, key: str, now: int) -> bytes | None:
         with self._transaction(write=False) as cur:
@@ -216,8 +173,3 @@ class SqlBackend:
             swept = int(self._execute(cur, _SWEEP, {"now": now, "limit": limit}).rowcount)
             self._execute(cur, _SWEEP_LOCKS, {"now": now})
         return swept
-
-    def close(self) -> None:
-        if self._sqlite is not None:
-            self._sqlite.close()
-        self.engine.dispose()
