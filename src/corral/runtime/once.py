@@ -7,7 +7,7 @@ from typing import Any
 from corral.runtime.records import ExecutionRecord, loaded
 from corral.runtime.tools import store_tools
 from corral.sandbox.host import Zygote
-from corral.sandbox.limits import Limits, Outcome
+from corral.sandbox.limits import ExecutionResult, Limits, Outcome
 from corral.state import Store
 
 
@@ -31,9 +31,7 @@ async def run_once(
     base = limits or Limits()
     zygote = await Zygote.start(insecure=insecure)
     try:
-        probe = await zygote.spawn(base)
-        description = await probe.describe(code, base)
-        await probe.close()
+        description = await describe_in(zygote, code, base)
         if description.outcome is not Outcome.OK:
             return ExecutionRecord(store.scope, method, "exec", description)
         try:
@@ -51,3 +49,34 @@ async def run_once(
         return ExecutionRecord(store.scope, method, "exec", result)
     finally:
         await zygote.close()
+
+
+async def describe_in(zygote: Zygote, code: str, limits: Limits) -> ExecutionResult:
+    """Load the code in a throwaway sandboxed process: the host never runs agent code."""
+    probe = await zygote.spawn(limits)
+    try:
+        return await probe.describe(code, limits)
+    finally:
+        await probe.close()
+
+
+class AgentCodeError(ValueError):
+    """The code cannot be deployed: it does not load, or declares bad limits."""
+
+
+async def describe_code(code: str, *, insecure: bool = False) -> dict[str, Any]:
+    """The agent's class, methods, limits, network list and tick, learned in a sandbox."""
+    zygote = await Zygote.start(insecure=insecure)
+    try:
+        result = await describe_in(zygote, code, Limits())
+    finally:
+        await zygote.close()
+    if result.outcome is not Outcome.OK:
+        error = result.error or {}
+        raise AgentCodeError(f"{error.get('type', result.outcome.value)}: {error.get('message')}")
+    description = loaded(result)
+    try:
+        Limits().override(description["limits"])
+    except ValueError as exc:
+        raise AgentCodeError(str(exc)) from None
+    return description

@@ -93,6 +93,7 @@ def describe(cls: type[Agent], methods: frozenset[str]) -> dict[str, Any]:
         "methods": sorted(methods),
         "limits": dict(cls.limits),
         "network": list(cls.network),
+        "tick_ms": getattr(cls, "tick_ms", None),
     }
 
 

@@ -1,6 +1,6 @@
 """What agent code imports. It runs inside the sandbox and never imports host code."""
 
-from corral.sdk.agent import Agent, Twist
+from corral.sdk.agent import Agent, Callback, Twist
 from corral.sdk.budget import Budget
 from corral.sdk.errors import (
     AgentDefinitionError,
@@ -9,12 +9,16 @@ from corral.sdk.errors import (
     RequestLimitExceeded,
     UnknownMethod,
 )
+from corral.sdk.plugin import Plugin, PluginContext
 
 __all__ = [
     "Agent",
     "AgentDefinitionError",
     "Budget",
+    "Callback",
     "CorralError",
+    "Plugin",
+    "PluginContext",
     "RateLimited",
     "RequestLimitExceeded",
     "Twist",

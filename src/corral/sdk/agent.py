@@ -7,9 +7,13 @@ memory; ``self.store`` is.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import inspect
+import math
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+from corral import codec
 from corral.sdk.budget import Budget
 from corral.sdk.channel import ToolChannel
 from corral.sdk.store import StoreClient
@@ -43,6 +47,114 @@ class Agent:
 
     async def set_with_ttl(self, key: str, value: Any, ttl_ms: float | timedelta) -> None:
         await self.store.set_with_ttl(key, value, ttl_ms)
+
+    # -- callbacks and tasks (SPEC §1.2) --------------------------------------------
+
+    async def callback(self, method: Callable[..., Any] | str, *extra_args: Any) -> Callback:
+        """A persistent token that runs ``method(*caller_args, *extra_args)`` later.
+
+        The method is remembered by name and looked up when the callback runs, in
+        the instance's version at that moment.
+        """
+        args = codec.encode(list(extra_args), path="callback arguments")
+        return str(await self._channel.call("callbacks.create", self._method_name(method), args))
+
+    async def run(self, callback: Callback | Callable[..., Any], *args: Any) -> Any:
+        """Call it now, inside this execution and its request budget; returns its result."""
+        if callable(callback):
+            name, extra = self._method_name(callback), []
+        else:
+            name, encoded = await self._channel.call("callbacks.get", callback)
+            extra = codec.decode(encoded)
+        result = getattr(self, name)(*args, *extra)
+        return await result if inspect.isawaitable(result) else result
+
+    async def run_task(
+        self, callback: Callback | Callable[..., Any], run_at: datetime | None = None
+    ) -> str | None:
+        """Run it in a new execution with a fresh budget; with ``run_at``, a cancel token."""
+        return await self._channel.call(  # type: ignore[no-any-return]
+            "tasks.run_task", self._target(callback), _epoch_ms(run_at)
+        )
+
+    async def cancel_task(self, token: str) -> None:
+        await self._channel.call("tasks.cancel", token)
+
+    async def cancel_all_tasks(self) -> None:
+        await self._channel.call("tasks.cancel_all")
+
+    async def schedule_task(
+        self,
+        key: str,
+        callback: Callback | Callable[..., Any],
+        run_at: datetime,
+        coalesce: bool = False,
+    ) -> None:
+        """One pending task per key; ``coalesce`` keeps the pending one, only earlier."""
+        await self._channel.call(
+            "tasks.schedule", key, self._target(callback), _epoch_ms(run_at), coalesce
+        )
+
+    async def schedule_recurring(
+        self,
+        key: str,
+        callback: Callback | Callable[..., Any],
+        interval_ms: float | timedelta,
+        first_run_at: datetime | None = None,
+    ) -> None:
+        """Every ``interval_ms``, whatever each run's outcome, until cancelled."""
+        if isinstance(interval_ms, timedelta):
+            interval_ms = interval_ms / timedelta(milliseconds=1)
+        await self._channel.call(
+            "tasks.schedule_recurring",
+            key,
+            self._target(callback),
+            math.ceil(interval_ms),
+            _epoch_ms(first_run_at),
+        )
+
+    async def cancel_scheduled_task(self, key: str) -> None:
+        await self._channel.call("tasks.cancel_scheduled", key)
+
+    async def delete_callback(self, callback: Callback) -> None:
+        await self._channel.call("callbacks.delete", callback)
+
+    async def delete_all_callbacks(self) -> None:
+        await self._channel.call("callbacks.delete_all")
+
+    def _method_name(self, method: Callable[..., Any] | str) -> str:
+        name = method if isinstance(method, str) else getattr(method, "__name__", None)
+        if getattr(method, "__self__", self) is not self or not isinstance(name, str):
+            raise TypeError(
+                "a callback names one of this agent's own methods: pass self.method or its name"
+            )
+        if name not in callable_methods(type(self)):
+            raise ValueError(
+                f"{type(self).__name__} has no public method {name!r} a callback can run"
+            )
+        return name
+
+    def _target(self, callback: Callback | Callable[..., Any]) -> str | list[str]:
+        """What the host resolves: a callback token, or a method of this agent."""
+        if callable(callback):
+            return ["method", self._method_name(callback)]
+        if not isinstance(callback, str):
+            raise TypeError(f"expected a callback or a method, got {type(callback).__name__}")
+        return callback
+
+
+Callback = str
+"""A callback's token: a plain string, so it can be stored and passed around."""
+
+
+def _epoch_ms(when: datetime | None) -> int | None:
+    if when is None:
+        return None
+    if not isinstance(when, datetime) or when.tzinfo is None:
+        raise ValueError(
+            "run_at must be a timezone-aware datetime, e.g. datetime.now(UTC) + timedelta(...)"
+        )
+    return math.floor(when.timestamp() * 1000)
 
 
 Twist = Agent

@@ -1,0 +1,193 @@
+"""Run one claimed task: resolve its method by name, check limits, execute, record, settle.
+
+Everything an execution leaves — its record and log lines, the task's removal,
+retry or dead letter, an auto-suspension — is written here, so a task is only
+ever gone from the queue once what happened to it is in the history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import ParamSpec, TypeVar
+
+from corral import codec
+from corral.db.raw import Database
+from corral.runtime.history import History
+from corral.runtime.records import ExecutionRecord
+from corral.runtime.registry import ACTIVE, UNINSTALLING, Instance, Registry, Version
+from corral.runtime.tools import InstanceTools
+from corral.sandbox.limits import Limits, Outcome
+from corral.sandbox.pool import SandboxPool
+from corral.state import Store
+from corral.state.sql import SqlBackend
+from corral.state.store import Clock
+from corral.tasks.callbacks import Callbacks
+from corral.tasks.queue import Backoff, ClaimedTask, TaskQueue
+
+log = logging.getLogger("corral.executor")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+LIFECYCLE_HOOKS = ("activate", "upgrade", "deactivate")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``executions`` per rolling ``window_s`` per instance."""
+
+    executions: int
+    window_s: int
+    name: str
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    limits: Limits = field(default_factory=Limits)
+    rate_limits: tuple[RateLimit, ...] = (
+        RateLimit(200, 5 * 60, "5 minutes"),
+        RateLimit(500, 24 * 3600, "24 hours"),
+    )
+    max_attempts: int = 3
+    backoff: Backoff = field(default_factory=Backoff)
+    #: Added to an execution's timeout for its lease: time to record and settle it.
+    lease_grace_s: float = 15.0
+
+
+class Executor:
+    def __init__(
+        self,
+        database: Database,
+        pool: SandboxPool,
+        *,
+        config: RuntimeConfig | None = None,
+        clock: Clock = time.time,
+        on_enqueue: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config or RuntimeConfig()
+        self.database = database
+        self.pool = pool
+        self.clock = clock
+        self.queue = TaskQueue(
+            database, max_attempts=self.config.max_attempts, backoff=self.config.backoff
+        )
+        self.callbacks = Callbacks(database)
+        self.registry = Registry(database, self.queue)
+        self.history = History(database)
+        self._backend = SqlBackend(database)
+        self._on_enqueue = on_enqueue
+
+    @property
+    def lease_ms(self) -> int:
+        return math.ceil((self.config.limits.timeout_s + self.config.lease_grace_s) * 1000)
+
+    def now(self) -> int:
+        return math.floor(self.clock() * 1000)
+
+    async def db(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Database work: at once on SQLite, in a thread on PostgreSQL."""
+        if self.database.blocking:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+
+    async def run(self, task: ClaimedTask) -> ExecutionRecord | None:
+        """Execute the task and settle it; None when it did not run (and why is logged)."""
+        instance, version = await self.db(self.registry.for_execution, task.instance)
+        if task.method not in version.methods:
+            await self._unresolved(task, instance, version)
+            return None
+        if instance.status == ACTIVE and await self._over_rate(instance):
+            await self.db(self.queue.release, task, run_at=self.now())
+            return None
+        try:
+            limits = self.config.limits.override(version.description["limits"])
+        except ValueError as exc:
+            await self._dead(task, f"{version.label} declares bad limits: {exc}")
+            return None
+        tools = InstanceTools(
+            Store(self._backend, instance.id, clock=self.clock),
+            self.queue,
+            self.callbacks,
+            instance=instance.id,
+            class_name=version.description["class"],
+            methods=version.methods,
+            clock=self.clock,
+            on_enqueue=self._on_enqueue,
+        )
+        started = datetime.now(UTC)
+        result = await self.pool.execute(
+            instance.id,
+            f"{version.agent}@{version.number}",
+            version.code,
+            task.method,
+            codec.decode(task.args),
+            limits,
+            tools,
+        )
+        record = ExecutionRecord(instance.id, task.method, task.trigger, result, started)  # type: ignore[arg-type]
+        await self.db(self.history.record, record, version=version.number, task_id=task.id)
+        if result.outcome is Outcome.OK:
+            await self.db(self.queue.finish, task)
+        else:
+            assert result.error is not None
+            error = f"{result.outcome.value}: {result.error['type']}: {result.error['message']}"
+            retried = await self.db(self.queue.fail, task, error, now=self.now())
+            if not retried:
+                await self._log(
+                    instance.id,
+                    f"task {task.id} ({task.method}) dead-lettered after {task.attempts} "
+                    f"attempt(s): {error}",
+                )
+        await self._after(task, instance)
+        return record
+
+    async def _unresolved(self, task: ClaimedTask, instance: Instance, version: Version) -> None:
+        if task.trigger == "lifecycle" and task.method in LIFECYCLE_HOOKS:
+            await self.db(self.queue.finish, task)  # an agent need not define every hook
+            await self._after(task, instance)
+            return
+        await self._dead(
+            task,
+            f"{version.label} has no method {task.method!r} (its methods: "
+            f"{', '.join(sorted(version.methods)) or 'none'}); deploy a version that has "
+            f"it, then: corral tasks retry {task.id}",
+        )
+
+    async def _dead(self, task: ClaimedTask, reason: str) -> None:
+        await self.db(self.queue.dead_letter, task.id, reason)
+        await self._log(task.instance, f"task {task.id} dead-lettered: {reason}")
+
+    async def _over_rate(self, instance: Instance) -> bool:
+        now = self.now()
+        for limit in self.config.rate_limits:
+            count = await self.db(
+                self.history.count_since, instance.id, now - limit.window_s * 1000
+            )
+            if count >= limit.executions:
+                reason = (
+                    f"auto-suspended: {count} executions in the last {limit.name} (limit "
+                    f"{limit.executions}); the next deploy of {instance.agent} lifts it"
+                )
+                await self.db(self.registry.set_status, instance.id, "suspended", reason)
+                await self._log(instance.id, reason)
+                return True
+        return False
+
+    async def _after(self, task: ClaimedTask, instance: Instance) -> None:
+        if (
+            task.trigger == "lifecycle"
+            and task.method == "deactivate"
+            and instance.status == UNINSTALLING
+        ):
+            await self.db(self.registry.remove, instance.id)
+            await self._log(instance.id, "uninstalled: state, tasks and callbacks removed")
+
+    async def _log(self, instance: str, line: str) -> None:
+        log.warning("%s: %s", instance, line)
+        await self.db(self.history.log, instance, "warning", line, now=self.now())

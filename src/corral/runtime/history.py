@@ -1,0 +1,154 @@
+"""Execution records and log lines in the database: what happened, for people and scripts."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from corral import codec
+from corral.db.raw import Database
+from corral.runtime.records import ExecutionRecord
+from corral.tagged_json import JsonValue, to_tagged
+
+
+class History:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def record(self, record: ExecutionRecord, *, version: int | None, task_id: int | None) -> None:
+        """The record and its log lines, in one transaction."""
+        r = record.result
+        started = int(record.started_at.timestamp() * 1000)
+        try:
+            result = codec.encode(r.result) if r.result is not None else None
+        except TypeError:  # cannot happen for a decoded result; never lose the record
+            result = None
+        with self.database.transaction(write=True) as cur:
+            self.database.execute(
+                cur,
+                "INSERT INTO executions (id, instance, version, method, trigger, task_id, "
+                "outcome, result, error, requests_used, cpu_ms, peak_rss_bytes, duration_ms, "
+                "started_at) VALUES (:id, :instance, :version, :method, :trigger, :task_id, "
+                ":outcome, :result, :error, :requests_used, :cpu_ms, :peak, :duration_ms, "
+                ":started_at)",
+                {
+                    "id": record.id,
+                    "instance": record.instance,
+                    "version": version,
+                    "method": record.method,
+                    "trigger": record.trigger,
+                    "task_id": task_id,
+                    "outcome": r.outcome.value,
+                    "result": result,
+                    "error": json.dumps(r.error) if r.error is not None else None,
+                    "requests_used": r.requests_used,
+                    "cpu_ms": r.cpu_ms,
+                    "peak": r.peak_rss_bytes,
+                    "duration_ms": r.duration_ms,
+                    "started_at": started,
+                },
+            )
+            if r.logs:
+                cur.executemany(
+                    self.database.sql(
+                        "INSERT INTO logs (instance, execution_id, at, level, line) "
+                        "VALUES (:instance, :execution_id, :at, :level, :line)"
+                    ),
+                    [
+                        {
+                            "instance": record.instance,
+                            "execution_id": record.id,
+                            "at": started,
+                            "level": level,
+                            "line": line,
+                        }
+                        for level, line in r.logs
+                    ],
+                )
+
+    def log(self, instance: str, level: str, line: str, *, now: int) -> None:
+        """A line from the platform itself (suspension, dead letters) in the instance's log."""
+        with self.database.transaction(write=True) as cur:
+            self.database.execute(
+                cur,
+                "INSERT INTO logs (instance, execution_id, at, level, line) "
+                "VALUES (:instance, NULL, :at, :level, :line)",
+                {"instance": instance, "at": now, "level": level, "line": line},
+            )
+
+    def count_since(self, instance: str, since: int) -> int:
+        with self.database.transaction(write=False) as cur:
+            row = self.database.execute(
+                cur,
+                "SELECT count(*) FROM executions WHERE instance = :instance "
+                "AND started_at > :since",
+                {"instance": instance, "since": since},
+            ).fetchone()
+        return int(row[0])
+
+    def executions(self, instance: str | None = None, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest records first, in the form of ``ExecutionRecord.to_json``."""
+        where = "WHERE instance = :instance" if instance is not None else ""
+        with self.database.transaction(write=False) as cur:
+            rows = self.database.execute(
+                cur,
+                "SELECT id, instance, method, trigger, outcome, result, error, requests_used, "
+                f"cpu_ms, peak_rss_bytes, duration_ms, started_at, version FROM executions {where} "
+                "ORDER BY started_at DESC, id LIMIT :limit",
+                {"instance": instance, "limit": limit},
+            ).fetchall()
+            logs: dict[str, list[JsonValue]] = {row[0]: [] for row in rows}
+            if logs:
+                placeholders = ", ".join(f":e{i}" for i in range(len(logs)))
+                for execution_id, level, line in self.database.execute(
+                    cur,
+                    "SELECT execution_id, level, line FROM logs "
+                    f"WHERE execution_id IN ({placeholders}) ORDER BY id",
+                    {f"e{i}": key for i, key in enumerate(logs)},
+                ).fetchall():
+                    logs[execution_id].append({"level": level, "line": line})
+        return [
+            {
+                "id": row[0],
+                "instance": row[1],
+                "method": row[2],
+                "trigger": row[3],
+                "outcome": row[4],
+                "result": to_tagged(codec.decode(bytes(row[5]))) if row[5] is not None else None,
+                "error": json.loads(row[6]) if row[6] is not None else None,
+                "requests_used": row[7],
+                "cpu_ms": round(row[8], 3),
+                "peak_rss_bytes": row[9],
+                "duration_ms": round(row[10], 3),
+                "started_at": datetime.fromtimestamp(row[11] / 1000, UTC).isoformat(),
+                "version": row[12],
+                "logs": logs[row[0]],
+            }
+            for row in rows
+        ]
+
+    def logs(
+        self, instance: str | None = None, *, after: int = 0, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """Log lines after id ``after``, oldest first (``corral logs -f`` polls with it)."""
+        where = "id > :after" + (" AND instance = :instance" if instance is not None else "")
+        with self.database.transaction(write=False) as cur:
+            rows = self.database.execute(
+                cur,
+                "SELECT id, instance, execution_id, at, level, line FROM ("
+                f"SELECT * FROM logs WHERE {where} ORDER BY id DESC LIMIT :limit"
+                ") newest ORDER BY id",
+                {"after": after, "instance": instance, "limit": limit},
+            ).fetchall()
+        return [
+            {
+                "id": row[0],
+                "instance": row[1],
+                "execution": row[2],
+                "at": datetime.fromtimestamp(row[3] / 1000, UTC).isoformat(),
+                "level": row[4],
+                "line": row[5],
+            }
+            for row in rows
+        ]
