@@ -163,3 +163,41 @@ def test_exec_strict_reports_state_left_in_globals(tmp_path: Path) -> None:
     ]
     code, out, _ = corral("exec", str(agent), "bump", "--json")
     assert json.loads(out)["logs"] == []  # only strict mode looks
+
+
+def test_deploy_install_and_a_worker_run_a_chain_of_tasks(db: str, tmp_path: Path) -> None:
+    agent = tmp_path / "pager.py"
+    agent.write_text(
+        "from corral import Agent\n"
+        "class Pager(Agent):\n"
+        "    async def activate(self, priority):\n"
+        "        print(f'activated for {priority}')\n"
+        "        await self.run_task(await self.callback(self.page, 1))\n"
+        "    async def page(self, n):\n"
+        "        await self.set('pages', n)\n"
+        "        if n < 5:\n"
+        "            await self.run_task(await self.callback(self.page, n + 1))\n"
+    )
+    code, out, _ = corral("--db", db, "deploy", str(agent), "--json")
+    assert code == 0
+    assert json.loads(out)["version"] == 1
+    code, out, _ = corral("--db", db, "install", "pager", "--priority", "work", "--json")
+    instance = json.loads(out)["id"]
+    code, _, err = corral("--db", db, "worker", "--until-idle")
+    assert code == 0
+    assert "6 execution(s) run" in err
+    assert corral("--db", db, "state", "get", instance, "pages")[1].strip() == "5"
+    code, out, _ = corral("--db", db, "executions", instance, "--json")
+    records = json.loads(out)
+    assert [r["method"] for r in records].count("page") == 5
+    assert {r["outcome"] for r in records} == {"ok"}
+    _, out, _ = corral("--db", db, "logs", instance)
+    assert "info: activated for work" in out
+    _, out, _ = corral("--db", db, "deploy", str(agent), "--json")
+    assert json.loads(out)["created"] is False  # same code: same version
+
+
+def test_install_of_an_unknown_agent_says_deploy_first(db: str) -> None:
+    code, _, err = corral("--db", db, "install", "nobody")
+    assert code == 1
+    assert "there is no agent 'nobody': deploy it first (corral deploy)" in err

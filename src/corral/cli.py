@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from corral import __version__
+from corral.cli_runtime import COMMANDS
 from corral.db import DatabaseURLError, SchemaOutOfDate, create_engine, resolve_url, upgrade
 from corral.db.engine import DEFAULT_URL, URL_ENV
 from corral.runtime.once import run_once
@@ -238,3 +239,7 @@ def run(obj: Context) -> None:
         "Not built yet: deploy/install, durable tasks and the worker, webhooks, activities,\n"
         "the server and the dashboard, so nothing runs on its own yet."
     )
+
+
+for _command in COMMANDS:
+    main.add_command(_command)

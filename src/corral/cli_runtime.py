@@ -1,0 +1,285 @@
+"""The ``corral`` commands that operate the runtime: deploy, install, run workers, inspect.
+
+Registered on the main group by :mod:`corral.cli`; kept apart so each module
+stays one screenful of one concern.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from corral import codec
+from corral.db import DatabaseURLError, SchemaOutOfDate
+from corral.db.raw import Database, open_database
+from corral.runtime.affinity import pin_to_cpu
+from corral.runtime.history import History
+from corral.runtime.once import AgentCodeError, describe_code
+from corral.runtime.registry import Registry, UnknownAgent, UnknownInstance
+from corral.runtime.worker import Worker, WorkerOptions
+from corral.sandbox.errors import SandboxUnavailable
+from corral.tagged_json import to_tagged
+from corral.tasks.queue import TaskQueue, UnknownTask
+
+console = Console()
+
+
+def _database(url: str) -> Database:
+    try:
+        return open_database(url)
+    except (DatabaseURLError, SchemaOutOfDate) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _registry(url: str) -> Registry:
+    database = _database(url)
+    return Registry(database, TaskQueue(database))
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", help="The agent's name (default: the file's name).")
+@click.option("--insecure-sandbox", is_flag=True, help="Load the code even without a sandbox.")
+@json_option
+@click.pass_obj
+def deploy(obj: Any, path: Path, name: str | None, insecure_sandbox: bool, as_json: bool) -> None:
+    """Store PATH as the agent's new version; upgrade its instances, lift suspensions."""
+    code = path.read_text()
+    agent = name or path.stem.replace("_", "-")
+    try:
+        description = asyncio.run(describe_code(code, insecure=insecure_sandbox))
+        deployed = _registry(obj.url).deploy(agent, code, description, now=_now())
+    except (AgentCodeError, ValueError, SandboxUnavailable) as exc:
+        raise click.ClickException(f"cannot deploy {path}: {exc}") from None
+    version = deployed.version
+    if as_json:
+        _echo_json(
+            {
+                "agent": agent,
+                "version": version.number,
+                "digest": version.digest,
+                "created": deployed.created,
+                "upgraded": deployed.upgraded,
+            }
+        )
+        return
+    state = "new version" if deployed.created else "unchanged code, same version"
+    click.echo(f"{agent} v{version.number} ({state}; class {version.description['class']})")
+    for instance in deployed.upgraded:
+        click.echo(f"  upgrade queued for {instance}")
+
+
+@click.command()
+@click.argument("agent")
+@click.option("--priority", default="default", show_default=True)
+@click.option("--config", "raw_config", default="{}", metavar="JSON", help="Instance config.")
+@json_option
+@click.pass_obj
+def install(obj: Any, agent: str, priority: str, raw_config: str, as_json: bool) -> None:
+    """Install AGENT for a priority; its activate(priority) runs as a task."""
+    try:
+        config = json.loads(raw_config)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"--config is not JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise click.BadParameter("--config must be a JSON object")
+    try:
+        instance = _registry(obj.url).install(agent, priority=priority, config=config, now=_now())
+    except UnknownAgent as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        _echo_json({"id": instance.id, "agent": agent, "priority": priority})
+    else:
+        click.echo(instance.id)
+        click.echo("activate queued; a worker runs it (corral worker)", err=True)
+
+
+@click.command()
+@click.argument("instance")
+@click.pass_obj
+def uninstall(obj: Any, instance: str) -> None:
+    """Run INSTANCE's deactivate, then remove its state, tasks and callbacks."""
+    try:
+        _registry(obj.url).uninstall(instance, now=_now())
+    except UnknownInstance as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{instance}: uninstalling (deactivate queued; a worker finishes it)")
+
+
+@click.command()
+@json_option
+@click.pass_obj
+def instances(obj: Any, as_json: bool) -> None:
+    """Installed instances and their status."""
+    found = _registry(obj.url).instances()
+    if as_json:
+        _echo_json([asdict(i) for i in found])
+        return
+    table = Table("instance", "agent", "priority", "status", "reason", "installed")
+    for i in found:
+        table.add_row(
+            i.id, i.agent, i.priority, i.status, i.status_reason or "", _when(i.created_at)
+        )
+    console.print(table)
+
+
+@click.command()
+@click.argument("instance", required=False)
+@click.option("--limit", default=20, show_default=True)
+@json_option
+@click.pass_obj
+def executions(obj: Any, instance: str | None, limit: int, as_json: bool) -> None:
+    """Execution records, newest first."""
+    records = History(_database(obj.url)).executions(instance, limit=limit)
+    if as_json:
+        _echo_json(records)
+        return
+    table = Table("started", "instance", "method", "trigger", "outcome", "requests", "cpu ms", "ms")
+    for r in records:
+        table.add_row(
+            r["started_at"][:19],
+            r["instance"],
+            r["method"],
+            r["trigger"],
+            r["outcome"],
+            str(r["requests_used"]),
+            f"{r['cpu_ms']:.1f}",
+            f"{r['duration_ms']:.1f}",
+        )
+    console.print(table)
+
+
+@click.command()
+@click.argument("instance", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@json_option
+@click.pass_obj
+def logs(obj: Any, instance: str | None, follow: bool, as_json: bool) -> None:
+    """Log lines of executions and of the platform, oldest first."""
+    history = History(_database(obj.url))
+    after = 0
+    while True:
+        lines = history.logs(instance, after=after)
+        for line in lines:
+            if as_json:
+                click.echo(json.dumps(line, ensure_ascii=False))
+            else:
+                click.echo(f"{line['at'][:19]} {line['instance']} {line['level']}: {line['line']}")
+            after = line["id"]
+        if not follow:
+            return
+        time.sleep(0.5)
+
+
+@click.group(invoke_without_command=True)
+@click.argument("instance", required=False)
+@click.option("--dead", is_flag=True, help="Dead-lettered tasks instead of pending ones.")
+@json_option
+@click.pass_context
+def tasks(ctx: click.Context, instance: str | None, dead: bool, as_json: bool) -> None:
+    """Pending (or dead-lettered) tasks; `tasks retry ID`, `tasks cancel ID`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    found = TaskQueue(_database(ctx.obj.url)).list(instance, dead=dead)
+    if as_json:
+        _echo_json(
+            [{**asdict(t), "args": to_tagged(codec.decode(t.args)), "token": None} for t in found]
+        )
+        return
+    table = Table("id", "instance", "method", "trigger", "state", "run at", "attempts", "error")
+    for t in found:
+        table.add_row(
+            str(t.id),
+            t.instance,
+            t.method,
+            t.trigger,
+            t.state + (f" every {t.interval_ms} ms" if t.interval_ms else ""),
+            _when(t.run_at),
+            f"{t.attempts}/{t.max_attempts}",
+            (t.last_error or "")[:80],
+        )
+    console.print(table)
+
+
+@tasks.command("retry")
+@click.argument("task_id", type=int)
+@click.pass_obj
+def tasks_retry(obj: Any, task_id: int) -> None:
+    """Give a dead-lettered task fresh attempts, due now."""
+    try:
+        TaskQueue(_database(obj.url)).retry_dead(task_id, now=_now())
+    except UnknownTask as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"task {task_id} queued again")
+
+
+@tasks.command("cancel")
+@click.argument("task_id", type=int)
+@click.pass_obj
+def tasks_cancel(obj: Any, task_id: int) -> None:
+    """Remove a pending, scheduled or dead task."""
+    try:
+        TaskQueue(_database(obj.url)).cancel(task_id)
+    except UnknownTask as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"task {task_id} cancelled")
+
+
+@click.command()
+@click.option("--concurrency", default=4, show_default=True, help="Executions at once.")
+@click.option("--until-idle", is_flag=True, help="Exit once no task is due or running.")
+@click.option("--cpu", type=int, help="Pin this worker and its sandboxes to the N-th CPU.")
+@click.option("--insecure-sandbox", is_flag=True, help="Run even where sandbox layers are missing.")
+@click.pass_obj
+def worker(
+    obj: Any, concurrency: int, until_idle: bool, cpu: int | None, insecure_sandbox: bool
+) -> None:
+    """Claim due tasks and run them in sandboxes until stopped (Ctrl-C)."""
+    if cpu is not None:
+        click.echo(f"pinned to CPU {pin_to_cpu(cpu)}", err=True)
+    options = WorkerOptions(concurrency=concurrency, insecure=insecure_sandbox)
+
+    async def serve() -> int:
+        runner = Worker(_database(obj.url), options=options)
+        try:
+            await runner.run(until_idle=until_idle)
+        finally:
+            await runner.close()
+        return runner.executed
+
+    try:
+        executed = asyncio.run(serve())
+    except SandboxUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        return
+    click.echo(f"idle: {executed} execution(s) run", err=True)
+
+
+COMMANDS = [deploy, install, uninstall, instances, executions, logs, tasks, worker]
