@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from corral import __version__
-from corral.cli_runtime import COMMANDS
+from corral.cli_runtime import COMMANDS, run_examples
 from corral.db import DatabaseURLError, SchemaOutOfDate, create_engine, resolve_url, upgrade
 from corral.db.engine import DEFAULT_URL, URL_ENV
 from corral.runtime.once import run_once
@@ -223,22 +223,11 @@ def _print_record(record: ExecutionRecord) -> None:
 
 
 @main.command()
+@click.option("--examples", "folder", default="examples", show_default=True, type=click.Path())
 @click.pass_obj
-def run(obj: Context) -> None:
-    """Prepare the local database and say what this build can do (used by `make run`)."""
-    engine = create_engine(obj.url)
-    _, revision = upgrade(engine)
-    click.echo(f"Corral {__version__}: database {obj.url} ready (schema revision {revision}).")
-    click.echo(
-        "Built so far: the store (memory, SQLite, PostgreSQL), the value codec, and the\n"
-        "sandbox (one execution of one method, fully confined). Try:\n"
-        "  .venv/bin/corral doctor                                  # sandbox layers here\n"
-        f"  .venv/bin/corral --db {obj.url} \\\n"
-        "      exec examples/greeter.py greet --arg '\"ann\"' --instance demo\n"
-        "  .venv/bin/corral state ls demo                           # what it remembered\n"
-        "Not built yet: deploy/install, durable tasks and the worker, webhooks, activities,\n"
-        "the server and the dashboard, so nothing runs on its own yet."
-    )
+def run(obj: Context, folder: str) -> None:
+    """Deploy and install the example agents, then run a worker and show what happens."""
+    run_examples(obj.url, Path(folder))
 
 
 for _command in COMMANDS:

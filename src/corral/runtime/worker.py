@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from corral.db.raw import Database
 from corral.runtime.executor import Executor, RuntimeConfig
+from corral.runtime.records import ExecutionRecord
 from corral.sandbox.host import Zygote
 from corral.sandbox.pool import SandboxPool
 from corral.state import Sweeper
@@ -45,8 +47,10 @@ class Worker:
         options: WorkerOptions | None = None,
         config: RuntimeConfig | None = None,
         clock: Clock = time.time,
+        on_record: Callable[[ExecutionRecord], None] | None = None,
     ) -> None:
         self.options = options or WorkerOptions()
+        self._on_record = on_record
         if self.options.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.options.concurrency}")
         self.database = database
@@ -130,8 +134,10 @@ class Worker:
 
     async def _execute(self, executor: Executor, task: ClaimedTask) -> None:
         try:
-            await executor.run(task)
+            record = await executor.run(task)
             self.executed += 1
+            if record is not None and self._on_record is not None:
+                self._on_record(record)
         except Exception:
             # The task stays leased; when the lease ends it is retried elsewhere.
             log.exception("task %s of %s could not be run", task.id, task.instance)
