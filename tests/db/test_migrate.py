@@ -22,7 +22,18 @@ from corral.db.migrate import current_revision, head_revision
 from corral.state import SqlBackend, open_backend, open_store
 from tests.support import SPAWN, run_in_processes
 
-TABLES = {"state", "state_locks", "alembic_version"}
+TABLES = {
+    "state",
+    "state_locks",
+    "agents",
+    "versions",
+    "instances",
+    "tasks",
+    "callbacks",
+    "executions",
+    "logs",
+    "alembic_version",
+}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
