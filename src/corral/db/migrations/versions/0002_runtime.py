@@ -62,8 +62,13 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text, nullable=True),
         sa.Column("created_at", sa.BigInteger, nullable=False),
     )
-    due = sa.text("state IN ('queued', 'recurring')")
-    op.create_index("ix_tasks_due", "tasks", ["run_at"], sqlite_where=due, postgresql_where=due)
+    # One partial index per polled state: SQLite uses a partial index only when the
+    # query repeats its condition, and the claim asks for 'queued' alone.
+    for state in ("queued", "recurring"):
+        due = sa.text(f"state = '{state}'")
+        op.create_index(
+            f"ix_tasks_{state}", "tasks", ["run_at"], sqlite_where=due, postgresql_where=due
+        )
     op.create_index("ix_tasks_instance", "tasks", ["instance", "state"])
     keyed = sa.text("key IS NOT NULL AND state IN ('queued', 'recurring')")
     op.create_index(
