@@ -114,11 +114,8 @@ class Worker:
                         return
                 if claimed and len(self._running) < self.options.concurrency:
                     continue  # there may be more due right now
-                # Not asyncio.wait_for: on Python 3.11 it loses a cancel() that arrives
-                # as the event fires, and the worker would not stop.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.options.poll_s):
-                        await self._wake.wait()
+                    await asyncio.wait_for(self._wake.wait(), self.options.poll_s)
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
