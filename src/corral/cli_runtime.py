@@ -199,16 +199,35 @@ def logs(obj: Any, instance: str | None, follow: bool, as_json: bool) -> None:
         time.sleep(0.5)
 
 
-@click.group(invoke_without_command=True)
-@click.argument("instance", required=False)
+@click.command(
+    context_settings={"ignore_unknown_options": False},
+    help="Pending tasks, or dead-lettered ones with --dead.\n\n"
+    "corral tasks [INSTANCE] [--dead] · corral tasks retry ID · corral tasks cancel ID",
+)
+@click.argument("words", nargs=-1, metavar="[INSTANCE | retry ID | cancel ID]")
 @click.option("--dead", is_flag=True, help="Dead-lettered tasks instead of pending ones.")
 @json_option
-@click.pass_context
-def tasks(ctx: click.Context, instance: str | None, dead: bool, as_json: bool) -> None:
-    """Pending (or dead-lettered) tasks; `tasks retry ID`, `tasks cancel ID`."""
-    if ctx.invoked_subcommand is not None:
+@click.pass_obj
+def tasks(obj: Any, words: tuple[str, ...], dead: bool, as_json: bool) -> None:
+    # One command rather than a group: a group's optional INSTANCE would swallow
+    # the words "retry" and "cancel".
+    queue = TaskQueue(_database(obj.url))
+    if words and words[0] in ("retry", "cancel"):
+        if len(words) != 2 or not words[1].isdigit():
+            raise click.UsageError(f"usage: corral tasks {words[0]} ID (a task id, a number)")
+        task_id = int(words[1])
+        try:
+            if words[0] == "retry":
+                queue.retry_dead(task_id, now=_now())
+            else:
+                queue.cancel(task_id)
+        except UnknownTask as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"task {task_id} {'queued again' if words[0] == 'retry' else 'cancelled'}")
         return
-    found = TaskQueue(_database(ctx.obj.url)).list(instance, dead=dead)
+    if len(words) > 1:
+        raise click.UsageError("give at most one INSTANCE")
+    found = queue.list(words[0] if words else None, dead=dead)
     if as_json:
         _echo_json(
             [{**asdict(t), "args": to_tagged(codec.decode(t.args)), "token": None} for t in found]
@@ -227,30 +246,6 @@ def tasks(ctx: click.Context, instance: str | None, dead: bool, as_json: bool) -
             (t.last_error or "")[:80],
         )
     console.print(table)
-
-
-@tasks.command("retry")
-@click.argument("task_id", type=int)
-@click.pass_obj
-def tasks_retry(obj: Any, task_id: int) -> None:
-    """Give a dead-lettered task fresh attempts, due now."""
-    try:
-        TaskQueue(_database(obj.url)).retry_dead(task_id, now=_now())
-    except UnknownTask as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"task {task_id} queued again")
-
-
-@tasks.command("cancel")
-@click.argument("task_id", type=int)
-@click.pass_obj
-def tasks_cancel(obj: Any, task_id: int) -> None:
-    """Remove a pending, scheduled or dead task."""
-    try:
-        TaskQueue(_database(obj.url)).cancel(task_id)
-    except UnknownTask as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"task {task_id} cancelled")
 
 
 @click.command()

@@ -120,7 +120,7 @@ class Executor:
             clock=self.clock,
             on_enqueue=self._on_enqueue,
         )
-        started = datetime.now(UTC)
+        started = datetime.fromtimestamp(self.clock(), UTC)  # the clock rate limits use
         result = await self.pool.execute(
             instance.id,
             f"{version.agent}@{version.number}",
@@ -166,9 +166,9 @@ class Executor:
     async def _over_rate(self, instance: Instance) -> bool:
         now = self.now()
         for limit in self.config.rate_limits:
-            count = await self.db(
-                self.history.count_since, instance.id, now - limit.window_s * 1000
-            )
+            # Executions before the deploy that lifted a suspension no longer count.
+            since = max(now - limit.window_s * 1000, instance.limits_reset_at or 0)
+            count = await self.db(self.history.count_since, instance.id, since)
             if count >= limit.executions:
                 reason = (
                     f"auto-suspended: {count} executions in the last {limit.name} (limit "

@@ -54,6 +54,8 @@ class Instance:
     status_reason: str | None
     config: dict[str, Any]
     created_at: int
+    #: When a deploy last lifted a suspension: rate windows count from there.
+    limits_reset_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,9 @@ class Deployed:
     upgraded: list[str]
 
 
-_INSTANCE_COLUMNS = "id, agent, priority, status, status_reason, config, created_at"
+_INSTANCE_COLUMNS = (
+    "id, agent, priority, status, status_reason, config, created_at, limits_reset_at"
+)
 
 
 class Registry:
@@ -128,9 +132,9 @@ class Registry:
                     )
             db.execute(
                 cur,
-                "UPDATE instances SET status = 'active', status_reason = NULL "
-                "WHERE agent = :name AND status = 'suspended'",
-                {"name": name},
+                "UPDATE instances SET status = 'active', status_reason = NULL, "
+                "limits_reset_at = :now WHERE agent = :name AND status = 'suspended'",
+                {"name": name, "now": now},
             )
             live = [
                 r[0]
@@ -269,8 +273,8 @@ class Registry:
             ).fetchone()
         if row is None:
             raise UnknownInstance(f"there is no instance {instance_id!r}")
-        instance = _instance(row[:7])
-        return instance, self.version(instance.agent, row[7])
+        instance = _instance(row[:8])
+        return instance, self.version(instance.agent, row[8])
 
     def agents(self) -> list[tuple[str, int, int]]:
         """(name, current version, instances not removed) for each agent."""
@@ -290,4 +294,4 @@ _NO_ARGS = b"\x90"  # codec.encode([]): an empty msgpack array
 
 
 def _instance(row: Any) -> Instance:
-    return Instance(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6])
+    return Instance(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7])

@@ -116,6 +116,11 @@ class Worker:
                     continue  # there may be more due right now
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.options.poll_s)
+                # Python 3.11's wait_for drops a cancel() that arrives as the event
+                # fires; the task still knows it was asked to stop.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise asyncio.CancelledError
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -348,6 +348,8 @@ class ChildRuntime(asyncio.Protocol):
         for future in self._pending.values():
             future.cancel()
         self._pending.clear()
+        if self._transport is None or self._transport.is_closing():
+            return  # the host hung up: the process is ending, and asyncio.run must stop it
         # Nothing the agent started may outlive its execution: cancel its tasks and
         # drop its timers and queued callbacks (asyncio has no public way to list
         # those, hence the private attributes of the base event loop).

@@ -43,10 +43,13 @@ _INSERT = (
 )
 # Only rows of active instances are claimed; an instance being uninstalled still runs
 # its deactivate hook.
+_RUNNABLE = (
+    "(i.status = 'active' OR "
+    "(i.status = 'uninstalling' AND t.trigger = 'lifecycle' AND t.method = 'deactivate'))"
+)
 _CLAIMABLE = (
     "SELECT t.id FROM tasks t JOIN instances i ON i.id = t.instance "
-    "WHERE t.state = 'queued' AND t.run_at <= :now AND (i.status = 'active' OR "
-    "(i.status = 'uninstalling' AND t.trigger = 'lifecycle' AND t.method = 'deactivate')) "
+    f"WHERE t.state = 'queued' AND t.run_at <= :now AND {_RUNNABLE} "
     "ORDER BY t.run_at, t.id LIMIT :limit"
 )
 _CLAIM = (
@@ -426,8 +429,11 @@ class TaskQueue:
             running = self.database.execute(
                 cur, "SELECT count(*) FROM tasks WHERE state = 'running'"
             ).fetchone()[0]
+            # Work of a suspended instance is not pending: no worker may run it.
             next_at = self.database.execute(
-                cur, "SELECT min(run_at) FROM tasks WHERE state IN ('queued', 'recurring')"
+                cur,
+                "SELECT min(t.run_at) FROM tasks t JOIN instances i ON i.id = t.instance "
+                f"WHERE t.state IN ('queued', 'recurring') AND {_RUNNABLE}",
             ).fetchone()[0]
         return int(running), next_at
 

@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("status_reason", sa.Text, nullable=True),
         sa.Column("config", sa.Text, nullable=False),
         sa.Column("created_at", sa.BigInteger, nullable=False),
+        sa.Column("limits_reset_at", sa.BigInteger, nullable=True),
     )
     op.create_index("ix_instances_agent", "instances", ["agent"])
     op.create_table(
