@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from corral.db.raw import close_databases
 from corral.runtime.executor import RuntimeConfig
 from corral.tasks.queue import Backoff
 from tests.runtime.conftest import Runtime, RuntimeFactory
@@ -218,3 +219,4 @@ async def test_a_killed_workers_sandboxed_processes_exit(sandbox: None, tmp_path
             kill_session(worker.pid)
     finally:
         await runtime.worker.close()
+        close_databases()

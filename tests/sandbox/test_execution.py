@@ -342,3 +342,20 @@ async def test_encoded_values_from_the_sandbox_are_checked(zygote: Zygote, store
     assert result.error["message"] == "an encoded value must be bytes, got str"
     assert await store.keys() == []
     assert (await run(process, store, "hello", "ann")).outcome is Outcome.OK
+
+
+async def test_concurrent_first_executions_of_an_instance_leave_no_process_behind(
+    zygote: Zygote, store: Store
+) -> None:
+    # Both find no warm process and spawn one; only one may be pooled, and the other
+    # must be retired after its execution, not orphaned with its pidfd open.
+    pool = SandboxPool(zygote)
+    tools = store_tools(store)
+    results = await asyncio.gather(
+        *(pool.execute("inst", "v1", AGENT, "plain", [i], Limits(), tools) for i in range(2))
+    )
+    assert [r.result for r in results] == [("sync", 0), ("sync", 1)]
+    assert pool.spawned == 2
+    assert len(pool) == 1
+    await pool.close()
+    assert zygote._exits == {}  # every process it spawned has exited and been reaped

@@ -281,9 +281,11 @@ class SandboxProcess(asyncio.Protocol):
             await asyncio.wait_for(asyncio.shield(self.exited), timeout=2)
         except Exception:  # a timeout, or the zygote is gone: make sure it is dead
             self.kill(Outcome.KILLED)
-        with contextlib.suppress(OSError):
-            os.close(self._pidfd)
-            self._pidfd = -1
+        finally:  # even when cancelled: a pidfd is a descriptor the host would leak
+            if self._pidfd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(self._pidfd)
+                self._pidfd = -1
         if self._memory is not None:
             with contextlib.suppress(SandboxError):  # Zygote.close sweeps up what is left
                 self._memory.remove()

@@ -91,7 +91,11 @@ class SandboxPool:
             entry = None
         if entry is None:
             await self._make_room()
-            entry = _Entry(await self._spawn(limits), version, limits)
+            entry = _Entry(await self._spawn(limits), version, limits, busy=True)
+            if instance in self._entries:
+                # Another execution of the instance pooled a process while this one
+                # was being spawned: this one serves once and is retired, not orphaned.
+                return entry, False
             self._entries[instance] = entry
         self._entries.move_to_end(instance)
         entry.busy = True
