@@ -61,7 +61,6 @@ import cProfile
 import gc
 import io
 import json
-import math
 import os
 import platform
 import pstats
@@ -71,7 +70,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +81,7 @@ from corral.sandbox.host import ToolHandler, Zygote
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
 from corral.sandbox.pool import SandboxPool
 from corral.state import Store, close_backends, open_store
-from tables import DASH, compact, ms, progress, render
+from tables import DASH, Figures, Spread, compact, ms, percentile, progress, render
 
 SCOPE = "bench"
 VERSION = "v1"
@@ -177,45 +175,6 @@ class Sizes:
     def store_limits(self) -> Limits:
         """One set of limits for every store execution, so the warm process is kept."""
         return Limits(requests=self.ops + 10)
-
-
-@dataclass(frozen=True)
-class Spread:
-    values: list[float]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.values)
-
-    @property
-    def low(self) -> float:
-        return min(self.values)
-
-    @property
-    def high(self) -> float:
-        return max(self.values)
-
-
-@dataclass
-class Figures:
-    """Every figure, one value per run, by name."""
-
-    runs: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-
-    def add(self, name: str, value: float) -> None:
-        self.runs[name].append(value)
-
-    def __getitem__(self, name: str) -> Spread:
-        return Spread(self.runs[name])
-
-    def __contains__(self, name: str) -> bool:
-        return bool(self.runs.get(name))
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile: the smallest value with at least ``q`` of them at or below."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def add_latencies(figures: Figures, name: str, seconds: Sequence[float]) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 import sys
+from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 DASH = "\N{EN DASH}"  # between the min and max of a spread
 
@@ -46,3 +50,42 @@ def render(header: list[str], rows: list[list[str]], left: Sequence[int] = (0,))
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+@dataclass(frozen=True)
+class Spread:
+    values: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def low(self) -> float:
+        return min(self.values)
+
+    @property
+    def high(self) -> float:
+        return max(self.values)
+
+
+@dataclass
+class Figures:
+    """Every figure, one value per run, by name."""
+
+    runs: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, name: str, value: float) -> None:
+        self.runs[name].append(value)
+
+    def __getitem__(self, name: str) -> Spread:
+        return Spread(self.runs[name])
+
+    def __contains__(self, name: str) -> bool:
+        return bool(self.runs.get(name))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile: the smallest value with at least ``q`` of them at or below."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]

@@ -75,7 +75,6 @@ import platform
 import pstats
 import secrets
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -102,7 +101,7 @@ from corral.runtime.worker import Worker, WorkerOptions
 from corral.sandbox.limits import Outcome
 from corral.state import SqlBackend, Store
 from corral.tasks.queue import ClaimedTask, TaskQueue
-from tables import DASH, compact, ms, progress, render
+from tables import DASH, Figures, Spread, compact, ms, percentile, progress, render
 
 AGENT_NAME = "bench"
 DRAIN_INSTANCES = 10  # the drain's tasks go round-robin over this many instances
@@ -206,45 +205,6 @@ CHAIN_2W = Scenario("chain", 2, chains=1)  # the one the chain bar and reference
 
 
 # -- figures --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Spread:
-    values: list[float]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.values)
-
-    @property
-    def low(self) -> float:
-        return min(self.values)
-
-    @property
-    def high(self) -> float:
-        return max(self.values)
-
-
-@dataclass
-class Figures:
-    """Every figure, one value per run, by name."""
-
-    runs: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-
-    def add(self, name: str, value: float) -> None:
-        self.runs[name].append(value)
-
-    def __getitem__(self, name: str) -> Spread:
-        return Spread(self.runs[name])
-
-    def __contains__(self, name: str) -> bool:
-        return bool(self.runs.get(name))
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile: the smallest value with at least ``q`` of them at or below."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 # -- inside a worker process ------------------------------------------------------------
