@@ -50,11 +50,25 @@ def unique_scope(label: str = "scope") -> str:
     return f"{label}-{uuid.uuid4().hex}"
 
 
+#: Every table Corral keeps data in (the migrations' own bookkeeping aside).
+TABLES = (
+    "state",
+    "state_locks",
+    "agents",
+    "versions",
+    "instances",
+    "tasks",
+    "callbacks",
+    "executions",
+    "logs",
+)
+
+
 def wipe(engine: sa.Engine) -> None:
-    """Delete every store row and lock, so a test starts from an empty database."""
+    """Delete every row of every table, so a test starts from an empty database."""
     with engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM state"))
-        conn.execute(sa.text("DELETE FROM state_locks"))
+        for table in TABLES:
+            conn.execute(sa.text(f"DELETE FROM {table}"))
 
 
 # -- exact comparison ---------------------------------------------------------------

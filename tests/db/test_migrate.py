@@ -21,19 +21,9 @@ from corral.db import (
 from corral.db.migrate import current_revision, head_revision
 from corral.state import SqlBackend, open_backend, open_store
 from tests.support import SPAWN, run_in_processes
+from tests.support import TABLES as DATA_TABLES
 
-TABLES = {
-    "state",
-    "state_locks",
-    "agents",
-    "versions",
-    "instances",
-    "tasks",
-    "callbacks",
-    "executions",
-    "logs",
-    "alembic_version",
-}
+TABLES = {*DATA_TABLES, "alembic_version"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from corral.db.raw import close_databases, open_database
 from corral.runtime.executor import Executor, RuntimeConfig
@@ -30,22 +29,9 @@ from corral.runtime.registry import Deployed, Instance
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.state import Store, open_store
 from corral.tasks.queue import TaskInfo
-from tests.support import FakeClock
+from tests.support import FakeClock, wipe
 
 REQUIRE_SANDBOX = os.environ.get("CORRAL_REQUIRE_SANDBOX") == "1"
-
-#: Every table a test may leave rows in, emptied before each PostgreSQL test.
-TABLES = (
-    "state",
-    "state_locks",
-    "agents",
-    "versions",
-    "instances",
-    "tasks",
-    "callbacks",
-    "executions",
-    "logs",
-)
 
 #: How long one ``run(until_idle=True)`` may take before the test fails instead of hanging.
 IDLE_TIMEOUT_S = 60.0
@@ -81,12 +67,6 @@ def sandbox() -> None:
         pytest.skip(f"{reason} (set CORRAL_REQUIRE_SANDBOX=1 to make this an error)")
 
 
-def wipe_runtime(url: str) -> None:
-    with open_database(url).engine.begin() as conn:
-        for table in TABLES:
-            conn.execute(sa.text(f"DELETE FROM {table}"))
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path, sandbox: None) -> Iterator[str]:
     """An empty database of each kind, its schema created."""
@@ -95,7 +75,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sandbox: None) -> Ite
         open_database(url)  # creates the schema
     else:
         url = request.getfixturevalue("postgres_url")
-        wipe_runtime(url)
+        wipe(open_database(url).engine)
     yield url
     close_databases()
 
