@@ -78,6 +78,22 @@ class Database:
         finally:
             connection.close()  # back to the pool
 
+    # One statement in a transaction of its own: most of the runtime's calls.
+
+    def fetch_one(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        """The statement's first row, or None."""
+        with self.transaction(write=False) as cur:
+            return self.execute(cur, sql, params).fetchone()
+
+    def fetch_all(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        with self.transaction(write=False) as cur:
+            return list(self.execute(cur, sql, params).fetchall())
+
+    def write(self, sql: str, params: dict[str, Any] | None = None) -> int:
+        """Run a writing statement; returns how many rows it touched."""
+        with self.transaction(write=True) as cur:
+            return int(self.execute(cur, sql, params).rowcount)
+
     def close(self) -> None:
         if self._sqlite is not None:
             self._sqlite.close()

@@ -165,10 +165,15 @@ class Executor:
 
     async def _over_rate(self, instance: Instance) -> bool:
         now = self.now()
-        for limit in self.config.rate_limits:
-            # Executions before the deploy that lifted a suspension no longer count.
-            since = max(now - limit.window_s * 1000, instance.limits_reset_at or 0)
-            count = await self.db(self.history.count_since, instance.id, since)
+        limits = self.config.rate_limits
+        if not limits:
+            return False
+        # Executions before the deploy that lifted a suspension no longer count.
+        since = [
+            max(now - limit.window_s * 1000, instance.limits_reset_at or 0) for limit in limits
+        ]
+        counts = await self.db(self.history.counts_since, instance.id, since)
+        for limit, count in zip(limits, counts, strict=True):
             if count >= limit.executions:
                 reason = (
                     f"auto-suspended: {count} executions in the last {limit.name} (limit "

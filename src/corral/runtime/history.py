@@ -69,23 +69,27 @@ class History:
 
     def log(self, instance: str, level: str, line: str, *, now: int) -> None:
         """A line from the platform itself (suspension, dead letters) in the instance's log."""
-        with self.database.transaction(write=True) as cur:
-            self.database.execute(
-                cur,
-                "INSERT INTO logs (instance, execution_id, at, level, line) "
-                "VALUES (:instance, NULL, :at, :level, :line)",
-                {"instance": instance, "at": now, "level": level, "line": line},
-            )
+        self.database.write(
+            "INSERT INTO logs (instance, execution_id, at, level, line) "
+            "VALUES (:instance, NULL, :at, :level, :line)",
+            {"instance": instance, "at": now, "level": level, "line": line},
+        )
 
-    def count_since(self, instance: str, since: int) -> int:
-        with self.database.transaction(write=False) as cur:
-            row = self.database.execute(
-                cur,
-                "SELECT count(*) FROM executions WHERE instance = :instance "
-                "AND started_at > :since",
-                {"instance": instance, "since": since},
-            ).fetchone()
-        return int(row[0])
+    def counts_since(self, instance: str, since: list[int]) -> list[int]:
+        """Executions of the instance started after each of ``since``: one query for all."""
+        columns = ", ".join(
+            f"coalesce(sum(CASE WHEN started_at > :s{i} THEN 1 ELSE 0 END), 0)"
+            for i in range(len(since))
+        )
+        row = self.database.fetch_one(
+            f"SELECT {columns} FROM executions WHERE instance = :instance AND started_at > :oldest",
+            {
+                "instance": instance,
+                "oldest": min(since),
+                **{f"s{i}": value for i, value in enumerate(since)},
+            },
+        )
+        return [int(count) for count in row]
 
     def executions(self, instance: str | None = None, *, limit: int = 50) -> list[dict[str, Any]]:
         """The newest records first, in the form of ``ExecutionRecord.to_json``."""
@@ -133,14 +137,12 @@ class History:
     ) -> list[dict[str, Any]]:
         """Log lines after id ``after``, oldest first (``corral logs -f`` polls with it)."""
         where = "id > :after" + (" AND instance = :instance" if instance is not None else "")
-        with self.database.transaction(write=False) as cur:
-            rows = self.database.execute(
-                cur,
-                "SELECT id, instance, execution_id, at, level, line FROM ("
-                f"SELECT * FROM logs WHERE {where} ORDER BY id DESC LIMIT :limit"
-                ") newest ORDER BY id",
-                {"after": after, "instance": instance, "limit": limit},
-            ).fetchall()
+        rows = self.database.fetch_all(
+            "SELECT id, instance, execution_id, at, level, line FROM ("
+            f"SELECT * FROM logs WHERE {where} ORDER BY id DESC LIMIT :limit"
+            ") newest ORDER BY id",
+            {"after": after, "instance": instance, "limit": limit},
+        )
         return [
             {
                 "id": row[0],

@@ -15,7 +15,7 @@ from typing import Any
 
 from corral import codec
 from corral.db.raw import Database
-from corral.tasks.queue import TaskQueue
+from corral.tasks.queue import NO_ARGS, TaskQueue
 
 ACTIVE, SUSPENDED, UNINSTALLING, REMOVED = "active", "suspended", "uninstalling", "removed"
 
@@ -147,7 +147,7 @@ class Registry:
             ]
         upgraded = live if created and row is not None else []
         for instance in upgraded:
-            self.queue.enqueue(instance, "upgrade", _NO_ARGS, now=now, trigger="lifecycle")
+            self.queue.enqueue(instance, "upgrade", NO_ARGS, now=now, trigger="lifecycle")
         version = Version(name, number, digest, code, description)
         return Deployed(version, created, upgraded)
 
@@ -157,19 +157,17 @@ class Registry:
         instance = Instance(
             f"{agent}-{secrets.token_hex(4)}", agent, priority, ACTIVE, None, config, now
         )
-        with self.database.transaction(write=True) as cur:
-            self.database.execute(
-                cur,
-                "INSERT INTO instances (id, agent, priority, status, status_reason, config, "
-                "created_at) VALUES (:id, :agent, :priority, 'active', NULL, :config, :now)",
-                {
-                    "id": instance.id,
-                    "agent": agent,
-                    "priority": priority,
-                    "config": json.dumps(config),
-                    "now": now,
-                },
-            )
+        self.database.write(
+            "INSERT INTO instances (id, agent, priority, status, status_reason, config, "
+            "created_at) VALUES (:id, :agent, :priority, 'active', NULL, :config, :now)",
+            {
+                "id": instance.id,
+                "agent": agent,
+                "priority": priority,
+                "config": json.dumps(config),
+                "now": now,
+            },
+        )
 
         self.queue.enqueue(
             instance.id, "activate", codec.encode([priority]), now=now, trigger="lifecycle"
@@ -180,7 +178,7 @@ class Registry:
                 instance.id,
                 "corral:tick",
                 "on_tick",
-                _NO_ARGS,
+                NO_ARGS,
                 interval_ms=int(tick_ms),
                 first_run_at=now + int(tick_ms),
                 now=now,
@@ -194,7 +192,7 @@ class Registry:
         if instance.status in (UNINSTALLING, REMOVED):
             return
         self.set_status(instance_id, UNINSTALLING, "uninstall requested")
-        self.queue.enqueue(instance_id, "deactivate", _NO_ARGS, now=now, trigger="lifecycle")
+        self.queue.enqueue(instance_id, "deactivate", NO_ARGS, now=now, trigger="lifecycle")
 
     def remove(self, instance_id: str) -> None:
         """After ``deactivate``: the instance's state, tasks and callbacks go."""
@@ -209,37 +207,31 @@ class Registry:
                 self.database.execute(cur, sql, {"id": instance_id})
 
     def set_status(self, instance_id: str, status: str, reason: str | None) -> None:
-        with self.database.transaction(write=True) as cur:
-            self.database.execute(
-                cur,
-                "UPDATE instances SET status = :status, status_reason = :reason WHERE id = :id",
-                {"id": instance_id, "status": status, "reason": reason},
-            )
+        self.database.write(
+            "UPDATE instances SET status = :status, status_reason = :reason WHERE id = :id",
+            {"id": instance_id, "status": status, "reason": reason},
+        )
 
     def instance(self, instance_id: str) -> Instance:
-        with self.database.transaction(write=False) as cur:
-            row = self.database.execute(
-                cur,
-                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE id = :id",
-                {"id": instance_id},
-            ).fetchone()
+        row = self.database.fetch_one(
+            f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE id = :id",
+            {"id": instance_id},
+        )
         if row is None:
             raise UnknownInstance(f"there is no instance {instance_id!r} (see corral instances)")
         return _instance(row)
 
     def instances(self, *, include_removed: bool = False) -> list[Instance]:
         where = "" if include_removed else "WHERE status <> 'removed'"
-        with self.database.transaction(write=False) as cur:
-            rows = self.database.execute(
-                cur, f"SELECT {_INSTANCE_COLUMNS} FROM instances {where} ORDER BY created_at, id"
-            ).fetchall()
+        rows = self.database.fetch_all(
+            f"SELECT {_INSTANCE_COLUMNS} FROM instances {where} ORDER BY created_at, id"
+        )
         return [_instance(row) for row in rows]
 
     def current_version(self, agent: str) -> Version:
-        with self.database.transaction(write=False) as cur:
-            row = self.database.execute(
-                cur, "SELECT current_version FROM agents WHERE name = :name", {"name": agent}
-            ).fetchone()
+        row = self.database.fetch_one(
+            "SELECT current_version FROM agents WHERE name = :name", {"name": agent}
+        )
         if row is None:
             raise UnknownAgent(f"there is no agent {agent!r}: deploy it first (corral deploy)")
         return self.version(agent, row[0])
@@ -248,13 +240,11 @@ class Registry:
         cached = self._versions.get((agent, number))
         if cached is not None:
             return cached
-        with self.database.transaction(write=False) as cur:
-            row = self.database.execute(
-                cur,
-                "SELECT digest, code, description FROM versions "
-                "WHERE agent = :agent AND number = :number",
-                {"agent": agent, "number": number},
-            ).fetchone()
+        row = self.database.fetch_one(
+            "SELECT digest, code, description FROM versions "
+            "WHERE agent = :agent AND number = :number",
+            {"agent": agent, "number": number},
+        )
         if row is None:
             raise UnknownAgent(f"agent {agent!r} has no version {number}")
         version = Version(agent, number, row[0], row[1], json.loads(row[2]))
@@ -263,14 +253,12 @@ class Registry:
 
     def for_execution(self, instance_id: str) -> tuple[Instance, Version]:
         """The instance and the version it runs now: one read per execution."""
-        with self.database.transaction(write=False) as cur:
-            row = self.database.execute(
-                cur,
-                f"SELECT {', '.join('i.' + c for c in _INSTANCE_COLUMNS.split(', '))}, "
-                "a.current_version FROM instances i JOIN agents a ON a.name = i.agent "
-                "WHERE i.id = :id",
-                {"id": instance_id},
-            ).fetchone()
+        row = self.database.fetch_one(
+            f"SELECT {', '.join('i.' + c for c in _INSTANCE_COLUMNS.split(', '))}, "
+            "a.current_version FROM instances i JOIN agents a ON a.name = i.agent "
+            "WHERE i.id = :id",
+            {"id": instance_id},
+        )
         if row is None:
             raise UnknownInstance(f"there is no instance {instance_id!r}")
         instance = _instance(row[:8])
@@ -278,19 +266,14 @@ class Registry:
 
     def agents(self) -> list[tuple[str, int, int]]:
         """(name, current version, instances not removed) for each agent."""
-        with self.database.transaction(write=False) as cur:
-            return [
-                (r[0], r[1], r[2])
-                for r in self.database.execute(
-                    cur,
-                    "SELECT a.name, a.current_version, count(i.id) FROM agents a LEFT JOIN "
-                    "instances i ON i.agent = a.name AND i.status <> 'removed' "
-                    "GROUP BY a.name, a.current_version ORDER BY a.name",
-                ).fetchall()
-            ]
-
-
-_NO_ARGS = b"\x90"  # codec.encode([]): an empty msgpack array
+        return [
+            (r[0], r[1], r[2])
+            for r in self.database.fetch_all(
+                "SELECT a.name, a.current_version, count(i.id) FROM agents a LEFT JOIN "
+                "instances i ON i.agent = a.name AND i.status <> 'removed' "
+                "GROUP BY a.name, a.current_version ORDER BY a.name"
+            )
+        ]
 
 
 def _instance(row: Any) -> Instance:

@@ -19,7 +19,7 @@ from corral.sandbox.host import ToolHandler
 from corral.state import Store
 from corral.state.store import OPERATIONS, Clock
 from corral.tasks.callbacks import Callbacks
-from corral.tasks.queue import TaskQueue
+from corral.tasks.queue import NO_ARGS, TaskQueue
 
 
 class UnknownOperation(PermissionError):
@@ -38,9 +38,6 @@ def store_tools(store: Store) -> ToolHandler:
     return handle
 
 
-_EMPTY_ARGS = codec.encode([])
-
-
 class InstanceTools:
     """Store, tasks and callbacks for one execution of one instance."""
 
@@ -56,7 +53,7 @@ class InstanceTools:
         clock: Clock,
         on_enqueue: Callable[[], None] | None = None,
     ) -> None:
-        self._store = store
+        self._store = store_tools(store)
         self._queue = queue
         self._callbacks = callbacks
         self._instance = instance
@@ -79,9 +76,8 @@ class InstanceTools:
         }
 
     def __call__(self, op: str, args: list[Any]) -> Any:
-        family, _, name = op.partition(".")
-        if family == "store" and name in OPERATIONS:
-            return self._store.perform(name, args)
+        if op.startswith("store."):
+            return self._store(op, args)
         handler = self._ops.get(op)
         if handler is None:
             raise UnknownOperation(f"there is no tool operation {op!r}")
@@ -108,7 +104,7 @@ class InstanceTools:
 
     def _target(self, target: object) -> tuple[str, bytes]:
         if type(target) is list and len(target) == 2 and target[0] == "method":
-            return self._method(target[1]), _EMPTY_ARGS
+            return self._method(target[1]), NO_ARGS
         return self._callbacks.resolve(self._instance, _text(target, "callback"))
 
     def _run_task(self, target: object, run_at: object) -> str | None:

@@ -21,23 +21,19 @@ class Callbacks:
 
     def create(self, instance: str, method: str, args: bytes, *, now: int) -> str:
         token = "cb_" + secrets.token_urlsafe(18)
-        with self.database.transaction(write=True) as cur:
-            self.database.execute(
-                cur,
-                "INSERT INTO callbacks (token, instance, method, args, created_at) "
-                "VALUES (:token, :instance, :method, :args, :now)",
-                {"token": token, "instance": instance, "method": method, "args": args, "now": now},
-            )
+        self.database.write(
+            "INSERT INTO callbacks (token, instance, method, args, created_at) "
+            "VALUES (:token, :instance, :method, :args, :now)",
+            {"token": token, "instance": instance, "method": method, "args": args, "now": now},
+        )
         return token
 
     def resolve(self, instance: str, token: str) -> tuple[str, bytes]:
         """(method name, encoded extra arguments) of one of this instance's callbacks."""
-        with self.database.transaction(write=False) as cur:
-            row = self.database.execute(
-                cur,
-                "SELECT method, args FROM callbacks WHERE token = :token AND instance = :instance",
-                {"token": token, "instance": instance},
-            ).fetchone()
+        row = self.database.fetch_one(
+            "SELECT method, args FROM callbacks WHERE token = :token AND instance = :instance",
+            {"token": token, "instance": instance},
+        )
         if row is None:
             raise UnknownCallback(
                 f"there is no callback {token!r} for this instance: it was deleted, or it "
@@ -52,5 +48,4 @@ class Callbacks:
         self._delete("instance = :instance", instance=instance)
 
     def _delete(self, where: str, **params: str) -> None:
-        with self.database.transaction(write=True) as cur:
-            self.database.execute(cur, f"DELETE FROM callbacks WHERE {where}", params)
+        self.database.write(f"DELETE FROM callbacks WHERE {where}", params)

@@ -27,9 +27,12 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from corral import codec
 from corral.db.raw import Database
 
 QUEUED, RUNNING, RECURRING, DEAD = "queued", "running", "recurring", "dead"
+#: The arguments of a task that takes none: an encoded empty list.
+NO_ARGS = codec.encode([])
 _HOST = socket.gethostname()
 
 _COLUMNS = (
@@ -271,10 +274,7 @@ class TaskQueue:
         self._delete("instance = :instance", instance)
 
     def _delete(self, where: str, instance: str, **params: Any) -> None:
-        with self.database.transaction(write=True) as cur:
-            self.database.execute(
-                cur, f"DELETE FROM tasks WHERE {where}", {"instance": instance, **params}
-            )
+        self.database.write(f"DELETE FROM tasks WHERE {where}", {"instance": instance, **params})
 
     # -- running work -----------------------------------------------------------
 
@@ -285,12 +285,16 @@ class TaskQueue:
         rows are locked with SKIP LOCKED: two workers never fire the same tick.
         Missed ticks (everything was down) fire once, not once per missed interval.
         """
+        due = "WHERE state = 'recurring' AND run_at <= :now"
+        # Asked on every pass of every worker: a read, so no write lock when none is due.
+        if self.database.fetch_one(f"SELECT 1 FROM tasks {due} LIMIT 1", {"now": now}) is None:
+            return 0
         lock = " FOR UPDATE SKIP LOCKED" if self.database.postgres else ""
         with self.database.transaction(write=True) as cur:
             rows = self.database.execute(
                 cur,
                 "SELECT id, instance, trigger, method, args, interval_ms, run_at FROM tasks "
-                f"WHERE state = 'recurring' AND run_at <= :now ORDER BY run_at LIMIT :limit{lock}",
+                f"{due} ORDER BY run_at LIMIT :limit{lock}",
                 {"now": now, "limit": limit},
             ).fetchall()
             for task_id, instance, trigger, method, args, interval_ms, run_at in rows:
@@ -312,6 +316,7 @@ class TaskQueue:
             "lease_until": now + lease_ms,
             "worker": self._worker,
         }
+        # A write: the claiming UPDATE ... RETURNING hands back the rows it leased.
         with self.database.transaction(write=True) as cur:
             rows = self.database.execute(cur, _CLAIM.format(select=select), params).fetchall()
         tasks = [ClaimedTask(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7]) for r in rows]
@@ -354,8 +359,7 @@ class TaskQueue:
         )
 
     def _by_id(self, sql: str, task_id: int, **params: Any) -> None:
-        with self.database.transaction(write=True) as cur:
-            self.database.execute(cur, sql, {"id": task_id, **params})
+        self.database.write(sql, {"id": task_id, **params})
 
     def recover(self, now: int) -> int:
         """Put back the rows of workers that stopped: lease over, or (same host) pid gone.
@@ -392,32 +396,27 @@ class TaskQueue:
         where = "state = 'dead'" if dead else "state <> 'dead'"
         if instance is not None:
             where += " AND instance = :instance"
-        with self.database.transaction(write=False) as cur:
-            rows = self.database.execute(
-                cur,
-                f"SELECT {_COLUMNS} FROM tasks WHERE {where} ORDER BY run_at, id",
-                {"instance": instance},
-            ).fetchall()
+        rows = self.database.fetch_all(
+            f"SELECT {_COLUMNS} FROM tasks WHERE {where} ORDER BY run_at, id",
+            {"instance": instance},
+        )
         return [TaskInfo(*_with_bytes_args(row)) for row in rows]
 
     def retry_dead(self, task_id: int, *, now: int) -> None:
         """Give a dead-lettered task a fresh set of attempts, due now."""
-        with self.database.transaction(write=True) as cur:
-            updated = self.database.execute(
-                cur,
-                "UPDATE tasks SET state = 'queued', attempts = 0, run_at = :now "
-                "WHERE id = :id AND state = 'dead'",
-                {"id": task_id, "now": now},
-            ).rowcount
+        updated = self.database.write(
+            "UPDATE tasks SET state = 'queued', attempts = 0, run_at = :now "
+            "WHERE id = :id AND state = 'dead'",
+            {"id": task_id, "now": now},
+        )
         if not updated:
             raise UnknownTask(f"there is no dead-lettered task {task_id} (see corral tasks --dead)")
 
     def cancel(self, task_id: int) -> None:
         """Remove a pending, scheduled or dead task; a running one finishes first."""
-        with self.database.transaction(write=True) as cur:
-            deleted = self.database.execute(
-                cur, "DELETE FROM tasks WHERE id = :id AND state <> 'running'", {"id": task_id}
-            ).rowcount
+        deleted = self.database.write(
+            "DELETE FROM tasks WHERE id = :id AND state <> 'running'", {"id": task_id}
+        )
         if not deleted:
             raise UnknownTask(
                 f"there is no pending task {task_id} (it may have run, or be running now)"
