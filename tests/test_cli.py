@@ -201,3 +201,43 @@ def test_install_of_an_unknown_agent_says_deploy_first(db: str) -> None:
     code, _, err = corral("--db", db, "install", "nobody")
     assert code == 1
     assert "there is no agent 'nobody': deploy it first (corral deploy)" in err
+
+
+def test_deploy_refuses_code_without_an_agent_and_a_bad_name(db: str, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    code, _, err = corral("--db", db, "deploy", str(empty))
+    assert code == 1
+    assert (
+        f"cannot deploy {empty}: AgentDefinitionError: the agent code must define exactly one "
+        "Agent (or Twist) class; found none"
+    ) in err
+    agent = tmp_path / "ok.py"
+    agent.write_text("from corral import Agent\nclass A(Agent):\n    def f(self):\n        pass\n")
+    code, _, err = corral("--db", db, "deploy", str(agent), "--name", "a b")
+    assert code == 1
+    assert "an agent name is letters, digits, '-' and '_', got 'a b'; use --name" in err
+
+
+def test_install_refuses_config_that_is_not_a_json_object(db: str, tmp_path: Path) -> None:
+    code, _, err = corral("--db", db, "install", "x", "--config", "{nope")
+    assert code == 2
+    assert "--config is not JSON" in err
+    code, _, err = corral("--db", db, "install", "x", "--config", "[1]")
+    assert code == 2
+    assert "--config must be a JSON object" in err
+
+
+def test_task_commands_name_what_is_wrong(db: str) -> None:
+    code, _, err = corral("--db", db, "tasks", "retry", "99")
+    assert code == 1
+    assert "there is no dead-lettered task 99 (see corral tasks --dead)" in err
+    code, _, err = corral("--db", db, "tasks", "cancel", "x")
+    assert code == 2
+    assert "usage: corral tasks cancel ID (a task id, a number)" in err
+    code, _, err = corral("--db", db, "tasks", "cancel", "7")
+    assert code == 1
+    assert "there is no pending task 7 (it may have run, or be running now)" in err
+    code, _, err = corral("--db", db, "uninstall", "nobody-1")
+    assert code == 1
+    assert "there is no instance 'nobody-1' (see corral instances)" in err

@@ -4,9 +4,12 @@ A tool call from inside the sandbox is a round trip between two processes. When
 they sit on different CPUs each hop wakes the other CPU, which on a virtual
 machine costs tens of microseconds; on the same CPU the kernel switches directly.
 Measured on the project's 2-core machines (``bench/sandbox.py``), pinning made
-sequential store calls from inside the sandbox 2-3x faster. So a worker runs one
-process per CPU, each pinned, and its zygote and sandboxed processes inherit the
-pin: CPU-heavy agents still spread over every CPU, one worker's worth each.
+sequential store calls from inside the sandbox 2-3.5x faster when the unpinned
+processes landed on different CPUs (and made no difference when the scheduler
+had already put them on one). ``corral worker --cpu N`` pins a worker this way;
+run one worker per CPU, each with its own N, and its zygote and sandboxed
+processes inherit the pin, so CPU-heavy agents still spread over every CPU.
+A worker started without ``--cpu`` is not pinned.
 """
 
 from __future__ import annotations
