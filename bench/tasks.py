@@ -93,14 +93,14 @@ from sqlalchemy.engine import make_url
 from corral import codec
 from corral.db.raw import Database, close_databases, open_database
 from corral.runtime.affinity import available_cpus, pin_to_cpu
-from corral.runtime.executor import RateLimit, RuntimeConfig
+from corral.runtime.executor import Claim, RateLimit, RuntimeConfig
 from corral.runtime.once import describe_code
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import Registry
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.sandbox.limits import Outcome
 from corral.state import SqlBackend, Store
-from corral.tasks.queue import ClaimedTask, TaskQueue
+from corral.tasks.queue import TaskQueue
 from tables import DASH, Figures, Spread, compact, ms, percentile, progress, render
 
 AGENT_NAME = "bench"
@@ -219,20 +219,20 @@ class Completions:
     failed: int = 0
     sandbox_cpu_ms: float = 0.0
     last_done: float = 0.0
-    on_done: Callable[[ClaimedTask, ExecutionRecord | None], None] | None = None
+    on_done: Callable[[Claim, ExecutionRecord | None], None] | None = None
 
     def wrap(
-        self, run: Callable[[ClaimedTask], Awaitable[ExecutionRecord | None]]
-    ) -> Callable[[ClaimedTask], Awaitable[ExecutionRecord | None]]:
-        async def timed(task: ClaimedTask) -> ExecutionRecord | None:
-            record = await run(task)
+        self, run: Callable[[Claim], Awaitable[ExecutionRecord | None]]
+    ) -> Callable[[Claim], Awaitable[ExecutionRecord | None]]:
+        async def timed(claim: Claim) -> ExecutionRecord | None:
+            record = await run(claim)
             self.last_done = time.monotonic()
-            self.methods[task.method] += 1
+            self.methods[claim.task.method] += 1
             if record is not None:
                 self.sandbox_cpu_ms += record.result.cpu_ms
                 self.failed += record.result.outcome is not Outcome.OK
             if self.on_done is not None:
-                self.on_done(task, record)
+                self.on_done(claim, record)
             return record
 
         return timed
@@ -311,18 +311,18 @@ async def round_trips(url: str, count: int, concurrency: int) -> None:
     started: list[float] = []  # when Executor.run was entered: the task was claimed
     sandbox_ms: list[float] = []
 
-    def finished(task: ClaimedTask, record: ExecutionRecord | None) -> None:
+    def finished(claim: Claim, record: ExecutionRecord | None) -> None:
         if record is not None:
             sandbox_ms.append(record.result.duration_ms)
-        if waiter is not None and not waiter.done() and task.method == "noop":
+        if waiter is not None and not waiter.done() and claim.task.method == "noop":
             waiter.set_result(time.perf_counter())
 
     done.on_done = finished
     wrapped = executor.run
 
-    async def entered(task: ClaimedTask) -> ExecutionRecord | None:
+    async def entered(claim: Claim) -> ExecutionRecord | None:
         started.append(time.perf_counter())
-        return await wrapped(task)
+        return await wrapped(claim)
 
     executor.run = entered  # type: ignore[method-assign]
     serving = asyncio.create_task(worker.run())

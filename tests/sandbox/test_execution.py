@@ -280,15 +280,25 @@ async def test_pool_retires_after_a_breach_and_evicts_least_recently_used(
     await pool.close()
 
 
-async def test_concurrent_executions_of_one_instance_each_get_a_process(zygote: Zygote) -> None:
-    pool = SandboxPool(zygote)
+async def test_concurrent_executions_of_one_instance_each_get_a_warm_process(
+    zygote: Zygote,
+) -> None:
+    # Up to per_instance processes are kept warm for overlapping executions (a task
+    # scheduling the next one); beyond that, a process serves once and is retired.
+    pool = SandboxPool(zygote, per_instance=2)
     tools = store_tools(open_store(None, "a"))
     results = await asyncio.gather(
         *(pool.execute("a", "v1", AGENT, "sleep", [0.05], Limits(), tools) for _ in range(3))
     )
     assert all(r.outcome is Outcome.OK for r in results)
-    assert len(pool) == 1
+    assert (pool.spawned, len(pool)) == (3, 2)
+    again = await asyncio.gather(
+        *(pool.execute("a", "v1", AGENT, "remember", [], Limits(), tools) for _ in range(2))
+    )
+    assert sorted(r.result for r in again) == [1, 1]  # each warm process's first remember
+    assert pool.spawned == 3  # both ran warm
     await pool.close()
+    assert zygote._exits == {}  # the one-off and both warm processes exited and were reaped
 
 
 def test_frame_header_is_big_endian_length() -> None:
@@ -349,13 +359,12 @@ async def test_concurrent_first_executions_of_an_instance_leave_no_process_behin
 ) -> None:
     # Both find no warm process and spawn one; only one may be pooled, and the other
     # must be retired after its execution, not orphaned with its pidfd open.
-    pool = SandboxPool(zygote)
+    pool = SandboxPool(zygote, per_instance=1)
     tools = store_tools(store)
     results = await asyncio.gather(
         *(pool.execute("inst", "v1", AGENT, "plain", [i], Limits(), tools) for i in range(2))
     )
     assert [r.result for r in results] == [("sync", 0), ("sync", 1)]
-    assert pool.spawned == 2
-    assert len(pool) == 1
+    assert (pool.spawned, len(pool)) == (2, 1)
     await pool.close()
     assert zygote._exits == {}  # every process it spawned has exited and been reaped

@@ -33,6 +33,7 @@ class Database:
         self.blocking = self.postgres
         self._sql_cache: dict[str, str] = {}
         self._lock = threading.RLock()
+        self._local = threading.local()
         # SQLite: one connection for the process, used under a lock. Its calls take
         # microseconds, and SQLite serialises writers anyway.
         self._sqlite = None if self.postgres else self.engine.raw_connection()
@@ -52,29 +53,43 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self, *, write: bool) -> Iterator[Any]:
-        """A cursor inside one transaction; committed on success, rolled back on error."""
-        if self._sqlite is not None:
-            with self._lock:
-                cursor = self._sqlite.cursor()
+        """A cursor inside one transaction; committed on success, rolled back on error.
+
+        Re-entrant per thread: inside an open transaction, the inner block joins it,
+        so callers can make several parts' writes one commit (an execution's record
+        and its task's removal) without those parts knowing of each other.
+        """
+        joined = getattr(self._local, "cursor", None)
+        if joined is not None:
+            if write and not self._local.write:
+                raise RuntimeError("a write cannot join a read-only transaction")
+            yield joined
+            return
+        with self._connection() as connection:
+            cursor = connection.cursor()
+            if self._sqlite is not None:
                 # Writers take the write lock up front: a reader upgrading later may
                 # fail at once with SQLITE_BUSY instead of waiting its turn.
                 cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    yield cursor
-                except BaseException:
-                    cursor.execute("ROLLBACK")
-                    raise
-                cursor.execute("COMMIT")
-            return
-        connection = self.engine.raw_connection()
-        try:
-            cursor = connection.cursor()
+            self._local.cursor, self._local.write = cursor, write
             try:
                 yield cursor
             except BaseException:
                 connection.rollback()
                 raise
+            finally:
+                self._local.cursor = None
             connection.commit()
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Any]:
+        if self._sqlite is not None:
+            with self._lock:
+                yield self._sqlite
+            return
+        connection = self.engine.raw_connection()
+        try:
+            yield connection
         finally:
             connection.close()  # back to the pool
 

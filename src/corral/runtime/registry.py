@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,17 +253,27 @@ class Registry:
         return version
 
     def for_execution(self, instance_id: str) -> tuple[Instance, Version]:
-        """The instance and the version it runs now: one read per execution."""
-        row = self.database.fetch_one(
+        """The instance and the version it runs now."""
+        found = self.for_executions([instance_id])
+        if instance_id not in found:
+            raise UnknownInstance(f"there is no instance {instance_id!r}")
+        return found[instance_id]
+
+    def for_executions(self, instance_ids: Iterable[str]) -> dict[str, tuple[Instance, Version]]:
+        """Each instance and the version it runs now: one read for a claimed batch."""
+        ids = sorted(set(instance_ids))
+        placeholders = ", ".join(f":i{n}" for n in range(len(ids)))
+        rows = self.database.fetch_all(
             f"SELECT {', '.join('i.' + c for c in _INSTANCE_COLUMNS.split(', '))}, "
             "a.current_version FROM instances i JOIN agents a ON a.name = i.agent "
-            "WHERE i.id = :id",
-            {"id": instance_id},
+            f"WHERE i.id IN ({placeholders})",
+            {f"i{n}": instance_id for n, instance_id in enumerate(ids)},
         )
-        if row is None:
-            raise UnknownInstance(f"there is no instance {instance_id!r}")
-        instance = _instance(row[:8])
-        return instance, self.version(instance.agent, row[8])
+        found = {}
+        for row in rows:
+            instance = _instance(row[:8])
+            found[instance.id] = (instance, self.version(instance.agent, row[8]))
+        return found
 
     def agents(self) -> list[tuple[str, int, int]]:
         """(name, current version, instances not removed) for each agent."""

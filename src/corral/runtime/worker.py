@@ -16,14 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from corral.db.raw import Database
-from corral.runtime.executor import Executor, RuntimeConfig
+from corral.runtime.executor import Claim, Executor, RuntimeConfig
 from corral.runtime.records import ExecutionRecord
 from corral.sandbox.host import Zygote
 from corral.sandbox.pool import SandboxPool
 from corral.state import Sweeper
 from corral.state.sql import SqlBackend
 from corral.state.store import Clock
-from corral.tasks.queue import ClaimedTask
 
 log = logging.getLogger("corral.worker")
 
@@ -101,13 +100,9 @@ class Worker:
                 now = executor.now()
                 await executor.db(executor.queue.fire_recurring, now)
                 free = self.options.concurrency - len(self._running)
-                claimed: list[ClaimedTask] = []
-                if free > 0:
-                    claimed = await executor.db(
-                        executor.queue.claim, free, now=now, lease_ms=executor.lease_ms
-                    )
-                for task in claimed:
-                    self._start(executor, task)
+                claimed = await executor.claim(free) if free > 0 else []
+                for claim in claimed:
+                    self._start(executor, claim)
                 if until_idle and not self._running and not claimed:
                     running, next_at = await executor.db(executor.queue.pending, executor.now())
                     if running == 0 and (next_at is None or next_at > executor.now()):
@@ -128,8 +123,8 @@ class Worker:
             if self._running:
                 await asyncio.gather(*self._running, return_exceptions=True)
 
-    def _start(self, executor: Executor, task: ClaimedTask) -> None:
-        running = asyncio.create_task(self._execute(executor, task))
+    def _start(self, executor: Executor, claim: Claim) -> None:
+        running = asyncio.create_task(self._execute(executor, claim))
         self._running.add(running)
         running.add_done_callback(self._done)
 
@@ -137,14 +132,15 @@ class Worker:
         self._running.discard(task)
         self._wake.set()
 
-    async def _execute(self, executor: Executor, task: ClaimedTask) -> None:
+    async def _execute(self, executor: Executor, claim: Claim) -> None:
         try:
-            record = await executor.run(task)
+            record = await executor.run(claim)
             self.executed += 1
             if record is not None and self._on_record is not None:
                 self._on_record(record)
         except Exception:
             # The task stays leased; when the lease ends it is retried elsewhere.
+            task = claim.task
             log.exception("task %s of %s could not be run", task.id, task.instance)
 
     async def _housekeeping(self, executor: Executor) -> None:

@@ -74,14 +74,26 @@ def _own_memory_cgroup() -> Path | None:
 
 
 class MemoryGroup:
-    """The memory cgroup of one sandbox process (made by :meth:`MemoryCgroups.create`)."""
+    """The memory cgroup of one sandbox process (made by :meth:`MemoryCgroups.create`).
+
+    The files read and written around every execution stay open: opening them
+    by path cost about 75 µs per execution, reading an open one a few µs (a
+    cgroup file answers each ``pread`` at offset 0 afresh).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._fds: dict[str, int] = {}
 
-    def _read_int(self, name: str) -> int:
+    def _fd(self, name: str, flags: int) -> int:
+        fd = self._fds.get(name)
+        if fd is None:
+            fd = self._fds[name] = os.open(self.path / name, flags)
+        return fd
+
+    def _read(self, name: str) -> bytes:
         try:
-            return int((self.path / name).read_text())
+            return os.pread(self._fd(name, os.O_RDWR), 4096, 0)
         except OSError as exc:
             raise SandboxError(f"cannot read {self.path / name}: {exc}") from exc
 
@@ -97,13 +109,13 @@ class MemoryGroup:
         """Start a new high-water mark at the current usage, so a warm process's next peak
         is that execution's alone."""
         try:
-            _write(self.path / "memory.max_usage_in_bytes", "0")
+            os.pwrite(self._fd("memory.max_usage_in_bytes", os.O_RDWR), b"0", 0)
         except OSError as exc:
             raise SandboxError(f"cannot reset the peak of {self.path}: {exc}") from exc
 
     def peak_bytes(self) -> int:
         """Highest charged memory (RSS, page cache, kernel memory) since the last reset."""
-        return self._read_int("memory.max_usage_in_bytes")
+        return int(self._read("memory.max_usage_in_bytes"))
 
     def oom_kills(self) -> int:
         """How many processes the kernel OOM-killed in the group (cumulative).
@@ -113,18 +125,17 @@ class MemoryGroup:
         the limit: an upper bound (reclaim often succeeds), but zero still means that no
         OOM kill happened, and a SIGKILL with a nonzero count is almost surely one.
         """
-        try:
-            control = (self.path / "memory.oom_control").read_text()
-        except OSError as exc:
-            raise SandboxError(f"cannot read {self.path / 'memory.oom_control'}: {exc}") from exc
-        for line in control.splitlines():
+        for line in self._read("memory.oom_control").decode().splitlines():
             key, _, value = line.partition(" ")
             if key == "oom_kill":
                 return int(value)
-        return self._read_int("memory.failcnt")
+        return int(self._read("memory.failcnt"))
 
     def remove(self) -> None:
         """Remove the group once its process has exited; a group already gone is fine."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
         _rmdir(self.path)
 
 

@@ -1,11 +1,14 @@
-"""Warm sandboxed processes, one per instance, reused across its executions.
+"""Warm sandboxed processes, dedicated to one instance each, reused across its executions.
 
 A fresh fork costs milliseconds; a warm process answers in a fraction of one.
 A process is dedicated to one instance (no tenant ever shares globals with
-another) and to one version of its code and one set of limits. It is retired
-when idle too long, after ``max_executions``, when the instance's version or
-limits change, after any limit breach, and — in strict mode — after every
-execution, which is how reliance on leftover globals is caught.
+another) and to one version of its code and one set of limits. An instance may
+have up to ``per_instance`` warm processes, so that its executions can overlap
+— a task that schedules the next one, or a burst of webhooks — without paying
+for a fork each time. A process is retired when idle too long, after
+``max_executions``, when the instance's version or limits change, after any
+limit breach, and — in strict mode — after every execution, which is how
+reliance on leftover globals is caught.
 """
 
 from __future__ import annotations
@@ -20,13 +23,17 @@ from corral.sandbox.host import SandboxProcess, ToolHandler, Zygote
 from corral.sandbox.limits import ExecutionResult, Limits
 
 
-@dataclass
+@dataclass(eq=False)
 class _Entry:
+    instance: str
     process: SandboxProcess
     version: str
     limits: Limits
-    busy: bool = False
+    busy: bool = True
     last_used: float = field(default_factory=time.monotonic)
+
+    def serves(self, version: str, limits: Limits) -> bool:
+        return self.version == version and self.limits == limits and self.process.reusable
 
 
 class SandboxPool:
@@ -35,22 +42,27 @@ class SandboxPool:
         zygote: Zygote,
         *,
         max_processes: int = 32,
+        per_instance: int = 4,
         idle_s: float = 60.0,
         max_executions: int = 1000,
         strict: bool = False,
     ) -> None:
-        if max_processes < 1 or idle_s <= 0 or max_executions < 1:
-            raise ValueError("max_processes, idle_s and max_executions must be positive")
+        if min(max_processes, per_instance, max_executions) < 1 or idle_s <= 0:
+            raise ValueError(
+                "max_processes, per_instance, idle_s and max_executions must be positive"
+            )
         self._zygote = zygote
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
+        self._lru: OrderedDict[_Entry, None] = OrderedDict()  # least recently used first
+        self._by_instance: dict[str, list[_Entry]] = {}
         self.max_processes = max_processes
+        self.per_instance = per_instance
         self.idle_s = idle_s
         self.max_executions = max_executions
         self.strict = strict
         self.spawned = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._lru)
 
     async def execute(
         self,
@@ -62,70 +74,70 @@ class SandboxPool:
         limits: Limits,
         tools: ToolHandler,
     ) -> ExecutionResult:
-        """Run one execution in the instance's warm process, starting one if needed."""
-        entry, pooled = await self._checkout(instance, version, limits)
+        """Run one execution in an idle warm process of the instance, starting one if needed."""
+        entry = await self._checkout(instance, version, limits)
         try:
             result = await entry.process.execute(
                 code, method, args, limits, tools, strict=self.strict
             )
         except BaseException:
-            await self._retire(entry, instance)
+            await self._retire(entry)
             raise
         entry.busy = False
         entry.last_used = time.monotonic()
         worn_out = entry.process.executions >= self.max_executions
+        pooled = entry in self._lru
         if not pooled or self.strict or result.breached or worn_out or not entry.process.reusable:
-            await self._retire(entry, instance)
+            await self._retire(entry)
         return result
 
-    async def _checkout(self, instance: str, version: str, limits: Limits) -> tuple[_Entry, bool]:
-        entry = self._entries.get(instance)
-        if entry is not None and entry.busy:
-            # A second concurrent execution of the same instance gets a process of
-            # its own for the occasion rather than waiting behind the first.
-            return _Entry(await self._spawn(limits), version, limits, busy=True), False
-        if entry is not None and (
-            entry.version != version or entry.limits != limits or not entry.process.reusable
-        ):
-            await self._retire(entry, instance)
-            entry = None
-        if entry is None:
-            await self._make_room()
-            entry = _Entry(await self._spawn(limits), version, limits, busy=True)
-            if instance in self._entries:
-                # Another execution of the instance pooled a process while this one
-                # was being spawned: this one serves once and is retired, not orphaned.
-                return entry, False
-            self._entries[instance] = entry
-        self._entries.move_to_end(instance)
-        entry.busy = True
-        return entry, True
-
-    async def _spawn(self, limits: Limits) -> SandboxProcess:
+    async def _checkout(self, instance: str, version: str, limits: Limits) -> _Entry:
+        for entry in list(self._by_instance.get(instance, ())):
+            if entry.busy:
+                continue
+            if not entry.serves(version, limits):
+                await self._retire(entry)
+                continue
+            entry.busy = True
+            self._lru.move_to_end(entry)
+            return entry
+        await self._make_room()
         self.spawned += 1
-        return await self._zygote.spawn(limits)
+        entry = _Entry(instance, await self._zygote.spawn(limits), version, limits)
+        # Counted after the spawn: others may have pooled processes meanwhile. Past
+        # the cap, this one serves once and is retired, never orphaned.
+        siblings = self._by_instance.setdefault(instance, [])
+        if len(siblings) < self.per_instance:
+            siblings.append(entry)
+            self._lru[entry] = None
+        return entry
 
     async def _make_room(self) -> None:
-        while len(self._entries) >= self.max_processes:
-            idle = next((k for k, e in self._entries.items() if not e.busy), None)
+        while len(self._lru) >= self.max_processes:
+            idle = next((e for e in self._lru if not e.busy), None)
             if idle is None:
                 return  # every process is busy: allow a temporary overshoot
-            await self._retire(self._entries[idle], idle)
+            await self._retire(idle)
 
-    async def _retire(self, entry: _Entry, instance: str) -> None:
-        # Only the instance's pooled entry is forgotten; a one-off process just ends.
-        if self._entries.get(instance) is entry:
-            del self._entries[instance]
+    async def _retire(self, entry: _Entry) -> None:
+        if entry in self._lru:  # a one-off process (or one already retired) is just closed
+            del self._lru[entry]
+            siblings = self._by_instance[entry.instance]
+            siblings.remove(entry)
+            if not siblings:
+                del self._by_instance[entry.instance]
         await entry.process.close()
 
     async def retire_idle(self) -> int:
         """Retire processes idle for ``idle_s``; an idle instance then costs no process."""
         cutoff = time.monotonic() - self.idle_s
-        stale = [k for k, e in self._entries.items() if not e.busy and e.last_used < cutoff]
-        for instance in stale:
-            await self._retire(self._entries[instance], instance)
+        stale = [e for e in self._lru if not e.busy and e.last_used < cutoff]
+        for entry in stale:
+            await self._retire(entry)
         return len(stale)
 
     async def close(self) -> None:
-        await asyncio.gather(*(e.process.close() for e in self._entries.values()))
-        self._entries.clear()
+        entries = list(self._lru)
+        self._lru.clear()
+        self._by_instance.clear()
+        await asyncio.gather(*(e.process.close() for e in entries))
