@@ -929,6 +929,7 @@ class StatementTimes:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: Counter[str] = Counter()
         self._inside = 0.0  # statement time in the current transaction
+        self._depth = 0  # transactions open (an inner one joins the outer)
         execute, transaction = db.execute, db.transaction
 
         def timed_execute(cursor: Any, statement: str, params: Any = None) -> Any:
@@ -942,10 +943,18 @@ class StatementTimes:
 
         @contextmanager
         def timed_transaction(*, write: bool) -> Iterator[Any]:
+            if self._depth:  # joins the open transaction: counted with it
+                with transaction(write=write) as cursor:
+                    yield cursor
+                return
             start = time.perf_counter()
             self._inside = 0.0
-            with transaction(write=write) as cursor:
-                yield cursor
+            self._depth += 1
+            try:
+                with transaction(write=write) as cursor:
+                    yield cursor
+            finally:
+                self._depth -= 1
             kind = "BEGIN IMMEDIATE ... COMMIT" if write else "BEGIN ... COMMIT (read)"
             self.add(
                 f"{kind}, lock and Python around it", time.perf_counter() - start - self._inside

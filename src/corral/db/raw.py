@@ -97,12 +97,23 @@ class Database:
 
     def fetch_one(self, sql: str, params: dict[str, Any] | None = None) -> Any:
         """The statement's first row, or None."""
-        with self.transaction(write=False) as cur:
+        with self._reading() as cur:
             return self.execute(cur, sql, params).fetchone()
 
     def fetch_all(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
-        with self.transaction(write=False) as cur:
+        with self._reading() as cur:
             return list(self.execute(cur, sql, params).fetchall())
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Any]:
+        """One statement's read: on SQLite outside a transaction, the statement is its
+        own (autocommit), which spares a BEGIN and a COMMIT on every hot-path read."""
+        if self._sqlite is None or getattr(self._local, "cursor", None) is not None:
+            with self.transaction(write=False) as cur:
+                yield cur
+            return
+        with self._lock:
+            yield self._sqlite.cursor()
 
     def write(self, sql: str, params: dict[str, Any] | None = None) -> int:
         """Run a writing statement; returns how many rows it touched."""

@@ -48,6 +48,18 @@ class Claim:
     version: Version
 
 
+@dataclass
+class _Settlement:
+    """What an execution leaves to be committed: its record and its task's fate."""
+
+    task: ClaimedTask
+    record: ExecutionRecord
+    version: int
+    committed: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
 @dataclass(frozen=True)
 class RateLimit:
     """At most ``executions`` per rolling ``window_s`` per instance."""
@@ -94,6 +106,8 @@ class Executor:
         self._on_enqueue = on_enqueue
         #: Executions each instance may start here before its rate windows are counted again.
         self._rate_credit: dict[str, int] = {}
+        self._unsettled: list[_Settlement] = []
+        self._committing: asyncio.Task[None] | None = None
 
     @property
     def lease_ms(self) -> int:
@@ -155,27 +169,61 @@ class Executor:
             tools,
         )
         record = ExecutionRecord(instance.id, task.method, task.trigger, result, started)  # type: ignore[arg-type]
-        await self.db(self._settle, task, record, version.number)
+        await self._settle(_Settlement(task, record, version.number))
         await self._after(task, instance)
         return record
 
-    def _settle(self, task: ClaimedTask, record: ExecutionRecord, version: int) -> None:
-        """The record, and the task's removal, retry or dead letter: one commit."""
-        result = record.result
+    async def _settle(self, settlement: _Settlement) -> None:
+        """Write the settlement in the next commit; return once it is committed.
+
+        Group commit: while one commit is being written, the executions that finish
+        wait for the next and share it, so a busy worker writes one transaction for
+        several executions and an idle one still commits each at once.
+        """
+        self._unsettled.append(settlement)
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.create_task(self._commit_settlements())
+        await settlement.committed
+
+    async def _commit_settlements(self) -> None:
+        while self._unsettled:
+            batch, self._unsettled = self._unsettled, []
+            try:
+                await self.db(self._write_settlements, batch)
+            except Exception as exc:
+                # Nothing of the batch was written: its tasks stay leased and run again.
+                for settlement in batch:
+                    settlement.committed.set_exception(exc)
+            except BaseException:
+                for settlement in batch + self._unsettled:
+                    settlement.committed.cancel()
+                raise
+            else:
+                for settlement in batch:
+                    settlement.committed.set_result(None)
+
+    def _write_settlements(self, batch: list[_Settlement]) -> None:
+        """Each record, and its task's removal, retry or dead letter: one commit for all."""
         with self.database.transaction(write=True):
-            self.history.record(record, version=version, task_id=task.id)
-            if result.outcome is Outcome.OK:
-                self.queue.finish(task)
-                return
-            assert result.error is not None
-            error = f"{result.outcome.value}: {result.error['type']}: {result.error['message']}"
-            if not self.queue.fail(task, error, now=self.now()):
-                line = (
-                    f"task {task.id} ({task.method}) dead-lettered after {task.attempts} "
-                    f"attempt(s): {error}"
-                )
-                log.warning("%s: %s", task.instance, line)
-                self.history.log(task.instance, "warning", line, now=self.now())
+            for settlement in batch:
+                self._write_settlement(settlement)
+
+    def _write_settlement(self, settlement: _Settlement) -> None:
+        task, record = settlement.task, settlement.record
+        result = record.result
+        self.history.record(record, version=settlement.version, task_id=task.id)
+        if result.outcome is Outcome.OK:
+            self.queue.finish(task)
+            return
+        assert result.error is not None
+        error = f"{result.outcome.value}: {result.error['type']}: {result.error['message']}"
+        if not self.queue.fail(task, error, now=self.now()):
+            line = (
+                f"task {task.id} ({task.method}) dead-lettered after {task.attempts} "
+                f"attempt(s): {error}"
+            )
+            log.warning("%s: %s", task.instance, line)
+            self.history.log(task.instance, "warning", line, now=self.now())
 
     async def _unresolved(self, task: ClaimedTask, instance: Instance, version: Version) -> None:
         if task.trigger == "lifecycle" and task.method in LIFECYCLE_HOOKS:

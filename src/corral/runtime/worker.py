@@ -57,6 +57,7 @@ class Worker:
         self.clock = clock
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        self._saturated = False
         self.executed = 0
         self._zygote: Zygote | None = None
         self.executor: Executor | None = None
@@ -90,25 +91,30 @@ class Worker:
         executor = self.executor
         assert executor is not None
         sweeper = asyncio.create_task(Sweeper(SqlBackend(self.database), clock=self.clock).run())
-        housekept = 0.0
+        housekept = fired = 0.0
         try:
             while True:
                 self._wake.clear()
                 if time.monotonic() - housekept >= self.options.housekeeping_s:
                     housekept = time.monotonic()
                     await self._housekeeping(executor)
-                now = executor.now()
-                await executor.db(executor.queue.fire_recurring, now)
+                # Schedules are looked at once a poll interval, not on every wake-up:
+                # a worker busy with a chain would otherwise ask after each step.
+                if time.monotonic() - fired >= self.options.poll_s:
+                    fired = time.monotonic()
+                    await executor.db(executor.queue.fire_recurring, executor.now())
                 free = self.options.concurrency - len(self._running)
                 claimed = await executor.claim(free) if free > 0 else []
+                # A full claim may have left due work behind: look again when a slot frees.
+                self._saturated = free <= 0 or len(claimed) == free
                 for claim in claimed:
                     self._start(executor, claim)
                 if until_idle and not self._running and not claimed:
                     running, next_at = await executor.db(executor.queue.pending, executor.now())
                     if running == 0 and (next_at is None or next_at > executor.now()):
                         return
-                if claimed and len(self._running) < self.options.concurrency:
-                    continue  # there may be more due right now
+                if self._saturated and len(self._running) < self.options.concurrency:
+                    continue  # slots freed while claiming (a thread, on PostgreSQL)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.options.poll_s)
                 # Python 3.11's wait_for drops a cancel() that arrives as the event
@@ -130,7 +136,10 @@ class Worker:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
-        self._wake.set()
+        # Otherwise the last claim found all that was due: the next is found by a
+        # wake-up (work this worker enqueued) or the poll, without a wasted claim.
+        if self._saturated or not self._running:
+            self._wake.set()
 
     async def _execute(self, executor: Executor, claim: Claim) -> None:
         try:
