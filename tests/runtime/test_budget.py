@@ -89,11 +89,6 @@ async def test_run_of_a_method_charges_its_requests_to_the_caller(runtime: Runti
     assert record["result"]["before"] - record["result"]["inline_left"] >= 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec deviation: SPEC §1.6 counts every run() as a request; run(token) does "
-    "(resolving the callback is a tool call) but run(self.method) costs nothing itself",
-)
 async def test_run_of_a_method_counts_as_a_request(runtime: Runtime) -> None:
     record = await _run_direct(runtime)
     assert record["requests_used"] == 1 + 5

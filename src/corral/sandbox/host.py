@@ -427,7 +427,10 @@ class SandboxProcess(asyncio.Protocol):
                 raise RequestLimitExceeded(
                     f"this execution has used its {current.limits.requests}-request budget"
                 )
-            value = current.tools(op, [codec.decode(arg) for arg in raw_args])
+            if op == protocol.RUN_INLINE:
+                value = None
+            else:
+                value = current.tools(op, [codec.decode(arg) for arg in raw_args])
         except Exception as exc:  # the agent sees the error; the host carries on
             self._reply_error(call_id, exc)
             return

@@ -32,6 +32,10 @@ DONE: Final = "done"  # [DONE, exec_id, result bytes, retire: bool]
 FAIL: Final = "fail"  # [FAIL, exec_id, error dict, retire: bool]
 READY: Final = "ready"  # [READY, pid]
 
+#: The CALL op of ``run(self.method)``: the host answers it itself. It carries no
+#: work, but SPEC §1.6 counts every ``run`` against the budget, and the host counts.
+RUN_INLINE: Final = "run.inline"
+
 _ARITY: Final = {INVOKE: 3, REPLY: 4, CALL: 4, LOG: 3, DONE: 4, FAIL: 4, READY: 2}
 
 

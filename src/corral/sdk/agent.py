@@ -63,6 +63,7 @@ class Agent:
         """Call it now, inside this execution and its request budget; returns its result."""
         if callable(callback):
             name, extra = self._method_name(callback), []
+            await self._channel.call("run.inline")  # counted, like every run
         else:
             name, encoded = await self._channel.call("callbacks.get", callback)
             extra = codec.decode(encoded)
