@@ -132,7 +132,21 @@ class Executor:
             if not tasks:
                 return []
             found = self.registry.for_executions(task.instance for task in tasks)
+            for task in tasks:
+                self._extend_lease(task, found[task.instance][1], now)
         return [Claim(task, *found[task.instance]) for task in tasks]
+
+    def _extend_lease(self, task: ClaimedTask, version: Version, now: int) -> None:
+        """An agent allowed more time than the default keeps its task for that long.
+
+        Otherwise recovery would take the row back while the execution still runs,
+        and run it twice at once. Bad limits are left to ``run``, which dead-letters.
+        """
+        timeout_s = version.description.get("limits", {}).get("timeout_s")
+        if type(timeout_s) not in (int, float) or timeout_s <= self.config.limits.timeout_s:
+            return
+        lease_ms = math.ceil((timeout_s + self.config.lease_grace_s) * 1000)
+        self.queue.extend_lease(task, until=now + lease_ms)
 
     async def run(self, claim: Claim) -> ExecutionRecord | None:
         """Execute the task and settle it; None when it did not run (and why is logged)."""

@@ -323,6 +323,14 @@ class TaskQueue:
         tasks.sort(key=lambda t: t.id)
         return tasks
 
+    def extend_lease(self, task: ClaimedTask, *, until: int) -> None:
+        """Keep the claim on ``task`` until ``until`` (ms): it may run that long."""
+        self._by_id(
+            "UPDATE tasks SET lease_until = :until WHERE id = :id AND state = 'running'",
+            task.id,
+            until=until,
+        )
+
     def finish(self, task: ClaimedTask) -> None:
         """The task ran (whatever its outcome, if it is not to be retried): forget it."""
         self._by_id("DELETE FROM tasks WHERE id = :id", task.id)

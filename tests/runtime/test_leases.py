@@ -1,0 +1,50 @@
+"""A claimed task is leased for as long as its execution may run, and no longer.
+
+Recovery takes back the rows whose lease ran out (their worker is presumed dead);
+an agent that raises its own ``timeout_s`` must keep its row that long, or a
+healthy execution would be run a second time beside itself.
+"""
+
+from __future__ import annotations
+
+from corral import codec
+from tests.runtime.conftest import Runtime
+
+AGENT = """
+from corral.sdk import Agent
+
+class Patient(Agent):
+    limits = {{"timeout_s": {timeout_s}}}
+
+    def work(self):
+        return "done"
+"""
+
+
+async def _claimed_work(runtime: Runtime, timeout_s: float) -> int:
+    """Deploy with ``timeout_s``, claim one ``work`` task; the claim's time (ms)."""
+    await runtime.deploy("patient", AGENT.format(timeout_s=timeout_s))
+    instance = runtime.install("patient")
+    await runtime.idle()  # activate
+    executor = runtime.executor
+    executor.queue.enqueue(instance.id, "work", codec.encode([]), now=executor.now())
+    claimed_at = executor.now()
+    [claim] = await executor.claim(1)
+    assert claim.task.method == "work"
+    return claimed_at
+
+
+async def test_a_longer_agent_timeout_keeps_the_task_leased_that_long(runtime: Runtime) -> None:
+    timeout_s = 600
+    claimed_at = await _claimed_work(runtime, timeout_s)
+    executor = runtime.executor
+    grace_ms = executor.config.lease_grace_s * 1000
+    past_default_lease = claimed_at + executor.lease_ms + 1
+    assert executor.queue.recover(past_default_lease) == 0  # still running, still leased
+    assert executor.queue.recover(claimed_at + timeout_s * 1000 + grace_ms + 1) == 1
+
+
+async def test_a_default_timeout_lease_ends_after_the_default(runtime: Runtime) -> None:
+    claimed_at = await _claimed_work(runtime, 30)
+    executor = runtime.executor
+    assert executor.queue.recover(claimed_at + executor.lease_ms + 1) == 1
