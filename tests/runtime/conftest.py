@@ -25,6 +25,7 @@ import pytest
 from corral.db.raw import close_databases, open_database
 from corral.runtime.executor import Executor, RuntimeConfig
 from corral.runtime.once import describe_code
+from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import Deployed, Instance
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.state import Store, open_store
@@ -115,6 +116,7 @@ class Runtime:
         *,
         concurrency: int = 2,
         poll_s: float = 0.01,
+        on_record: Callable[[ExecutionRecord], None] | None = None,
     ) -> None:
         self.url = url
         self.clock = clock
@@ -125,6 +127,7 @@ class Runtime:
             options=WorkerOptions(concurrency=concurrency, poll_s=poll_s),
             config=config,
             clock=clock,
+            on_record=on_record,
         )
 
     @property

@@ -26,7 +26,7 @@ import asyncio
 from corral.sdk import Agent
 
 class Greedy(Agent):
-    limits = {"requests": 10, "cpu_s": 0.3, "timeout_s": 0.5}
+    limits = {"requests": 10, "cpu_s": 0.2, "timeout_s": 1.0}  # CPU runs out first, even when busy
 
     async def activate(self, priority):
         pass

@@ -2,8 +2,9 @@
 
 A worker holds no state the database does not: kill it at any point and
 another (or the same, restarted) finishes its tasks. Work it creates itself
-(``run_task`` from an execution) wakes it at once; work from elsewhere is found
-by polling every ``poll_s``.
+(``run_task`` from an execution) wakes it at once; on PostgreSQL so does work any
+other process enqueues (``wakeups``); otherwise it is found by polling every
+``poll_s``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from corral.db.raw import Database
+from corral.runtime import wakeups
 from corral.runtime.executor import Claim, Executor, RuntimeConfig
 from corral.runtime.records import ExecutionRecord
 from corral.sandbox.host import Zygote
@@ -58,6 +60,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._saturated = False
+        #: Set while nothing runs and the loop waits for a wake-up or its next poll.
+        self.idle = asyncio.Event()
         self.executed = 0
         self._zygote: Zygote | None = None
         self.executor: Executor | None = None
@@ -90,7 +94,9 @@ class Worker:
             await self.start()
         executor = self.executor
         assert executor is not None
-        sweeper = asyncio.create_task(Sweeper(SqlBackend(self.database), clock=self.clock).run())
+        chores = [asyncio.create_task(Sweeper(SqlBackend(self.database), clock=self.clock).run())]
+        if self.database.postgres:
+            chores.append(asyncio.create_task(wakeups.listen(self.database, self._wake.set)))
         housekept = fired = 0.0
         try:
             while True:
@@ -115,17 +121,20 @@ class Worker:
                         return
                 if self._saturated and len(self._running) < self.options.concurrency:
                     continue  # slots freed while claiming (a thread, on PostgreSQL)
+                if not self._running:
+                    self.idle.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.options.poll_s)
+                self.idle.clear()
                 # Python 3.11's wait_for drops a cancel() that arrives as the event
                 # fires; the task still knows it was asked to stop.
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     raise asyncio.CancelledError
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for chore in chores:
+                chore.cancel()
+            await asyncio.gather(*chores, return_exceptions=True)
             if self._running:
                 await asyncio.gather(*self._running, return_exceptions=True)
 
