@@ -119,13 +119,19 @@ class Dev:
         pytest.fail(f"{problem}; it printed:\n{printed}\nstderr:\n{''.join(self._stderr)}")
 
 
+StartDev = Callable[..., Dev]
+
+
 @pytest.fixture
-def start_dev(tmp_path: Path) -> Iterator[Callable[[], Dev]]:
-    """Starts ``corral dev agents`` in tmp_path on tmp_path/dev.db; kills what is left."""
+def start_dev(tmp_path: Path) -> Iterator[StartDev]:
+    """Starts ``corral dev PATH`` in tmp_path on tmp_path/dev.db; kills what is left.
+
+    PATH is the folder ``agents`` unless given.
+    """
     started: list[Dev] = []
 
-    def start() -> Dev:
-        started.append(Dev(tmp_path, f"sqlite:///{tmp_path}/dev.db", "agents"))
+    def start(path: str = "agents") -> Dev:
+        started.append(Dev(tmp_path, f"sqlite:///{tmp_path}/dev.db", path))
         return started[-1]
 
     (tmp_path / "agents").mkdir()
@@ -150,11 +156,11 @@ def line_of(code: str, text: str) -> int:
 
 
 def test_an_edit_deploys_a_new_version_and_a_broken_edit_keeps_the_old_one(
-    tmp_path: Path, start_dev: Callable[[], Dev]
+    tmp_path: Path, start_dev: StartDev
 ) -> None:
     agent = tmp_path / "agents" / "hello.py"
     agent.write_text(HELLO)
-    dev = start_dev()
+    dev = start_dev("agents/hello.py")  # one file, where the other tests watch a folder
     dev.expect(
         r"^hello v1 deployed from agents/hello\.py; installed hello-\w+ for priority default "
         r"\(activate queued\)$"
@@ -185,7 +191,10 @@ def test_an_edit_deploys_a_new_version_and_a_broken_edit_keeps_the_old_one(
     dev.expect(r"^    tick v2$")
     assert dev.process.poll() is None
 
-    agent.write_text(HELLO.replace('"v1"', '"v3"'))
+    # Saved as many editors do: a new file renamed over the old one.
+    saved = agent.with_name(".hello.py.tmp")
+    saved.write_text(HELLO.replace('"v1"', '"v3"'))
+    saved.replace(agent)
     dev.expect(r"^hello v3 deployed from agents/hello\.py \(upgrade queued for 1 instance\)$")
     dev.expect(r"^    upgraded to v3$")
     dev.expect(r"^    tick v3$")
@@ -197,7 +206,7 @@ def test_an_edit_deploys_a_new_version_and_a_broken_edit_keeps_the_old_one(
 
 
 def test_a_restart_reuses_instances_and_files_come_and_go(
-    tmp_path: Path, start_dev: Callable[[], Dev]
+    tmp_path: Path, start_dev: StartDev
 ) -> None:
     first = tmp_path / "agents" / "first.py"
     first_code = HELLO.replace("Hello", "First").replace("1000)", "3_600_000)")
@@ -250,7 +259,7 @@ def store_of(tmp_path: Path, instance: str) -> Store:
     return open_store(f"sqlite:///{tmp_path}/dev.db", instance)
 
 
-def start_slow(tmp_path: Path, start_dev: Callable[[], Dev]) -> tuple[Dev, str]:
+def start_slow(tmp_path: Path, start_dev: StartDev) -> tuple[Dev, str]:
     """``corral dev`` with Slow's activate in flight."""
     (tmp_path / "agents" / "slow.py").write_text(SLOW)
     dev = start_dev()
@@ -262,9 +271,7 @@ def start_slow(tmp_path: Path, start_dev: Callable[[], Dev]) -> tuple[Dev, str]:
     return dev, instance
 
 
-def test_ctrl_c_lets_an_execution_in_flight_finish(
-    tmp_path: Path, start_dev: Callable[[], Dev]
-) -> None:
+def test_ctrl_c_lets_an_execution_in_flight_finish(tmp_path: Path, start_dev: StartDev) -> None:
     dev, instance = start_slow(tmp_path, start_dev)
     os.killpg(dev.process.pid, signal.SIGINT)
     dev.expect(r"^stopping: 1 execution\(s\) in flight finish first \(Ctrl-C again to stop them\)$")
@@ -275,7 +282,7 @@ def test_ctrl_c_lets_an_execution_in_flight_finish(
 
 
 def test_a_second_ctrl_c_stops_it_and_a_restart_runs_its_task_again(
-    tmp_path: Path, start_dev: Callable[[], Dev]
+    tmp_path: Path, start_dev: StartDev
 ) -> None:
     dev, instance = start_slow(tmp_path, start_dev)
     os.killpg(dev.process.pid, signal.SIGINT)

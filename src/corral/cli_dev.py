@@ -102,18 +102,26 @@ def print_reload(reload: Reload) -> None:
 @click.option("--insecure-sandbox", is_flag=True, help="Run even where sandbox layers are missing.")
 @click.pass_obj
 def dev(obj: Any, path: Path, priority: str, insecure_sandbox: bool) -> None:
-    """Deploy the agents in PATH, run them, and redeploy each one you save.
+    """Deploy the agents in PATH, run them here, and redeploy each file you save.
 
-    PATH is an agent file or a folder of them (its *.py files; the agent is named
-    after the file, batched_sync.py as batched-sync). Each agent is deployed and,
-    if it has no instance yet, installed; a worker in this process runs their
-    tasks and prints each execution and its log lines. Saving a file deploys a
-    new version and queues upgrade() for its instances; code that does not load
-    is reported with its line and the previous version keeps running; a deleted
-    file leaves its instances installed. No HTTP server runs yet (no webhooks, no
-    dashboard): this is the worker and the reloader. Ctrl-C or SIGTERM stops;
-    executions in flight finish first (a second Ctrl-C stops them, and their
-    tasks run again later).
+    PATH is an agent file or a folder of them (its *.py files; names starting with
+    a dot are skipped). Each file deploys as the agent named after it (batched_sync.py
+    as batched-sync) into the database, migrated first. An agent without an instance
+    gets one; one that has an instance keeps it, so a restart installs no duplicates.
+    A worker in this process runs their tasks and prints each execution with its log
+    lines.
+
+    On save, a new version is deployed and upgrade() queued for the agent's instances;
+    identical code changes nothing. Code that does not load (a syntax error, no Agent
+    class, an exception at import) is reported with file:line and the previous version
+    keeps running. A deleted file is reported and its instances stay installed
+    (corral uninstall removes one).
+
+    Ctrl-C or SIGTERM stops: executions in flight finish first. A second Ctrl-C stops
+    them too; their tasks run again when a worker next starts.
+
+    No HTTP server runs yet (webhooks, admin API, dashboard): that is `corral serve`,
+    still to come, and it will run here beside the worker.
     """
     develop(obj.url, path, priority=priority, insecure=insecure_sandbox)
 
