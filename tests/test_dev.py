@@ -33,6 +33,8 @@ CORRAL = str(Path(sys.executable).with_name("corral"))
 TIMEOUT = 60.0
 
 HELLO = """\
+import os
+
 from corral import Agent
 
 VERSION = "v1"
@@ -47,7 +49,7 @@ class Hello(Agent):
         print(f"upgraded to {VERSION}")
 
     async def tick(self):
-        print(f"tick {VERSION}")
+        print(f"tick {VERSION} in process {os.getpid()}")
 """
 
 
@@ -167,13 +169,16 @@ def test_an_edit_deploys_a_new_version_and_a_broken_edit_keeps_the_old_one(
     )
     dev.expect(r"^\d\d:\d\d:\d\d hello-\w+ activate \(lifecycle\) → ok, 1 requests")
     dev.expect(r"^    activated v1$")
-    dev.expect(r"^    tick v1$")
+    v1_process = int(dev.expect(r"^    tick v1 in process (\d+)$")[1])
 
     v2 = HELLO.replace('"v1"', '"v2"')
     agent.write_text(v2)
     dev.expect(r"^hello v2 deployed from agents/hello\.py \(upgrade queued for 1 instance\)$")
     dev.expect(r"^    upgraded to v2$")
-    dev.expect(r"^    tick v2$")
+    v2_process = int(dev.expect(r"^    tick v2 in process (\d+)$")[1])
+    assert v2_process != v1_process
+    with pytest.raises(ProcessLookupError):  # the pool retired v1's warm process
+        os.kill(v1_process, 0)
 
     agent.write_text(v2.replace("async def tick(self):", "async def tick(self)"))
     n = line_of(v2, "async def tick")
@@ -182,13 +187,13 @@ def test_an_edit_deploys_a_new_version_and_a_broken_edit_keeps_the_old_one(
         rf"compile: expected ':' \(line {n}\)$"
     )
     dev.expect(r"^    not deployed: hello v2 keeps running; save a fix to deploy it$")
-    dev.expect(r"^    tick v2$")  # the old version still runs
+    dev.expect(r"^    tick v2 in process")  # the old version still runs
 
     raising = v2.replace("class Hello", "raise RuntimeError('boom at import')\n\n\nclass Hello")
     agent.write_text(raising)
     n = line_of(raising, "boom at import")
     dev.expect(rf"^hello: agents/hello\.py:{n}: RuntimeError: boom at import$")
-    dev.expect(r"^    tick v2$")
+    dev.expect(r"^    tick v2 in process")
     assert dev.process.poll() is None
 
     # Saved as many editors do: a new file renamed over the old one.
@@ -197,7 +202,7 @@ def test_an_edit_deploys_a_new_version_and_a_broken_edit_keeps_the_old_one(
     saved.replace(agent)
     dev.expect(r"^hello v3 deployed from agents/hello\.py \(upgrade queued for 1 instance\)$")
     dev.expect(r"^    upgraded to v3$")
-    dev.expect(r"^    tick v3$")
+    dev.expect(r"^    tick v3 in process")
 
     code, stderr = dev.stop(signal.SIGINT)
     assert code == 0
