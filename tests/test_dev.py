@@ -207,7 +207,11 @@ def test_an_edit_deploys_a_new_version_and_a_broken_edit_keeps_the_old_one(
     code, stderr = dev.stop(signal.SIGINT)
     assert code == 0
     assert "Traceback" not in stderr
-    assert dev.printed[-2:] == ["stopping", "stopped"]
+    assert dev.printed[-1] == "stopped"
+    assert [line for line in dev.printed if line.startswith("stopping")] in (
+        ["stopping"],  # a tick may be in flight as the signal comes: it finishes first
+        ["stopping: 1 execution(s) in flight finish first (Ctrl-C again to stop them)"],
+    )
 
 
 def test_a_restart_reuses_instances_and_files_come_and_go(
