@@ -219,6 +219,21 @@ def test_deploy_refuses_code_without_an_agent_and_a_bad_name(db: str, tmp_path: 
     assert "an agent name is letters, digits, '-' and '_', got 'a b'; use --name" in err
 
 
+def test_deploy_of_code_that_does_not_load_names_the_line(db: str, tmp_path: Path) -> None:
+    agent = tmp_path / "broken.py"
+    agent.write_text("from corral import Agent\nclass A(Agent):\n    def f(self)\n        pass\n")
+    code, _, err = corral("--db", db, "deploy", str(agent))
+    assert code == 1
+    assert (
+        f"cannot deploy {agent}:3: AgentDefinitionError: the agent code does not compile: "
+        "expected ':' (line 3)"
+    ) in err
+    agent.write_text("from corral import Agent\n\n{}['nope']\n")
+    code, _, err = corral("--db", db, "deploy", str(agent))
+    assert code == 1
+    assert f"cannot deploy {agent}:3: KeyError: 'nope'" in err
+
+
 def test_install_refuses_config_that_is_not_a_json_object(db: str, tmp_path: Path) -> None:
     code, _, err = corral("--db", db, "install", "x", "--config", "{nope")
     assert code == 2

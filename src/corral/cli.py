@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from corral import __version__
+from corral.cli_dev import dev
 from corral.cli_runtime import COMMANDS, run_examples
 from corral.db import DatabaseURLError, SchemaOutOfDate, create_engine, resolve_url, upgrade
 from corral.db.engine import DEFAULT_URL, URL_ENV
@@ -223,12 +224,22 @@ def _print_record(record: ExecutionRecord) -> None:
 
 
 @main.command()
-@click.option("--examples", "folder", default="examples", show_default=True, type=click.Path())
+@click.option(
+    "--examples",
+    "folder",
+    default="examples",
+    show_default=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
 @click.pass_obj
-def run(obj: Context, folder: str) -> None:
-    """Deploy and install the example agents, then run a worker and show what happens."""
-    run_examples(obj.url, Path(folder))
+def run(obj: Context, folder: Path) -> None:
+    """Run the example agents: `corral dev` on the examples folder (what `make run` does).
+
+    Each agent is deployed and installed once (priority "examples"), a worker prints
+    each execution, and saving an example deploys its new version. Ctrl-C stops.
+    """
+    run_examples(obj.url, folder)
 
 
-for _command in COMMANDS:
+for _command in [*COMMANDS, dev]:
     main.add_command(_command)

@@ -7,7 +7,6 @@ stays one screenful of one concern.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from dataclasses import asdict
@@ -20,13 +19,14 @@ from rich.console import Console
 from rich.table import Table
 
 from corral import codec
+from corral.cli_dev import develop
 from corral.db import DatabaseURLError, SchemaOutOfDate
 from corral.db.raw import Database, open_database
 from corral.runtime.affinity import pin_to_cpu
 from corral.runtime.history import History
 from corral.runtime.once import AgentCodeError, describe_code
-from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import Registry, UnknownAgent, UnknownInstance
+from corral.runtime.reloader import agent_name
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.sandbox.errors import SandboxUnavailable
 from corral.tagged_json import to_tagged
@@ -73,11 +73,13 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 def deploy(obj: Any, path: Path, name: str | None, insecure_sandbox: bool, as_json: bool) -> None:
     """Store PATH as the agent's new version; upgrade its instances, lift suspensions."""
     code = path.read_text()
-    agent = name or path.stem.replace("_", "-")
+    agent = name or agent_name(path)
     try:
         description = asyncio.run(describe_code(code, insecure=insecure_sandbox))
         deployed = _registry(obj.url).deploy(agent, code, description, now=_now())
-    except (AgentCodeError, ValueError, SandboxUnavailable) as exc:
+    except AgentCodeError as exc:
+        raise click.ClickException(f"cannot deploy {exc.where(path)}: {exc}") from None
+    except (ValueError, SandboxUnavailable) as exc:
         raise click.ClickException(f"cannot deploy {path}: {exc}") from None
     version = deployed.version
     if as_json:
@@ -280,48 +282,8 @@ def worker(
 
 
 def run_examples(url: str, folder: Path) -> None:
-    """What `make run` does: every agent in ``folder`` deployed, installed once, served."""
-    registry = _registry(url)
-    installed = {i.agent for i in registry.instances()}
-    click.echo(f"Corral: database {url}")
-    for path in sorted(folder.glob("*.py")):
-        agent = path.stem.replace("_", "-")
-        code = path.read_text()
-        try:
-            description = asyncio.run(describe_code(code))
-        except AgentCodeError as exc:
-            click.echo(f"  skipped {path}: {exc}")
-            continue
-        version = registry.deploy(agent, code, description, now=_now()).version
-        if agent not in installed:
-            registry.install(agent, priority="examples", config={}, now=_now())
-        click.echo(f"  {agent} v{version.number}: {description['class']} from {path}")
-    click.echo(
-        "Worker running (Ctrl-C to stop). Each line is one sandboxed execution.\n"
-        f"In another shell: corral --db {url} instances | executions | logs -f | tasks | "
-        "state ls INSTANCE"
-    )
-
-    def show(record: ExecutionRecord) -> None:
-        r = record.result
-        console.print(
-            f"[dim]{record.started_at:%H:%M:%S}[/dim] {record.instance} "
-            f"[bold]{record.method}[/bold] ({record.trigger}) → {r.outcome.value}, "
-            f"{r.requests_used} requests, {r.duration_ms:.1f} ms",
-            highlight=False,
-        )
-        for _, line in r.logs:
-            console.print(f"    {line}", highlight=False, markup=False)
-
-    async def serve() -> None:
-        runner = Worker(_database(url), on_record=show)
-        try:
-            await runner.run()
-        finally:
-            await runner.close()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    """What `make run` does: `corral dev` on the examples, installed for priority "examples"."""
+    develop(url, folder, priority="examples")
 
 
 COMMANDS = [deploy, install, uninstall, instances, executions, logs, tasks, worker]

@@ -67,7 +67,10 @@ def load_agent_class(code: str, label: str) -> type[Agent]:
     try:
         exec(compile(code, module.__file__, "exec"), module.__dict__)
     except SyntaxError as exc:
-        raise AgentDefinitionError(f"the agent code does not compile: {exc}") from exc
+        # Not str(exc): it names the module's made-up file, which means nothing to the author.
+        raise AgentDefinitionError(
+            f"the agent code does not compile: {exc.msg} (line {exc.lineno})"
+        ) from exc
     defined = [
         value
         for value in vars(module).values()

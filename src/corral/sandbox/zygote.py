@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import os
 import selectors
+import signal
 import socket
 import sys
 from typing import Any
@@ -118,6 +119,11 @@ class Zygote:
 
 
 def main() -> None:
+    # Ctrl-C at a terminal signals the whole foreground group, this process and its
+    # children too. The host decides how executions end (in-flight ones finish), and
+    # the zygote and its children end when the host hangs up: no KeyboardInterrupt
+    # here, which would kill executions and print a traceback on the host's stderr.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctl = socket.socket(fileno=int(sys.argv[1]))
     insecure = "--insecure" in sys.argv[2:]
     devnull = os.open(os.devnull, os.O_RDWR)

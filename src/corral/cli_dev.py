@@ -1,0 +1,232 @@
+"""``corral dev PATH``: agents deployed from their files, run here, redeployed on save.
+
+One process, one event loop, and side by side in it until Ctrl-C or SIGTERM: a
+worker that prints each execution with its log lines, and a watcher that
+redeploys an agent file when it is saved (:mod:`corral.runtime.reloader`).
+The spec puts an HTTP server (webhooks, admin API, dashboard) beside them; none
+is built yet, and when ``corral serve`` is, its app joins ``_Session._serve`` as
+one more service. ``corral run`` (``make run``) is this on the examples folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from corral.db import DatabaseURLError, SchemaOutOfDate
+from corral.db.raw import open_database
+from corral.runtime.records import ExecutionRecord
+from corral.runtime.registry import Registry
+from corral.runtime.reloader import Deleted, Deployment, Reload, Reloader
+from corral.runtime.worker import Worker, WorkerOptions
+from corral.sandbox.errors import SandboxUnavailable
+from corral.tasks.queue import TaskQueue
+
+# Never wrapped: piped to a file, a pager or a test, each event stays one line.
+console = Console(soft_wrap=True, highlight=False)
+
+
+def print_execution(record: ExecutionRecord) -> None:
+    r = record.result
+    console.print(
+        f"[dim]{record.started_at:%H:%M:%S}[/dim] {record.instance} "
+        f"[bold]{record.method}[/bold] ({record.trigger}) → {r.outcome.value}, "
+        f"{r.requests_used} requests, {r.duration_ms:.1f} ms"
+    )
+    for _, line in r.logs:
+        console.print(f"    {line}", markup=False)
+    if r.error is not None:
+        console.print(f"    {r.error['type']}: {r.error['message']}", style="red", markup=False)
+
+
+def print_reload(reload: Reload) -> None:
+    if isinstance(reload, Deployment):
+        deployed = reload.deployed
+        line = (
+            f"{deployed.version.label} {'deployed' if deployed.created else 'unchanged'} "
+            f"from {reload.path}"
+        )
+        if reload.installed is not None:
+            line += (
+                f"; installed {reload.installed.id} for priority {reload.installed.priority} "
+                "(activate queued)"
+            )
+        elif deployed.upgraded:
+            n = len(deployed.upgraded)
+            line += f" (upgrade queued for {n} instance{'s' if n != 1 else ''})"
+        console.print(line, style="green" if deployed.created else None, markup=False)
+    elif isinstance(reload, Deleted):
+        version, instances = reload.version, reload.instances
+        if not instances:
+            left = f"{version.label} stays deployed, with no instance"
+        elif len(instances) == 1:
+            left = (
+                f"instance {instances[0]} left installed on {version.label} "
+                f"(remove it with: corral uninstall {instances[0]})"
+            )
+        else:
+            left = (
+                f"instances {', '.join(instances)} left installed on {version.label} "
+                "(remove one with: corral uninstall INSTANCE)"
+            )
+        console.print(
+            f"{version.agent}: {reload.path} deleted; {left}", style="yellow", markup=False
+        )
+    else:
+        running = (
+            f"{reload.running.label} keeps running"
+            if reload.running is not None
+            else f"{reload.agent} has no version yet"
+        )
+        console.print(
+            f"{reload.agent}: {reload.where}: {reload.error}\n"
+            f"    not deployed: {running}; save a fix to deploy it",
+            style="red",
+            markup=False,
+        )
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--priority",
+    default="default",
+    show_default=True,
+    help="The priority an agent's first instance is installed for.",
+)
+@click.option("--insecure-sandbox", is_flag=True, help="Run even where sandbox layers are missing.")
+@click.pass_obj
+def dev(obj: Any, path: Path, priority: str, insecure_sandbox: bool) -> None:
+    """Deploy the agents in PATH, run them here, and redeploy each file you save.
+
+    PATH is an agent file or a folder of them (its *.py files; names starting with
+    a dot are skipped). Each file deploys as the agent named after it (batched_sync.py
+    as batched-sync) into the database, migrated first. An agent without an instance
+    gets one; one that has an instance keeps it, so a restart installs no duplicates.
+    A worker in this process runs their tasks and prints each execution with its log
+    lines.
+
+    On save, a new version is deployed and upgrade() queued for the agent's instances;
+    identical code changes nothing. Code that does not load (a syntax error, no Agent
+    class, an exception at import) is reported with file:line and the previous version
+    keeps running. A deleted file is reported and its instances stay installed
+    (corral uninstall removes one).
+
+    Ctrl-C or SIGTERM stops: executions in flight finish first. A second Ctrl-C stops
+    them too; their tasks run again when a worker next starts.
+
+    No HTTP server runs yet (webhooks, admin API, dashboard): that is `corral serve`,
+    still to come, and it will run here beside the worker.
+    """
+    develop(obj.url, path, priority=priority, insecure=insecure_sandbox)
+
+
+def develop(url: str, path: Path, *, priority: str = "default", insecure: bool = False) -> None:
+    """Run ``corral dev`` on PATH until Ctrl-C or SIGTERM."""
+    console.print(f"Corral: database {url}", markup=False)
+    try:
+        asyncio.run(_Session(url, path, priority=priority, insecure=insecure).run())
+    except (DatabaseURLError, SchemaOutOfDate, SandboxUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pass  # Ctrl-C before the session took the signal over: nothing had started
+    console.print("stopped")
+
+
+class _Session:
+    def __init__(self, url: str, path: Path, *, priority: str, insecure: bool) -> None:
+        self.url = url
+        self.path = path
+        self.priority = priority
+        self.insecure = insecure
+        self._signals = 0
+        self._worker: Worker | None = None
+        self._work: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self._on_signal)
+        database = open_database(self.url)
+        worker = self._worker = Worker(
+            database, options=WorkerOptions(insecure=self.insecure), on_record=print_execution
+        )
+        # Signals cancel this task, never run() itself: closing the worker below
+        # (its sandbox processes, its zygote) is never interrupted.
+        work = self._work = asyncio.create_task(self._start_and_serve(worker))
+        try:
+            await asyncio.wait([work])
+        finally:
+            await worker.close()
+        if not work.cancelled():
+            work.result()  # what stopped it, if it was not a signal
+
+    async def _start_and_serve(self, worker: Worker) -> None:
+        await worker.start()
+        database = worker.database
+        reloader = Reloader(
+            Registry(database, TaskQueue(database)),
+            self.path,
+            zygote=worker.zygote,
+            priority=self.priority,
+        )
+        for reload in await reloader.deploy_all():
+            print_reload(reload)
+        console.print(
+            f"Watching {self.path}: saving an agent file deploys it. Each line below is one "
+            "sandboxed execution. Ctrl-C stops.\n"
+            f"In another shell: corral --db {self.url} instances | executions | logs -f | tasks | "
+            "state ls INSTANCE",
+            markup=False,
+        )
+        await self._serve(worker, reloader)
+
+    async def _serve(self, worker: Worker, reloader: Reloader) -> None:
+        stop = asyncio.Event()  # the watcher's thread checks it; cancelling cannot reach it
+        services = [
+            asyncio.create_task(worker.run(), name="worker"),
+            asyncio.create_task(self._redeploy(reloader, worker, stop), name="watcher"),
+        ]
+        try:
+            done, _ = await asyncio.wait(services, return_when=asyncio.FIRST_COMPLETED)
+            for service in done:
+                service.result()  # a service only ends by itself when it fails
+        finally:
+            stop.set()
+            for service in services:
+                service.cancel()
+            # A cancelled worker lets its executions in flight finish; a second
+            # signal abandons them (see _on_signal).
+            await asyncio.gather(*services, return_exceptions=True)
+
+    @staticmethod
+    async def _redeploy(reloader: Reloader, worker: Worker, stop: asyncio.Event) -> None:
+        async for reload in reloader.watch(stop):
+            print_reload(reload)
+            worker.wake()  # an upgrade or activate may be queued: run it now
+
+    def _on_signal(self) -> None:
+        self._signals += 1
+        worker = self._worker
+        if self._signals > 1:
+            if worker is not None and (abandoned := worker.abandon()):
+                console.print(
+                    f"stopping now: {abandoned} execution(s) stopped; their tasks run again "
+                    "when a worker next starts",
+                    markup=False,
+                )
+            return
+        in_flight = worker.in_flight if worker is not None else 0
+        console.print(
+            f"stopping: {in_flight} execution(s) in flight finish first (Ctrl-C again to stop them)"
+            if in_flight
+            else "stopping",
+            markup=False,
+        )
+        if self._work is not None:
+            self._work.cancel()
