@@ -22,6 +22,7 @@ from rich.table import Table
 from corral import codec
 from corral.db import DatabaseURLError, SchemaOutOfDate
 from corral.db.raw import Database, open_database
+from corral.demo.paged_api import PAGES, PER_PAGE, PagedApi, PortTaken
 from corral.runtime.affinity import pin_to_cpu
 from corral.runtime.history import History
 from corral.runtime.once import AgentCodeError, describe_code
@@ -284,6 +285,7 @@ def run_examples(url: str, folder: Path) -> None:
     registry = _registry(url)
     installed = {i.agent for i in registry.instances()}
     click.echo(f"Corral: database {url}")
+    _serve_demo_api()
     for path in sorted(folder.glob("*.py")):
         agent = path.stem.replace("_", "-")
         code = path.read_text()
@@ -322,6 +324,18 @@ def run_examples(url: str, folder: Path) -> None:
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
+
+
+def _serve_demo_api() -> None:
+    """The fake paginated API examples/batched_sync.py pages, until this process ends."""
+    try:
+        api = PagedApi()
+    except (PortTaken, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"  demo paginated API up: {api.url}/items?page=1..{PAGES}, {PER_PAGE} items a page "
+        "(batched-sync pages through it)"
+    )
 
 
 COMMANDS = [deploy, install, uninstall, instances, executions, logs, tasks, worker]
