@@ -24,6 +24,7 @@ import pytest
 
 from corral.db.raw import close_databases, open_database
 from corral.runtime.executor import Executor, RuntimeConfig
+from corral.runtime.fetch import Fetcher
 from corral.runtime.once import describe_code
 from corral.runtime.registry import Deployed, Instance
 from corral.runtime.worker import Worker, WorkerOptions
@@ -115,6 +116,7 @@ class Runtime:
         *,
         concurrency: int = 2,
         poll_s: float = 0.01,
+        fetcher: Fetcher | None = None,  # e.g. one on a FakeTimer; else the config's
     ) -> None:
         self.url = url
         self.clock = clock
@@ -125,6 +127,7 @@ class Runtime:
             options=WorkerOptions(concurrency=concurrency, poll_s=poll_s),
             config=config,
             clock=clock,
+            fetcher=fetcher,
         )
 
     @property

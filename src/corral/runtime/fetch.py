@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -166,7 +167,9 @@ def _root_cause(exc: BaseException) -> str:
     """What went wrong at the bottom: "Connection refused", not "All connection attempts failed"."""
     while (inner := exc.__cause__ or exc.__context__) is not None:
         exc = inner
-    if isinstance(exc, OSError) and exc.strerror:
+    if isinstance(exc, OSError) and exc.errno and exc.errno > 0:
+        return os.strerror(exc.errno)
+    if isinstance(exc, OSError) and exc.strerror:  # name resolution: negative errno
         return exc.strerror
     return str(exc) or type(exc).__name__
 
