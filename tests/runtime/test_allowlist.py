@@ -56,6 +56,7 @@ def test_allowed(pattern: str, url: str) -> None:
         # Another scheme or port.
         ("https://api.example.com/*", "http://api.example.com/"),
         ("https://api.example.com/*", "https://api.example.com:8443/"),
+        ("https://api.example.com/*", "https://api.example.com:0/"),
         ("http://127.0.0.1:8765/*", "http://127.0.0.1/"),
         ("http://127.0.0.1:8765/*", "http://localhost:8765/"),
         # Subdomains only, and whole labels.

@@ -99,7 +99,7 @@ class AllowList:
         if self._anything:
             return True
         host = url.raw_host.decode("ascii").lower().rstrip(".")
-        port = url.port or DEFAULT_PORTS[url.scheme]
+        port = DEFAULT_PORTS[url.scheme] if url.port is None else url.port  # 0 is not 443
         paths = (url.raw_path.split(b"?", 1)[0].decode("ascii"), _resolved(url.path))
         return any(p.matches(url.scheme, host, port, paths) for p in self._parsed)
 
