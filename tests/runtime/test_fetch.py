@@ -99,6 +99,7 @@ class Site:
     def answer(request: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
         request.send_response(status)
         request.send_header("content-type", "application/json")
+        request.send_header("set-cookie", "session=site; Path=/")
         request.send_header("content-length", str(len(body)))
         request.end_headers()
         request.wfile.write(body)
@@ -221,6 +222,14 @@ async def test_a_post_sends_its_json_body_and_headers(runtime: Runtime, site: Si
     assert echo["headers"]["content-type"] == "application/json"
     assert echo["headers"]["x-test"] == "yes"
     assert echo["headers"]["user-agent"].startswith("corral/")
+
+
+async def test_no_cookie_set_for_one_fetch_rides_along_on_the_next(
+    runtime: Runtime, site: Site
+) -> None:
+    await call(runtime, [f"{site.base}/*"], "one", f"{site.base}/ok")  # answers set-cookie
+    record = await call(runtime, [f"{site.base}/*"], "post", f"{site.base}/echo")
+    assert "cookie" not in record["result"]["headers"]
 
 
 async def test_a_url_off_the_allow_list_is_refused_before_any_traffic(

@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -78,12 +79,14 @@ class Fetcher:
         self._timer = timer or SystemTimer()
         self._throttle = Throttle(self.config.rate_per_s, self.config.burst, self._timer)
         # Redirects are followed by hand, so each hop meets the allow-list; timeouts
-        # come from the fetch's own deadline; proxies and credentials from the
-        # worker's environment are not lent to agents.
+        # come from the fetch's own deadline. One client serves every instance, so
+        # it keeps no cookies: what one response set must not ride along on another
+        # instance's request (an agent that needs a cookie sends the header itself).
+        # The worker's proxy and CA settings (HTTPS_PROXY, SSL_CERT_FILE, ...) apply.
         self._client = httpx.AsyncClient(
             follow_redirects=False,
             timeout=None,
-            trust_env=False,
+            cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
             headers={"user-agent": f"corral/{__version__}"},
         )
 
