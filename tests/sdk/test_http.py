@@ -67,4 +67,4 @@ def test_a_response_decodes_text_by_its_charset_and_parses_json() -> None:
     assert data.json() == {"a": [1]}
     assert data.text == '{"a": [1]}'
     with pytest.raises(json.JSONDecodeError):  # a ValueError
-        Response.from_reply(reply).json()
+        Response.from_reply(reply | {"content": b"<html>"}).json()
