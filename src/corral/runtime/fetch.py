@@ -199,7 +199,7 @@ def _checked(raw: object) -> _Request:
         raise ValueError(f"{url!r} is not a URL that can be fetched: {exc}") from None
     if parsed.scheme not in ("http", "https") or not parsed.raw_host:
         raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
-    if method not in METHODS:
+    if type(method) is not str or method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(sorted(METHODS))}, got {method!r}")
     return _Request(parsed, method, _headers(headers), _body(body), _timeout(timeout_s))
 

@@ -52,7 +52,8 @@ class Worker:
         fetcher: Fetcher | None = None,
     ) -> None:
         self.options = options or WorkerOptions()
-        self._fetcher = fetcher  # None: the executor makes one from the config
+        # None: the executor makes one from the config. Either way close() closes it.
+        self._fetcher = fetcher
         self._on_record = on_record
         if self.options.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.options.concurrency}")
