@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import functools
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
@@ -35,6 +35,10 @@ _PATH_CHARS = frozenset(string.ascii_letters + string.digits + "-._~!$&'()+,;=:@
 
 class NetworkPatternError(ValueError):
     """A ``network`` entry is not a pattern this module understands."""
+
+
+_Refusal = Callable[[str], NetworkPatternError]
+"""Builds the error for one pattern from the reason it is refused."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ class AllowList:
     _anything: bool
 
     @classmethod
-    def parse(cls, patterns: Any) -> AllowList:
+    def parse(cls, patterns: object) -> AllowList:
         """The checked list; ``NetworkPatternError`` says what is wrong and how to write it."""
         if not isinstance(patterns, list | tuple) or not all(isinstance(p, str) for p in patterns):
             raise NetworkPatternError(
@@ -152,7 +156,7 @@ def _pattern(text: str) -> _Pattern:
     return _Pattern(scheme, host, subdomains, port or DEFAULT_PORTS[scheme], path, under)
 
 
-def _split_authority(authority: str, bad: Any) -> tuple[str, int | None]:
+def _split_authority(authority: str, bad: _Refusal) -> tuple[str, int | None]:
     if authority.startswith("["):  # an IPv6 literal: [::1]:8080
         host, _, after = authority.partition("]")
         host += "]"
@@ -172,7 +176,7 @@ def _split_authority(authority: str, bad: Any) -> tuple[str, int | None]:
     return host, int(port_text)
 
 
-def _canonical_host(scheme: str, host: str, bad: Any) -> str:
+def _canonical_host(scheme: str, host: str, bad: _Refusal) -> str:
     """The host as a URL's ``raw_host`` spells it: lower case, IDNA, no trailing dot."""
     try:
         parsed = httpx.URL(f"{scheme}://{host}/")
