@@ -1,39 +1,48 @@
-"""A batched sync: one page per execution, each page a fresh task with a fresh budget.
+"""A batched sync: page through an HTTP API, one page per execution, each a new task.
 
-The seeds' page-based pattern. The "remote API" here is a deterministic data set
-computed in the agent (outbound fetch is not built yet); swap ``_page`` for a
-``self.fetch`` of a real paginated API once it is.
+The seeds' page-based pattern. Each execution fetches one page, stores its
+items, and hands the next page to ``run_task``, which starts a fresh execution
+with a fresh budget: about 6 of its 1,000 requests per page, however many pages
+there are.
+
+``corral run`` (``make run``) serves the API this pages, a fake one
+(``corral.demo.paged_api``): ``GET /items?page=N`` answers 50 items and the next
+page's number, null after page 20. An agent cannot read the host's environment,
+so its address is written here; if you moved the API with CORRAL_DEMO_API_PORT,
+change API to match.
 """
 
 from corral import Agent
 
-PAGES = 20
-PER_PAGE = 50
+API = "http://127.0.0.1:8765"
 
 
 class BatchedSync(Agent):
-    limits = {"requests": 1000}
+    # The only URLs this agent may fetch: exactly /items (with any query) on the API.
+    network = [f"{API}/items"]
 
     async def activate(self, priority):
-        await self.set("synced", 0)
+        await self.set("progress", {"pages": 0, "items": 0})
+        print(f"starting a sync of {API}/items: one page per task")
         await self.run_task(await self.callback(self.sync_page, 1))
 
     async def sync_page(self, page):
-        items = _page(page)
-        await self.store.set_many({f"item:{item['id']}": item for item in items})
-        synced = (await self.get("synced") or 0) + len(items)
-        await self.set("synced", synced)
-        print(f"page {page}/{PAGES}: {len(items)} items, {synced} synced so far")
-        if page < PAGES:
-            await self.run_task(await self.callback(self.sync_page, page + 1))
+        response = await self.fetch(f"{API}/items?page={page}")
+        if response.status != 200:  # raising makes the task retry, with backoff
+            raise RuntimeError(f"page {page}: the API answered {response.status}")
+        body = response.json()
+        await self.store.set_many({f"item:{item['id']}": item for item in body["items"]})
+        progress = await self.get("progress")
+        if page > progress["pages"]:  # a retried page is stored again, not counted again
+            progress = {"pages": page, "items": progress["items"] + len(body["items"])}
+            await self.set("progress", progress)
+        print(
+            f"page {page}/{body['pages']}: stored {len(body['items'])} items, "
+            f"{progress['items']} so far ({self.budget.requests_left} requests left)"
+        )
+        if body["next_page"] is not None:
+            await self.run_task(await self.callback(self.sync_page, body["next_page"]))
+            print(f"page {body['next_page']} queued as a new task")
         else:
-            print(f"sync complete: {synced} items")
-        return synced
-
-
-def _page(page):
-    first = (page - 1) * PER_PAGE
-    return [
-        {"id": n, "title": f"item {n}", "score": (n * 37) % 101}
-        for n in range(first, first + PER_PAGE)
-    ]
+            print(f"sync complete: {progress['items']} items in {page} pages")
+        return progress

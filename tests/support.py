@@ -1,7 +1,8 @@
-"""Helpers shared by the test suites: a fake clock, exact comparison, child processes."""
+"""Helpers shared by the test suites: fake clocks, exact comparison, child processes."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 import multiprocessing
@@ -44,6 +45,42 @@ class FakeClock:
         if ms < 0:
             raise ValueError("a clock only moves forward")
         self.now_ms += ms
+
+
+class FakeTimer:
+    """A monotonic clock to sleep on (``corral.runtime.throttle.Timer``) that only the test moves.
+
+    A sleeper wakes when ``advance`` passes its time; ``sleeping(n)`` returns once
+    ``n`` sleepers wait, which is how a test knows a request is being held back.
+    """
+
+    def __init__(self) -> None:
+        self.now_s = 0.0
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+        self._changed = asyncio.Event()
+
+    def now(self) -> float:
+        return self.now_s
+
+    async def sleep(self, seconds: float) -> None:
+        entry = (self.now_s + seconds, asyncio.get_running_loop().create_future())
+        self._sleepers.append(entry)
+        self._changed.set()
+        try:
+            await entry[1]
+        finally:
+            self._sleepers.remove(entry)
+
+    def advance(self, seconds: float) -> None:
+        self.now_s += seconds
+        for wake_at, future in self._sleepers:
+            if wake_at <= self.now_s and not future.done():
+                future.set_result(None)
+
+    async def sleeping(self, count: int = 1) -> None:
+        while len(self._sleepers) < count:
+            self._changed.clear()
+            await self._changed.wait()
 
 
 def unique_scope(label: str = "scope") -> str:

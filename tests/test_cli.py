@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from corral.cli import main
+from corral.demo.paged_api import PagedApi
 from corral.state import close_backends, open_store
 
 
@@ -140,6 +141,46 @@ def test_exec_rejects_bad_agent_limits(tmp_path: Path) -> None:
     code, out, _ = corral("exec", str(agent), "f", "--json")
     assert code == 1
     assert "unknown limit(s) ram" in json.loads(out)["error"]["message"]
+
+
+def test_exec_fetches_under_the_agents_allow_list(tmp_path: Path) -> None:
+    api = PagedApi(port=0)
+    agent = tmp_path / "pager.py"
+    agent.write_text(
+        "from corral import Agent\n"
+        "class Pager(Agent):\n"
+        f"    network = ['{api.url}/items']\n"
+        "    async def first(self):\n"
+        f"        page = (await self.fetch('{api.url}/items?page=1')).json()\n"
+        "        try:\n"
+        f"            await self.fetch('{api.url}/admin')\n"
+        "        except PermissionError as exc:\n"
+        "            return [len(page['items']), str(exc)]\n"
+    )
+    try:
+        code, out, _ = corral("exec", str(agent), "first", "--json")
+    finally:
+        api.close()
+    record = json.loads(out)
+    assert code == 0
+    assert record["requests_used"] == 2
+    count, refusal = record["result"]
+    assert count == 50
+    assert refusal.startswith(f"fetching {api.url}/admin is not allowed: no pattern of this")
+
+
+def test_deploy_refuses_a_bad_network_pattern(db: str, tmp_path: Path) -> None:
+    agent = tmp_path / "net.py"
+    agent.write_text(
+        "from corral import Agent\nclass A(Agent):\n    network = ['api.example.com']\n"
+        "    def f(self):\n        pass\n"
+    )
+    code, _, err = corral("--db", db, "deploy", str(agent))
+    assert code == 1
+    assert (
+        f"cannot deploy {agent}: network pattern 'api.example.com' is not valid: it does not "
+        "start with http:// or https://"
+    ) in err
 
 
 def test_exec_strict_reports_state_left_in_globals(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from corral import codec
 from corral.cli_dev import develop
 from corral.db import DatabaseURLError, SchemaOutOfDate
 from corral.db.raw import Database, open_database
+from corral.demo.paged_api import PAGES, PER_PAGE, PagedApi, PortTaken
 from corral.runtime.affinity import pin_to_cpu
 from corral.runtime.history import History
 from corral.runtime.once import AgentCodeError, describe_code
@@ -283,7 +284,20 @@ def worker(
 
 def run_examples(url: str, folder: Path) -> None:
     """What `make run` does: `corral dev` on the examples, installed for priority "examples"."""
+    _serve_demo_api()
     develop(url, folder, priority="examples")
+
+
+def _serve_demo_api() -> None:
+    """The fake paginated API examples/batched_sync.py pages, until this process ends."""
+    try:
+        api = PagedApi()
+    except (PortTaken, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"  demo paginated API up: {api.url}/items?page=1..{PAGES}, {PER_PAGE} items a page "
+        "(batched-sync pages through it)"
+    )
 
 
 COMMANDS = [deploy, install, uninstall, instances, executions, logs, tasks, worker]

@@ -24,6 +24,7 @@ import pytest
 
 from corral.db.raw import close_databases, open_database
 from corral.runtime.executor import Executor, RuntimeConfig
+from corral.runtime.fetch import Fetcher
 from corral.runtime.once import describe_code
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import Deployed, Instance
@@ -117,6 +118,7 @@ class Runtime:
         concurrency: int = 2,
         poll_s: float = 0.01,
         on_record: Callable[[ExecutionRecord], None] | None = None,
+        fetcher: Fetcher | None = None,  # e.g. one on a FakeTimer; else the config's
     ) -> None:
         self.url = url
         self.clock = clock
@@ -128,6 +130,7 @@ class Runtime:
             config=config,
             clock=clock,
             on_record=on_record,
+            fetcher=fetcher,
         )
 
     @property

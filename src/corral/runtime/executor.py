@@ -18,6 +18,8 @@ from typing import ParamSpec, TypeVar
 
 from corral import codec
 from corral.db.raw import Database
+from corral.runtime.declared import declared
+from corral.runtime.fetch import FetchConfig, Fetcher
 from corral.runtime.history import History
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import ACTIVE, UNINSTALLING, Instance, Registry, Version
@@ -72,6 +74,8 @@ class RateLimit:
 @dataclass(frozen=True)
 class RuntimeConfig:
     limits: Limits = field(default_factory=Limits)
+    #: Outbound requests: rate limit per instance, timeout, response size (docs/fetch.md).
+    fetch: FetchConfig = field(default_factory=FetchConfig)
     rate_limits: tuple[RateLimit, ...] = (
         RateLimit(200, 5 * 60, "5 minutes"),
         RateLimit(500, 24 * 3600, "24 hours"),
@@ -91,11 +95,14 @@ class Executor:
         config: RuntimeConfig | None = None,
         clock: Clock = time.time,
         on_enqueue: Callable[[], None] | None = None,
+        fetcher: Fetcher | None = None,
     ) -> None:
         self.config = config or RuntimeConfig()
         self.database = database
         self.pool = pool
         self.clock = clock
+        #: Shared by every execution: one connection pool, one rate bucket per instance.
+        self.fetcher = fetcher or Fetcher(self.config.fetch)
         self.queue = TaskQueue(
             database, max_attempts=self.config.max_attempts, backoff=self.config.backoff
         )
@@ -158,14 +165,16 @@ class Executor:
             await self.db(self.queue.release, task, run_at=self.now())
             return None
         try:
-            limits = self.config.limits.override(version.description["limits"])
+            rules = declared(version.description, self.config.limits)
         except ValueError as exc:
-            await self._dead(task, f"{version.label} declares bad limits: {exc}")
+            await self._dead(task, f"{version.label} declares bad limits or network: {exc}")
             return None
+        limits = rules.limits
         tools = InstanceTools(
             Store(self._backend, instance.id, clock=self.clock),
             self.queue,
             self.callbacks,
+            self.fetcher.bind(instance.id, rules.network, time_left_s=limits.timeout_s),
             instance=instance.id,
             class_name=version.description["class"],
             methods=version.methods,

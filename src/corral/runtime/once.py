@@ -1,4 +1,7 @@
-"""One execution of one method, start to finish: what ``corral exec`` runs."""
+"""One execution of one method, start to finish: what ``corral exec`` runs.
+
+Its agent may fetch, under the same allow-list and rate limit as under a worker.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from corral.runtime.declared import declared
+from corral.runtime.fetch import Fetcher
 from corral.runtime.records import ExecutionRecord, loaded
-from corral.runtime.tools import store_tools
+from corral.runtime.tools import exec_tools
 from corral.sandbox.host import Zygote
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
 from corral.state import Store
@@ -37,17 +42,20 @@ async def run_once(
         if description.outcome is not Outcome.OK:
             return ExecutionRecord(store.scope, method, "exec", description)
         try:
-            agent_limits = base.override(loaded(description)["limits"])
+            rules = declared(loaded(description), base)
         except ValueError as exc:
             description.outcome = Outcome.ERROR
             description.error = {"type": "ValueError", "message": str(exc), "traceback": ""}
             return ExecutionRecord(store.scope, method, "exec", description)
-        process = await zygote.spawn(agent_limits)
+        process = await zygote.spawn(rules.limits)
+        fetcher = Fetcher()
         try:
-            tools = store_tools(store)
-            result = await process.execute(code, method, args, agent_limits, tools, strict=strict)
+            fetch = fetcher.bind(store.scope, rules.network, time_left_s=rules.limits.timeout_s)
+            tools = exec_tools(store, fetch)
+            result = await process.execute(code, method, args, rules.limits, tools, strict=strict)
         finally:
             await process.close()
+            await fetcher.close()
         return ExecutionRecord(store.scope, method, "exec", result)
     finally:
         await zygote.close()
@@ -103,7 +111,7 @@ async def describe_code(
         )
     description = loaded(result)
     try:
-        Limits().override(description["limits"])
+        declared(description, Limits())
     except ValueError as exc:
         raise AgentCodeError(str(exc)) from None
     return description

@@ -2,9 +2,10 @@
 
 The sandbox sends an operation name and arguments; this module decides whether
 the name is a real operation and runs it against the instance's own store,
-tasks and callbacks (the instance was bound by the host, never taken from the
-agent). Database work that cannot block (SQLite) is done at once, inside the
-host's I/O callback; PostgreSQL work goes to a thread.
+tasks, callbacks and fetch (the instance was bound by the host, never taken from
+the agent). Database work that cannot block (SQLite) is done at once, inside the
+host's I/O callback; PostgreSQL work goes to a thread; a fetch is a coroutine
+the host awaits alongside the execution's other calls.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from corral import codec
+from corral.runtime.fetch import FetchTool
 from corral.sandbox.host import ToolHandler
+from corral.sdk.http import FETCH_OP
 from corral.state import Store
 from corral.state.store import OPERATIONS, Clock
 from corral.tasks.callbacks import Callbacks
@@ -38,14 +41,25 @@ def store_tools(store: Store) -> ToolHandler:
     return handle
 
 
+def exec_tools(store: Store, fetch: FetchTool) -> ToolHandler:
+    """The store and fetch: what ``corral exec`` offers (no worker would run tasks)."""
+    stored = store_tools(store)
+
+    def handle(op: str, args: list[Any]) -> Any:
+        return fetch(args) if op == FETCH_OP else stored(op, args)
+
+    return handle
+
+
 class InstanceTools:
-    """Store, tasks and callbacks for one execution of one instance."""
+    """Store, fetch, tasks and callbacks for one execution of one instance."""
 
     def __init__(
         self,
         store: Store,
         queue: TaskQueue,
         callbacks: Callbacks,
+        fetch: FetchTool,
         *,
         instance: str,
         class_name: str,
@@ -54,6 +68,7 @@ class InstanceTools:
         on_enqueue: Callable[[], None] | None = None,
     ) -> None:
         self._store = store_tools(store)
+        self._fetch = fetch
         self._queue = queue
         self._callbacks = callbacks
         self._instance = instance
@@ -78,6 +93,8 @@ class InstanceTools:
     def __call__(self, op: str, args: list[Any]) -> Any:
         if op.startswith("store."):
             return self._store(op, args)
+        if op == FETCH_OP:
+            return self._fetch(args)
         handler = self._ops.get(op)
         if handler is None:
             raise UnknownOperation(f"there is no tool operation {op!r}")

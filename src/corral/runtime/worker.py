@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from corral.db.raw import Database
 from corral.runtime import wakeups
 from corral.runtime.executor import Claim, Executor, RuntimeConfig
+from corral.runtime.fetch import Fetcher
 from corral.runtime.records import ExecutionRecord
 from corral.sandbox.host import Zygote
 from corral.sandbox.pool import SandboxPool
@@ -49,8 +50,11 @@ class Worker:
         config: RuntimeConfig | None = None,
         clock: Clock = time.time,
         on_record: Callable[[ExecutionRecord], None] | None = None,
+        fetcher: Fetcher | None = None,
     ) -> None:
         self.options = options or WorkerOptions()
+        # None: the executor makes one from the config. Either way close() closes it.
+        self._fetcher = fetcher
         self._on_record = on_record
         if self.options.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.options.concurrency}")
@@ -72,7 +76,12 @@ class Worker:
             self._zygote, strict=self.options.strict, max_processes=self.options.max_processes
         )
         self.executor = Executor(
-            self.database, pool, config=self.config, clock=self.clock, on_enqueue=self._wake.set
+            self.database,
+            pool,
+            config=self.config,
+            clock=self.clock,
+            on_enqueue=self._wake.set,
+            fetcher=self._fetcher,
         )
 
     async def close(self) -> None:
@@ -80,6 +89,7 @@ class Worker:
         await asyncio.gather(*self._running, return_exceptions=True)
         if self.executor is not None:
             await self.executor.pool.close()
+            await self.executor.fetcher.close()
         if self._zygote is not None:
             await self._zygote.close()
 

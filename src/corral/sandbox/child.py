@@ -95,7 +95,8 @@ def describe(cls: type[Agent], methods: frozenset[str]) -> dict[str, Any]:
         "class": cls.__name__,
         "methods": sorted(methods),
         "limits": dict(cls.limits),
-        "network": list(cls.network),
+        # As declared: the host checks it, and list() would split a lone str into letters.
+        "network": cls.network,
         "tick_ms": getattr(cls, "tick_ms", None),
     }
 

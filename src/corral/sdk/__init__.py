@@ -5,10 +5,14 @@ from corral.sdk.budget import Budget
 from corral.sdk.errors import (
     AgentDefinitionError,
     CorralError,
+    FetchError,
+    FetchTimeout,
     RateLimited,
     RequestLimitExceeded,
+    ResponseTooLarge,
     UnknownMethod,
 )
+from corral.sdk.http import Response
 from corral.sdk.plugin import Plugin, PluginContext
 
 __all__ = [
@@ -17,10 +21,14 @@ __all__ = [
     "Budget",
     "Callback",
     "CorralError",
+    "FetchError",
+    "FetchTimeout",
     "Plugin",
     "PluginContext",
     "RateLimited",
     "RequestLimitExceeded",
+    "Response",
+    "ResponseTooLarge",
     "Twist",
     "UnknownMethod",
 ]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from corral import codec
+from corral.sdk import http
 from corral.sdk.budget import Budget
 from corral.sdk.channel import ToolChannel
 from corral.sdk.store import StoreClient
@@ -47,6 +48,27 @@ class Agent:
 
     async def set_with_ttl(self, key: str, value: Any, ttl_ms: float | timedelta) -> None:
         await self.store.set_with_ttl(key, value, ttl_ms)
+
+    # -- network (SPEC §1.3) --------------------------------------------------------
+
+    async def fetch(
+        self,
+        url: str,
+        method: str = "GET",
+        headers: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        json: Any = None,
+        data: http.Body | None = None,
+        timeout_s: float | None = None,
+    ) -> http.Response:
+        """One HTTP request, made by the host; counts as one request of the budget.
+
+        Only URLs the class's ``network`` allow-list permits are fetched; any other
+        raises ``PermissionError`` before anything is sent. Outbound requests are
+        rate-limited per instance: over the rate, a fetch waits for a slot within
+        its timeout or raises ``RateLimited``. See docs/fetch.md.
+        """
+        spec = http.request(url, method, headers, json, data, timeout_s)
+        return http.Response.from_reply(await self._channel.call(http.FETCH_OP, spec))
 
     # -- callbacks and tasks (SPEC §1.2) --------------------------------------------
 

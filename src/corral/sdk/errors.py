@@ -19,6 +19,22 @@ class RateLimited(CorralError):
     """Outbound requests are over the instance's rate and the wait ran past the timeout."""
 
 
+class FetchError(CorralError, ConnectionError):
+    """A fetch got no complete response: no connection, a broken one, or too many redirects.
+
+    A ``ConnectionError`` too, so code written for other HTTP clients catches it.
+    An HTTP error status is not one of these: it is a response like any other.
+    """
+
+
+class FetchTimeout(FetchError, TimeoutError):
+    """A fetch ran past its timeout (``timeout_s``, or what was left of the execution)."""
+
+
+class ResponseTooLarge(FetchError):
+    """The response body is over the size a fetch may bring into the sandbox."""
+
+
 class AgentDefinitionError(CorralError):
     """The agent's code cannot be loaded: no Agent class, several, or a syntax error."""
 
@@ -42,6 +58,9 @@ WIRE_EXCEPTIONS: dict[str, type[BaseException]] = {
         NotImplementedError,
         RequestLimitExceeded,
         RateLimited,
+        FetchError,
+        FetchTimeout,
+        ResponseTooLarge,
         AgentDefinitionError,
         UnknownMethod,
     )

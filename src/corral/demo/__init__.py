@@ -1,0 +1,1 @@
+"""Stand-ins for the outside world that the example agents talk to under ``corral run``."""
