@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sqlite3
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -34,8 +35,15 @@ class Database:
         self._sql_cache: dict[str, str] = {}
         self._lock = threading.RLock()
         # SQLite: one connection for the process, used under a lock. Its calls take
-        # microseconds, and SQLite serialises writers anyway.
-        self._sqlite = None if self.postgres else self.engine.raw_connection()
+        # microseconds, and SQLite serialises writers anyway. Statements go to the
+        # sqlite3 connection itself: through the pool's proxy, each attribute lookup
+        # cost about 1 µs, as much as binding a statement's parameters.
+        self._pooled = None if self.postgres else self.engine.raw_connection()
+        self._sqlite: sqlite3.Connection | None = None
+        if self._pooled is not None:
+            connection = self._pooled.dbapi_connection
+            assert isinstance(connection, sqlite3.Connection)
+            self._sqlite = connection
 
     def sql(self, sql: str) -> str:
         """The statement in the driver's placeholder style."""
@@ -55,7 +63,7 @@ class Database:
         """A cursor inside one transaction; committed on success, rolled back on error."""
         if self._sqlite is not None:
             with self._lock:
-                cursor = self._sqlite.cursor()
+                cursor: Any = self._sqlite.cursor()
                 # Writers take the write lock up front: a reader upgrading later may
                 # fail at once with SQLITE_BUSY instead of waiting its turn.
                 cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -114,8 +122,8 @@ class Database:
             return int(self._sqlite.execute(sql, params or {}).rowcount)
 
     def close(self) -> None:
-        if self._sqlite is not None:
-            self._sqlite.close()
+        if self._pooled is not None:
+            self._pooled.close()
         self.engine.dispose()
 
 
