@@ -14,14 +14,22 @@ one connection and never contends with itself for the write lock.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import sqlite3
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+import sqlalchemy as sa
+
 from corral.db.engine import DatabaseURLError, create_engine
 from corral.db.migrate import ensure_schema
+
+log = logging.getLogger(__name__)
+
+#: Seconds between checkpoints of a SQLite database's write-ahead log.
+CHECKPOINT_INTERVAL_S = 0.1
 
 
 class Database:
@@ -40,10 +48,11 @@ class Database:
         # cost about 1 µs, as much as binding a statement's parameters.
         self._pooled = None if self.postgres else self.engine.raw_connection()
         self._sqlite: sqlite3.Connection | None = None
+        self._checkpointer: _Checkpointer | None = None
         if self._pooled is not None:
-            connection = self._pooled.dbapi_connection
-            assert isinstance(connection, sqlite3.Connection)
-            self._sqlite = connection
+            self._sqlite = _sqlite_connection(self._pooled)
+            self._sqlite.execute("PRAGMA wal_autocheckpoint=0")  # _Checkpointer does it
+            self._checkpointer = _Checkpointer(self.engine, CHECKPOINT_INTERVAL_S)
 
     def sql(self, sql: str) -> str:
         """The statement in the driver's placeholder style."""
@@ -122,9 +131,52 @@ class Database:
             return int(self._sqlite.execute(sql, params or {}).rowcount)
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         if self._pooled is not None:
             self._pooled.close()
         self.engine.dispose()
+
+
+def _sqlite_connection(pooled: Any) -> sqlite3.Connection:
+    connection = pooled.dbapi_connection
+    assert isinstance(connection, sqlite3.Connection)
+    return connection
+
+
+class _Checkpointer:
+    """Copies a SQLite write-ahead log into the database file, from a thread of its own.
+
+    SQLite's automatic checkpoint runs inside whichever commit takes the log past
+    1,000 pages, and with ``synchronous=NORMAL`` it syncs the log and the file.
+    Measured in the store benchmark, that commit took 4.6-5.2 ms once per 1,000
+    single-key writes: 5 µs a write on average, and spent on the event loop, which
+    every execution in the worker waits on. A passive checkpoint blocks no reader
+    or writer, and sqlite3 lets go of the GIL while it waits for the disk.
+    """
+
+    def __init__(self, engine: sa.Engine, interval_s: float) -> None:
+        self._pooled = engine.raw_connection()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(_sqlite_connection(self._pooled), interval_s),
+            name=f"checkpoint {engine.url.database}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _run(self, connection: sqlite3.Connection, interval_s: float) -> None:
+        while not self._stopping.wait(interval_s):
+            try:
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:  # a full disk, say: the log waits for the next round
+                log.warning("checkpoint of %s failed: %s", self._thread.name, exc)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+        self._pooled.close()
 
 
 _databases: dict[str, Database] = {}
