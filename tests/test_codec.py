@@ -11,6 +11,7 @@ import datetime as dt
 import enum
 import math
 import re
+import uuid
 import zoneinfo
 from decimal import Decimal
 from pathlib import Path
@@ -108,6 +109,50 @@ values = st.recursive(
 @given(values)
 def test_every_storable_value_round_trips_with_its_type(value: Any) -> None:
     assert_identical(value, round_trip(value))
+
+
+def walked(value: Any) -> bytes:
+    """What the validating walk alone makes of ``value``: the reference for the fast route."""
+    return codec._pack(codec._Encoder().walk(value, (None, "value")))
+
+
+@given(values)
+def test_the_fast_route_writes_the_same_bytes_as_the_walk(value: Any) -> None:
+    # Most values skip the walk and go straight to msgpack's C packer; whichever
+    # route a value takes, what is stored must not depend on it.
+    assert codec.encode(value) == walked(value)
+
+
+# Written by Corral before encoding had a fast route: stored bytes stay readable and
+# the same values still encode to exactly them.
+WRITTEN_BEFORE = [
+    ({"n": 5, "name": "item-5", "tags": ["a", "b"]},
+     "83a16e05a46e616d65a66974656d2d35a47461677392a161a162"),
+    ([None, True, False, 0, -1, 2**64 - 1, 2**64, -(2**63) - 1, 1.5, "\u00e9", b"\x00\xff"],
+     "9bc0c3c200ffcfffffffffffffffffc70901010000000000000000c70901ff7fffffffffffffffcb3ff8"
+     "000000000000a2c3a9c40200ff"),
+    ((1, (2, [3]), frozenset({4})), "c70c029301d60292029103d5049104"),
+    ({"when": dt.datetime(2024, 10, 27, 2, 30, 0, 7, fold=1, tzinfo=ZoneInfo("Europe/Paris")),
+      "day": dt.date(2024, 2, 29)},
+     "82a47768656ec71a0599cd07e80a1b021e0007019202ac4575726f70652f5061726973a3646179c705"
+     "06ce000b4681"),
+    ([dt.time(23, 59, 59, 999999, tzinfo=dt.timezone(dt.timedelta(hours=-3, minutes=-30), "NST")),
+      dt.timedelta(days=-3, seconds=5, microseconds=7)],
+     "92c7170796173b3bce000f423f009501ffce0001204800a34e5354d60893fd0507"),
+    ({"price": Decimal("1.10"), "id": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+      "set": {"x"}},
+     "83a57072696365d609312e3130a26964d80a12345678123456781234567812345678a3736574c7030391a178"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"), WRITTEN_BEFORE, ids=[s[:12] for _, s in WRITTEN_BEFORE]
+)
+def test_values_stored_by_earlier_versions_read_back_and_encode_alike(
+    value: Any, stored: str
+) -> None:
+    assert_identical(value, codec.decode(bytes.fromhex(stored)))
+    assert codec.encode(value).hex() == stored
 
 
 @pytest.mark.parametrize("number", INT_BOUNDARIES)
@@ -254,6 +299,26 @@ def test_a_value_nested_too_deeply_is_refused_with_a_clear_error() -> None:
     codec.encode(innermost_at(99))  # one level less is fine
 
 
+def nested(depth: int, kinds: list[type]) -> Any:
+    """``depth`` containers, one inside the next, taking turns at the ``kinds``."""
+    value: Any = None
+    for level in range(depth):
+        kind = kinds[level % len(kinds)]
+        value = {"x": value} if kind is dict else kind([value])
+    return value
+
+
+@pytest.mark.parametrize(
+    "kinds",
+    [[list], [dict], [tuple], [frozenset], [list, tuple, dict], [tuple, frozenset]],
+    ids=lambda kinds: "-".join(k.__name__ for k in kinds),
+)
+def test_the_depth_limit_counts_every_kind_of_container(kinds: list[type]) -> None:
+    assert_identical(nested(100, kinds), round_trip(nested(100, kinds)))
+    with pytest.raises(TypeError, match="nested more than 100 containers deep"):
+        codec.encode(nested(101, kinds))
+
+
 # -- refusals --------------------------------------------------------------------------
 
 
@@ -345,6 +410,15 @@ REFUSALS = [
      f"value['when']: cannot store a time zone of type Paris; {TZ_HINT}"),
     ([dt.time(1, tzinfo=Paris())], f"value[0]: cannot store a time zone of type Paris; {TZ_HINT}"),
     (bytearray(b"x"), "value: cannot store an object of type bytearray"),
+    # msgpack's packer would write these itself, each as something that reads back
+    # as another type: refused like any other object.
+    ({"buf": [memoryview(b"x")]}, "value['buf'][0]: cannot store an object of type memoryview"),
+    ([bytearray(b"x")], "value[0]: cannot store an object of type bytearray"),
+    ([msgpack.ExtType(5, b"")], "value[0]: cannot store an object of type ExtType"),
+    ({"at": msgpack.Timestamp(0)}, "value['at']: cannot store an object of type Timestamp"),
+    ({"a": [{b"raw": 1}]}, f"value['a'][0]: dict keys must be str, found bytes b'raw'; {STR_KEYS}"),
+    ((1, {2: 3}), f"value[1]: dict keys must be str, found int 2; {STR_KEYS}"),
+    ((Colour.RED,), "value[0]: cannot store an object of type Colour"),
     (object(), "value: cannot store an object of type object"),
 ]  # fmt: skip
 

@@ -5,11 +5,19 @@ channel goes through here, so that what is read back is the same type and value
 that was written. The encoding is msgpack: native types map to themselves and
 the types msgpack lacks travel as typed extensions.
 
-Validation happens in one walk before packing, because only the walk knows
-*where* inside a value an unstorable object sits, and an agent author needs that
-path (``value['items'][3]``) to find the mistake. Types are matched exactly:
-a subclass (an ``IntEnum``, an ``OrderedDict``) would come back as its base type,
-which breaks the "same type back" promise, so it is refused with a hint instead.
+Types are matched exactly: a subclass (an ``IntEnum``, an ``OrderedDict``) would
+come back as its base type, which breaks the "same type back" promise, so it is
+refused with a hint instead.
+
+Encoding takes one of two routes to the same bytes. Most values are vouched for
+by a check that only looks at types, then written by msgpack's C packer, which
+calls back into Python only for the types msgpack lacks: a store call from the
+sandbox encodes on every call, and building a converted copy of each value in
+Python was most of the cost. Anything that check cannot vouch for, and anything
+the packer refuses (a lone surrogate, an unstorable time zone), takes the
+validating walk, because only the walk knows *where* inside a value an
+unstorable object sits, and an agent author needs that path
+(``value['items'][3]``) to find the mistake.
 """
 
 from __future__ import annotations
@@ -49,6 +57,17 @@ _INT64_MIN: Final = -(2**63)
 _UINT64_MAX: Final = 2**64 - 1
 
 _SCALARS: Final = frozenset({str, float, bool, bytes, type(None)})
+_CONTAINERS: Final = frozenset({list, dict, tuple, set, frozenset})
+_SEQUENCE_CODES: Final[dict[type, int]] = {
+    tuple: _EXT_TUPLE,
+    set: _EXT_SET,
+    frozenset: _EXT_FROZENSET,
+}
+#: What the C packer writes itself (it hands an int beyond 64 bits to ``_extension``).
+_NATIVE: Final = _SCALARS | {int}
+_STR_ONLY: Final = frozenset({str})
+# Past this length, a run of native items is vouched for in C before looking closer.
+_LONG: Final = 16
 
 
 def _hint_for(obj: object) -> str:
@@ -95,25 +114,14 @@ class _Encoder:
             return _checked_text(obj, path)
         if kind in _SCALARS:
             return obj
-        if kind is int:
-            if _INT64_MIN <= obj <= _UINT64_MAX:
-                return obj
-            return msgpack.ExtType(_EXT_BIGINT, _int_to_bytes(obj))
-        if kind is list or kind is dict or kind is tuple or kind is set or kind is frozenset:
+        if kind is int and _INT64_MIN <= obj <= _UINT64_MAX:
+            return obj
+        if kind in _CONTAINERS:
             return self._container(obj, path)
-        if kind is dt.datetime:
-            return msgpack.ExtType(_EXT_DATETIME, _pack(_datetime_fields(obj, path)))
-        if kind is dt.date:
-            return msgpack.ExtType(_EXT_DATE, _pack(obj.toordinal()))
-        if kind is dt.time:
-            return msgpack.ExtType(_EXT_TIME, _pack(_time_fields(obj, path)))
-        if kind is dt.timedelta:
-            return msgpack.ExtType(_EXT_TIMEDELTA, _pack([obj.days, obj.seconds, obj.microseconds]))
-        if kind is Decimal:
-            return msgpack.ExtType(_EXT_DECIMAL, str(obj).encode())
-        if kind is uuid.UUID:
-            return msgpack.ExtType(_EXT_UUID, obj.bytes)
-        raise _refuse(path, f"cannot store an object of type {kind.__name__}; {_hint_for(obj)}")
+        extension = _LEAF_EXTENSIONS.get(kind)
+        if extension is None:
+            raise _refuse(path, f"cannot store an object of type {kind.__name__}; {_hint_for(obj)}")
+        return extension(obj, path)
 
     def _container(self, obj: Any, path: _Path) -> Any:
         ident = id(obj)
@@ -148,13 +156,55 @@ class _Encoder:
                 return [walk(item, (path, (i,))) for i, item in enumerate(obj)]
             if kind is tuple:
                 items = [walk(item, (path, (i,))) for i, item in enumerate(obj)]
-                return msgpack.ExtType(_EXT_TUPLE, _pack(items))
-            # set / frozenset: members have no index, so name the member itself.
-            members = [walk(item, (path, f"{{{item!r}}}")) for item in obj]
-            code = _EXT_SET if kind is set else _EXT_FROZENSET
-            return msgpack.ExtType(code, _pack(members))
+            else:  # set / frozenset: members have no index, so name the member itself.
+                items = [walk(item, (path, f"{{{item!r}}}")) for item in obj]
+            return msgpack.ExtType(_SEQUENCE_CODES[kind], _pack(items))
         finally:
             self._active.discard(ident)
+
+
+# -- the fast route ------------------------------------------------------------------
+
+
+def _vouched(container: Any, depth: int) -> bool:
+    """Whether the C packer may write ``container`` as it stands, ``depth`` deep.
+
+    Only types are looked at: every part must be of a storable type exactly (the
+    packer itself would write a ``bytearray``, a ``memoryview`` or an ``ExtType``),
+    dict keys must be ``str``, and the nesting must stay within ``MAX_DEPTH``,
+    which also ends a cycle. ``False`` sends the value to the walk.
+    """
+    if depth >= MAX_DEPTH:
+        return False
+    if type(container) is dict:
+        if not _STR_ONLY.issuperset(map(type, container)):
+            return False
+        items = container.values()
+    else:
+        items = container
+    if len(items) > _LONG and _NATIVE.issuperset(map(type, items)):
+        return True
+    for item in items:
+        kind = type(item)
+        if kind not in _LEAVES and (kind not in _CONTAINERS or not _vouched(item, depth + 1)):
+            return False
+    return True
+
+
+def _extension(obj: Any) -> msgpack.ExtType:
+    """The packer's ``default``: called only for a vouched-for part msgpack has no type for."""
+    kind = type(obj)
+    code = _SEQUENCE_CODES.get(kind)
+    if code is not None:
+        return msgpack.ExtType(code, _packed(list(obj)))
+    return _LEAF_EXTENSIONS[kind](obj, None)
+
+
+def _packed(obj: Any) -> bytes:
+    # A packer per call costs less than finding a cached one would save, and keeps
+    # encoding safe from any thread and from within ``_extension``.
+    packed: bytes = msgpack.Packer(default=_extension, strict_types=True, buf_size=256).pack(obj)
+    return packed
 
 
 def _checked_text(text: str, path: _Path) -> str:
@@ -241,6 +291,21 @@ def _time_fields(value: dt.time, path: _Path) -> list[Any]:
     ]
 
 
+_LEAF_EXTENSIONS: Final[dict[type, Callable[[Any, _Path], msgpack.ExtType]]] = {
+    int: lambda n, _: msgpack.ExtType(_EXT_BIGINT, _int_to_bytes(n)),  # beyond 64 bits
+    dt.datetime: lambda d, path: msgpack.ExtType(_EXT_DATETIME, _pack(_datetime_fields(d, path))),
+    dt.date: lambda d, _: msgpack.ExtType(_EXT_DATE, _pack(d.toordinal())),
+    dt.time: lambda t, path: msgpack.ExtType(_EXT_TIME, _pack(_time_fields(t, path))),
+    dt.timedelta: lambda d, _: msgpack.ExtType(
+        _EXT_TIMEDELTA, _pack([d.days, d.seconds, d.microseconds])
+    ),
+    Decimal: lambda d, _: msgpack.ExtType(_EXT_DECIMAL, str(d).encode()),
+    uuid.UUID: lambda u, _: msgpack.ExtType(_EXT_UUID, u.bytes),
+}
+#: Leaves the fast route may pack: native, or made an extension by ``_extension``.
+_LEAVES: Final = _NATIVE | frozenset(_LEAF_EXTENSIONS)
+
+
 def _pack(obj: Any) -> bytes:
     packed: bytes = msgpack.packb(obj, use_bin_type=True)
     return packed
@@ -293,6 +358,12 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 def encode(value: Any, *, path: str = "value") -> bytes:
     """Encode a storable value; raise ``TypeError`` naming the offending path."""
+    kind = type(value)
+    if kind in _LEAVES or (kind in _CONTAINERS and _vouched(value, 0)):
+        try:
+            return _packed(value)
+        except (TypeError, ValueError):
+            pass  # a lone surrogate or an unstorable time zone: the walk says where
     return _pack(_Encoder().walk(value, (None, path)))
 
 

@@ -19,6 +19,7 @@ import errno
 import os
 import signal
 import time
+import weakref
 from pathlib import Path
 
 from corral.sandbox.errors import SandboxError
@@ -131,11 +132,15 @@ class MemoryGroup:
                 return int(value)
         return int(self._read("memory.failcnt"))
 
-    def remove(self) -> None:
-        """Remove the group once its process has exited; a group already gone is fine."""
+    def release(self) -> None:
+        """Close the files kept open; a later read opens them again."""
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+
+    def remove(self) -> None:
+        """Remove the group once its process has exited; a group already gone is fine."""
+        self.release()
         _rmdir(self.path)
 
 
@@ -146,6 +151,9 @@ class MemoryCgroups:
         self.parent = parent
         #: Ours alone: the pid keeps hosts sharing one cgroup (and a restarted host) apart.
         self.root = parent / f"corral-{os.getpid()}"
+        #: Groups made here: closing these removes them, open files and all, even
+        #: those whose process was never closed.
+        self._groups: weakref.WeakSet[MemoryGroup] = weakref.WeakSet()
 
     @classmethod
     def detect(cls) -> MemoryCgroups | None:
@@ -177,6 +185,7 @@ class MemoryCgroups:
         except OSError as exc:
             raise SandboxError(f"cannot create memory cgroup {path}: {exc}") from exc
         group = MemoryGroup(path)
+        self._groups.add(group)
         try:
             _write(path / "memory.limit_in_bytes", str(limit_bytes))
         except OSError as exc:
@@ -194,6 +203,8 @@ class MemoryCgroups:
         A process still in a group is a sandboxed process of this host, which is
         shutting its sandbox down: it is killed, so nothing outlives the host.
         """
+        for group in list(self._groups):
+            group.release()
         _remove_tree(self.root)
 
 

@@ -44,13 +44,15 @@ class ProtocolError(Exception):
 
 
 def pack(message: list[Any]) -> bytes:
-    body: bytes = msgpack.packb(message, use_bin_type=True)
+    # A Packer of its own, not msgpack.packb: that builds a keyword dict per call,
+    # which cost more than packing a store call's frame.
+    body: bytes = msgpack.Packer(use_bin_type=True).pack(message)
     if len(body) > MAX_FRAME:
         raise ProtocolError(f"a {len(body)}-byte message exceeds the {MAX_FRAME}-byte frame limit")
     return HEADER.pack(len(body)) + body
 
 
-def unpack(body: bytes) -> list[Any]:
+def unpack(body: bytes | bytearray) -> list[Any]:
     """Decode and shape-check one frame body; anything malformed is a ProtocolError."""
     try:
         message = msgpack.unpackb(body, raw=False, strict_map_key=True)
@@ -75,22 +77,32 @@ class FrameReader:
     """
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._partial = bytearray()  # the start of a frame whose end has not arrived
 
     def feed(self, data: bytes) -> list[list[Any]]:
-        """Every complete message now buffered; a partial frame waits for more bytes."""
-        buffer = self._buffer
-        buffer += data
+        """Every complete message now buffered; a partial frame waits for more bytes.
+
+        Most reads hold whole frames and nothing is pending: those are parsed from
+        ``data`` itself, without copying it into the buffer and out again.
+        """
+        partial = self._partial
+        chunk: bytes | bytearray = data
+        if partial:
+            partial += data
+            chunk = partial
         messages = []
-        start = 0
-        while len(buffer) - start >= HEADER.size:
-            (size,) = HEADER.unpack_from(buffer, start)
+        start, length = 0, len(chunk)
+        while length - start >= HEADER.size:
+            (size,) = HEADER.unpack_from(chunk, start)
             if size > MAX_FRAME:
                 raise ProtocolError(f"a {size}-byte frame exceeds the {MAX_FRAME}-byte limit")
             end = start + HEADER.size + size
-            if len(buffer) < end:
+            if end > length:
                 break
-            messages.append(unpack(bytes(buffer[start + HEADER.size : end])))
+            messages.append(unpack(chunk[start + HEADER.size : end]))
             start = end
-        del buffer[:start]
+        if partial:
+            del partial[:start]
+        elif start < length:
+            partial += memoryview(data)[start:]
         return messages

@@ -49,7 +49,9 @@ class StoreClient:
 
     async def set_many(self, pairs: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
         items = pairs.items() if isinstance(pairs, Mapping) else pair_list(pairs)
-        encoded = [(key, _encode(key, value)) for key, value in items]
+        # Pairs as lists, which msgpack writes natively: a tuple is a codec extension,
+        # packed on its own, and that once cost more than encoding the values.
+        encoded = [[key, _encode(key, value)] for key, value in items]
         await self._channel.call("store.set_many_encoded", encoded)
 
     async def delete(self, key: str) -> None:

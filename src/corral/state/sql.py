@@ -73,6 +73,9 @@ class SqlBackend:
         self.blocking = database.blocking
         self._transaction = database.transaction
         self._execute = database.execute
+        self._fetch_one = database.fetch_one
+        self._fetch_all = database.fetch_all
+        self._write = database.write
 
     @classmethod
     def open(cls, url: str) -> SqlBackend:
@@ -85,8 +88,7 @@ class SqlBackend:
             self.database.close()
 
     def get(self, scope: str, key: str, now: int) -> bytes | None:
-        with self._transaction(write=False) as cur:
-            row = self._execute(cur, _GET, {"scope": scope, "key": key, "now": now}).fetchone()
+        row = self._fetch_one(_GET, {"scope": scope, "key": key, "now": now})
         return None if row is None else bytes(row[0])
 
     def get_many(self, scope: str, keys: Sequence[str], now: int) -> list[bytes | None]:
@@ -110,14 +112,10 @@ class SqlBackend:
         return [found.get(key) for key in keys]
 
     def has(self, scope: str, key: str, now: int) -> bool:
-        with self._transaction(write=False) as cur:
-            row = self._execute(cur, _HAS, {"scope": scope, "key": key, "now": now}).fetchone()
-        return row is not None
+        return self._fetch_one(_HAS, {"scope": scope, "key": key, "now": now}) is not None
 
     def put(self, scope: str, key: str, value: bytes, expires_at: int | None) -> None:
-        params = {"scope": scope, "key": key, "value": value, "expires_at": expires_at}
-        with self._transaction(write=True) as cur:
-            self._execute(cur, _PUT, params)
+        self._write(_PUT, {"scope": scope, "key": key, "value": value, "expires_at": expires_at})
 
     def put_many(self, scope: str, items: Sequence[tuple[str, bytes]]) -> None:
         if not items:
@@ -136,8 +134,7 @@ class SqlBackend:
                 self._execute(cur, sql, {**params, "scope": scope})
 
     def delete_all(self, scope: str) -> None:
-        with self._transaction(write=True) as cur:
-            self._execute(cur, _DELETE_ALL, {"scope": scope})
+        self._write(_DELETE_ALL, {"scope": scope})
 
     def entries(
         self, scope: str, prefix: str, now: int, *, values: bool
@@ -148,20 +145,17 @@ class SqlBackend:
             sql = _ENTRIES if upper is None else _ENTRIES_BELOW
         else:
             sql = _KEYS if upper is None else _KEYS_BELOW
-        with self._transaction(write=False) as cur:
-            rows = self._execute(cur, sql, params).fetchall()
+        rows = self._fetch_all(sql, params)
         if values:
             return [(key, bytes(value)) for key, value in rows]
         return [(key, None) for (key,) in rows]
 
     def acquire_lock(self, scope: str, key: str, now: int, expires_at: int) -> bool:
         params = {"scope": scope, "key": key, "now": now, "expires_at": expires_at}
-        with self._transaction(write=True) as cur:
-            return self._execute(cur, _ACQUIRE, params).fetchone() is not None
+        return bool(self._fetch_all(_ACQUIRE, params))
 
     def release_lock(self, scope: str, key: str) -> None:
-        with self._transaction(write=True) as cur:
-            self._execute(cur, _RELEASE, {"scope": scope, "key": key})
+        self._write(_RELEASE, {"scope": scope, "key": key})
 
     def sweep(self, now: int, limit: int) -> int | None:
         # On SQLite the IMMEDIATE transaction already makes sweepers take turns;

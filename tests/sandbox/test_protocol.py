@@ -1,0 +1,39 @@
+"""Framing: messages come out whole and in order however the stream is cut into reads."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from corral.sandbox import protocol
+
+MESSAGES: list[list[Any]] = [
+    ["log", "info", "x"],
+    ["call", 1, "store.set_encoded", [b"\xa1k", b"\xc4\x03abc"]],
+    ["reply", 1, True, b"\xc0"],
+    ["log", "info", "y" * 70_000],  # longer than one read of a socket, often
+    ["done", 2, b"\x90", False],
+]
+STREAM = b"".join(protocol.pack(m) for m in MESSAGES)
+
+
+@given(st.lists(st.integers(0, len(STREAM)), max_size=12))
+def test_messages_come_out_whole_wherever_the_reads_split_the_stream(cuts: list[int]) -> None:
+    reader = protocol.FrameReader()
+    bounds = [0, *sorted(cuts), len(STREAM)]
+    received = []
+    for start, end in itertools.pairwise(bounds):
+        received += reader.feed(STREAM[start:end])
+    assert received == MESSAGES
+
+
+def test_a_frame_longer_than_the_limit_is_refused_from_its_header() -> None:
+    reader = protocol.FrameReader()
+    header = protocol.HEADER.pack(protocol.MAX_FRAME + 1)
+    assert reader.feed(protocol.pack(MESSAGES[0]) + header[:2]) == [MESSAGES[0]]
+    with pytest.raises(protocol.ProtocolError, match="exceeds the 4194304-byte limit"):
+        reader.feed(header[2:])  # before waiting for a body it would never accept
