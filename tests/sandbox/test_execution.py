@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
+from corral import codec
 from corral.runtime.tools import store_tools
 from corral.sandbox.host import SandboxProcess, Zygote
 from corral.sandbox.limits import Limits, Outcome
 from corral.sandbox.pool import SandboxPool
-from corral.state import Store, open_store
+from corral.state import DEFAULT_MAX_VALUE_BYTES, Store, StoreBackend, open_store
 from tests.sandbox.conftest import NO_MEMCG, unavailable
 
 AGENT = """
@@ -350,6 +351,36 @@ async def test_encoded_values_from_the_sandbox_are_checked(zygote: Zygote, store
     result = await run(process, store, "raw_call", "store.set_many_encoded", [("k", "text")])
     assert result.error is not None
     assert result.error["message"] == "an encoded value must be bytes, got str"
+    assert await store.keys() == []
+    assert (await run(process, store, "hello", "ann")).outcome is Outcome.OK
+
+
+GOOD = ["good", codec.encode(1)]
+HOSTILE_BATCHES = [
+    ([GOOD, ["bad", b"\xc1garbage"]], "ValueError",
+     "the value for key 'bad' is not a value encoded by corral.codec (nothing was written)"),
+    ([GOOD, ["big", codec.encode(b"x" * DEFAULT_MAX_VALUE_BYTES)]], "ValueError",
+     f"the value for key 'big' is {DEFAULT_MAX_VALUE_BYTES + 5} bytes encoded; the limit is "
+     f"{DEFAULT_MAX_VALUE_BYTES}: split it across several keys (nothing was written)"),
+    ([GOOD, ["k", "text"]], "TypeError", "an encoded value must be bytes, got str"),
+    ([GOOD, ["k"]], "TypeError",
+     "set_many takes a dict or a list of (key, value) pairs; item 1 is ['k']"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("pairs", "kind", "message"), HOSTILE_BATCHES, ids=["undecodable", "too-big", "str", "no-pair"]
+)
+async def test_a_hostile_batch_is_refused_whole_with_a_clear_error(
+    zygote: Zygote, backend: StoreBackend, pairs: list[Any], kind: str, message: str
+) -> None:
+    # The SDK encodes in the sandbox, so the host cannot trust a batch's bytes: one bad
+    # value in it must stop the whole batch before anything is written.
+    store = Store(backend, "inst-a")
+    process = await zygote.spawn(Limits())
+    result = await run(process, store, "raw_call", "store.set_many_encoded", pairs)
+    assert result.error is not None
+    assert (result.error["type"], result.error["message"]) == (kind, message)
     assert await store.keys() == []
     assert (await run(process, store, "hello", "ann")).outcome is Outcome.OK
 

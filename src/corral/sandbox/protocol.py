@@ -45,8 +45,10 @@ class ProtocolError(Exception):
 
 def pack(message: list[Any]) -> bytes:
     # A Packer of its own, not msgpack.packb: that builds a keyword dict per call,
-    # which cost more than packing a store call's frame.
-    body: bytes = msgpack.Packer(use_bin_type=True).pack(message)
+    # which cost more than packing a store call's frame. And a small buffer, grown as
+    # needed: the default 256 KiB, allocated and freed per frame, made malloc
+    # consolidate its free lists every time.
+    body: bytes = msgpack.Packer(use_bin_type=True, buf_size=256).pack(message)
     if len(body) > MAX_FRAME:
         raise ProtocolError(f"a {len(body)}-byte message exceeds the {MAX_FRAME}-byte frame limit")
     return HEADER.pack(len(body)) + body
