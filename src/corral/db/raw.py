@@ -64,7 +64,10 @@ class Database:
             converted = self._sql_cache[sql] = re.sub(r"(?<!:):(\w+)", r"%(\1)s", sql)
         return converted
 
-    def execute(self, cursor: Any, sql: str, params: dict[str, Any] | None = None) -> Any:
+    def execute(
+        self, cursor: Any, sql: str, params: dict[str, Any] | tuple[Any, ...] | None = None
+    ) -> Any:
+        """Run ``sql`` with named parameters, or positional ones for a statement with ``?``."""
         cursor.execute(self.sql(sql), params or {})
         return cursor
 
