@@ -8,7 +8,8 @@ objects) cost 120-280 µs per call on SQLite against a few µs for sqlite3 itsel
 Statements are written once with ``:name`` parameters and converted to the
 driver's placeholder style. One ``Database`` per URL per process is shared by
 every part that needs it (``open_database``), so on SQLite the whole process has
-one connection and never contends with itself for the write lock.
+one connection for its statements and never contends with itself for the write
+lock; a second one, in a thread, only checkpoints the write-ahead log.
 """
 
 from __future__ import annotations
@@ -64,7 +65,10 @@ class Database:
             converted = self._sql_cache[sql] = re.sub(r"(?<!:):(\w+)", r"%(\1)s", sql)
         return converted
 
-    def execute(self, cursor: Any, sql: str, params: dict[str, Any] | None = None) -> Any:
+    def execute(
+        self, cursor: Any, sql: str, params: dict[str, Any] | tuple[Any, ...] | None = None
+    ) -> Any:
+        """Run ``sql`` with named parameters, or positional ones for a statement with ``?``."""
         cursor.execute(self.sql(sql), params or {})
         return cursor
 
@@ -154,6 +158,7 @@ class Database:
 
 
 def _sqlite_connection(pooled: Any) -> sqlite3.Connection:
+    """The sqlite3 connection behind the pool's proxy, which stays to give it back."""
     connection = pooled.dbapi_connection
     assert isinstance(connection, sqlite3.Connection)
     return connection

@@ -29,11 +29,16 @@ _PUT = (
     "ON CONFLICT (scope, key) DO UPDATE "
     "SET value = excluded.value, expires_at = excluded.expires_at"
 )
-# Positional, for executemany: building a dict per row costs more than the insert.
+# Positional, like the key lists below: for executemany, building a dict per row
+# costs more than the insert.
 _PUT_MANY = (
     "INSERT INTO state (scope, key, value, expires_at) VALUES (?, ?, ?, NULL) "
     "ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value, expires_at = NULL"
 )
+_GET_IN = "SELECT key, value FROM state WHERE scope = ? AND key IN {} AND " + _LIVE.replace(
+    ":now", "?"
+)
+_DELETE_IN = "DELETE FROM state WHERE scope = ? AND key IN {}"
 _DELETE_ALL = "DELETE FROM state WHERE scope = :scope"
 _RANGE = f"scope = :scope AND key >= :prefix AND {_LIVE}"
 _KEYS = f"SELECT key FROM state WHERE {_RANGE} ORDER BY key"
@@ -54,10 +59,14 @@ _SWEEP_LOCKS = "DELETE FROM state_locks WHERE expires_at <= :now"
 _SWEEP_TURN = f"SELECT pg_try_advisory_xact_lock({_ADVISORY_LOCK_SWEEP})"
 
 
-def _in_list(name: str, values: Sequence[str]) -> tuple[str, dict[str, str]]:
-    """``IN (:name0, :name1, ...)`` and its parameters."""
-    params = {f"{name}{i}": value for i, value in enumerate(values)}
-    return "(" + ", ".join(f":{p}" for p in params) + ")", params
+def _in_list(count: int) -> str:
+    """``(?, ?, ...)``: keys bound by position took half the time of 500 bound by name."""
+    return "(" + ", ".join("?" * count) + ")"
+
+
+def _positional(sql: str, postgres: bool) -> str:
+    """A statement with ``?`` placeholders in the driver's style (psycopg's is ``%s``)."""
+    return sql.replace("?", "%s") if postgres else sql
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -104,10 +113,8 @@ class SqlBackend:
                 )
             else:  # SQLite: a transaction is one snapshot, and bound parameters are limited
                 for chunk in _chunks(unique):
-                    in_list, binds = _in_list("k", chunk)
-                    sql = f"SELECT key, value FROM state WHERE scope = :scope AND key IN {in_list}"
-                    params = {**binds, "scope": scope, "now": now}
-                    rows = self._execute(cur, f"{sql} AND {_LIVE}", params).fetchall()
+                    sql = _GET_IN.format(_in_list(len(chunk)))
+                    rows = self._execute(cur, sql, (scope, *chunk, now)).fetchall()
                     found.update((k, bytes(v)) for k, v in rows)
         return [found.get(key) for key in keys]
 
@@ -120,7 +127,7 @@ class SqlBackend:
     def put_many(self, scope: str, items: Sequence[tuple[str, bytes]]) -> None:
         if not items:
             return
-        sql = _PUT_MANY.replace("?", "%s") if self._postgres else _PUT_MANY
+        sql = _positional(_PUT_MANY, self._postgres)
         with self._transaction(write=True) as cur:
             cur.executemany(sql, [(scope, key, value) for key, value in items])
 
@@ -129,9 +136,8 @@ class SqlBackend:
             return
         with self._transaction(write=True) as cur:
             for chunk in _chunks(keys):
-                in_list, params = _in_list("k", chunk)
-                sql = f"DELETE FROM state WHERE scope = :scope AND key IN {in_list}"
-                self._execute(cur, sql, {**params, "scope": scope})
+                sql = _positional(_DELETE_IN.format(_in_list(len(chunk))), self._postgres)
+                self._execute(cur, sql, (scope, *chunk))
 
     def delete_all(self, scope: str) -> None:
         self._write(_DELETE_ALL, {"scope": scope})
