@@ -27,6 +27,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/sandbox.py
+	$(BIN)/python bench/tasks.py
 
 soak: $(STAMP)
 	$(BIN)/pytest -m slow
