@@ -18,7 +18,7 @@ from typing import ParamSpec, TypeVar
 
 from corral import codec
 from corral.db.raw import Database
-from corral.runtime.declared import declared
+from corral.runtime.declared import Declared, declared
 from corral.runtime.fetch import FetchConfig, Fetcher
 from corral.runtime.history import History
 from corral.runtime.records import ExecutionRecord
@@ -113,12 +113,26 @@ class Executor:
         self._on_enqueue = on_enqueue
         #: Executions each instance may start here before its rate windows are counted again.
         self._rate_credit: dict[str, int] = {}
+        self._declared: dict[tuple[str, int], Declared] = {}
         self._unsettled: list[_Settlement] = []
         self._committing: asyncio.Task[None] | None = None
 
     @property
     def lease_ms(self) -> int:
-        return math.ceil((self.config.limits.timeout_s + self.config.lease_grace_s) * 1000)
+        """How long a claim holds a task whose agent keeps the default timeout."""
+        return self._lease_ms(self.config.limits.timeout_s)
+
+    def _lease_ms(self, timeout_s: float) -> int:
+        return math.ceil((timeout_s + self.config.lease_grace_s) * 1000)
+
+    def _rules(self, version: Version) -> Declared:
+        """The version's checked limits and allow-list, worked out once: versions never
+        change, and a claim and its execution both need them."""
+        key = (version.agent, version.number)
+        rules = self._declared.get(key)
+        if rules is None:
+            rules = self._declared[key] = declared(version.description, self.config.limits)
+        return rules
 
     def now(self) -> int:
         return math.floor(self.clock() * 1000)
@@ -149,11 +163,12 @@ class Executor:
         Otherwise recovery would take the row back while the execution still runs,
         and run it twice at once. Bad limits are left to ``run``, which dead-letters.
         """
-        timeout_s = version.description.get("limits", {}).get("timeout_s")
-        if type(timeout_s) not in (int, float) or timeout_s <= self.config.limits.timeout_s:
+        try:
+            timeout_s = self._rules(version).limits.timeout_s
+        except ValueError:
             return
-        lease_ms = math.ceil((timeout_s + self.config.lease_grace_s) * 1000)
-        self.queue.extend_lease(task, until=now + lease_ms)
+        if timeout_s > self.config.limits.timeout_s:
+            self.queue.extend_lease(task, until=now + self._lease_ms(timeout_s))
 
     async def run(self, claim: Claim) -> ExecutionRecord | None:
         """Execute the task and settle it; None when it did not run (and why is logged)."""
@@ -165,7 +180,7 @@ class Executor:
             await self.db(self.queue.release, task, run_at=self.now())
             return None
         try:
-            rules = declared(version.description, self.config.limits)
+            rules = self._rules(version)
         except ValueError as exc:
             await self._dead(task, f"{version.label} declares bad limits or network: {exc}")
             return None
