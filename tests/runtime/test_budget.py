@@ -71,14 +71,20 @@ async def test_run_shares_the_budget_and_run_task_gets_a_fresh_one(runtime: Runt
     assert len(await store.keys("task:")) == 7
 
 
-async def _run_direct(runtime: Runtime) -> dict[str, Any]:
+async def _run_alone(runtime: Runtime, method: str) -> tuple[dict[str, Any], str]:
+    """One task running ``method`` of a fresh instance: its record, and the instance."""
     await runtime.deploy("budgeted", BUDGET)
     instance = runtime.install("budgeted")
     runtime.executor.queue.enqueue(
-        instance.id, "direct", codec.encode([]), now=runtime.executor.now()
+        instance.id, method, codec.encode([]), now=runtime.executor.now()
     )
     await runtime.idle()
-    [record] = runtime.executions(instance.id, "direct")
+    [record] = runtime.executions(instance.id, method)
+    return record, instance.id
+
+
+async def _run_direct(runtime: Runtime) -> dict[str, Any]:
+    record, _ = await _run_alone(runtime, "direct")
     assert record["outcome"] == "ok"
     return record
 
@@ -95,18 +101,12 @@ async def test_run_of_a_method_counts_as_a_request(runtime: Runtime) -> None:
 
 
 async def test_run_cannot_escape_the_budget_of_its_execution(runtime: Runtime) -> None:
-    await runtime.deploy("budgeted", BUDGET)
-    instance = runtime.install("budgeted")
-    runtime.executor.queue.enqueue(
-        instance.id, "exhaust", codec.encode([]), now=runtime.executor.now()
-    )
-    await runtime.idle()
-    [exhaust] = runtime.executions(instance.id, "exhaust")
+    exhaust, instance = await _run_alone(runtime, "exhaust")
     assert exhaust["outcome"] == "request_limit"
     assert exhaust["requests_used"] == 50  # the 51st was refused inside the sandbox
     assert exhaust["error"]["type"] == "RequestLimitExceeded"
     # What was done before stays done: 48 of the 60 sets (2 went on callback, get).
-    assert len(await runtime.store(instance.id).keys("over:")) == 48
+    assert len(await runtime.store(instance).keys("over:")) == 48
 
 
 BAD_TARGETS = """
