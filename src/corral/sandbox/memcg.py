@@ -86,15 +86,16 @@ class MemoryGroup:
         self.path = path
         self._fds: dict[str, int] = {}
 
-    def _fd(self, name: str, flags: int) -> int:
+    def _fd(self, name: str) -> int:
+        # Read-write for all: memory.max_usage_in_bytes is both read and reset.
         fd = self._fds.get(name)
         if fd is None:
-            fd = self._fds[name] = os.open(self.path / name, flags)
+            fd = self._fds[name] = os.open(self.path / name, os.O_RDWR)
         return fd
 
     def _read(self, name: str) -> bytes:
         try:
-            return os.pread(self._fd(name, os.O_RDWR), 4096, 0)
+            return os.pread(self._fd(name), 4096, 0)
         except OSError as exc:
             raise SandboxError(f"cannot read {self.path / name}: {exc}") from exc
 
@@ -110,7 +111,7 @@ class MemoryGroup:
         """Start a new high-water mark at the current usage, so a warm process's next peak
         is that execution's alone."""
         try:
-            os.pwrite(self._fd("memory.max_usage_in_bytes", os.O_RDWR), b"0", 0)
+            os.pwrite(self._fd("memory.max_usage_in_bytes"), b"0", 0)
         except OSError as exc:
             raise SandboxError(f"cannot reset the peak of {self.path}: {exc}") from exc
 
