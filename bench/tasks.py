@@ -57,8 +57,8 @@ processes, and how busy the whole machine was (PostgreSQL's server included).
 Run: ``.venv/bin/python bench/tasks.py [--quick] [--runs N] [--backends
 sqlite,postgres] [--concurrency N]`` (3 runs, about 5 minutes; ``--quick``: one
 run of 1,000 tasks, chains of 200 and 50 round trips, under a minute).
-``--profile`` prints instead where a single-process drain on SQLite spends its
-time, pinned like a worker: wall time per SQL statement, then a cProfile (top
+``--profile`` prints instead where a single-process drain (on the first of
+``--backends``) spends its time, pinned like a worker: wall time per SQL statement, then a cProfile (top
 functions by own time). Progress goes to stderr, the report to stdout.
 """
 
@@ -1024,14 +1024,15 @@ async def drain_in_process(
     return wall, host, done
 
 
-async def profile(tasks: int, concurrency: int) -> str:
-    """Where a single-process drain on SQLite spends its time, pinned like a worker.
+async def profile(tasks: int, concurrency: int, backend: str, admin_url: str) -> str:
+    """Where a single-process drain spends its time, pinned like a worker.
 
     Two drains of ``tasks`` no-op tasks by one worker in this process: the first with
     every SQL statement timed (cheap: a clock read around each), the second under
     cProfile (which slows Python code down, so its rate is lower). On SQLite every
     database call runs on the event loop's thread, so the profile sees all of the
-    worker's own work. The sandboxed processes run on the same CPU: the time they
+    worker's own work; on PostgreSQL it runs in threads, which cProfile does not see
+    (the statement table, timed in whichever thread runs them, does). The sandboxed processes run on the same CPU: the time they
     take after the host wakes them shows up inside the host's ``socket.send``.
     """
     cpu = pin_to_cpu(0)
@@ -1039,19 +1040,15 @@ async def profile(tasks: int, concurrency: int) -> str:
     description = await describe_code(code)
     profiler = cProfile.Profile()
     out = io.StringIO()
-    with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
-        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        try:
-            instances = prepare(url, code, description, DRAIN_INSTANCES)
-            statements = StatementTimes(open_database(url))
-            runs = [await drain_in_process(url, instances, tasks, concurrency, None)]
-            statements.remove()
-            runs.append(await drain_in_process(url, instances, tasks, concurrency, profiler))
-        finally:
-            close_databases()
+    with fresh_database(backend, admin_url) as url:
+        instances = prepare(url, code, description, DRAIN_INSTANCES)
+        statements = StatementTimes(open_database(url))
+        runs = [await drain_in_process(url, instances, tasks, concurrency, None)]
+        statements.remove()
+        runs.append(await drain_in_process(url, instances, tasks, concurrency, profiler))
     out.write(
         f"Drains of {tasks:,} no-op tasks over {DRAIN_INSTANCES} instances, one worker "
-        f"(concurrency {concurrency}) in this process pinned to CPU {cpu}, SQLite.\n"
+        f"(concurrency {concurrency}) in this process pinned to CPU {cpu}, {backend}.\n"
     )
     for what, (wall, host, done) in zip(("statements timed", "under cProfile"), runs, strict=True):
         out.write(
@@ -1096,7 +1093,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="print a cProfile of a single-process drain on SQLite instead",
+        help="print where a single-process drain spends its time instead (statements "
+        "and a cProfile), on the first of --backends",
     )
     # internal: a worker subprocess (its index: the CPU it pins to), or the round trips
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
@@ -1123,7 +1121,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.round_trip is not None:
         asyncio.run(round_trips(args.db, args.round_trip, args.concurrency))
     elif args.profile:
-        print(asyncio.run(profile(sizes.drain, args.concurrency)))
+        print(
+            asyncio.run(
+                profile(sizes.drain, args.concurrency, args.backends[0], args.postgres_url)
+            )
+        )
     else:
         progress(
             f"{args.runs} run(s) of {len(SCENARIOS)} scenarios and a round trip on "

@@ -10,6 +10,13 @@ driver's placeholder style. One ``Database`` per URL per process is shared by
 every part that needs it (``open_database``), so on SQLite the whole process has
 one connection for its statements and never contends with itself for the write
 lock; a second one, in a thread, only checkpoints the write-ahead log.
+
+On PostgreSQL every thread keeps a connection of its own in autocommit mode, so a
+single statement is one round trip to the server (inside BEGIN ... COMMIT it was
+three), and a transaction is sent as a pipeline: BEGIN and COMMIT travel with the
+statements, and the client waits only where it reads a result. Measured on these
+machines: a one-statement transaction 200 µs as three round trips, 110 µs
+pipelined, 70 µs as a single statement.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 
 from corral.db.engine import DatabaseURLError, create_engine
@@ -49,6 +57,8 @@ class Database:
         # sqlite3 connection itself: through the pool's proxy, each attribute lookup
         # cost about 1 µs, as much as binding a statement's parameters.
         self._pooled = None if self.postgres else self.engine.raw_connection()
+        #: PostgreSQL: the connections the threads keep (see ``_connection``).
+        self._kept: list[Any] = []
         self._sqlite: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
         if self._pooled is not None:
@@ -79,6 +89,10 @@ class Database:
         Re-entrant per thread: inside an open transaction, the inner block joins it,
         so callers can make several parts' writes one commit (an execution's record
         and its task's removal) without those parts knowing of each other.
+
+        On PostgreSQL the transaction is pipelined: a statement's error may surface
+        at the next read or at the commit rather than at its own ``execute``, and a
+        row count needs ``rows_touched`` (which waits for the server).
         """
         joined = getattr(self._local, "cursor", None)
         if joined is not None:
@@ -86,74 +100,131 @@ class Database:
                 raise RuntimeError("a write cannot join a read-only transaction")
             yield joined
             return
-        with self._connection() as connection:
-            cursor = connection.cursor()
-            if self._sqlite is not None:
+        if self._sqlite is not None:
+            with self._lock:
+                cursor = self._sqlite.cursor()
                 # Writers take the write lock up front: a reader upgrading later may
                 # fail at once with SQLITE_BUSY instead of waiting its turn.
                 cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            self._local.cursor, self._local.write = cursor, write
-            try:
-                yield cursor
-            except BaseException:
-                connection.rollback()
-                raise
-            finally:
-                self._local.cursor = None
-            connection.commit()
+                with self._joinable(cursor, write, None):
+                    try:
+                        yield cursor
+                    except BaseException:
+                        self._sqlite.rollback()
+                        raise
+                self._sqlite.commit()
+            return
+        connection = self._connection()
+        cursor = connection.cursor()
+        try:
+            with connection.pipeline() as pipeline:
+                cursor.execute("BEGIN")
+                with self._joinable(cursor, write, pipeline):
+                    yield cursor
+                cursor.execute("COMMIT")
+        except BaseException:
+            self._after_error(connection)
+            raise
 
     @contextlib.contextmanager
-    def _connection(self) -> Iterator[Any]:
-        if self._sqlite is not None:
-            with self._lock:
-                yield self._sqlite
-            return
-        connection = self.engine.raw_connection()
+    def _joinable(self, cursor: Any, write: bool, pipeline: Any) -> Iterator[None]:
+        self._local.cursor, self._local.write, self._local.pipeline = cursor, write, pipeline
         try:
-            yield connection
+            yield
         finally:
-            connection.close()  # back to the pool
+            self._local.cursor = self._local.pipeline = None
+
+    def rows_touched(self, cursor: Any) -> int:
+        """How many rows the cursor's last statement touched (inside a pipelined
+        PostgreSQL transaction, once the server has answered)."""
+        pipeline = getattr(self._local, "pipeline", None)
+        if pipeline is not None:
+            pipeline.sync()
+        return int(cursor.rowcount)
+
+    def _connection(self) -> Any:
+        """This thread's PostgreSQL connection, in autocommit mode, opened on first use.
+
+        Kept rather than taken from the pool for each call: a checkout and its reset
+        cost more than the statement. A broken one is dropped (``_after_error``).
+        """
+        kept = getattr(self._local, "connection", None)
+        if kept is None:
+            kept = self.engine.raw_connection()
+            kept.dbapi_connection.autocommit = True
+            with self._lock:
+                self._kept.append(kept)
+            self._local.connection = kept
+        return kept.dbapi_connection
+
+    def _after_error(self, connection: Any) -> None:
+        """Leave the thread's connection usable: no transaction open, or no connection."""
+        if not connection.broken:
+            try:
+                if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    connection.execute("ROLLBACK")
+                return
+            except psycopg.Error:
+                pass
+        kept = self._local.connection
+        self._local.connection = None
+        with self._lock:
+            self._kept.remove(kept)
+        kept.invalidate()  # the pool opens a fresh one next time
 
     # One statement in a transaction of its own: most of the runtime's calls, and
-    # every single-key store call. On SQLite the statement runs in autocommit mode,
-    # which makes it a transaction by itself: BEGIN and COMMIT around it would cost
-    # two more statements (a third of a store write) and change nothing. A writing
-    # statement takes the write lock as it starts, waiting on the busy timeout;
-    # BEGIN IMMEDIATE is for transactions that read before they write.
+    # every single-key store call. It runs in autocommit mode, which makes it a
+    # transaction by itself: BEGIN and COMMIT around it would cost two more
+    # statements (on SQLite a third of a store write, on PostgreSQL two round trips)
+    # and change nothing. On SQLite a writing statement takes the write lock as it
+    # starts, waiting on the busy timeout; BEGIN IMMEDIATE is for transactions that
+    # read before they write. Inside a transaction, the statement joins it.
+
+    @contextlib.contextmanager
+    def _statement(self, sql: str, params: dict[str, Any] | None) -> Iterator[Any]:
+        """A cursor that has run ``sql``: alone, or in this thread's open transaction."""
+        joined = getattr(self._local, "cursor", None)
+        if joined is not None:
+            yield self.execute(joined, sql, params)
+        elif self._sqlite is not None:
+            with self._lock:
+                cursor = self._sqlite.execute(sql, params or {})
+                try:
+                    yield cursor
+                finally:
+                    cursor.close()  # ends the statement and its snapshot, rows left or not
+        else:
+            connection = self._connection()
+            try:
+                yield self.execute(connection.cursor(), sql, params)
+            except BaseException:
+                self._after_error(connection)
+                raise
 
     def fetch_one(self, sql: str, params: dict[str, Any] | None = None) -> Any:
         """The first row of a reading statement, or None."""
-        if self._sqlite is None:
-            with self.transaction(write=False) as cur:
-                return self.execute(cur, sql, params).fetchone()
-        with self._lock:
-            cursor = self._sqlite.execute(sql, params or {})
-            try:
-                return cursor.fetchone()
-            finally:
-                cursor.close()  # ends the statement and its snapshot, rows left or not
+        with self._statement(sql, params) as cursor:
+            return cursor.fetchone()
 
     def fetch_all(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
         """Every row; the statement may write (``RETURNING``): it runs to completion."""
-        if self._sqlite is None:
-            with self.transaction(write=False) as cur:
-                return list(self.execute(cur, sql, params).fetchall())
-        with self._lock:
-            return list(self._sqlite.execute(sql, params or {}).fetchall())
+        with self._statement(sql, params) as cursor:
+            return list(cursor.fetchall())
 
     def write(self, sql: str, params: dict[str, Any] | None = None) -> int:
         """Run a writing statement; returns how many rows it touched."""
-        if self._sqlite is None:
-            with self.transaction(write=True) as cur:
-                return int(self.execute(cur, sql, params).rowcount)
-        with self._lock:
-            return int(self._sqlite.execute(sql, params or {}).rowcount)
+        with self._statement(sql, params) as cursor:
+            return self.rows_touched(cursor)
 
     def close(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.stop()
         if self._pooled is not None:
             self._pooled.close()
+        with self._lock:
+            kept, self._kept = self._kept, []
+        for connection in kept:
+            connection.close()
         self.engine.dispose()
 
 

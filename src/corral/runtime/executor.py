@@ -243,16 +243,15 @@ class Executor:
     def _write_settlements(self, batch: list[_Settlement]) -> None:
         """Each record, and its task's removal, retry or dead letter: one commit for all."""
         with self.database.transaction(write=True):
+            self.history.record([(s.record, s.version, s.task.id) for s in batch])
+            done = [s.task for s in batch if s.record.result.outcome is Outcome.OK]
+            self.queue.finish(done)
             for settlement in batch:
-                self._write_settlement(settlement)
+                if settlement.record.result.outcome is not Outcome.OK:
+                    self._write_failure(settlement.task, settlement.record)
 
-    def _write_settlement(self, settlement: _Settlement) -> None:
-        task, record = settlement.task, settlement.record
+    def _write_failure(self, task: ClaimedTask, record: ExecutionRecord) -> None:
         result = record.result
-        self.history.record(record, version=settlement.version, task_id=task.id)
-        if result.outcome is Outcome.OK:
-            self.queue.finish(task)
-            return
         assert result.error is not None
         error = f"{result.outcome.value}: {result.error['type']}: {result.error['message']}"
         if not self.queue.fail(task, error, now=self.now()):
@@ -265,7 +264,7 @@ class Executor:
 
     async def _unresolved(self, task: ClaimedTask, instance: Instance, version: Version) -> None:
         if task.trigger == "lifecycle" and task.method in LIFECYCLE_HOOKS:
-            await self.db(self.queue.finish, task)  # an agent need not define every hook
+            await self.db(self.queue.finish, [task])  # an agent need not define every hook
             await self._after(task, instance)
             return
         await self._dead(

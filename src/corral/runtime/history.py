@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,59 +14,100 @@ from corral.runtime.records import ExecutionRecord
 from corral.tagged_json import JsonValue, to_tagged
 
 
+_FIELDS = (
+    "id",
+    "instance",
+    "version",
+    "method",
+    "trigger",
+    "task_id",
+    "outcome",
+    "result",
+    "error",
+    "requests_used",
+    "cpu_ms",
+    "peak_rss_bytes",
+    "duration_ms",
+    "started_at",
+)
+
+
+#: Keeps a statement's bound parameters well within SQLite's limit.
+_RECORDS_PER_INSERT = 100
+
+
+@functools.cache
+def _insert_records(count: int) -> str:
+    """One INSERT of ``count`` execution records (bound by name: ``:id0, :instance0 ...``)."""
+    rows = ", ".join(
+        "(" + ", ".join(f":{field}{n}" for field in _FIELDS) + ")" for n in range(count)
+    )
+    return f"INSERT INTO executions ({', '.join(_FIELDS)}) VALUES {rows}"
+
+
 class History:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    def record(self, record: ExecutionRecord, *, version: int | None, task_id: int | None) -> None:
-        """The record and its log lines, in one transaction."""
-        r = record.result
-        started = int(record.started_at.timestamp() * 1000)
-        try:
-            result = codec.encode(r.result) if r.result is not None else None
-        except TypeError:  # cannot happen for a decoded result; never lose the record
-            result = None
-        with self.database.transaction(write=True) as cur:
-            self.database.execute(
-                cur,
-                "INSERT INTO executions (id, instance, version, method, trigger, task_id, "
-                "outcome, result, error, requests_used, cpu_ms, peak_rss_bytes, duration_ms, "
-                "started_at) VALUES (:id, :instance, :version, :method, :trigger, :task_id, "
-                ":outcome, :result, :error, :requests_used, :cpu_ms, :peak, :duration_ms, "
-                ":started_at)",
-                {
-                    "id": record.id,
-                    "instance": record.instance,
-                    "version": version,
-                    "method": record.method,
-                    "trigger": record.trigger,
-                    "task_id": task_id,
-                    "outcome": r.outcome.value,
-                    "result": result,
-                    "error": json.dumps(r.error) if r.error is not None else None,
-                    "requests_used": r.requests_used,
-                    "cpu_ms": r.cpu_ms,
-                    "peak": r.peak_rss_bytes,
-                    "duration_ms": r.duration_ms,
-                    "started_at": started,
-                },
+    def record(self, records: Sequence[tuple[ExecutionRecord, int | None, int | None]]) -> None:
+        """Records (each with its version and task id) and their log lines, in one
+        transaction: two statements however many there are, so that a group commit of
+        several executions costs the database about what one does."""
+        if not records:
+            return
+        rows: list[tuple[Any, ...]] = []
+        lines: list[dict[str, Any]] = []
+        for record, version, task_id in records:
+            r = record.result
+            started = int(record.started_at.timestamp() * 1000)
+            try:
+                result = codec.encode(r.result) if r.result is not None else None
+            except TypeError:  # cannot happen for a decoded result; never lose the record
+                result = None
+            rows.append(
+                (
+                    record.id,
+                    record.instance,
+                    version,
+                    record.method,
+                    record.trigger,
+                    task_id,
+                    r.outcome.value,
+                    result,
+                    json.dumps(r.error) if r.error is not None else None,
+                    r.requests_used,
+                    r.cpu_ms,
+                    r.peak_rss_bytes,
+                    r.duration_ms,
+                    started,
+                )
             )
-            if r.logs:
+            lines.extend(
+                {
+                    "instance": record.instance,
+                    "execution_id": record.id,
+                    "at": started,
+                    "level": level,
+                    "line": line,
+                }
+                for level, line in r.logs
+            )
+        with self.database.transaction(write=True) as cur:
+            for start in range(0, len(rows), _RECORDS_PER_INSERT):
+                chunk = rows[start : start + _RECORDS_PER_INSERT]
+                params = {
+                    f"{field}{n}": value
+                    for n, row in enumerate(chunk)
+                    for field, value in zip(_FIELDS, row, strict=True)
+                }
+                self.database.execute(cur, _insert_records(len(chunk)), params)
+            if lines:
                 cur.executemany(
                     self.database.sql(
                         "INSERT INTO logs (instance, execution_id, at, level, line) "
                         "VALUES (:instance, :execution_id, :at, :level, :line)"
                     ),
-                    [
-                        {
-                            "instance": record.instance,
-                            "execution_id": record.id,
-                            "at": started,
-                            "level": level,
-                            "line": line,
-                        }
-                        for level, line in r.logs
-                    ],
+                    lines,
                 )
 
     def log(self, instance: str, level: str, line: str, *, now: int) -> None:

@@ -186,6 +186,8 @@ class SqlBackend:
         with self._transaction(write=True) as cur:
             if self._postgres and not cur.execute(_SWEEP_TURN).fetchone()[0]:
                 return None
-            swept = int(self._execute(cur, _SWEEP, {"now": now, "limit": limit}).rowcount)
+            swept = self.database.rows_touched(
+                self._execute(cur, _SWEEP, {"now": now, "limit": limit})
+            )
             self._execute(cur, _SWEEP_LOCKS, {"now": now})
         return swept

@@ -24,6 +24,7 @@ import os
 import random
 import secrets
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,16 +45,27 @@ _INSERT = (
     "run_at, attempts, max_attempts, created_at) VALUES (:instance, :trigger, :method, "
     ":args, :token, :key, :interval_ms, :state, :run_at, 0, :max_attempts, :now)"
 )
-# Only rows of active instances are claimed; an instance being uninstalled still runs
-# its deactivate hook.
-_RUNNABLE = (
-    "(i.status = 'active' OR "
-    "(i.status = 'uninstalling' AND t.trigger = 'lifecycle' AND t.method = 'deactivate'))"
-)
+
+
+def _runnable(status: str) -> str:
+    """Whether a task ``t`` may run, given its instance's ``status`` (an expression):
+    only tasks of active instances run, and an instance being uninstalled still runs
+    its deactivate hook."""
+    return (
+        f"CASE {status} WHEN 'active' THEN TRUE WHEN 'uninstalling' THEN "
+        "(t.trigger = 'lifecycle' AND t.method = 'deactivate') ELSE FALSE END"
+    )
+
+
+# The instance's status is a scalar subquery, not a join, so that the scan can walk
+# the queued index in the claim's order and stop after :limit rows. As a join (or an
+# EXISTS, which PostgreSQL turns into one), with the statistics of a table that was
+# empty at its last ANALYZE, PostgreSQL joined every due row to its instance and
+# sorted them: 7 ms a claim over 5,000 due tasks, and more as the queue grew.
 _CLAIMABLE = (
-    "SELECT t.id FROM tasks t JOIN instances i ON i.id = t.instance "
-    f"WHERE t.state = 'queued' AND t.run_at <= :now AND {_RUNNABLE} "
-    "ORDER BY t.run_at, t.id LIMIT :limit"
+    "SELECT t.id FROM tasks t WHERE t.state = 'queued' AND t.run_at <= :now AND "
+    + _runnable("(SELECT i.status FROM instances i WHERE i.id = t.instance)")
+    + " ORDER BY t.run_at, t.id LIMIT :limit"
 )
 _CLAIM = (
     "UPDATE tasks SET state = 'running', attempts = attempts + 1, lease_until = :lease_until, "
@@ -318,6 +330,11 @@ class TaskQueue:
         }
         # A write: the claiming UPDATE ... RETURNING hands back the rows it leased.
         with self.database.transaction(write=True) as cur:
+            if self.database.postgres:
+                # Even the scalar subquery left PostgreSQL one way to read every due
+                # row: a bitmap scan, then a sort. With the statistics of an empty
+                # table it chose that (3 ms a claim on 5,000 due tasks, against 0.1).
+                cur.execute("SET LOCAL enable_bitmapscan = off")
             rows = self.database.execute(cur, _CLAIM.format(select=select), params).fetchall()
         tasks = [ClaimedTask(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7]) for r in rows]
         tasks.sort(key=lambda t: t.id)
@@ -331,9 +348,19 @@ class TaskQueue:
             until=until,
         )
 
-    def finish(self, task: ClaimedTask) -> None:
-        """The task ran (whatever its outcome, if it is not to be retried): forget it."""
-        self._by_id("DELETE FROM tasks WHERE id = :id", task.id)
+    def finish(self, tasks: Sequence[ClaimedTask]) -> None:
+        """The tasks ran (whatever their outcome, if not to be retried): forget them."""
+        if not tasks:
+            return
+        placeholders = ", ".join(f":id{n}" for n in range(len(tasks)))
+        # Through a cursor, not write(): no row count asked, so a pipelined
+        # PostgreSQL transaction does not wait for the server here.
+        with self.database.transaction(write=True) as cur:
+            self.database.execute(
+                cur,
+                f"DELETE FROM tasks WHERE id IN ({placeholders})",
+                {f"id{n}": task.id for n, task in enumerate(tasks)},
+            )
 
     def fail(self, task: ClaimedTask, error: str, *, now: int, retry: bool = True) -> bool:
         """Retry later with backoff, or dead-letter it; True if it will be retried."""
@@ -440,7 +467,7 @@ class TaskQueue:
             next_at = self.database.execute(
                 cur,
                 "SELECT min(t.run_at) FROM tasks t JOIN instances i ON i.id = t.instance "
-                f"WHERE t.state IN ('queued', 'recurring') AND {_RUNNABLE}",
+                "WHERE t.state IN ('queued', 'recurring') AND " + _runnable("i.status"),
             ).fetchone()[0]
         return int(running), next_at
 
