@@ -58,8 +58,9 @@ Run: ``.venv/bin/python bench/tasks.py [--quick] [--runs N] [--backends
 sqlite,postgres] [--concurrency N]`` (3 runs, about 5 minutes; ``--quick``: one
 run of 1,000 tasks, chains of 200 and 50 round trips, under a minute).
 ``--profile`` prints instead where a single-process drain (on the first of
-``--backends``) spends its time, pinned like a worker: wall time per SQL statement, then a cProfile (top
-functions by own time). Progress goes to stderr, the report to stdout.
+``--backends``) spends its time, pinned like a worker: wall time per SQL
+statement, then a cProfile (top functions by own time). Progress goes to
+stderr, the report to stdout.
 """
 
 from __future__ import annotations
@@ -1032,8 +1033,9 @@ async def profile(tasks: int, concurrency: int, backend: str, admin_url: str) ->
     cProfile (which slows Python code down, so its rate is lower). On SQLite every
     database call runs on the event loop's thread, so the profile sees all of the
     worker's own work; on PostgreSQL it runs in threads, which cProfile does not see
-    (the statement table, timed in whichever thread runs them, does). The sandboxed processes run on the same CPU: the time they
-    take after the host wakes them shows up inside the host's ``socket.send``.
+    (the statement table, timed in whichever thread runs them, does). The sandboxed
+    processes run on the same CPU: the time they take after the host wakes them shows
+    up inside the host's ``socket.send``.
     """
     cpu = pin_to_cpu(0)
     code = agent_code(10)
@@ -1122,9 +1124,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(round_trips(args.db, args.round_trip, args.concurrency))
     elif args.profile:
         print(
-            asyncio.run(
-                profile(sizes.drain, args.concurrency, args.backends[0], args.postgres_url)
-            )
+            asyncio.run(profile(sizes.drain, args.concurrency, args.backends[0], args.postgres_url))
         )
     else:
         progress(

@@ -151,7 +151,8 @@ class Database:
         kept = getattr(self._local, "connection", None)
         if kept is None:
             kept = self.engine.raw_connection()
-            kept.dbapi_connection.autocommit = True
+            connection: Any = kept.dbapi_connection
+            connection.autocommit = True
             with self._lock:
                 self._kept.append(kept)
             self._local.connection = kept

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, Protocol, TypeVar
 
 from corral import codec
 from corral.db.raw import Database
@@ -62,6 +62,16 @@ class _Settlement:
     )
 
 
+class Refill(Protocol):
+    """The worker's side of a settlement commit that also claims (see ``_settle``)."""
+
+    def wanted(self, finishing: int) -> int:
+        """How many tasks to claim, once ``finishing`` executions have been settled."""
+
+    def claimed(self, claims: list[Claim], wanted: int) -> None:
+        """Start what the commit claimed (``wanted`` were asked for)."""
+
+
 @dataclass(frozen=True)
 class RateLimit:
     """At most ``executions`` per rolling ``window_s`` per instance."""
@@ -96,6 +106,7 @@ class Executor:
         clock: Clock = time.time,
         on_enqueue: Callable[[], None] | None = None,
         fetcher: Fetcher | None = None,
+        refill: Refill | None = None,
     ) -> None:
         self.config = config or RuntimeConfig()
         self.database = database
@@ -111,6 +122,7 @@ class Executor:
         self.history = History(database)
         self._backend = SqlBackend(database)
         self._on_enqueue = on_enqueue
+        self._refill = refill
         #: Executions each instance may start here before its rate windows are counted again.
         self._rate_credit: dict[str, int] = {}
         self._declared: dict[tuple[str, int], Declared] = {}
@@ -149,13 +161,18 @@ class Executor:
 
     def _claim(self, limit: int, now: int) -> list[Claim]:
         with self.database.transaction(write=True):
-            tasks = self.queue.claim(limit, now=now, lease_ms=self.lease_ms)
-            if not tasks:
+            claimed = self.queue.claim(
+                limit, now=now, lease_ms=self.lease_ms, joined=self.registry.EXECUTION_COLUMNS
+            )
+            if not claimed:
                 return []
-            found = self.registry.for_executions(task.instance for task in tasks)
-            for task in tasks:
+            if self.database.postgres:  # the claim read them
+                found = dict(self.registry.for_execution_row(row) for _, row in claimed)
+            else:
+                found = self.registry.for_executions(task.instance for task, _ in claimed)
+            for task, _ in claimed:
                 self._extend_lease(task, found[task.instance][1], now)
-        return [Claim(task, *found[task.instance]) for task in tasks]
+        return [Claim(task, *found[task.instance]) for task, _ in claimed]
 
     def _extend_lease(self, task: ClaimedTask, version: Version, now: int) -> None:
         """An agent allowed more time than the default keeps its task for that long.
@@ -216,7 +233,10 @@ class Executor:
 
         Group commit: while one commit is being written, the executions that finish
         wait for the next and share it, so a busy worker writes one transaction for
-        several executions and an idle one still commits each at once.
+        several executions and an idle one still commits each at once. The same
+        transaction claims the tasks to take the finished ones' places (``Refill``):
+        a busy worker, or one running a chain, then needs one transaction a round,
+        not two.
         """
         self._unsettled.append(settlement)
         if self._committing is None or self._committing.done():
@@ -226,8 +246,9 @@ class Executor:
     async def _commit_settlements(self) -> None:
         while self._unsettled:
             batch, self._unsettled = self._unsettled, []
+            wanted = self._refill.wanted(len(batch)) if self._refill is not None else 0
             try:
-                await self.db(self._write_settlements, batch)
+                claims = await self.db(self._write_settlements, batch, wanted, self.now())
             except Exception as exc:
                 # Nothing of the batch was written: its tasks stay leased and run again.
                 for settlement in batch:
@@ -237,11 +258,15 @@ class Executor:
                     settlement.committed.cancel()
                 raise
             else:
+                if wanted:
+                    assert self._refill is not None
+                    self._refill.claimed(claims, wanted)
                 for settlement in batch:
                     settlement.committed.set_result(None)
 
-    def _write_settlements(self, batch: list[_Settlement]) -> None:
-        """Each record, and its task's removal, retry or dead letter: one commit for all."""
+    def _write_settlements(self, batch: list[_Settlement], wanted: int, now: int) -> list[Claim]:
+        """Each record, and its task's removal, retry or dead letter, and the claim of
+        ``wanted`` tasks: one commit for all."""
         with self.database.transaction(write=True):
             self.history.record([(s.record, s.version, s.task.id) for s in batch])
             done = [s.task for s in batch if s.record.result.outcome is Outcome.OK]
@@ -249,6 +274,7 @@ class Executor:
             for settlement in batch:
                 if settlement.record.result.outcome is not Outcome.OK:
                     self._write_failure(settlement.task, settlement.record)
+            return self._claim(wanted, now) if wanted else []
 
     def _write_failure(self, task: ClaimedTask, record: ExecutionRecord) -> None:
         result = record.result

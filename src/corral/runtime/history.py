@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -12,7 +11,6 @@ from corral import codec
 from corral.db.raw import Database
 from corral.runtime.records import ExecutionRecord
 from corral.tagged_json import JsonValue, to_tagged
-
 
 _FIELDS = (
     "id",
@@ -32,17 +30,10 @@ _FIELDS = (
 )
 
 
-#: Keeps a statement's bound parameters well within SQLite's limit.
-_RECORDS_PER_INSERT = 100
-
-
-@functools.cache
-def _insert_records(count: int) -> str:
-    """One INSERT of ``count`` execution records (bound by name: ``:id0, :instance0 ...``)."""
-    rows = ", ".join(
-        "(" + ", ".join(f":{field}{n}" for field in _FIELDS) + ")" for n in range(count)
-    )
-    return f"INSERT INTO executions ({', '.join(_FIELDS)}) VALUES {rows}"
+_INSERT_RECORD = (
+    f"INSERT INTO executions ({', '.join(_FIELDS)}) "
+    f"VALUES ({', '.join(':' + field for field in _FIELDS)})"
+)
 
 
 class History:
@@ -51,11 +42,11 @@ class History:
 
     def record(self, records: Sequence[tuple[ExecutionRecord, int | None, int | None]]) -> None:
         """Records (each with its version and task id) and their log lines, in one
-        transaction: two statements however many there are, so that a group commit of
-        several executions costs the database about what one does."""
+        transaction. ``executemany``: psycopg sends the rows in one go (a multi-row
+        INSERT, with more than 50 parameters, was parsed anew on every call)."""
         if not records:
             return
-        rows: list[tuple[Any, ...]] = []
+        rows: list[dict[str, Any]] = []
         lines: list[dict[str, Any]] = []
         for record, version, task_id in records:
             r = record.result
@@ -64,24 +55,23 @@ class History:
                 result = codec.encode(r.result) if r.result is not None else None
             except TypeError:  # cannot happen for a decoded result; never lose the record
                 result = None
-            rows.append(
-                (
-                    record.id,
-                    record.instance,
-                    version,
-                    record.method,
-                    record.trigger,
-                    task_id,
-                    r.outcome.value,
-                    result,
-                    json.dumps(r.error) if r.error is not None else None,
-                    r.requests_used,
-                    r.cpu_ms,
-                    r.peak_rss_bytes,
-                    r.duration_ms,
-                    started,
-                )
+            values = (
+                record.id,
+                record.instance,
+                version,
+                record.method,
+                record.trigger,
+                task_id,
+                r.outcome.value,
+                result,
+                json.dumps(r.error) if r.error is not None else None,
+                r.requests_used,
+                r.cpu_ms,
+                r.peak_rss_bytes,
+                r.duration_ms,
+                started,
             )
+            rows.append(dict(zip(_FIELDS, values, strict=True)))
             lines.extend(
                 {
                     "instance": record.instance,
@@ -93,14 +83,7 @@ class History:
                 for level, line in r.logs
             )
         with self.database.transaction(write=True) as cur:
-            for start in range(0, len(rows), _RECORDS_PER_INSERT):
-                chunk = rows[start : start + _RECORDS_PER_INSERT]
-                params = {
-                    f"{field}{n}": value
-                    for n, row in enumerate(chunk)
-                    for field, value in zip(_FIELDS, row, strict=True)
-                }
-                self.database.execute(cur, _insert_records(len(chunk)), params)
+            cur.executemany(self.database.sql(_INSERT_RECORD), rows)
             if lines:
                 cur.executemany(
                     self.database.sql(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -259,21 +259,26 @@ class Registry:
             raise UnknownInstance(f"there is no instance {instance_id!r}")
         return found[instance_id]
 
+    #: What ``for_executions`` reads of an instance ``i`` and its agent ``a``.
+    EXECUTION_COLUMNS = (
+        ", ".join("i." + column for column in _INSTANCE_COLUMNS.split(", ")) + ", a.current_version"
+    )
+
     def for_executions(self, instance_ids: Iterable[str]) -> dict[str, tuple[Instance, Version]]:
         """Each instance and the version it runs now: one read for a claimed batch."""
         ids = sorted(set(instance_ids))
         placeholders = ", ".join(f":i{n}" for n in range(len(ids)))
         rows = self.database.fetch_all(
-            f"SELECT {', '.join('i.' + c for c in _INSTANCE_COLUMNS.split(', '))}, "
-            "a.current_version FROM instances i JOIN agents a ON a.name = i.agent "
+            f"SELECT {self.EXECUTION_COLUMNS} FROM instances i JOIN agents a ON a.name = i.agent "
             f"WHERE i.id IN ({placeholders})",
             {f"i{n}": instance_id for n, instance_id in enumerate(ids)},
         )
-        found = {}
-        for row in rows:
-            instance = _instance(row[:8])
-            found[instance.id] = (instance, self.version(instance.agent, row[8]))
-        return found
+        return dict(self.for_execution_row(row) for row in rows)
+
+    def for_execution_row(self, row: Sequence[Any]) -> tuple[str, tuple[Instance, Version]]:
+        """An instance and its version from the values of ``EXECUTION_COLUMNS``."""
+        instance = _instance(row[:8])
+        return instance.id, (instance, self.version(instance.agent, row[8]))
 
     def agents(self) -> list[tuple[str, int, int]]:
         """(name, current version, instances not removed) for each agent."""

@@ -64,6 +64,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._saturated = False
+        #: Whether the loop runs: only then may a settlement commit claim for it.
+        self._serving = False
         #: Set while nothing runs and the loop waits for a wake-up or its next poll.
         self.idle = asyncio.Event()
         self.executed = 0
@@ -82,6 +84,7 @@ class Worker:
             clock=self.clock,
             on_enqueue=self._wake.set,
             fetcher=self._fetcher,
+            refill=self,
         )
 
     async def close(self) -> None:
@@ -130,6 +133,7 @@ class Worker:
         if self.database.postgres:
             chores.append(asyncio.create_task(wakeups.listen(self.database, self._wake.set)))
         housekept = fired = 0.0
+        self._serving = True
         try:
             while True:
                 self._wake.clear()
@@ -164,11 +168,25 @@ class Worker:
                 if current is not None and current.cancelling():
                     raise asyncio.CancelledError
         finally:
+            self._serving = False
             for chore in chores:
                 chore.cancel()
             await asyncio.gather(*chores, return_exceptions=True)
             if self._running:
                 await asyncio.gather(*self._running, return_exceptions=True)
+
+    def wanted(self, finishing: int) -> int:
+        """Claim with a settlement commit when due work may be waiting: the last claim
+        filled every slot, or something was enqueued since (a chain's next step)."""
+        if not self._serving or not (self._saturated or self._wake.is_set()):
+            return 0
+        return max(0, self.options.concurrency - len(self._running) + finishing)
+
+    def claimed(self, claims: list[Claim], wanted: int) -> None:
+        self._saturated = len(claims) == wanted
+        assert self.executor is not None
+        for claim in claims:
+            self._start(self.executor, claim)
 
     def _start(self, executor: Executor, claim: Claim) -> None:
         running = asyncio.create_task(self._execute(executor, claim))
