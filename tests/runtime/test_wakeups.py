@@ -2,7 +2,8 @@
 
 The worker here polls once an hour, so only the notification (migration 0003's
 trigger, ``corral.runtime.wakeups``) can make it run a task it did not enqueue
-itself within the test's time.
+itself within the test's time. The listener is only a shortcut: when its
+connection is lost it says so, the worker polls, and it listens again.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 
 from corral import codec
 from corral.db.raw import Database
+from corral.runtime import wakeups
 from corral.runtime.records import ExecutionRecord
 from corral.tasks.queue import TaskQueue
 from tests.runtime.conftest import RuntimeFactory, stop
@@ -59,3 +61,29 @@ async def test_a_task_enqueued_elsewhere_wakes_an_idle_worker(
         await stop(runner)
     [ping] = runtime.executions(instance.id, "ping")
     assert (ping["outcome"], ping["result"]) == ("ok", "pong")
+
+
+async def test_the_listener_outlives_a_lost_connection(
+    fresh_postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = Database(fresh_postgres_url)
+    wakes: asyncio.Queue[None] = asyncio.Queue()
+    listening = asyncio.create_task(
+        wakeups.listen(database, lambda: wakes.put_nowait(None), retry_s=0.01)
+    )
+    try:
+        await asyncio.wait_for(wakes.get(), 10)  # its first LISTEN took effect
+        (pid,) = database.fetch_one(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query = 'LISTEN corral_tasks'"
+        )
+        database.fetch_one("SELECT pg_terminate_backend(:pid)", {"pid": pid})
+        await asyncio.wait_for(wakes.get(), 10)  # listening again, on a new connection
+        assert "not listening for new tasks" in caplog.text
+        assert "polling instead" in caplog.text
+        database.write("NOTIFY corral_tasks")
+        await asyncio.wait_for(wakes.get(), 10)  # and notifications reach it
+    finally:
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+        database.close()
