@@ -67,7 +67,9 @@ def rows_in_the_database_file(database: Database) -> int:
     with contextlib.closing(sqlite3.connect(uri, uri=True)) as reader:
         try:
             return int(reader.execute("SELECT count(*) FROM state").fetchone()[0])
-        except sqlite3.OperationalError:  # "no such table": not even the schema is there yet
+        # "no such table" (not even the schema is there yet), or "malformed": an
+        # immutable reader caught the checkpoint thread halfway through the file.
+        except sqlite3.DatabaseError:
             return 0
 
 

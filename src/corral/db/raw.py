@@ -11,34 +11,48 @@ every part that needs it (``open_database``), so on SQLite the whole process has
 one connection for its statements and never contends with itself for the write
 lock; a second one, in a thread, only checkpoints the write-ahead log.
 
-On PostgreSQL every thread keeps a connection of its own in autocommit mode, so a
-single statement is one round trip to the server (inside BEGIN ... COMMIT it was
-three), and a transaction is sent as a pipeline: BEGIN and COMMIT travel with the
-statements, and the client waits only where it reads a result. Measured on these
-machines: a one-statement transaction 200 µs as three round trips, 110 µs
-pipelined, 70 µs as a single statement.
+On PostgreSQL every connection is in autocommit mode, so a single statement is
+one round trip to the server (inside BEGIN ... COMMIT it was three), and a
+transaction is sent as a pipeline: BEGIN and COMMIT travel with the statements,
+and the client waits only where it reads a result. Measured on these machines: a
+one-statement transaction 200 µs as three round trips, 110 µs pipelined, 70 µs as
+a single statement. Async code runs database functions through ``call``: on
+PostgreSQL in a greenlet on the event loop, over async connections kept per loop
+(``corral.db.bridge`` says why not threads); plain callers (the CLI, tests) get a
+synchronous connection per thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import logging
 import re
+import select
+import selectors
 import sqlite3
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 import sqlalchemy as sa
 
+from corral.db import bridge
 from corral.db.engine import DatabaseURLError, create_engine
 from corral.db.migrate import ensure_schema
 
 log = logging.getLogger(__name__)
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
 #: Seconds between checkpoints of a SQLite database's write-ahead log.
 CHECKPOINT_INTERVAL_S = 0.1
+#: PostgreSQL connections ``Database.call`` keeps open at most; more calls at once wait.
+#: As many as the thread pool that ran these calls before had threads on 2 cores.
+MAX_SESSIONS = 6
 
 
 class Database:
@@ -47,7 +61,7 @@ class Database:
         self.engine = create_engine(url)
         ensure_schema(self.engine)
         self.postgres = self.engine.dialect.name == "postgresql"
-        #: Calls wait on the network (PostgreSQL): async callers should use a thread.
+        #: Calls wait on the network (PostgreSQL): async callers go through ``call``.
         self.blocking = self.postgres
         self._sql_cache: dict[str, str] = {}
         self._lock = threading.RLock()
@@ -59,12 +73,85 @@ class Database:
         self._pooled = None if self.postgres else self.engine.raw_connection()
         #: PostgreSQL: the connections the threads keep (see ``_connection``).
         self._kept: list[Any] = []
+        #: PostgreSQL: the sessions ``call`` lends, idle now, and every one open. Their
+        #: connections wait on whichever loop runs the call, so any loop may take one.
+        self._idle: list[_Session] = []
+        self._sessions: list[_Session] = []
+        self._opening = 0
+        self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]
+        self._waiters = collections.deque()
         self._sqlite: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
         if self._pooled is not None:
             self._sqlite = _sqlite_connection(self._pooled)
             self._sqlite.execute("PRAGMA wal_autocheckpoint=0")  # _Checkpointer does it
             self._checkpointer = _Checkpointer(self.engine, CHECKPOINT_INTERVAL_S)
+
+    async def call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """``fn(*args, **kwargs)`` for async code: at once on SQLite, which answers in
+        microseconds; on PostgreSQL in a greenlet whose statements are awaited on this
+        event loop, over a connection of its own for the call's duration."""
+        if not self.blocking:
+            return fn(*args, **kwargs)
+        # Shielded: a caller cancelled halfway must not leave a statement half-sent on a
+        # connection the next call would take. The work finishes, as it did in a thread.
+        return await asyncio.shield(self._in_session(fn, *args, **kwargs))
+
+    async def _in_session(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        session = await self._checkout()
+        try:
+            return await bridge.run(fn, session, *args, **kwargs)
+        finally:
+            self._checkin(session)
+
+    async def _checkout(self) -> _Session:
+        """An idle session, a new one while fewer than ``MAX_SESSIONS`` are open, or
+        else the next one given back."""
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                if self._idle:
+                    return self._idle.pop()
+                if len(self._sessions) + self._opening < MAX_SESSIONS:
+                    self._opening += 1
+                    break
+                waiter = loop.create_future()
+                self._waiters.append((loop, waiter))
+            await waiter
+        try:
+            url = self.engine.url.set(drivername="postgresql")
+            connection = await asyncio.to_thread(
+                _LoopConnection.connect,
+                url.render_as_string(hide_password=False),
+                autocommit=True,
+            )
+        finally:
+            with self._lock:
+                self._opening -= 1
+        session = _Session(self, connection)
+        with self._lock:
+            self._sessions.append(session)
+        return session
+
+    def _checkin(self, session: _Session) -> None:
+        with self._lock:
+            if session.connection.closed:  # broken: the next checkout may open another
+                if session in self._sessions:
+                    self._sessions.remove(session)
+            else:
+                self._idle.append(session)
+            waiter = self._waiters.popleft() if self._waiters else None
+        if waiter is not None:
+            loop, future = waiter
+            loop.call_soon_threadsafe(_resolve, future)
+
+    def _state(self) -> Any:
+        """Where this caller's connection and open transaction live: its ``call``'s
+        session, or else its thread."""
+        here = bridge.current()
+        if here is not None and isinstance(here.session, _Session) and here.session.owner is self:
+            return here.session
+        return self._local
 
     def sql(self, sql: str) -> str:
         """The statement in the driver's placeholder style."""
@@ -94,9 +181,10 @@ class Database:
         at the next read or at the commit rather than at its own ``execute``, and a
         row count needs ``rows_touched`` (which waits for the server).
         """
-        joined = getattr(self._local, "cursor", None)
+        state = self._state()
+        joined = getattr(state, "cursor", None)
         if joined is not None:
-            if write and not self._local.write:
+            if write and not state.write:
                 raise RuntimeError("a write cannot join a read-only transaction")
             yield joined
             return
@@ -106,7 +194,7 @@ class Database:
                 # Writers take the write lock up front: a reader upgrading later may
                 # fail at once with SQLITE_BUSY instead of waiting its turn.
                 cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                with self._joinable(cursor, write, None):
+                with self._joinable(state, cursor, write, None):
                     try:
                         yield cursor
                     except BaseException:
@@ -114,40 +202,44 @@ class Database:
                         raise
                 self._sqlite.commit()
             return
-        connection = self._connection()
+        connection = self._connection(state)
         cursor = connection.cursor()
         try:
             with connection.pipeline() as pipeline:
                 cursor.execute("BEGIN")
-                with self._joinable(cursor, write, pipeline):
+                with self._joinable(state, cursor, write, pipeline):
                     yield cursor
                 cursor.execute("COMMIT")
         except BaseException:
-            self._after_error(connection)
+            self._after_error(state, connection)
             raise
 
+    @staticmethod
     @contextlib.contextmanager
-    def _joinable(self, cursor: Any, write: bool, pipeline: Any) -> Iterator[None]:
-        self._local.cursor, self._local.write, self._local.pipeline = cursor, write, pipeline
+    def _joinable(state: Any, cursor: Any, write: bool, pipeline: Any) -> Iterator[None]:
+        state.cursor, state.write, state.pipeline = cursor, write, pipeline
         try:
             yield
         finally:
-            self._local.cursor = self._local.pipeline = None
+            state.cursor = state.pipeline = None
 
     def rows_touched(self, cursor: Any) -> int:
         """How many rows the cursor's last statement touched (inside a pipelined
         PostgreSQL transaction, once the server has answered)."""
-        pipeline = getattr(self._local, "pipeline", None)
+        pipeline = getattr(self._state(), "pipeline", None)
         if pipeline is not None:
             pipeline.sync()
         return int(cursor.rowcount)
 
-    def _connection(self) -> Any:
-        """This thread's PostgreSQL connection, in autocommit mode, opened on first use.
+    def _connection(self, state: Any) -> Any:
+        """The caller's PostgreSQL connection, in autocommit mode: its session's, or
+        its thread's, opened on first use.
 
         Kept rather than taken from the pool for each call: a checkout and its reset
         cost more than the statement. A broken one is dropped (``_after_error``).
         """
+        if isinstance(state, _Session):
+            return state.connection
         kept = getattr(self._local, "connection", None)
         if kept is None:
             kept = self.engine.raw_connection()
@@ -158,15 +250,19 @@ class Database:
             self._local.connection = kept
         return kept.dbapi_connection
 
-    def _after_error(self, connection: Any) -> None:
-        """Leave the thread's connection usable: no transaction open, or no connection."""
+    def _after_error(self, state: Any, connection: Any) -> None:
+        """Leave the caller's connection usable: no transaction open, or no connection
+        (a session's broken one is dropped as its ``call`` ends)."""
         if not connection.broken:
             try:
                 if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     connection.execute("ROLLBACK")
                 return
             except psycopg.Error:
-                pass
+                if isinstance(state, _Session):
+                    connection.close()
+        if isinstance(state, _Session):
+            return
         kept = self._local.connection
         self._local.connection = None
         with self._lock:
@@ -184,7 +280,8 @@ class Database:
     @contextlib.contextmanager
     def _statement(self, sql: str, params: dict[str, Any] | None) -> Iterator[Any]:
         """A cursor that has run ``sql``: alone, or in this thread's open transaction."""
-        joined = getattr(self._local, "cursor", None)
+        state = self._state()
+        joined = getattr(state, "cursor", None)
         if joined is not None:
             yield self.execute(joined, sql, params)
         elif self._sqlite is not None:
@@ -195,11 +292,11 @@ class Database:
                 finally:
                     cursor.close()  # ends the statement and its snapshot, rows left or not
         else:
-            connection = self._connection()
+            connection = self._connection(state)
             try:
                 yield self.execute(connection.cursor(), sql, params)
             except BaseException:
-                self._after_error(connection)
+                self._after_error(state, connection)
                 raise
 
     def fetch_one(self, sql: str, params: dict[str, Any] | None = None) -> Any:
@@ -224,9 +321,82 @@ class Database:
             self._pooled.close()
         with self._lock:
             kept, self._kept = self._kept, []
+            sessions, self._sessions = self._sessions, []
         for connection in kept:
             connection.close()
+        for session in sessions:
+            session.connection.close()
+        self._idle = []
         self.engine.dispose()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class _Session:
+    """One async connection, lent to one ``call`` at a time, and the transaction that
+    call has open on it (what a thread keeps in ``Database._local``)."""
+
+    def __init__(self, owner: Database, connection: _LoopConnection) -> None:
+        #: Another database's code inside this call uses its thread's connection.
+        self.owner = owner
+        self.connection = connection
+        self.cursor: Any = None
+        self.write = False
+        self.pipeline: Any = None
+
+
+class _LoopConnection(psycopg.Connection[Any]):
+    """A psycopg connection that, inside ``bridge.run``, waits on the event loop.
+
+    Every statement of psycopg's goes through ``wait``, which drives a generator of
+    socket waits. Only a wait that cannot be met at once (the server's answer is not
+    in yet) goes to the loop; asking the loop for the others, as psycopg's async
+    connections do for each command a pipeline sends, cost a loop iteration and two
+    selector changes each (measured: async psycopg spent more CPU per chain step
+    than threads did).
+    """
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        if bridge.current() is None:
+            return super().wait(gen, interval, timeout)
+        fd = self.pgconn.socket
+        try:
+            wanted = next(gen)
+            while True:
+                readers, writers, _ = select.select(
+                    (fd,) if wanted & READ else (), (fd,) if wanted & WRITE else (), (), 0
+                )
+                ready = (READ if readers else 0) | (WRITE if writers else 0)
+                if not ready:
+                    ready = bridge.wait(_ready(fd, wanted))
+                wanted = gen.send(ready)
+        except StopIteration as done:
+            return done.value
+
+
+READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+
+
+def _ready(fd: int, wanted: int) -> asyncio.Future[int]:
+    """Resolved with what ``fd`` became ready for, of ``wanted``."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[int] = loop.create_future()
+
+    def on(ready: int) -> None:
+        loop.remove_reader(fd)
+        loop.remove_writer(fd)
+        if not future.done():
+            future.set_result(ready)
+
+    if wanted & READ:
+        loop.add_reader(fd, on, READ)
+    if wanted & WRITE:
+        loop.add_writer(fd, on, WRITE)
+    future.add_done_callback(lambda _: (loop.remove_reader(fd), loop.remove_writer(fd)))
+    return future
 
 
 def _sqlite_connection(pooled: Any) -> sqlite3.Connection:

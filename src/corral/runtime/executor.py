@@ -150,10 +150,8 @@ class Executor:
         return math.floor(self.clock() * 1000)
 
     async def db(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        """Database work: at once on SQLite, in a thread on PostgreSQL."""
-        if self.database.blocking:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        return fn(*args, **kwargs)
+        """Database work (see ``Database.call``)."""
+        return await self.database.call(fn, *args, **kwargs)
 
     async def claim(self, limit: int) -> list[Claim]:
         """Lease up to ``limit`` due tasks, with their instances and versions: one transaction."""

@@ -10,7 +10,6 @@ the host awaits alongside the execution's other calls.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable
 from typing import Any
@@ -76,6 +75,7 @@ class InstanceTools:
         self._methods = methods
         self._clock = clock
         self._on_enqueue = on_enqueue or (lambda: None)
+        self._database = queue.database
         self._blocking = queue.database.blocking
         self._ops: dict[str, Callable[..., Any]] = {
             "callbacks.create": self._create_callback,
@@ -99,7 +99,7 @@ class InstanceTools:
         if handler is None:
             raise UnknownOperation(f"there is no tool operation {op!r}")
         if self._blocking:
-            return asyncio.to_thread(handler, *args)
+            return self._database.call(handler, *args)
         return handler(*args)
 
     def _now(self) -> int:

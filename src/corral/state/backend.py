@@ -8,8 +8,11 @@ the sandboxed side never sees this layer, so it can never choose a scope.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import ParamSpec, Protocol, TypeVar
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 class StoreBackend(Protocol):
@@ -18,8 +21,12 @@ class StoreBackend(Protocol):
     A row whose ``expires_at <= now`` is expired: no read may return it.
     """
 
-    #: True when calls may block on the network, so the async layer runs them in a thread.
+    #: True when calls may block on the network, so the async layer runs them through
+    #: ``call``.
     blocking: bool
+
+    def call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Awaitable[_T]:
+        """``fn(*args, **kwargs)`` where a blocking backend's work belongs (awaited)."""
 
     def get(self, scope: str, key: str, now: int) -> bytes | None: ...
 

@@ -7,10 +7,14 @@ wrote never changes what is stored — the same as a database backend.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 from corral.state.prefix import prefix_upper_bound
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -22,6 +26,9 @@ class _Scope:
 
 class MemoryBackend:
     blocking = False
+
+    async def call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return fn(*args, **kwargs)
 
     def __init__(self) -> None:
         self._scopes: dict[str, _Scope] = {}

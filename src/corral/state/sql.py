@@ -91,6 +91,7 @@ class SqlBackend:
         self._owned = owned
         self._postgres = database.postgres
         self.blocking = database.blocking
+        self.call = database.call
         self._transaction = database.transaction
         self._execute = database.execute
         self._fetch_one = database.fetch_one

@@ -7,7 +7,6 @@ cannot be encoded or is too large raises before anything is written.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
@@ -84,13 +83,13 @@ def _operation(
 ) -> Callable[Concatenate[Store, _P], Coroutine[Any, Any, _T]]:
     """Make a store operation ``async``, written once as a plain function.
 
-    SQLite and memory answer in microseconds: a thread hop would cost more than
-    the call. PostgreSQL waits on the network, so it gets a thread.
+    SQLite and memory answer in microseconds: a coroutine would cost more than
+    the call. PostgreSQL waits on the network, so the backend's ``call`` runs it.
     """
 
     async def run(self: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         if self._backend.blocking:
-            return await asyncio.to_thread(fn, self, *args, **kwargs)
+            return await self._backend.call(fn, self, *args, **kwargs)
         return fn(self, *args, **kwargs)
 
     run.__name__, run.__qualname__, run.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
@@ -300,7 +299,7 @@ class Store:
         """
         operation = OPERATIONS[name]
         if self._backend.blocking:
-            return asyncio.to_thread(operation, self, *args)
+            return self._backend.call(operation, self, *args)
         return operation(self, *args)
 
     list = keys  # the seeds' name for keys(); defined last so it never shadows the builtin

@@ -54,7 +54,7 @@ class Sweeper:
         while True:
             try:
                 if self._backend.blocking:
-                    swept = await asyncio.to_thread(self.sweep_once)
+                    swept = await self._backend.call(self.sweep_once)
                 else:
                     swept = self.sweep_once()
                 if swept:

@@ -14,8 +14,8 @@ claimers, so no row is ever handed out twice. A worker that dies leaves its rows
 spent), and a worker on the same machine reclaims at once the rows of a process
 that no longer exists.
 
-All methods are synchronous; callers on an event loop use a thread when
-``database.blocking`` (PostgreSQL).
+All methods are synchronous; callers on an event loop run them through
+``database.call`` (on PostgreSQL, a greenlet whose statements the loop awaits).
 """
 
 from __future__ import annotations

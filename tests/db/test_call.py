@@ -1,0 +1,119 @@
+"""``Database.call`` on PostgreSQL: database functions awaited on the event loop.
+
+Each call runs in a greenlet with a connection of its own, so calls overlap on
+one loop without joining each other's transactions; a cancelled caller does not
+cut a statement in half; at most ``MAX_SESSIONS`` connections are opened however
+many calls wait; and a connection the server dropped is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from corral.db import bridge
+from corral.db.raw import MAX_SESSIONS, Database
+
+_INSERT = "INSERT INTO state (scope, key, value) VALUES ('s', :key, '\\xc0'::bytea)"
+
+
+@pytest.fixture
+def database(fresh_postgres_url: str) -> Iterator[Database]:
+    made = Database(fresh_postgres_url)
+    yield made
+    made.close()
+
+
+def keys(database: Database) -> list[str]:
+    return [key for (key,) in database.fetch_all("SELECT key FROM state ORDER BY key")]
+
+
+async def test_overlapping_calls_keep_their_transactions_apart(database: Database) -> None:
+    both_inside = asyncio.Barrier(2)
+
+    def insert(key: str, fail: bool) -> None:
+        with database.transaction(write=True) as cur:
+            database.execute(cur, _INSERT, {"key": key})
+            # Both transactions are open at once, on one thread, before either ends.
+            bridge.wait(both_inside.wait())
+            if fail:
+                raise ValueError("roll this one back")
+
+    results = await asyncio.gather(
+        database.call(insert, "kept", False),
+        database.call(insert, "rolled-back", True),
+        return_exceptions=True,
+    )
+    assert results[0] is None
+    assert isinstance(results[1], ValueError)
+    assert keys(database) == ["kept"]
+
+
+async def test_a_cancelled_caller_leaves_the_call_to_finish(database: Database) -> None:
+    started, finished = asyncio.Event(), asyncio.Event()
+
+    def slow_insert() -> None:
+        with database.transaction(write=True) as cur:
+            database.execute(cur, _INSERT, {"key": "slow"})
+            started.set()
+            database.execute(cur, "SELECT pg_sleep(0.2)")
+            cur.fetchall()
+        finished.set()
+
+    call = asyncio.ensure_future(database.call(slow_insert))
+    await started.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await finished.wait()  # the transaction went on to its commit, whole
+    assert keys(database) == ["slow"]
+    # Its connection was given back with nothing half-sent on it: every call at
+    # once (one of them on that connection) gets its answer.
+    answers = await asyncio.gather(*(database.call(keys, database) for _ in range(MAX_SESSIONS)))
+    assert answers == [["slow"]] * MAX_SESSIONS
+
+
+async def test_many_calls_at_once_share_a_few_connections(database: Database) -> None:
+    def backend_pid() -> int:
+        (pid,) = database.fetch_one("SELECT pg_backend_pid() FROM pg_sleep(0.01)")
+        return int(pid)
+
+    pids = await asyncio.gather(*(database.call(backend_pid) for _ in range(5 * MAX_SESSIONS)))
+    assert 1 < len(set(pids)) <= MAX_SESSIONS
+
+
+async def test_a_connection_the_server_closed_is_replaced(database: Database) -> None:
+    def backend_pid() -> int:
+        return int(database.fetch_one("SELECT pg_backend_pid()")[0])
+
+    pid = await database.call(backend_pid)
+    database.fetch_one("SELECT pg_terminate_backend(:pid)", {"pid": pid})
+    with pytest.raises(psycopg.OperationalError):
+        await database.call(backend_pid)
+    assert await database.call(backend_pid) != pid
+
+
+async def test_another_databases_work_inside_a_call_uses_its_own_connection(
+    database: Database, fresh_postgres_url: str
+) -> None:
+    other = Database(fresh_postgres_url)
+    try:
+
+        def read_then_write_elsewhere() -> None:
+            with database.transaction(write=False):
+                database.fetch_one("SELECT 1")
+                other.write(_INSERT, {"key": "elsewhere"})  # not joined to the read
+
+        await database.call(read_then_write_elsewhere)
+        assert keys(other) == ["elsewhere"]
+    finally:
+        other.close()
+
+
+async def test_waiting_outside_a_call_is_an_error() -> None:
+    never = asyncio.get_running_loop().create_future()
+    with pytest.raises(RuntimeError, match="outside"):
+        bridge.wait(never)
