@@ -15,7 +15,8 @@ import psycopg
 import pytest
 
 from corral.db import bridge
-from corral.db.raw import MAX_SESSIONS, Database
+from corral.db.raw import Database
+from corral.db.sessions import MAX_SESSIONS
 
 _INSERT = "INSERT INTO state (scope, key, value) VALUES ('s', :key, '\\xc0'::bytea)"
 

@@ -25,12 +25,9 @@ synchronous connection per thread.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import re
-import select
-import selectors
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -42,6 +39,7 @@ import sqlalchemy as sa
 from corral.db import bridge
 from corral.db.engine import DatabaseURLError, create_engine
 from corral.db.migrate import ensure_schema
+from corral.db.sessions import Session, SessionPool
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +48,6 @@ _T = TypeVar("_T")
 
 #: Seconds between checkpoints of a SQLite database's write-ahead log.
 CHECKPOINT_INTERVAL_S = 0.1
-#: PostgreSQL connections ``Database.call`` keeps open at most; more calls at once wait.
-#: As many as the thread pool that ran these calls before had threads on 2 cores.
-MAX_SESSIONS = 6
 
 
 class Database:
@@ -73,13 +68,13 @@ class Database:
         self._pooled = None if self.postgres else self.engine.raw_connection()
         #: PostgreSQL: the connections the threads keep (see ``_connection``).
         self._kept: list[Any] = []
-        #: PostgreSQL: the sessions ``call`` lends, idle now, and every one open. Their
-        #: connections wait on whichever loop runs the call, so any loop may take one.
-        self._idle: list[_Session] = []
-        self._sessions: list[_Session] = []
-        self._opening = 0
-        self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]
-        self._waiters = collections.deque()
+        #: PostgreSQL: the connections ``call`` lends, and ``call_deferred``'s, whose
+        #: commits do not wait for the disk.
+        conninfo = self.engine.url.set(drivername="postgresql").render_as_string(
+            hide_password=False
+        )
+        self._sessions = SessionPool(self, conninfo)
+        self._deferred = SessionPool(self, conninfo, options="-c synchronous_commit=off")
         self._sqlite: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
         if self._pooled is not None:
@@ -95,61 +90,30 @@ class Database:
             return fn(*args, **kwargs)
         # Shielded: a caller cancelled halfway must not leave a statement half-sent on a
         # connection the next call would take. The work finishes, as it did in a thread.
-        return await asyncio.shield(self._in_session(fn, *args, **kwargs))
+        return await asyncio.shield(self._sessions.run(fn, *args, **kwargs))
 
-    async def _in_session(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        session = await self._checkout()
-        try:
-            return await bridge.run(fn, session, *args, **kwargs)
-        finally:
-            self._checkin(session)
+    async def call_deferred(
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        """``call``, with commits that do not wait for the write-ahead log to reach the
+        disk (PostgreSQL's ``synchronous_commit = off``), for an execution's own writes.
 
-    async def _checkout(self) -> _Session:
-        """An idle session, a new one while fewer than ``MAX_SESSIONS`` are open, or
-        else the next one given back."""
-        loop = asyncio.get_running_loop()
-        while True:
-            with self._lock:
-                if self._idle:
-                    return self._idle.pop()
-                if len(self._sessions) + self._opening < MAX_SESSIONS:
-                    self._opening += 1
-                    break
-                waiter = loop.create_future()
-                self._waiters.append((loop, waiter))
-            await waiter
-        try:
-            url = self.engine.url.set(drivername="postgresql")
-            connection = await asyncio.to_thread(
-                _LoopConnection.connect,
-                url.render_as_string(hide_password=False),
-                autocommit=True,
-            )
-        finally:
-            with self._lock:
-                self._opening -= 1
-        session = _Session(self, connection)
-        with self._lock:
-            self._sessions.append(session)
-        return session
-
-    def _checkin(self, session: _Session) -> None:
-        with self._lock:
-            if session.connection.closed:  # broken: the next checkout may open another
-                if session in self._sessions:
-                    self._sessions.remove(session)
-            else:
-                self._idle.append(session)
-            waiter = self._waiters.popleft() if self._waiters else None
-        if waiter is not None:
-            loop, future = waiter
-            loop.call_soon_threadsafe(_resolve, future)
+        They are visible at once and lost only if the server crashes in the next
+        fraction of a second; the execution's settlement, a commit that does wait, is
+        written after them, and the log is flushed in order, so once the settlement is
+        durable so is everything the execution wrote. If the server crashes first,
+        the task was not settled and runs again: at least once, as before, for one
+        disk wait less per write (about 150 µs on these machines).
+        """
+        if not self.blocking:
+            return fn(*args, **kwargs)
+        return await asyncio.shield(self._deferred.run(fn, *args, **kwargs))
 
     def _state(self) -> Any:
         """Where this caller's connection and open transaction live: its ``call``'s
         session, or else its thread."""
         here = bridge.current()
-        if here is not None and isinstance(here.session, _Session) and here.session.owner is self:
+        if here is not None and isinstance(here.session, Session) and here.session.owner is self:
             return here.session
         return self._local
 
@@ -238,7 +202,7 @@ class Database:
         Kept rather than taken from the pool for each call: a checkout and its reset
         cost more than the statement. A broken one is dropped (``_after_error``).
         """
-        if isinstance(state, _Session):
+        if isinstance(state, Session):
             return state.connection
         kept = getattr(self._local, "connection", None)
         if kept is None:
@@ -259,9 +223,9 @@ class Database:
                     connection.execute("ROLLBACK")
                 return
             except psycopg.Error:
-                if isinstance(state, _Session):
+                if isinstance(state, Session):
                     connection.close()
-        if isinstance(state, _Session):
+        if isinstance(state, Session):
             return
         kept = self._local.connection
         self._local.connection = None
@@ -321,82 +285,11 @@ class Database:
             self._pooled.close()
         with self._lock:
             kept, self._kept = self._kept, []
-            sessions, self._sessions = self._sessions, []
         for connection in kept:
             connection.close()
-        for session in sessions:
-            session.connection.close()
-        self._idle = []
+        self._sessions.close()
+        self._deferred.close()
         self.engine.dispose()
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-class _Session:
-    """One async connection, lent to one ``call`` at a time, and the transaction that
-    call has open on it (what a thread keeps in ``Database._local``)."""
-
-    def __init__(self, owner: Database, connection: _LoopConnection) -> None:
-        #: Another database's code inside this call uses its thread's connection.
-        self.owner = owner
-        self.connection = connection
-        self.cursor: Any = None
-        self.write = False
-        self.pipeline: Any = None
-
-
-class _LoopConnection(psycopg.Connection[Any]):
-    """A psycopg connection that, inside ``bridge.run``, waits on the event loop.
-
-    Every statement of psycopg's goes through ``wait``, which drives a generator of
-    socket waits. Only a wait that cannot be met at once (the server's answer is not
-    in yet) goes to the loop; asking the loop for the others, as psycopg's async
-    connections do for each command a pipeline sends, cost a loop iteration and two
-    selector changes each (measured: async psycopg spent more CPU per chain step
-    than threads did).
-    """
-
-    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-        if bridge.current() is None:
-            return super().wait(gen, interval, timeout)
-        fd = self.pgconn.socket
-        try:
-            wanted = next(gen)
-            while True:
-                readers, writers, _ = select.select(
-                    (fd,) if wanted & READ else (), (fd,) if wanted & WRITE else (), (), 0
-                )
-                ready = (READ if readers else 0) | (WRITE if writers else 0)
-                if not ready:
-                    ready = bridge.wait(_ready(fd, wanted))
-                wanted = gen.send(ready)
-        except StopIteration as done:
-            return done.value
-
-
-READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
-
-
-def _ready(fd: int, wanted: int) -> asyncio.Future[int]:
-    """Resolved with what ``fd`` became ready for, of ``wanted``."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[int] = loop.create_future()
-
-    def on(ready: int) -> None:
-        loop.remove_reader(fd)
-        loop.remove_writer(fd)
-        if not future.done():
-            future.set_result(ready)
-
-    if wanted & READ:
-        loop.add_reader(fd, on, READ)
-    if wanted & WRITE:
-        loop.add_writer(fd, on, WRITE)
-    future.add_done_callback(lambda _: (loop.remove_reader(fd), loop.remove_writer(fd)))
-    return future
 
 
 def _sqlite_connection(pooled: Any) -> sqlite3.Connection:

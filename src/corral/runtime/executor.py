@@ -71,6 +71,12 @@ class Refill(Protocol):
     def claimed(self, claims: list[Claim], wanted: int) -> None:
         """Start what the commit claimed (``wanted`` were asked for)."""
 
+    def has_room(self) -> bool:
+        """Whether a task handed off now could start at once (see ``hand_off``)."""
+
+    def handed(self, claim: Claim) -> None:
+        """Start a task handed off to this worker."""
+
 
 @dataclass(frozen=True)
 class RateLimit:
@@ -120,7 +126,9 @@ class Executor:
         self.callbacks = Callbacks(database)
         self.registry = Registry(database, self.queue)
         self.history = History(database)
-        self._backend = SqlBackend(database)
+        # Executions' store writes commit without waiting for the disk: their
+        # settlement's commit, which waits, comes after them (``call_deferred``).
+        self._backend = SqlBackend(database, deferred=True)
         self._on_enqueue = on_enqueue
         self._refill = refill
         #: Executions each instance may start here before its rate windows are counted again.
@@ -172,6 +180,38 @@ class Executor:
                 self._extend_lease(task, found[task.instance][1], now)
         return [Claim(task, *found[task.instance]) for task, _ in claimed]
 
+    def hand_off(self, instance: str, method: str, args: bytes, now: int) -> bool:
+        """Enqueue a task due now already leased to this worker, and start it: False
+        (nothing enqueued) when the worker has no free slot for it.
+
+        An execution's ``run_task`` comes here first. The next step of a chain then
+        needs no claim, here or in any other worker (none is woken for it), and
+        starts while the step that made it is still being settled.
+        """
+        if self._refill is None or not self._refill.has_room():
+            return False
+        # One statement, in autocommit: on PostgreSQL one round trip, the instance
+        # and its current version read with the insert. The rare cases after it
+        # (suspended meanwhile, a longer timeout) each cost a statement more.
+        task, row = self.queue.enqueue_leased(
+            instance,
+            method,
+            args,
+            now=now,
+            lease_ms=self.lease_ms,
+            joined=self.registry.EXECUTION_COLUMNS,
+        )
+        if self.database.postgres:
+            found = self.registry.for_execution_row(row)[1]
+        else:
+            found = self.registry.for_executions([instance])[instance]
+        if found[0].status != ACTIVE:  # suspended meanwhile: the queue keeps it
+            self.queue.release(task, run_at=now)
+            return True
+        self._extend_lease(task, found[1], now)
+        self._refill.handed(Claim(task, *found))
+        return True
+
     def _extend_lease(self, task: ClaimedTask, version: Version, now: int) -> None:
         """An agent allowed more time than the default keeps its task for that long.
 
@@ -210,6 +250,7 @@ class Executor:
             methods=version.methods,
             clock=self.clock,
             on_enqueue=self._on_enqueue,
+            hand_off=self.hand_off,
         )
         started = datetime.fromtimestamp(self.clock(), UTC)  # the clock rate limits use
         result = await self.pool.execute(

@@ -65,6 +65,7 @@ class InstanceTools:
         methods: frozenset[str],
         clock: Clock,
         on_enqueue: Callable[[], None] | None = None,
+        hand_off: Callable[[str, str, bytes, int], bool] | None = None,
     ) -> None:
         self._store = store_tools(store)
         self._fetch = fetch
@@ -75,6 +76,7 @@ class InstanceTools:
         self._methods = methods
         self._clock = clock
         self._on_enqueue = on_enqueue or (lambda: None)
+        self._hand_off = hand_off
         self._database = queue.database
         self._blocking = queue.database.blocking
         self._ops: dict[str, Callable[..., Any]] = {
@@ -99,7 +101,7 @@ class InstanceTools:
         if handler is None:
             raise UnknownOperation(f"there is no tool operation {op!r}")
         if self._blocking:
-            return self._database.call(handler, *args)
+            return self._database.call_deferred(handler, *args)  # settled durably later
         return handler(*args)
 
     def _now(self) -> int:
@@ -127,6 +129,9 @@ class InstanceTools:
     def _run_task(self, target: object, run_at: object) -> str | None:
         method, args = self._target(target)
         now = self._now()
+        hand_off = self._hand_off if run_at is None else None
+        if hand_off is not None and hand_off(self._instance, method, args, now):
+            return None
         token = self._queue.enqueue(
             self._instance,
             method,

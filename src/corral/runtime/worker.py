@@ -188,6 +188,13 @@ class Worker:
         for claim in claims:
             self._start(self.executor, claim)
 
+    def has_room(self) -> bool:
+        return self._serving and len(self._running) < self.options.concurrency
+
+    def handed(self, claim: Claim) -> None:
+        assert self.executor is not None
+        self._start(self.executor, claim)
+
     def _start(self, executor: Executor, claim: Claim) -> None:
         running = asyncio.create_task(self._execute(executor, claim))
         self._running.add(running)

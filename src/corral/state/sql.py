@@ -86,12 +86,13 @@ def _chunks(items: Sequence[_T], size: int = _CHUNK) -> Iterator[Sequence[_T]]:
 
 
 class SqlBackend:
-    def __init__(self, database: Database, *, owned: bool = False) -> None:
+    def __init__(self, database: Database, *, owned: bool = False, deferred: bool = False) -> None:
+        """``deferred``: writes through ``Database.call_deferred`` (an execution's own)."""
         self.database = database
         self._owned = owned
         self._postgres = database.postgres
         self.blocking = database.blocking
-        self.call = database.call
+        self.call = database.call_deferred if deferred else database.call
         self._transaction = database.transaction
         self._execute = database.execute
         self._fetch_one = database.fetch_one

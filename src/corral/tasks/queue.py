@@ -46,6 +46,14 @@ _INSERT = (
     ":args, :token, :key, :interval_ms, :state, :run_at, 0, :max_attempts, :now)"
 )
 
+# State 'running' from the start: the trigger of migration 0005 wakes no worker for it.
+_INSERT_LEASED = (
+    "INSERT INTO tasks (instance, trigger, method, args, state, run_at, attempts, "
+    "max_attempts, lease_until, leased_by, created_at) VALUES (:instance, :trigger, :method, "
+    ":args, 'running', :now, 1, :max_attempts, :lease_until, :worker, :now) RETURNING id, "
+    "instance, trigger, method, args, attempts, max_attempts, key"
+)
+
 
 def _runnable(status: str) -> str:
     """Whether a task ``t`` may run, given its instance's ``status`` (an expression):
@@ -159,6 +167,35 @@ class TaskQueue:
         with self.database.transaction(write=True) as cur:
             self._insert(cur, instance, trigger, method, args, now, run_at or now, token=token)
         return token
+
+    def enqueue_leased(
+        self, instance: str, method: str, args: bytes, *, now: int, lease_ms: int, joined: str
+    ) -> tuple[ClaimedTask, tuple[Any, ...]]:
+        """A task due now, inserted already leased to this worker: a hand-off.
+
+        The worker runs it without claiming it, so no other worker can take it and no
+        claim is spent on it; if this worker dies, recovery puts it back like any
+        lease. ``joined`` is read with it as in ``claim`` (on SQLite: empty).
+        """
+        params = {
+            "instance": instance,
+            "trigger": "task",
+            "method": method,
+            "args": args,
+            "max_attempts": self.max_attempts,
+            "now": now,
+            "lease_until": now + lease_ms,
+            "worker": self._worker,
+        }
+        sql = _INSERT_LEASED
+        if joined and self.database.postgres:
+            sql = (
+                f"WITH c AS ({sql}) SELECT c.*, {joined} FROM c "
+                "JOIN instances i ON i.id = c.instance JOIN agents a ON a.name = i.agent"
+            )
+        row = self.database.fetch_one(sql, params)
+        task = ClaimedTask(row[0], row[1], row[2], row[3], bytes(row[4]), row[5], row[6], row[7])
+        return task, tuple(row[8:])
 
     def _insert(
         self,

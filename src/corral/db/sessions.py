@@ -1,0 +1,167 @@
+"""PostgreSQL connections for ``Database.call``: lent to one call at a time, and
+waiting for the server on the event loop that runs the call.
+
+A call's statements run in a greenlet (``corral.db.bridge``) over one of these
+connections; whatever transaction the call has open lives on its ``Session``, as
+a thread's lives in thread-local state. The connections are synchronous psycopg
+connections whose waits go to the loop, so they belong to no loop: any loop's
+call may take one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import select
+import selectors
+import threading
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import psycopg
+
+from corral.db import bridge
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+#: Connections a pool keeps open at most; more calls at once wait for one.
+#: As many as the thread pool that ran these calls before had threads on 2 cores.
+MAX_SESSIONS = 6
+
+
+class Session:
+    """One connection, lent to one call at a time, and the transaction that call has
+    open on it (what a thread keeps in ``Database._local``)."""
+
+    def __init__(self, owner: object, connection: LoopConnection) -> None:
+        #: The ``Database`` it belongs to: another database's code inside the call
+        #: uses that database's own connections.
+        self.owner = owner
+        self.connection = connection
+        self.cursor: Any = None
+        self.write = False
+        self.pipeline: Any = None
+
+
+class SessionPool:
+    """Up to ``MAX_SESSIONS`` sessions of one database, opened with ``options``."""
+
+    def __init__(self, owner: object, conninfo: str, *, options: str = "") -> None:
+        self._owner = owner
+        self._conninfo = conninfo
+        self._options = options
+        self._lock = threading.Lock()
+        self._idle: list[Session] = []
+        self._open: list[Session] = []
+        self._opening = 0
+        self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]
+        self._waiters = collections.deque()
+
+    async def run(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """``fn(*args, **kwargs)`` in a greenlet, over a session of this pool."""
+        session = await self._checkout()
+        try:
+            return await bridge.run(fn, session, *args, **kwargs)
+        finally:
+            self._checkin(session)
+
+    async def _checkout(self) -> Session:
+        """An idle session, a new one while fewer than ``MAX_SESSIONS`` are open, or
+        else the next one given back."""
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                if self._idle:
+                    return self._idle.pop()
+                if len(self._open) + self._opening < MAX_SESSIONS:
+                    self._opening += 1
+                    break
+                waiter = loop.create_future()
+                self._waiters.append((loop, waiter))
+            await waiter
+        try:
+            connection = await asyncio.to_thread(
+                LoopConnection.connect, self._conninfo, autocommit=True, options=self._options
+            )
+        finally:
+            with self._lock:
+                self._opening -= 1
+        session = Session(self._owner, connection)
+        with self._lock:
+            self._open.append(session)
+        return session
+
+    def _checkin(self, session: Session) -> None:
+        with self._lock:
+            if session.connection.closed:  # broken: the next checkout may open another
+                if session in self._open:
+                    self._open.remove(session)
+            else:
+                self._idle.append(session)
+            waiter = self._waiters.popleft() if self._waiters else None
+        if waiter is not None:
+            loop, future = waiter
+            loop.call_soon_threadsafe(_resolve, future)
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._open, self._idle = self._open, [], []
+        for session in sessions:
+            session.connection.close()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class LoopConnection(psycopg.Connection[Any]):
+    """A psycopg connection that, inside ``bridge.run``, waits on the event loop.
+
+    Every statement of psycopg's goes through ``wait``, which drives a generator of
+    socket waits. Only a wait that cannot be met at once (the server's answer is not
+    in yet) goes to the loop; asking the loop for the others, as psycopg's async
+    connections do for each command a pipeline sends, cost a loop iteration and two
+    selector changes each (measured: async psycopg spent more CPU per chain step
+    than threads did).
+    """
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        if bridge.current() is None:
+            return super().wait(gen, interval, timeout)
+        fd = self.pgconn.socket
+        try:
+            wanted = next(gen)
+            while True:
+                readers, writers, _ = select.select(
+                    (fd,) if wanted & READ else (), (fd,) if wanted & WRITE else (), (), 0
+                )
+                ready = (READ if readers else 0) | (WRITE if writers else 0)
+                if not ready:
+                    ready = bridge.wait(_ready(fd, wanted))
+                wanted = gen.send(ready)
+        except StopIteration as done:
+            return done.value
+
+
+READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+
+
+def _ready(fd: int, wanted: int) -> asyncio.Future[int]:
+    """Resolved with what ``fd`` became ready for, of ``wanted``."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[int] = loop.create_future()
+
+    def on(ready: int) -> None:
+        loop.remove_reader(fd)
+        loop.remove_writer(fd)
+        if not future.done():
+            future.set_result(ready)
+
+    if wanted & READ:
+        loop.add_reader(fd, on, READ)
+    if wanted & WRITE:
+        loop.add_writer(fd, on, WRITE)
+    future.add_done_callback(lambda _: (loop.remove_reader(fd), loop.remove_writer(fd)))
+    return future
