@@ -118,3 +118,23 @@ async def test_waiting_outside_a_call_is_an_error() -> None:
     never = asyncio.get_running_loop().create_future()
     with pytest.raises(RuntimeError, match="outside"):
         bridge.wait(never)
+
+
+async def test_deferred_calls_commit_without_waiting_for_the_disk(database: Database) -> None:
+    def setting() -> str:
+        return str(database.fetch_one("SHOW synchronous_commit")[0])
+
+    assert await database.call_deferred(setting) == "off"
+    assert await database.call(setting) == "on"  # what someone outside is told of
+    assert setting() == "on"  # plain callers: the CLI, open_store
+
+
+async def test_a_call_that_raises_before_its_first_wait_reports_it(database: Database) -> None:
+    def broken() -> None:
+        raise LookupError("nothing here")
+
+    for _ in range(MAX_SESSIONS + 1):
+        with pytest.raises(LookupError, match="nothing here"):
+            await database.call(broken)
+    # Each gave its session back: were one kept, the pool would run out and wait.
+    assert await asyncio.wait_for(database.call(keys, database), 5) == []

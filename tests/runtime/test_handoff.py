@@ -132,3 +132,11 @@ async def test_a_hand_off_wakes_no_other_worker(runtime: Runtime) -> None:
         assert len(heard) == 1
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_the_workers_own_commits_do_not_wait_for_the_disk(runtime: Runtime) -> None:
+    """Claims and settlements, like an execution's writes (docs/store.md § Durability)."""
+    database = runtime.database
+    row = await runtime.executor.db(database.fetch_one, "SHOW synchronous_commit")
+    assert row[0] == "off"

@@ -15,10 +15,10 @@ async def test_a_worker_stops_when_cancelled_as_it_is_woken(
     runner = asyncio.create_task(runtime.worker.run())
     wake = runtime.worker._wake
     for _ in range(500):  # until the loop waits on its wake-up event (bounded)
-        if wake._waiters:  # type: ignore[attr-defined]
+        if wake.sleeping:
             break
         await asyncio.sleep(0.01)
-    assert wake._waiters, "the worker never waited for work"  # type: ignore[attr-defined]
+    assert wake.sleeping, "the worker never waited for work"
 
     runtime.worker.wake()  # e.g. an execution just finished
     runner.cancel()

@@ -7,6 +7,7 @@ another. The agent code is a string, as it is when stored in the database.
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
@@ -175,6 +176,45 @@ async def test_concurrent_tool_calls_each_count(zygote: Zygote, store: Store) ->
     result = await run(await zygote.spawn(Limits()), store, "gather", 20)
     assert result.result == list(range(20))
     assert result.requests_used == 21
+
+
+class LaterTools:
+    """Tool calls answered by futures resolved later, as a PostgreSQL database call is."""
+
+    def __init__(self) -> None:
+        self.pending: list[asyncio.Future[Any]] = []
+
+    def __call__(self, op: str, args: list[Any]) -> asyncio.Future[Any]:
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        loop = asyncio.get_running_loop()
+        if op == "later.echo":
+            loop.call_soon(future.set_result, args[0])
+        elif op == "later.fail":
+            loop.call_soon(future.set_exception, ValueError(f"no such thing: {args[0]}"))
+        return future  # "later.never": left pending
+
+
+async def test_a_tool_answered_later_replies_with_its_value_or_error(zygote: Zygote) -> None:
+    process = await zygote.spawn(Limits())
+    tools = LaterTools()
+    echoed = await process.execute(AGENT, "raw_call", ["later.echo", "hi"], Limits(), tools)
+    assert (echoed.outcome, echoed.result) == (Outcome.OK, "hi")
+    failed = await process.execute(AGENT, "raw_call", ["later.fail", "x"], Limits(), tools)
+    assert failed.outcome is Outcome.ERROR
+    assert failed.error is not None
+    assert failed.error["message"] == "no such thing: x"
+
+
+async def test_an_answer_still_pending_when_the_execution_ends_is_dropped(
+    zygote: Zygote,
+) -> None:
+    process = await zygote.spawn(Limits())
+    tools = LaterTools()
+    limits = Limits(timeout_s=0.2)
+    hung = await process.execute(AGENT, "raw_call", ["later.never"], limits, tools)
+    assert hung.outcome is Outcome.TIMEOUT
+    assert tools.pending[0].cancelled()  # nobody waits for it any more
 
 
 async def test_wall_timeout_kills_and_the_next_process_works(zygote: Zygote, store: Store) -> None:
@@ -399,3 +439,15 @@ async def test_concurrent_first_executions_of_an_instance_leave_no_process_behin
     assert (pool.spawned, len(pool)) == (2, 1)
     await pool.close()
     assert zygote._exits == {}  # every process it spawned has exited and been reaped
+
+
+async def test_closing_the_zygote_closes_the_processes_left_open() -> None:
+    def descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = descriptors()
+    zygote = await Zygote.start()
+    process = await zygote.spawn(Limits())
+    await zygote.close()  # the process was never closed by its user
+    assert descriptors() == before  # its socket and pidfd went with the zygote
+    assert process.exited.done()

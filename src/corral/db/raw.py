@@ -30,7 +30,7 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 import psycopg
@@ -82,32 +82,34 @@ class Database:
             self._sqlite.execute("PRAGMA wal_autocheckpoint=0")  # _Checkpointer does it
             self._checkpointer = _Checkpointer(self.engine, CHECKPOINT_INTERVAL_S)
 
-    async def call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    def call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Awaitable[_T]:
         """``fn(*args, **kwargs)`` for async code: at once on SQLite, which answers in
         microseconds; on PostgreSQL in a greenlet whose statements are awaited on this
-        event loop, over a connection of its own for the call's duration."""
-        if not self.blocking:
-            return fn(*args, **kwargs)
-        # Shielded: a caller cancelled halfway must not leave a statement half-sent on a
-        # connection the next call would take. The work finishes, as it did in a thread.
-        return await asyncio.shield(self._sessions.run(fn, *args, **kwargs))
+        event loop, over a connection of its own for the call's duration.
 
-    async def call_deferred(
-        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
-    ) -> _T:
-        """``call``, with commits that do not wait for the write-ahead log to reach the
-        disk (PostgreSQL's ``synchronous_commit = off``), for an execution's own writes.
-
-        They are visible at once and lost only if the server crashes in the next
-        fraction of a second; the execution's settlement, a commit that does wait, is
-        written after them, and the log is flushed in order, so once the settlement is
-        durable so is everything the execution wrote. If the server crashes first,
-        the task was not settled and runs again: at least once, as before, for one
-        disk wait less per write (about 150 µs on these machines).
+        A caller cancelled halfway stops waiting, not the call: a statement left
+        half-sent would break the connection for the next call. The work finishes,
+        as it did in a thread.
         """
         if not self.blocking:
-            return fn(*args, **kwargs)
-        return await asyncio.shield(self._deferred.run(fn, *args, **kwargs))
+            return _done(fn, *args, **kwargs)
+        return self._sessions.submit(fn, *args, **kwargs)
+
+    def call_deferred(
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> Awaitable[_T]:
+        """``call``, with commits that do not wait for the write-ahead log to reach the
+        disk (PostgreSQL's ``synchronous_commit = off``), for a worker's writes.
+
+        They are visible at once and lost only if the server crashes in the next
+        fraction of a second, and then with everything committed after them: the
+        log is flushed in order. A worker's writes may be lost that way (docs/store.md
+        § Durability): an execution whose settlement is lost runs again (at least
+        once), and a settlement that survives brings its execution's writes with it.
+        """
+        if not self.blocking:
+            return _done(fn, *args, **kwargs)
+        return self._deferred.submit(fn, *args, **kwargs)
 
     def _state(self) -> Any:
         """Where this caller's connection and open transaction live: its ``call``'s
@@ -290,6 +292,17 @@ class Database:
         self._sessions.close()
         self._deferred.close()
         self.engine.dispose()
+
+
+def _done(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Awaitable[_T]:
+    """``fn``'s outcome as an awaitable that is already done: awaiting it does not
+    give up the event loop."""
+    future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+    try:
+        future.set_result(fn(*args, **kwargs))
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
 
 
 def _sqlite_connection(pooled: Any) -> sqlite3.Connection:

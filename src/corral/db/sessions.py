@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import select
 import selectors
 import threading
@@ -57,14 +58,40 @@ class SessionPool:
         self._opening = 0
         self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]
         self._waiters = collections.deque()
+        #: Calls waiting for a session (kept: the loop holds tasks only weakly).
+        self._starting: set[asyncio.Task[None]] = set()
 
-    async def run(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        """``fn(*args, **kwargs)`` in a greenlet, over a session of this pool."""
-        session = await self._checkout()
+    def submit(
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> asyncio.Future[_T]:
+        """``fn(*args, **kwargs)`` in a greenlet, over a session of this pool: started
+        at once when a session is idle. The future is the caller's: cancelling it
+        does not stop the call, which ends as it would have and gives its session back."""
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[_T] = loop.create_future()
+        with self._lock:
+            session = self._idle.pop() if self._idle else None
+        if session is not None:
+            self._start(session, lambda: fn(*args, **kwargs), result)
+        else:
+            later = loop.create_task(self._start_later(lambda: fn(*args, **kwargs), result))
+            self._starting.add(later)
+            later.add_done_callback(self._starting.discard)
+        return result
+
+    def _start(self, session: Session, call: Callable[[], _T], result: asyncio.Future[_T]) -> None:
+        bridge.start(call, session, result, lambda: self._checkin(session))
+
+    async def _start_later(self, call: Callable[[], _T], result: asyncio.Future[_T]) -> None:
         try:
-            return await bridge.run(fn, session, *args, **kwargs)
-        finally:
-            self._checkin(session)
+            session = await self._checkout()
+        except BaseException as exc:  # could not connect: the caller hears why
+            if not result.done():
+                result.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._start(session, call, result)
 
     async def _checkout(self) -> Session:
         """An idle session, a new one while fewer than ``MAX_SESSIONS`` are open, or
@@ -117,7 +144,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 class LoopConnection(psycopg.Connection[Any]):
-    """A psycopg connection that, inside ``bridge.run``, waits on the event loop.
+    """A psycopg connection that, inside ``bridge.start``, waits on the event loop.
 
     Every statement of psycopg's goes through ``wait``, which drives a generator of
     socket waits. Only a wait that cannot be met at once (the server's answer is not
@@ -139,7 +166,7 @@ class LoopConnection(psycopg.Connection[Any]):
                 )
                 ready = (READ if readers else 0) | (WRITE if writers else 0)
                 if not ready:
-                    ready = bridge.wait(_ready(fd, wanted))
+                    ready = bridge.wait_armed(functools.partial(_when_ready, fd, wanted))
                 wanted = gen.send(ready)
         except StopIteration as done:
             return done.value
@@ -148,20 +175,24 @@ class LoopConnection(psycopg.Connection[Any]):
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 
-def _ready(fd: int, wanted: int) -> asyncio.Future[int]:
-    """Resolved with what ``fd`` became ready for, of ``wanted``."""
+def _when_ready(fd: int, wanted: int, resume: Callable[[int], None]) -> None:
+    """Call ``resume`` with what ``fd`` became ready for, of ``wanted``, once it is."""
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[int] = loop.create_future()
+    if wanted == READ:  # nearly always: waiting for the server's answer
+
+        def readable() -> None:
+            loop.remove_reader(fd)
+            resume(READ)
+
+        loop.add_reader(fd, readable)
+        return
 
     def on(ready: int) -> None:
         loop.remove_reader(fd)
         loop.remove_writer(fd)
-        if not future.done():
-            future.set_result(ready)
+        resume(ready)
 
     if wanted & READ:
         loop.add_reader(fd, on, READ)
     if wanted & WRITE:
         loop.add_writer(fd, on, WRITE)
-    future.add_done_callback(lambda _: (loop.remove_reader(fd), loop.remove_writer(fd)))
-    return future

@@ -126,8 +126,8 @@ class Executor:
         self.callbacks = Callbacks(database)
         self.registry = Registry(database, self.queue)
         self.history = History(database)
-        # Executions' store writes commit without waiting for the disk: their
-        # settlement's commit, which waits, comes after them (``call_deferred``).
+        # Executions' store writes commit without waiting for the disk, as the
+        # worker's own do (see ``db``).
         self._backend = SqlBackend(database, deferred=True)
         self._on_enqueue = on_enqueue
         self._refill = refill
@@ -158,8 +158,17 @@ class Executor:
         return math.floor(self.clock() * 1000)
 
     async def db(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        """Database work (see ``Database.call``)."""
-        return await self.database.call(fn, *args, **kwargs)
+        """The worker's database work: claims, settlements, releases, dead letters.
+
+        Its commits do not wait for the disk (``Database.call_deferred``), like an
+        execution's own writes. Nobody outside is told of them, and a server crash
+        loses the end of the write-ahead log, in order: at worst a claim or a
+        settlement is undone, with everything written after it, and its task runs
+        again (at least once), as after a worker crash. Measured on these machines a
+        durable commit waited 200-500 µs for the disk, and a chain step, a claim and
+        a round trip each wait for one or two.
+        """
+        return await self.database.call_deferred(fn, *args, **kwargs)
 
     async def claim(self, limit: int) -> list[Claim]:
         """Lease up to ``limit`` due tasks, with their instances and versions: one transaction."""

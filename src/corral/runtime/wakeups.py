@@ -1,4 +1,5 @@
-"""PostgreSQL LISTEN: an idle worker claims work that another process enqueued at once.
+"""What wakes an idle worker: its ``Wakeup``, and PostgreSQL LISTEN, so that it
+claims work another process enqueued at once.
 
 Migration 0003 makes every inserting statement on ``tasks`` notify channel
 ``corral_tasks`` when it commits. Without this, work enqueued by the CLI, a
@@ -22,6 +23,54 @@ log = logging.getLogger("corral.wakeups")
 CHANNEL = "corral_tasks"
 
 
+class Wakeup:
+    """What the worker loop sleeps on between rounds: set by whatever may have made
+    work due (an enqueue here, a notification, a finished execution), or the poll.
+
+    ``asyncio.wait_for(event.wait(), timeout)`` made a task and three loop
+    iterations of every wake-up, and Python 3.11's dropped a ``cancel()`` that came
+    as the event fired; this wakes the sleeper from ``set`` itself.
+    """
+
+    def __init__(self) -> None:
+        self._set = False
+        self._sleeper: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        if self._sleeper is not None and not self._sleeper.done():
+            self._sleeper.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    @property
+    def sleeping(self) -> bool:
+        """Whether the loop waits for this now."""
+        return self._sleeper is not None
+
+    async def wait(self, timeout_s: float) -> None:
+        """Return once set, or after ``timeout_s``."""
+        if self._set:
+            return
+        loop = asyncio.get_running_loop()
+        sleeper = self._sleeper = loop.create_future()
+        timer = loop.call_later(timeout_s, _wake_up, sleeper)
+        try:
+            await sleeper
+        finally:
+            timer.cancel()
+            self._sleeper = None
+
+
+def _wake_up(sleeper: asyncio.Future[None]) -> None:
+    if not sleeper.done():
+        sleeper.set_result(None)
+
+
 async def listen(database: Database, wake: Callable[[], None], *, retry_s: float = 5.0) -> None:
     """Call ``wake`` on every notification until cancelled."""
     url = database.engine.url.set(drivername="postgresql")
@@ -31,8 +80,7 @@ async def listen(database: Database, wake: Callable[[], None], *, retry_s: float
             async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                 await conn.execute(f"LISTEN {CHANNEL}")
                 wake()  # whatever was enqueued before the LISTEN took effect
-                async for _ in conn.notifies():
-                    wake()
+                await _heard(conn.pgconn, wake)
         except psycopg.Error as exc:
             log.warning(
                 "not listening for new tasks (%s); polling instead, retrying in %.0f s",
@@ -40,3 +88,36 @@ async def listen(database: Database, wake: Callable[[], None], *, retry_s: float
                 retry_s,
             )
         await asyncio.sleep(retry_s)
+
+
+async def _heard(pgconn: psycopg.pq.abc.PGconn, wake: Callable[[], None]) -> None:
+    """Call ``wake`` from the socket's own callback when notifications come in; raise
+    when the connection fails.
+
+    Read straight off libpq: psycopg's ``notifies()`` generator cost several loop
+    iterations and selector changes per notification, on the path of every task
+    another process enqueues for an idle worker.
+    """
+    loop = asyncio.get_running_loop()
+    lost: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        try:
+            pgconn.consume_input()
+            if pgconn.status != psycopg.pq.ConnStatus.OK:
+                raise psycopg.OperationalError(pgconn.get_error_message() or "connection lost")
+        except psycopg.Error as exc:
+            if not lost.done():
+                lost.set_exception(exc)
+            return
+        heard = False
+        while pgconn.notifies() is not None:
+            heard = True
+        if heard:
+            wake()
+
+    loop.add_reader(pgconn.socket, readable)
+    try:
+        await lost
+    finally:
+        loop.remove_reader(pgconn.socket)

@@ -10,7 +10,6 @@ other process enqueues (``wakeups``); otherwise it is found by polling every
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -61,7 +60,7 @@ class Worker:
         self.database = database
         self.config = config
         self.clock = clock
-        self._wake = asyncio.Event()
+        self._wake = wakeups.Wakeup()
         self._running: set[asyncio.Task[None]] = set()
         self._saturated = False
         #: Whether the loop runs: only then may a settlement commit claim for it.
@@ -159,14 +158,8 @@ class Worker:
                     continue  # slots freed while claiming (a thread, on PostgreSQL)
                 if not self._running:
                     self.idle.set()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.options.poll_s)
+                await self._wake.wait(self.options.poll_s)
                 self.idle.clear()
-                # Python 3.11's wait_for drops a cancel() that arrives as the event
-                # fires; the task still knows it was asked to stop.
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise asyncio.CancelledError
         finally:
             self._serving = False
             for chore in chores:

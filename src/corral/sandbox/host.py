@@ -18,7 +18,8 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,8 @@ class Zygote:
         self._spawns: dict[int, asyncio.Future[tuple[int, int, asyncio.Future[ExitInfo]]]] = {}
         # Live processes only: the zygote always reports "spawned" before "exited".
         self._exits: dict[int, asyncio.Future[ExitInfo]] = {}
+        #: Processes not yet closed: ``close`` closes them, so none leaves a descriptor.
+        self._children: weakref.WeakSet[SandboxProcess] = weakref.WeakSet()
         self._ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.report: dict[str, Any] = {}
         #: Per-process memory groups (cgroup v1) where this host may create them.
@@ -144,11 +147,13 @@ class Zygote:
             group = self.memory_cgroups.create(f"p{pid}", limits.memory_mb * 1024 * 1024)
             group.attach(pid)
         process = SandboxProcess(pid, pidfd, exited, group)
+        self._children.add(process)
         await asyncio.get_running_loop().create_connection(lambda: process, sock=host_end)
         await process.wait_ready()
         return process
 
     async def close(self) -> None:
+        await asyncio.gather(*(child.close() for child in list(self._children)))
         with contextlib.suppress(ValueError, OSError):
             asyncio.get_running_loop().remove_reader(self._ctl.fileno())
         self._ctl.close()  # the zygote sees EOF and exits
@@ -197,7 +202,8 @@ class _Execution:
     limits: Limits
     tools: ToolHandler
     finished: asyncio.Future[None]
-    waiting: set[asyncio.Task[None]] = field(default_factory=set)
+    #: The replies still awaited; cancelled when the execution ends.
+    waiting: set[asyncio.Future[Any]] = field(default_factory=set)
 
 
 class SandboxProcess(asyncio.Protocol):
@@ -435,19 +441,25 @@ class SandboxProcess(asyncio.Protocol):
             self._reply_error(call_id, exc)
             return
         if inspect.isawaitable(value):
-            task = asyncio.ensure_future(self._reply_later(call_id, value))
-            current.waiting.add(task)
-            task.add_done_callback(current.waiting.discard)
+            # A future (a database call) is answered from its own callback: a task
+            # awaiting it would cost two event-loop iterations more per call.
+            pending = asyncio.ensure_future(value)
+            current.waiting.add(pending)
+            pending.add_done_callback(lambda done: self._reply_later(call_id, done, current))
         else:
             self._reply_value(call_id, value)
 
-    async def _reply_later(self, call_id: int, pending: Awaitable[Any]) -> None:
-        try:
-            value = await pending
-        except Exception as exc:
-            self._reply_error(call_id, exc)
+    def _reply_later(self, call_id: int, done: asyncio.Future[Any], current: _Execution) -> None:
+        current.waiting.discard(done)
+        if done.cancelled():  # the execution ended meanwhile: nobody waits for the answer
+            return
+        error = done.exception()
+        if isinstance(error, Exception):
+            self._reply_error(call_id, error)
+        elif error is not None:  # not the agent's to see (KeyboardInterrupt, say)
+            raise error
         else:
-            self._reply_value(call_id, value)
+            self._reply_value(call_id, done.result())
 
     def _reply_value(self, call_id: int, value: Any) -> None:
         try:
