@@ -30,7 +30,7 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import psycopg
@@ -59,6 +59,7 @@ class Database:
         #: Calls wait on the network (PostgreSQL): async callers go through ``call``.
         self.blocking = self.postgres
         self._sql_cache: dict[str, str] = {}
+        self._together_cache: dict[tuple[str, ...], str] = {}
         self._lock = threading.RLock()
         self._local = threading.local()
         # SQLite: one connection for the process, used under a lock. Its calls take
@@ -280,6 +281,34 @@ class Database:
         with self._statement(sql, params) as cursor:
             return self.rows_touched(cursor)
 
+    def write_together(self, statements: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Writing statements whose results nobody reads, committed together.
+
+        On PostgreSQL they are sent as one statement, all but the last a
+        data-modifying ``WITH`` clause of it, in autocommit (or in the caller's open
+        transaction). As a pipelined transaction they were BEGIN, each statement and
+        COMMIT, and about twice the client's CPU of one statement (measured on these
+        machines: 430 against 220 µs). The statements must not depend on each other's
+        effects: all of them see the database as it was when the statement began.
+        On SQLite they run one after the other in a transaction.
+        """
+        if not self.postgres:
+            with self.transaction(write=True) as cur:
+                for sql, params in statements:
+                    self.execute(cur, sql, params)
+            return
+        key = tuple(sql for sql, _ in statements)
+        combined = self._together_cache.get(key)
+        if combined is None:
+            *clauses, last = [_renamed(sql, n) for n, sql in enumerate(key)]
+            if clauses:
+                withs = ", ".join(f"w{n} AS ({sql})" for n, sql in enumerate(clauses))
+                last = f"WITH {withs} {last}"
+            combined = self._together_cache[key] = last
+        params = {f"w{n}_{k}": v for n, (_, ps) in enumerate(statements) for k, v in ps.items()}
+        with self._statement(combined, params):
+            pass
+
     def close(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.stop()
@@ -292,6 +321,11 @@ class Database:
         self._sessions.close()
         self._deferred.close()
         self.engine.dispose()
+
+
+def _renamed(sql: str, n: int) -> str:
+    """``sql`` with each ``:name`` parameter renamed ``:w<n>_name``."""
+    return re.sub(r"(?<!:):(\w+)", rf":w{n}_\1", sql)
 
 
 def _done(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Awaitable[_T]:

@@ -315,9 +315,16 @@ class Executor:
     def _write_settlements(self, batch: list[_Settlement], wanted: int, now: int) -> list[Claim]:
         """Each record, and its task's removal, retry or dead letter, and the claim of
         ``wanted`` tasks: one commit for all."""
+        records = [(s.record, s.version, s.task.id) for s in batch]
+        done = [s.task for s in batch if s.record.result.outcome is Outcome.OK]
+        if not wanted and len(done) == len(batch):
+            # The common case, a chain step's or an idle worker's: one statement.
+            statements = self.history.record_statements(records)
+            if statements is not None:
+                self.database.write_together([*statements, self.queue.finish_statement(done)])
+                return []
         with self.database.transaction(write=True):
-            self.history.record([(s.record, s.version, s.task.id) for s in batch])
-            done = [s.task for s in batch if s.record.result.outcome is Outcome.OK]
+            self.history.record(records)
             self.queue.finish(done)
             for settlement in batch:
                 if settlement.record.result.outcome is not Outcome.OK:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -36,62 +38,102 @@ _INSERT_RECORD = (
 )
 
 
+_INSERT_LINE = (
+    "INSERT INTO logs (instance, execution_id, at, level, line) "
+    "VALUES (:instance, :execution_id, :at, :level, :line)"
+)
+
+#: A record, its version and its task id.
+Recorded = tuple[ExecutionRecord, int | None, int | None]
+
+#: Rows (records and log lines) up to which ``record_statements`` writes them as
+#: multi-row statements: a settlement of a few quiet executions.
+TOGETHER_MAX_ROWS = 8
+
+
+def _rows(records: Sequence[Recorded]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The parameters of each record's row and of each of its log lines."""
+    rows: list[dict[str, Any]] = []
+    lines: list[dict[str, Any]] = []
+    for record, version, task_id in records:
+        r = record.result
+        started = int(record.started_at.timestamp() * 1000)
+        try:
+            result = codec.encode(r.result) if r.result is not None else None
+        except TypeError:  # cannot happen for a decoded result; never lose the record
+            result = None
+        values = (
+            record.id,
+            record.instance,
+            version,
+            record.method,
+            record.trigger,
+            task_id,
+            r.outcome.value,
+            result,
+            json.dumps(r.error) if r.error is not None else None,
+            r.requests_used,
+            r.cpu_ms,
+            r.peak_rss_bytes,
+            r.duration_ms,
+            started,
+        )
+        rows.append(dict(zip(_FIELDS, values, strict=True)))
+        lines.extend(
+            {
+                "instance": record.instance,
+                "execution_id": record.id,
+                "at": started,
+                "level": level,
+                "line": line,
+            }
+            for level, line in r.logs
+        )
+    return rows, lines
+
+
+def _multi_row(insert: str, rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """``insert`` (one row of ``:name`` values) for every row, as one statement."""
+    params = {f"{key}_{n}": value for n, row in enumerate(rows) for key, value in row.items()}
+    return _multi_row_sql(insert, len(rows)), params
+
+
+@functools.cache
+def _multi_row_sql(insert: str, count: int) -> str:
+    """The statement text: one per row count (at most ``TOGETHER_MAX_ROWS``)."""
+    head, _, values = insert.partition(" VALUES ")
+    tuples = [re.sub(r":(\w+)", rf":\g<1>_{n}", values) for n in range(count)]
+    return f"{head} VALUES {', '.join(tuples)}"
+
+
 class History:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    def record(self, records: Sequence[tuple[ExecutionRecord, int | None, int | None]]) -> None:
+    def record(self, records: Sequence[Recorded]) -> None:
         """Records (each with its version and task id) and their log lines, in one
         transaction. ``executemany``: psycopg sends the rows in one go (a multi-row
         INSERT, with more than 50 parameters, was parsed anew on every call)."""
         if not records:
             return
-        rows: list[dict[str, Any]] = []
-        lines: list[dict[str, Any]] = []
-        for record, version, task_id in records:
-            r = record.result
-            started = int(record.started_at.timestamp() * 1000)
-            try:
-                result = codec.encode(r.result) if r.result is not None else None
-            except TypeError:  # cannot happen for a decoded result; never lose the record
-                result = None
-            values = (
-                record.id,
-                record.instance,
-                version,
-                record.method,
-                record.trigger,
-                task_id,
-                r.outcome.value,
-                result,
-                json.dumps(r.error) if r.error is not None else None,
-                r.requests_used,
-                r.cpu_ms,
-                r.peak_rss_bytes,
-                r.duration_ms,
-                started,
-            )
-            rows.append(dict(zip(_FIELDS, values, strict=True)))
-            lines.extend(
-                {
-                    "instance": record.instance,
-                    "execution_id": record.id,
-                    "at": started,
-                    "level": level,
-                    "line": line,
-                }
-                for level, line in r.logs
-            )
+        rows, lines = _rows(records)
         with self.database.transaction(write=True) as cur:
             cur.executemany(self.database.sql(_INSERT_RECORD), rows)
             if lines:
-                cur.executemany(
-                    self.database.sql(
-                        "INSERT INTO logs (instance, execution_id, at, level, line) "
-                        "VALUES (:instance, :execution_id, :at, :level, :line)"
-                    ),
-                    lines,
-                )
+                cur.executemany(self.database.sql(_INSERT_LINE), lines)
+
+    def record_statements(
+        self, records: Sequence[Recorded]
+    ) -> list[tuple[str, dict[str, Any]]] | None:
+        """``record``'s writes as multi-row statements, for ``Database.write_together``;
+        None when there are too many rows for that to pay (see ``record``)."""
+        rows, lines = _rows(records)
+        if len(rows) + len(lines) > TOGETHER_MAX_ROWS:
+            return None
+        statements = [_multi_row(_INSERT_RECORD, rows)]
+        if lines:
+            statements.append(_multi_row(_INSERT_LINE, lines))
+        return statements
 
     def log(self, instance: str, level: str, line: str, *, now: int) -> None:
         """A line from the platform itself (suspension, dead letters) in the instance's log."""

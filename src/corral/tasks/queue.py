@@ -406,15 +406,19 @@ class TaskQueue:
         """The tasks ran (whatever their outcome, if not to be retried): forget them."""
         if not tasks:
             return
-        placeholders = ", ".join(f":id{n}" for n in range(len(tasks)))
         # Through a cursor, not write(): no row count asked, so a pipelined
         # PostgreSQL transaction does not wait for the server here.
         with self.database.transaction(write=True) as cur:
-            self.database.execute(
-                cur,
-                f"DELETE FROM tasks WHERE id IN ({placeholders})",
-                {f"id{n}": task.id for n, task in enumerate(tasks)},
-            )
+            self.database.execute(cur, *self.finish_statement(tasks))
+
+    @staticmethod
+    def finish_statement(tasks: Sequence[ClaimedTask]) -> tuple[str, dict[str, Any]]:
+        """``finish``'s statement, for ``Database.write_together``."""
+        placeholders = ", ".join(f":id{n}" for n in range(len(tasks)))
+        return (
+            f"DELETE FROM tasks WHERE id IN ({placeholders})",
+            {f"id{n}": task.id for n, task in enumerate(tasks)},
+        )
 
     def fail(self, task: ClaimedTask, error: str, *, now: int, retry: bool = True) -> bool:
         """Retry later with backoff, or dead-letter it; True if it will be retried."""
