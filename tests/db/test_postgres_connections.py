@@ -11,6 +11,7 @@ queued-task index instead of reading and sorting the whole queue.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -80,7 +81,12 @@ def test_a_connection_the_server_closed_is_replaced(database: Database) -> None:
     assert keys(database) == ["after"]
 
 
-def test_a_claim_walks_the_queue_in_order_and_stops_at_its_limit(database: Database) -> None:
+@pytest.mark.parametrize("caller", ["plain", "worker"])
+async def test_a_claim_walks_the_queue_in_order_and_stops_at_its_limit(
+    database: Database, caller: str
+) -> None:
+    """Plain callers (a thread) turn bitmap scans off for the claim; the worker's
+    calls (``call_deferred``) run where they are off, the claim a statement alone."""
     # Statistics of an empty table (as autovacuum leaves a new deployment's), then a
     # burst of work: the planner expects no rows, the worst case for its choice.
     database.write("ANALYZE tasks")
@@ -96,10 +102,17 @@ def test_a_claim_walks_the_queue_in_order_and_stops_at_its_limit(database: Datab
             queue.enqueue("i", "noop", NO_ARGS, now=now - 5_000 + n)
     statement = _CLAIM.format(select=_CLAIMABLE + " FOR UPDATE OF t SKIP LOCKED")
     params = {"now": now, "limit": 4, "lease_until": now + 1_000, "worker": "test"}
-    with database.transaction(write=True) as cur:
-        claimed = queue.claim(4, now=now, lease_ms=1_000)  # and its planner setting
-        explained = database.execute(cur, "EXPLAIN (ANALYZE) " + statement, params)
-        plan = "\n".join(row[0] for row in explained.fetchall())
+
+    def claim_and_explain() -> tuple[list[Any], str]:
+        with database.transaction(write=True) as cur:
+            claimed = queue.claim(4, now=now, lease_ms=1_000)  # and its planner setting
+            explained = database.execute(cur, "EXPLAIN (ANALYZE) " + statement, params)
+            return claimed, "\n".join(row[0] for row in explained.fetchall())
+
+    if caller == "plain":
+        claimed, plan = claim_and_explain()
+    else:
+        claimed, plan = await database.call_deferred(claim_and_explain)
     assert [task.id for task, _ in claimed] == sorted(task.id for task, _ in claimed)
     assert "Sort" not in plan, plan
     assert "Bitmap" not in plan, plan

@@ -75,7 +75,7 @@ class Database:
             hide_password=False
         )
         self._sessions = SessionPool(self, conninfo)
-        self._deferred = SessionPool(self, conninfo, options="-c synchronous_commit=off")
+        self._deferred = SessionPool(self, conninfo, commit_waits=False, bitmap_scans=False)
         self._sqlite: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
         if self._pooled is not None:
@@ -119,6 +119,13 @@ class Database:
         if here is not None and isinstance(here.session, Session) and here.session.owner is self:
             return here.session
         return self._local
+
+    def bitmap_scans(self) -> bool:
+        """Whether PostgreSQL may plan bitmap scans for this caller's statements: not in
+        ``call_deferred``, the worker's calls, whose claims must walk an index in order
+        (see ``TaskQueue.claim``)."""
+        state = self._state()
+        return not isinstance(state, Session) or state.bitmap_scans
 
     def sql(self, sql: str) -> str:
         """The statement in the driver's placeholder style."""

@@ -35,11 +35,13 @@ class Session:
     """One connection, lent to one call at a time, and the transaction that call has
     open on it (what a thread keeps in ``Database._local``)."""
 
-    def __init__(self, owner: object, connection: LoopConnection) -> None:
+    def __init__(self, owner: object, connection: LoopConnection, *, bitmap_scans: bool) -> None:
         #: The ``Database`` it belongs to: another database's code inside the call
         #: uses that database's own connections.
         self.owner = owner
         self.connection = connection
+        #: Whether the server may plan bitmap scans on it (see ``TaskQueue.claim``).
+        self.bitmap_scans = bitmap_scans
         self.cursor: Any = None
         self.write = False
         self.pipeline: Any = None
@@ -48,10 +50,18 @@ class Session:
 class SessionPool:
     """Up to ``MAX_SESSIONS`` sessions of one database, opened with ``options``."""
 
-    def __init__(self, owner: object, conninfo: str, *, options: str = "") -> None:
+    def __init__(
+        self, owner: object, conninfo: str, *, commit_waits: bool = True, bitmap_scans: bool = True
+    ) -> None:
+        """``commit_waits``: commits wait for the disk (``synchronous_commit``);
+        ``bitmap_scans``: the planner may use them (``enable_bitmapscan``)."""
         self._owner = owner
         self._conninfo = conninfo
-        self._options = options
+        self._bitmap_scans = bitmap_scans
+        settings = {"synchronous_commit": commit_waits, "enable_bitmapscan": bitmap_scans}
+        self._options = " ".join(
+            f"-c {name}=off" for name, enabled in settings.items() if not enabled
+        )
         self._lock = threading.Lock()
         self._idle: list[Session] = []
         self._open: list[Session] = []
@@ -114,7 +124,7 @@ class SessionPool:
         finally:
             with self._lock:
                 self._opening -= 1
-        session = Session(self._owner, connection)
+        session = Session(self._owner, connection, bitmap_scans=self._bitmap_scans)
         with self._lock:
             self._open.append(session)
         return session

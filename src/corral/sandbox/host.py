@@ -206,6 +206,37 @@ class _Execution:
     waiting: set[asyncio.Future[Any]] = field(default_factory=set)
 
 
+class _CpuWatchdog:
+    """Kills the process once this execution has used ``cpu_s`` of CPU.
+
+    Timers, not a task: a task per execution cost two event-loop iterations and a
+    read of the process's CPU time at its start, when none can have been used.
+    """
+
+    def __init__(self, process: SandboxProcess, cpu_before: float, cpu_s: float) -> None:
+        self._process = process
+        self._cpu_before = cpu_before
+        self._cpu_s = cpu_s
+        self._timer = self._after(cpu_s)
+
+    def _after(self, left_s: float) -> asyncio.TimerHandle:
+        # All cores busy is the fastest the budget can run out.
+        return asyncio.get_running_loop().call_later(max(0.01, left_s / _CORES), self._check)
+
+    def _check(self) -> None:
+        try:
+            used = _process_cpu_s(self._process.pid) - self._cpu_before
+        except OSError:
+            return
+        if used >= self._cpu_s:
+            self._process.kill(Outcome.CPU_LIMIT)
+        else:
+            self._timer = self._after(self._cpu_s - used)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
 class SandboxProcess(asyncio.Protocol):
     """One sandboxed process: runs invocations one at a time until retired.
 
@@ -338,7 +369,7 @@ class SandboxProcess(asyncio.Protocol):
             "cpu_ms": limits.cpu_s * 1000,
         }
         current = self._current = _Execution(next(self._ids), result, limits, tools, _future())
-        watchdog = asyncio.create_task(self._cpu_watchdog(cpu_before, limits.cpu_s))
+        watchdog = _CpuWatchdog(self, cpu_before, limits.cpu_s)
         try:
             self._transport.write(protocol.pack([protocol.INVOKE, current.exec_id, spec]))
             async with asyncio.timeout(limits.timeout_s):
@@ -482,19 +513,6 @@ class SandboxProcess(asyncio.Protocol):
         if self._memory is not None:
             return self._memory.peak_bytes()
         return _peak_rss_bytes(self.pid)
-
-    async def _cpu_watchdog(self, cpu_before: float, cpu_s: float) -> None:
-        """Kill the process once this execution has used ``cpu_s`` of CPU."""
-        while True:
-            try:
-                used = _process_cpu_s(self.pid) - cpu_before
-            except OSError:
-                return
-            if used >= cpu_s:
-                self.kill(Outcome.CPU_LIMIT)
-                return
-            # All cores busy is the fastest the budget can run out.
-            await asyncio.sleep(max(0.01, (cpu_s - used) / _CORES))
 
     async def _account(self, result: ExecutionResult, cpu_before: float, limits: Limits) -> None:
         if self.alive:
