@@ -3,7 +3,8 @@
 Each call runs in a greenlet with a connection of its own, so calls overlap on
 one loop without joining each other's transactions; a cancelled caller does not
 cut a statement in half; at most ``MAX_SESSIONS`` connections are opened however
-many calls wait; and a connection the server dropped is replaced.
+many calls wait; a connection the server dropped is replaced; and a call's
+single statements, sent to libpq directly, give what a cursor's would.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from corral.db import bridge
+from corral.db import bridge, sessions
 from corral.db.raw import Database
 from corral.db.sessions import MAX_SESSIONS
 
@@ -138,3 +139,59 @@ async def test_a_call_that_raises_before_its_first_wait_reports_it(database: Dat
             await database.call(broken)
     # Each gave its session back: were one kept, the pool would run out and wait.
     assert await asyncio.wait_for(database.call(keys, database), 5) == []
+
+
+# A call's single statements go to libpq directly (``LoopConnection.run``), not
+# through a psycopg cursor: they must read and write what a plain caller's do.
+
+_ROW = "SELECT :big::bigint, :text::text, :data::bytea, :none::text, :flag::boolean, :big + 1"
+_VALUES = {"big": 2**40, "text": "é ünïcode", "data": b"\x00\xc0\xff", "none": None, "flag": True}
+
+
+async def test_a_calls_statements_read_and_write_as_a_plain_callers_do(database: Database) -> None:
+    inside = await database.call(database.fetch_one, _ROW, _VALUES)
+    assert inside == database.fetch_one(_ROW, _VALUES)
+    assert inside == (2**40, "é ünïcode", b"\x00\xc0\xff", None, True, 2**40 + 1)
+
+    for key in ("a", "b", "c"):
+        await database.call(database.write, _INSERT, {"key": key})
+    assert keys(database) == ["a", "b", "c"]
+    removed = await database.call(
+        database.write, "DELETE FROM state WHERE key <> :key", {"key": "b"}
+    )
+    assert removed == 2
+    assert await database.call(database.fetch_all, "SELECT key, value FROM state") == [
+        ("b", b"\xc0")
+    ]
+    assert await database.call(database.fetch_one, "SELECT key FROM state WHERE key = 'x'") is None
+
+
+async def test_a_failing_statement_raises_psycopgs_error_and_leaves_its_session_usable(
+    database: Database,
+) -> None:
+    await database.call(database.write, _INSERT, {"key": "k"})
+    for _ in range(MAX_SESSIONS + 1):  # every session meets both errors
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            await database.call(database.write, _INSERT, {"key": "k"})
+        with pytest.raises(psycopg.errors.SyntaxError):
+            await database.call(database.fetch_one, "SELEC :x", {"x": 1})
+    assert (
+        await asyncio.gather(*(database.call(keys, database) for _ in range(MAX_SESSIONS)))
+        == [["k"]] * MAX_SESSIONS
+    )
+
+
+async def test_statements_past_the_prepared_limit_still_run(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sessions, "MAX_PREPARED", 2)
+
+    def on_one_connection() -> tuple[list[int], int]:
+        answers = [database.fetch_one(f"SELECT :n::int + {k}", {"n": 1})[0] for k in range(4)]
+        again = [database.fetch_one(f"SELECT :n::int + {k}", {"n": 10})[0] for k in range(4)]
+        (prepared,) = database.fetch_one("SELECT count(*) FROM pg_prepared_statements")
+        return answers + again, prepared
+
+    answers, prepared = await database.call(on_one_connection)
+    assert answers == [1, 2, 3, 4, 10, 11, 12, 13]
+    assert prepared == 2  # the first two; the others were parsed each time

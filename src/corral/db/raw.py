@@ -268,7 +268,10 @@ class Database:
         else:
             connection = self._connection(state)
             try:
-                yield self.execute(connection.cursor(), sql, params)
+                if isinstance(state, Session):
+                    yield connection.run(sql, params or {})
+                else:
+                    yield self.execute(connection.cursor(), sql, params)
             except BaseException:
                 self._after_error(state, connection)
                 raise

@@ -13,13 +13,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import itertools
+import re
 import select
 import selectors
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 import psycopg
+from psycopg import generators, pq
+from psycopg.adapt import PyFormat, Transformer
 
 from corral.db import bridge
 
@@ -29,6 +33,10 @@ _T = TypeVar("_T")
 #: Connections a pool keeps open at most; more calls at once wait for one.
 #: As many as the thread pool that ran these calls before had threads on 2 cores.
 MAX_SESSIONS = 6
+
+#: Statements a connection keeps prepared at most; others are parsed each time.
+#: The runtime has a few dozen, and a multi-row variant per row count.
+MAX_PREPARED = 256
 
 
 class Session:
@@ -164,6 +172,54 @@ class LoopConnection(psycopg.Connection[Any]):
     than threads did).
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: (statement, parameter types) -> the name it is prepared under here.
+        self._statements: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+        self._statement_names = itertools.count()
+
+    def run(self, sql: str, params: Mapping[str, Any]) -> Rows:
+        """One statement with ``:name`` parameters, on its own in autocommit: the hot
+        paths' single statements, prepared once per connection.
+
+        Sent through libpq directly, with psycopg's adapters for the values and the
+        rows: its cursor's bookkeeping (a cursor, a query object, the prepare
+        manager's counts) cost about a third of a store read's client CPU, measured
+        on these machines (180 against 125 µs a call).
+        """
+        query, names = _numbered(sql)
+        tx = Transformer.from_context(self)
+        values = tx.dump_sequence([params[name] for name in names], [PyFormat.AUTO] * len(names))
+        types = tuple(tx.types or ())
+        pgconn = self.pgconn
+        key = (query, types)
+        prepared = self._statements.get(key)
+        if prepared is None and len(self._statements) < MAX_PREPARED:
+            prepared = b"corral_%d" % next(self._statement_names)
+            pgconn.send_prepare(prepared, query, param_types=types)
+            self._result(self.wait(generators.execute(pgconn)))
+            self._statements[key] = prepared
+        if prepared is None:
+            pgconn.send_query_params(
+                query, values, param_formats=tx.formats, param_types=types, result_format=TEXT
+            )
+        else:
+            pgconn.send_query_prepared(
+                prepared, values, param_formats=tx.formats, result_format=TEXT
+            )
+        result = self._result(self.wait(generators.execute(pgconn)))
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            return Rows([], result.command_tuples)
+        tx.set_pgresult(result)
+        return Rows(tx.load_rows(0, result.ntuples, tuple), result.command_tuples)
+
+    def _result(self, results: list[pq.abc.PGresult]) -> pq.abc.PGresult:
+        """The one result of a single statement, or its error raised as psycopg would."""
+        (result,) = results
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            raise psycopg.errors.error_from_result(result, encoding=self.info.encoding)
+        return result
+
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         if bridge.current() is None:
             return super().wait(gen, interval, timeout)
@@ -183,6 +239,35 @@ class LoopConnection(psycopg.Connection[Any]):
 
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+TEXT = pq.Format.TEXT
+
+
+class Rows:
+    """What the hot paths read of a statement's cursor: its rows and row count."""
+
+    __slots__ = ("rowcount", "rows")
+
+    def __init__(self, rows: list[tuple[Any, ...]], rowcount: int | None) -> None:
+        self.rows = rows
+        self.rowcount = -1 if rowcount is None else rowcount
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.rows
+
+
+@functools.lru_cache(maxsize=1024)
+def _numbered(sql: str) -> tuple[bytes, tuple[str, ...]]:
+    """``sql`` with its ``:name`` parameters as libpq's ``$1, $2, ...``, and the names
+    in that order (a name used twice is one parameter)."""
+    names: dict[str, int] = {}
+
+    def number(match: re.Match[str]) -> str:
+        return f"${names.setdefault(match[1], len(names) + 1)}"
+
+    return re.sub(r"(?<!:):(\w+)", number, sql).encode(), tuple(names)
 
 
 def _when_ready(fd: int, wanted: int, resume: Callable[[int], None]) -> None:
