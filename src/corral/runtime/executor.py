@@ -8,6 +8,7 @@ ever gone from the queue once what happened to it is in the history.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -175,7 +176,18 @@ class Executor:
         return await self.db(self._claim, limit, self.now())
 
     def _claim(self, limit: int, now: int) -> list[Claim]:
-        with self.database.transaction(write=True):
+        # On PostgreSQL the claim is one statement in autocommit that reads the
+        # instances and versions with the tasks; the rare lease extensions after it
+        # are statements of their own (a crash between leaves the default lease, as
+        # a crash after would). Measured in an idle worker's round trip, from wake-up
+        # to claimed: 0.81 ms as a pipelined transaction, 0.54-0.72 ms as one
+        # statement. On SQLite the reads join the claim's transaction.
+        together = (
+            contextlib.nullcontext()
+            if self.database.postgres
+            else self.database.transaction(write=True)
+        )
+        with together:
             claimed = self.queue.claim(
                 limit, now=now, lease_ms=self.lease_ms, joined=self.registry.EXECUTION_COLUMNS
             )
