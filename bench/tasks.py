@@ -920,8 +920,9 @@ def report(figures: Figures, context: Context, args: argparse.Namespace, sizes: 
 class StatementTimes:
     """Wall time per SQL statement on one ``Database``, and per transaction around them.
 
-    Wraps the instance's ``execute`` and ``transaction``: every hot-path statement goes
-    through them. A transaction's own cost (taking the lock, BEGIN, COMMIT) is its
+    Wraps the instance's ``execute``, ``run_alone`` (a PostgreSQL call's single statements) and
+    ``transaction``: every hot-path statement goes through them. A transaction's own cost
+    (taking the lock, BEGIN, COMMIT) is its
     time minus that of the statements inside it. SQLite only: there a transaction
     never awaits, so nothing else runs inside one.
     """
@@ -931,16 +932,19 @@ class StatementTimes:
         self.calls: Counter[str] = Counter()
         self._inside = 0.0  # statement time in the current transaction
         self._depth = 0  # transactions open (an inner one joins the outer)
-        execute, transaction = db.execute, db.transaction
+        execute, run_alone, transaction = db.execute, db.run_alone, db.transaction
 
-        def timed_execute(cursor: Any, statement: str, params: Any = None) -> Any:
-            start = time.perf_counter()
-            try:
-                return execute(cursor, statement, params)
-            finally:
-                elapsed = time.perf_counter() - start
-                self._inside += elapsed
-                self.add(" ".join(statement.split()), elapsed)
+        def timed(run: Callable[..., Any]) -> Callable[..., Any]:
+            def timed_run(where: Any, statement: str, params: Any = None) -> Any:
+                start = time.perf_counter()
+                try:
+                    return run(where, statement, params)
+                finally:
+                    elapsed = time.perf_counter() - start
+                    self._inside += elapsed
+                    self.add(" ".join(statement.split()), elapsed)
+
+            return timed_run
 
         @contextmanager
         def timed_transaction(*, write: bool) -> Iterator[Any]:
@@ -962,12 +966,13 @@ class StatementTimes:
             )
 
         self._db = db
-        db.execute = timed_execute  # type: ignore[method-assign]
+        db.execute = timed(execute)  # type: ignore[method-assign]
+        db.run_alone = timed(run_alone)  # type: ignore[method-assign]
         db.transaction = timed_transaction  # type: ignore[method-assign]
 
     def remove(self) -> None:
         """Back to the class's own methods."""
-        del self._db.execute, self._db.transaction
+        del self._db.execute, self._db.run_alone, self._db.transaction
 
     def add(self, label: str, seconds: float) -> None:
         self.seconds[label] += seconds

@@ -52,3 +52,37 @@ def test_one_failing_write_leaves_none_of_them(database: Database) -> None:
     assert keys(database) == [("s", "taken")]
     database.write_together([(_INSERT, {"scope": "s", "key": "after", "value": b"\x03"})])
     assert keys(database) == [("s", "after"), ("s", "taken")]  # the connection still works
+
+
+def test_the_rows_of_the_last_statement_come_back(database: Database) -> None:
+    database.write(_INSERT, {"scope": "s", "key": "old", "value": b"\x00"})
+    rows = database.write_together(
+        [
+            ("DELETE FROM state WHERE scope = :scope", {"scope": "s"}),
+            (_INSERT + " RETURNING key, value", {"scope": "t", "key": "new", "value": b"\x01"}),
+        ],
+        returning=True,
+    )
+    assert [(key, bytes(value)) for key, value in rows] == [("new", b"\x01")]
+    assert keys(database) == [("t", "new")]
+
+
+def test_a_last_statement_with_clauses_of_its_own_joins_them(fresh_postgres_url: str) -> None:
+    # Data-modifying WITH clauses are PostgreSQL's.
+    database = open_database(fresh_postgres_url)
+    for key in ("a", "b"):
+        database.write(_INSERT, {"scope": "s", "key": key, "value": b"\x00"})
+    # How a settlement ends with a claim: the last statement is itself a WITH.
+    moved = (
+        "WITH c AS (UPDATE state SET scope = :to WHERE scope = :scope RETURNING key) "
+        "SELECT key, :to FROM c ORDER BY key"
+    )
+    rows = database.write_together(
+        [
+            (_INSERT, {"scope": "n", "key": "c", "value": b"\x01"}),
+            (moved, {"scope": "s", "to": "m"}),
+        ],
+        returning=True,
+    )
+    assert rows == [("a", "m"), ("b", "m")]
+    assert keys(database) == [("m", "a"), ("m", "b"), ("n", "c")]

@@ -8,14 +8,13 @@ ever gone from the queue once what happened to it is in the history.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from corral import codec
 from corral.db.raw import Database
@@ -182,23 +181,26 @@ class Executor:
         # a crash after would). Measured in an idle worker's round trip, from wake-up
         # to claimed: 0.81 ms as a pipelined transaction, 0.54-0.72 ms as one
         # statement. On SQLite the reads join the claim's transaction.
-        together = (
-            contextlib.nullcontext()
-            if self.database.postgres
-            else self.database.transaction(write=True)
-        )
-        with together:
+        if self.database.postgres:
             claimed = self.queue.claim(
                 limit, now=now, lease_ms=self.lease_ms, joined=self.registry.EXECUTION_COLUMNS
             )
-            if not claimed:
-                return []
-            if self.database.postgres:  # the claim read them
-                found = dict(self.registry.for_execution_row(row) for _, row in claimed)
-            else:
-                found = self.registry.for_executions(task.instance for task, _ in claimed)
-            for task, _ in claimed:
-                self._extend_lease(task, found[task.instance][1], now)
+            return self._leased(claimed, now)
+        with self.database.transaction(write=True):
+            claimed = self.queue.claim(limit, now=now, lease_ms=self.lease_ms)
+            return self._leased(claimed, now)
+
+    def _leased(self, claimed: list[tuple[ClaimedTask, tuple[Any, ...]]], now: int) -> list[Claim]:
+        """Claims of the tasks a claim leased, each with its instance and version (on
+        PostgreSQL read by the claim itself), and a longer lease where it needs one."""
+        if not claimed:
+            return []
+        if self.database.postgres:
+            found = dict(self.registry.for_execution_row(row) for _, row in claimed)
+        else:
+            found = self.registry.for_executions(task.instance for task, _ in claimed)
+        for task, _ in claimed:
+            self._extend_lease(task, found[task.instance][1], now)
         return [Claim(task, *found[task.instance]) for task, _ in claimed]
 
     def hand_off(self, instance: str, method: str, args: bytes, now: int) -> bool:
@@ -329,12 +331,26 @@ class Executor:
         ``wanted`` tasks: one commit for all."""
         records = [(s.record, s.version, s.task.id) for s in batch]
         done = [s.task for s in batch if s.record.result.outcome is Outcome.OK]
-        if not wanted and len(done) == len(batch):
-            # The common case, a chain step's or an idle worker's: one statement.
+        if len(done) == len(batch):
+            # The common case: every execution succeeded. One statement for the
+            # records, the tasks' removal and the claim (on PostgreSQL, where it can
+            # be one). Measured against a pipelined transaction, a one-worker drain on
+            # PostgreSQL side by side: 1,291-1,435 -> 1,488-1,696 tasks/s.
             statements = self.history.record_statements(records)
-            if statements is not None:
-                self.database.write_together([*statements, self.queue.finish_statement(done)])
-                return []
+            claim = (
+                self.queue.claim_statement(
+                    wanted, now=now, lease_ms=self.lease_ms, joined=self.registry.EXECUTION_COLUMNS
+                )
+                if wanted
+                else None
+            )
+            if statements is not None and (claim is not None or not wanted):
+                statements.append(self.queue.finish_statement(done))
+                if claim is None:
+                    self.database.write_together(statements)
+                    return []
+                rows = self.database.write_together([*statements, claim], returning=True)
+                return self._leased(self.queue.claimed(rows), now)
         with self.database.transaction(write=True):
             self.history.record(records)
             self.queue.finish(done)

@@ -366,6 +366,33 @@ class TaskQueue:
         PostgreSQL (a round trip saved); on SQLite the values are empty and the
         caller reads them itself.
         """
+        sql, params = self._claim_statement(limit, now=now, lease_ms=lease_ms, joined=joined)
+        # Even the scalar subquery left PostgreSQL one way to read every due row: a
+        # bitmap scan, then a sort. With the statistics of an empty table it chose
+        # that (3 ms a claim on 5,000 due tasks, against 0.1). The worker's calls run
+        # where bitmap scans are off, so its claim is one statement, in autocommit
+        # or in the caller's transaction; elsewhere they are turned off for it.
+        if self.database.postgres and self.database.bitmap_scans():
+            with self.database.transaction(write=True) as cur:
+                cur.execute("SET LOCAL enable_bitmapscan = off")
+                rows = self.database.execute(cur, sql, params).fetchall()
+        else:  # the UPDATE ... RETURNING hands back the rows it leased
+            rows = self.database.fetch_all(sql, params)
+        return self.claimed(rows)
+
+    def claim_statement(
+        self, limit: int, *, now: int, lease_ms: int, joined: str
+    ) -> tuple[str, dict[str, Any]] | None:
+        """``claim``'s statement, for the last of ``Database.write_together``'s (its rows
+        go to ``claimed``); None where it cannot be one statement: on SQLite, whose
+        caller reads the instances itself, and where bitmap scans are allowed."""
+        if not self.database.postgres or self.database.bitmap_scans():
+            return None
+        return self._claim_statement(limit, now=now, lease_ms=lease_ms, joined=joined)
+
+    def _claim_statement(
+        self, limit: int, *, now: int, lease_ms: int, joined: str
+    ) -> tuple[str, dict[str, Any]]:
         select = _CLAIMABLE + (" FOR UPDATE OF t SKIP LOCKED" if self.database.postgres else "")
         sql = _CLAIM.format(select=select)
         params = {
@@ -379,17 +406,12 @@ class TaskQueue:
                 f"WITH c AS ({sql}) SELECT c.*, {joined} FROM c "
                 "JOIN instances i ON i.id = c.instance JOIN agents a ON a.name = i.agent"
             )
-        # Even the scalar subquery left PostgreSQL one way to read every due row: a
-        # bitmap scan, then a sort. With the statistics of an empty table it chose
-        # that (3 ms a claim on 5,000 due tasks, against 0.1). The worker's calls run
-        # where bitmap scans are off, so its claim is one statement, in autocommit
-        # or in the caller's transaction; elsewhere they are turned off for it.
-        if self.database.postgres and self.database.bitmap_scans():
-            with self.database.transaction(write=True) as cur:
-                cur.execute("SET LOCAL enable_bitmapscan = off")
-                rows = self.database.execute(cur, sql, params).fetchall()
-        else:  # the UPDATE ... RETURNING hands back the rows it leased
-            rows = self.database.fetch_all(sql, params)
+        return sql, params
+
+    @staticmethod
+    def claimed(rows: Sequence[Sequence[Any]]) -> list[tuple[ClaimedTask, tuple[Any, ...]]]:
+        """The tasks a claim's rows leased, in the order they were enqueued, each with
+        the values of its ``joined``."""
         claimed = [
             (ClaimedTask(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7]), tuple(r[8:]))
             for r in rows
