@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -195,3 +196,16 @@ async def test_statements_past_the_prepared_limit_still_run(
     answers, prepared = await database.call(on_one_connection)
     assert answers == [1, 2, 3, 4, 10, 11, 12, 13]
     assert prepared == 2  # the first two; the others were parsed each time
+
+
+async def test_a_statement_prepared_before_a_migration_changed_its_rows_still_runs(
+    database: Database,
+) -> None:
+    def read_around_a_new_column() -> tuple[list[Any], list[Any]]:
+        database.write("CREATE TABLE t (id int, a int)")
+        database.write("INSERT INTO t VALUES (1, 2)")
+        before = database.fetch_all("SELECT * FROM t")  # prepared on this connection
+        database.write("ALTER TABLE t ADD COLUMN b text DEFAULT 'new'")
+        return before, database.fetch_all("SELECT * FROM t")
+
+    assert await database.call(read_around_a_new_column) == ([(1, 2)], [(1, 2, "new")])
