@@ -920,11 +920,11 @@ def report(figures: Figures, context: Context, args: argparse.Namespace, sizes: 
 class StatementTimes:
     """Wall time per SQL statement on one ``Database``, and per transaction around them.
 
-    Wraps the instance's ``execute``, ``run_alone`` (a PostgreSQL call's single statements) and
-    ``transaction``: every hot-path statement goes through them. A transaction's own cost
-    (taking the lock, BEGIN, COMMIT) is its
-    time minus that of the statements inside it. SQLite only: there a transaction
-    never awaits, so nothing else runs inside one.
+    Wraps the instance's ``execute``, ``run_alone`` (a PostgreSQL call's single
+    statements) and ``transaction``: every hot-path statement goes through them. A
+    transaction's own cost (taking the lock, BEGIN, COMMIT) is its time minus that of
+    the statements inside it. SQLite only: there a transaction never awaits, so
+    nothing else runs inside one.
     """
 
     def __init__(self, db: Database) -> None:

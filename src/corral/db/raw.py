@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -39,7 +38,7 @@ import sqlalchemy as sa
 from corral.db import bridge
 from corral.db.engine import DatabaseURLError, create_engine
 from corral.db.migrate import ensure_schema
-from corral.db.sessions import LoopConnection, Rows, Session, SessionPool
+from corral.db.sessions import PARAMETER, LoopConnection, Rows, Session, SessionPool
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ class Database:
             return sql
         converted = self._sql_cache.get(sql)
         if converted is None:
-            converted = self._sql_cache[sql] = re.sub(r"(?<!:):(\w+)", r"%(\1)s", sql)
+            converted = self._sql_cache[sql] = PARAMETER.sub(r"%(\1)s", sql)
         return converted
 
     def execute(
@@ -325,8 +324,10 @@ class Database:
             if clauses:
                 withs = ", ".join(f"w{n} AS ({sql})" for n, sql in enumerate(clauses))
                 # The last one's own WITH clauses join the list: they cannot nest.
-                last = f"{withs}, {last[5:]}" if last.startswith("WITH ") else f"{withs} {last}"
-                last = f"WITH {last}"
+                if last.startswith("WITH "):
+                    last = f"WITH {withs}, {last[len('WITH ') :]}"
+                else:
+                    last = f"WITH {withs} {last}"
             combined = self._together_cache[key] = last
         params = {f"w{n}_{k}": v for n, (_, ps) in enumerate(statements) for k, v in ps.items()}
         with self._statement(combined, params) as cursor:
@@ -348,7 +349,7 @@ class Database:
 
 def _renamed(sql: str, n: int) -> str:
     """``sql`` with each ``:name`` parameter renamed ``:w<n>_name``."""
-    return re.sub(r"(?<!:):(\w+)", rf":w{n}_\1", sql)
+    return PARAMETER.sub(rf":w{n}_\1", sql)
 
 
 def _done(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Awaitable[_T]:

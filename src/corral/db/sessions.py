@@ -251,6 +251,9 @@ class LoopConnection(psycopg.Connection[Any]):
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 TEXT = pq.Format.TEXT
 
+#: A ``:name`` parameter of the statements the database layer is given (not a ``::type`` cast).
+PARAMETER = re.compile(r"(?<!:):(\w+)")
+
 
 class Rows:
     """What the hot paths read of a statement's cursor: its rows and row count."""
@@ -277,7 +280,7 @@ def _numbered(sql: str) -> tuple[bytes, tuple[str, ...]]:
     def number(match: re.Match[str]) -> str:
         return f"${names.setdefault(match[1], len(names) + 1)}"
 
-    return re.sub(r"(?<!:):(\w+)", number, sql).encode(), tuple(names)
+    return PARAMETER.sub(number, sql).encode(), tuple(names)
 
 
 def _when_ready(fd: int, wanted: int, resume: Callable[[int], None]) -> None:
