@@ -172,9 +172,9 @@ async def test_a_failing_statement_raises_psycopgs_error_and_leaves_its_session_
 ) -> None:
     await database.call(database.write, _INSERT, {"key": "k"})
     for _ in range(MAX_SESSIONS + 1):  # every session meets both errors
-        with pytest.raises(psycopg.errors.UniqueViolation):
+        with pytest.raises(psycopg.errors.UniqueViolation, match="duplicate key value"):
             await database.call(database.write, _INSERT, {"key": "k"})
-        with pytest.raises(psycopg.errors.SyntaxError):
+        with pytest.raises(psycopg.errors.SyntaxError, match='syntax error at or near "SELEC"'):
             await database.call(database.fetch_one, "SELEC :x", {"x": 1})
     assert (
         await asyncio.gather(*(database.call(keys, database) for _ in range(MAX_SESSIONS)))
