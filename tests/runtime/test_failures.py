@@ -7,6 +7,7 @@ after the failed attempt, and the test moves the fake clock to it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 
@@ -185,3 +186,65 @@ async def test_a_failing_recurring_run_is_retried_without_delaying_the_schedule(
     )
     [dead] = runtime.tasks(instance.id, dead=True)
     assert dead.attempts == 2
+
+
+FORGER = """
+import os
+import struct
+import sys
+import time
+
+import msgpack
+
+from corral import codec
+from corral.sdk import Agent
+
+
+class Forger(Agent):
+    def cheat(self, spin_s):
+        # The id the runtime answers this execution under is a local of its frame below.
+        frame = sys._getframe()
+        while frame.f_code.co_name != "_invoke":
+            frame = frame.f_back
+        body = msgpack.packb(
+            ["done", frame.f_locals["exec_id"], codec.encode("forged"), False],
+            use_bin_type=True,
+        )
+        os.write(3, struct.pack(">I", len(body)) + body)
+        end = time.process_time() + spin_s
+        while time.process_time() < end:
+            pass
+
+    def ping(self):
+        return "pong"
+"""
+
+
+async def test_a_record_is_corrected_when_its_process_went_on_computing(
+    runtime: Runtime,
+) -> None:
+    """An agent that reports its own completion and keeps computing is recorded as
+    killed, with the CPU it used after its report, not as a cheap success."""
+    await runtime.deploy("forger", FORGER)
+    instance = runtime.install("forger")
+    runtime.executor.queue.enqueue(
+        instance.id, "cheat", codec.encode([5.0]), now=runtime.executor.now()
+    )
+    await runtime.idle()
+    deadline = asyncio.get_running_loop().time() + 10
+    while runtime.executions(instance.id, "cheat")[0]["outcome"] == "ok":
+        assert asyncio.get_running_loop().time() < deadline, "the record was never corrected"
+        await asyncio.sleep(0.02)  # polling the database for the correction, with a deadline
+    [record] = runtime.executions(instance.id, "cheat")
+    assert record["outcome"] == "killed"
+    message = record["error"]["message"]
+    assert message.startswith(
+        "the sandboxed process kept running after it reported its result ("
+    ), message
+    assert record["cpu_ms"] >= 20
+    assert message in runtime.logs(instance.id)
+    runtime.executor.queue.enqueue(
+        instance.id, "ping", codec.encode([]), now=runtime.executor.now()
+    )
+    await runtime.idle()
+    assert [r["outcome"] for r in runtime.executions(instance.id, "ping")] == ["ok"]

@@ -1109,6 +1109,224 @@ async def test_the_host_truncates_log_lines_a_hostile_child_sends(
     await process.close()
 
 
+# -- work and output past what an execution may leave -------------------------------------
+
+CHEAT = r'''
+import os
+import select
+import struct
+import sys
+import threading
+import time
+
+import msgpack
+
+from corral import codec
+from corral.sdk import Agent
+
+RPC_FD = 3
+
+
+def spin(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def current_execution():
+    """The id the runtime answers this execution under: a local of its frame below."""
+    frame = sys._getframe()
+    while frame.f_code.co_name != "_invoke":
+        frame = frame.f_back
+    return frame.f_locals["exec_id"]
+
+
+def send_frame(message):
+    body = msgpack.packb(message, use_bin_type=True)
+    view = memoryview(struct.pack(">I", len(body)) + body)
+    while view:
+        select.select([], [RPC_FD], [])
+        try:
+            view = view[os.write(RPC_FD, view):]
+        except BlockingIOError:
+            pass
+
+
+class Cheat(Agent):
+    def forge_done(self, spin_s):
+        """Report completion itself, then go on computing."""
+        send_frame(["done", current_execution(), codec.encode("forged"), False])
+        spin(spin_s)
+        return "real"
+
+    def busy_thread(self, spin_s):
+        threading.Thread(target=spin, args=(spin_s,)).start()
+        return "started"
+
+    def huge_result(self, mib):
+        return b"x" * (mib << 20)
+
+    def send_huge_result(self, mib):
+        send_frame(["done", current_execution(), b"x" * (mib << 20), False])
+        time.sleep(60)
+
+    def huge_error(self, mib):
+        raise ValueError("x" * (mib << 20))
+
+    def print_flood(self, lines, width):
+        for i in range(lines):
+            print(str(i).ljust(width, "."))
+        return "printed"
+
+    def write_without_newline(self, count):
+        for _ in range(count):
+            sys.stdout.write("x")
+        return "written"
+
+    def touch(self, mib):
+        return len(b"x" * (mib << 20))
+
+    def send_dropped(self, count):
+        send_frame(["dropped", count])
+        return "sent"
+'''
+
+FORGED_RUN = "the sandboxed process kept running after it reported its result ("
+
+
+async def test_computing_after_a_forged_completion_is_stopped_and_charged(
+    zygote: Zygote, stores: Stores
+) -> None:
+    process = await zygote.spawn(Limits())
+    amended: list[ExecutionResult] = []
+    tools = store_tools(stores.mine)
+    result = await process.execute(
+        CHEAT, "forge_done", [5.0], Limits(), tools, on_overrun=lambda: amended.append(result)
+    )
+    assert result.result == "forged"  # what it reported; it is not left at that
+    exit_info = await asyncio.wait_for(asyncio.shield(process.exited), timeout=10)
+    assert exit_info.cpu_s < 2.5  # stopped well before its 5 s of spinning
+    assert amended == [result]
+    assert result.outcome is Outcome.KILLED
+    assert result.error is not None
+    assert result.error["message"].startswith(FORGED_RUN), result.error
+    assert result.error["message"].endswith(" ms of CPU more) and was stopped")
+    assert result.cpu_ms >= 20  # the time after its report is charged to it
+    await process.close()
+    await assert_fresh_process_serves(zygote, stores)
+
+
+async def test_the_pool_replaces_a_process_that_went_on_computing(
+    zygote: Zygote, stores: Stores
+) -> None:
+    pool = SandboxPool(zygote)
+    tools = store_tools(stores.mine)
+    amended = asyncio.Event()
+    result = await pool.execute(
+        "mine", "v1", CHEAT, "forge_done", [5.0], Limits(), tools, on_overrun=amended.set
+    )
+    await asyncio.wait_for(amended.wait(), timeout=10)  # while it idles in the pool
+    assert result.outcome is Outcome.KILLED
+    assert result.error is not None
+    assert result.error["message"].startswith(FORGED_RUN)
+    served = await pool.execute("mine", "v1", AGENT, "plain", [], Limits(), tools)
+    assert (served.outcome, served.result) == (Outcome.OK, "served"), served.error
+    assert pool.spawned == 2  # not in the process it killed
+    await pool.close()
+
+
+async def test_a_result_over_the_limit_fails_at_once(zygote: Zygote, stores: Stores) -> None:
+    limits = Limits(timeout_s=20)
+    process = await zygote.spawn(limits)
+    tools = store_tools(stores.mine)
+    result = await process.execute(CHEAT, "huge_result", [5], limits, tools)
+    assert result.outcome is Outcome.ERROR  # not a timeout: nothing waits for it
+    assert result.error is not None
+    assert (result.error["type"], result.error["message"]) == (
+        "ResultTooLarge",
+        "the return value is 5,242,885 bytes encoded, over the 1,048,576-byte limit of a "
+        "result: keep large data in self.store and return its key",
+    )
+    # A child that sends one anyway gets the same from the host.
+    result = await process.execute(CHEAT, "send_huge_result", [2], limits, tools)
+    assert result.outcome is Outcome.ERROR
+    assert result.error is not None
+    assert result.error["type"] == "ResultTooLarge"
+    assert result.error["message"].startswith("the return value is 2,097,152 bytes encoded")
+    await process.close()
+    await assert_fresh_process_serves(zygote, stores)
+
+
+async def test_an_error_with_a_huge_message_is_reported_cut(zygote: Zygote, stores: Stores) -> None:
+    limits = Limits(timeout_s=20)
+    process = await zygote.spawn(limits)
+    result = await process.execute(CHEAT, "huge_error", [5], limits, store_tools(stores.mine))
+    assert result.outcome is Outcome.ERROR
+    assert result.error is not None
+    assert result.error["type"] == "ValueError"
+    assert result.error["message"] == "x" * 16 * 1024
+    assert len(result.error["traceback"]) == 16 * 1024
+    await assert_serves(process, stores)
+    await process.close()
+
+
+async def test_a_print_flood_keeps_the_first_lines_and_counts_the_rest(
+    zygote: Zygote, stores: Stores
+) -> None:
+    limits = Limits(memory_mb=64, timeout_s=30)
+    process = await zygote.spawn(limits)
+    tools = store_tools(stores.mine)
+    # 200,000 lines of 1 KiB: three times the memory limit, were they all buffered.
+    result = await process.execute(CHEAT, "print_flood", [200_000, 1024], limits, tools)
+    assert (result.outcome, result.result) == (Outcome.OK, "printed"), result.error
+    assert len(result.logs) == 1001
+    assert result.logs[0] == ("info", "0".ljust(1024, "."))
+    assert result.logs[999] == ("info", "999".ljust(1024, "."))
+    assert result.logs[1000] == (
+        "warning",
+        "199,000 more log lines were dropped: an execution keeps at most 1,000",
+    )
+    result = await process.execute(CHEAT, "write_without_newline", [100_000], limits, tools)
+    assert (result.outcome, result.logs) == (Outcome.OK, [("info", "x" * 4096)])
+    await assert_serves(process, stores)
+    await process.close()
+
+
+async def test_the_host_counts_log_lines_a_hostile_child_sends_past_the_cap(
+    zygote: Zygote, stores: Stores
+) -> None:
+    process = await zygote.spawn(Limits())
+    result = await run(process, stores, "send_logs", 1500, 10)
+    assert result.outcome is Outcome.OK
+    assert len(result.logs) == 1001
+    assert result.logs[-1] == (
+        "warning",
+        "500 more log lines were dropped: an execution keeps at most 1,000",
+    )
+    result = await process.execute(CHEAT, "send_dropped", [-1], Limits(), store_tools(stores.mine))
+    assert result.outcome is Outcome.KILLED
+    assert result.error == {
+        "type": "ProtocolError",
+        "message": "a DROPPED message needs a count",
+        "traceback": "",
+    }
+    await process.close()
+    await assert_fresh_process_serves(zygote, stores)
+
+
+async def test_peak_memory_is_each_executions_own_without_a_memory_group(
+    zygote: Zygote, stores: Stores
+) -> None:
+    zygote.memory_cgroups = None  # as on a host that cannot create memory groups
+    process = await zygote.spawn(Limits())
+    tools = store_tools(stores.mine)
+    big = await process.execute(CHEAT, "touch", [64], Limits(), tools)
+    small = await process.execute(CHEAT, "touch", [0], Limits(), tools)
+    assert big.peak_rss_bytes >= 64 * 1024 * 1024
+    assert small.peak_rss_bytes < big.peak_rss_bytes - 48 * 1024 * 1024
+    await process.close()
+
+
 # -- the same through `corral exec` -------------------------------------------------------
 
 

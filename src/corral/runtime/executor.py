@@ -137,6 +137,8 @@ class Executor:
         self._declared: dict[tuple[str, int], Declared] = {}
         self._unsettled: list[_Settlement] = []
         self._committing: asyncio.Task[None] | None = None
+        #: Corrections of records whose process went on computing (kept until done).
+        self._amendments: set[asyncio.Task[None]] = set()
 
     @property
     def lease_ms(self) -> int:
@@ -279,6 +281,16 @@ class Executor:
             hand_off=self.hand_off,
         )
         started = datetime.fromtimestamp(self.clock(), UTC)  # the clock rate limits use
+        settled: list[_Settlement] = []
+
+        def overran() -> None:
+            # The process went on computing after its result, which the pool has just
+            # amended. A settlement not yet built will carry it; one built is corrected.
+            if settled:
+                amendment = asyncio.create_task(self._amend(settled[0]))
+                self._amendments.add(amendment)
+                amendment.add_done_callback(self._amendments.discard)
+
         result = await self.pool.execute(
             instance.id,
             f"{version.agent}@{version.number}",
@@ -287,9 +299,11 @@ class Executor:
             codec.decode(task.args),
             limits,
             tools,
+            on_overrun=overran,
         )
         record = ExecutionRecord(instance.id, task.method, task.trigger, result, started)  # type: ignore[arg-type]
-        await self._settle(_Settlement(task, record, version.number))
+        settled.append(_Settlement(task, record, version.number))
+        await self._settle(settled[0])
         await self._after(task, instance)
         return record
 
@@ -360,6 +374,14 @@ class Executor:
                 if settlement.record.result.outcome is not Outcome.OK:
                     self._write_failure(settlement.task, settlement.record)
             return self._claim(wanted, now) if wanted else []
+
+    async def _amend(self, settlement: _Settlement) -> None:
+        """Correct a record written before its process was found still computing."""
+        try:
+            await settlement.committed
+            await self.db(self.history.amend, settlement.record)
+        except Exception as exc:  # the record stays as first written; say so
+            log.warning("could not amend execution %s: %s", settlement.record.id, exc)
 
     def _write_failure(self, task: ClaimedTask, record: ExecutionRecord) -> None:
         result = record.result

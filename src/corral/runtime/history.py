@@ -135,6 +135,36 @@ class History:
             statements.append(_multi_row(_INSERT_LINE, lines))
         return statements
 
+    def amend(self, record: ExecutionRecord) -> None:
+        """Rewrite a recorded execution's outcome, error and CPU from its (amended)
+        result, and add its error as a log line of the execution: its process was
+        found computing after the record was written (``SandboxProcess.execute``)."""
+        r = record.result
+        with self.database.transaction(write=True) as cur:
+            self.database.execute(
+                cur,
+                "UPDATE executions SET outcome = :outcome, error = :error, cpu_ms = :cpu_ms "
+                "WHERE id = :id",
+                {
+                    "id": record.id,
+                    "outcome": r.outcome.value,
+                    "error": json.dumps(r.error) if r.error is not None else None,
+                    "cpu_ms": r.cpu_ms,
+                },
+            )
+            if r.error is not None:
+                self.database.execute(
+                    cur,
+                    _INSERT_LINE,
+                    {
+                        "instance": record.instance,
+                        "execution_id": record.id,
+                        "at": int(record.started_at.timestamp() * 1000),
+                        "level": "error",
+                        "line": r.error["message"],
+                    },
+                )
+
     def log(self, instance: str, level: str, line: str, *, now: int) -> None:
         """A line from the platform itself (suspension, dead letters) in the instance's log."""
         self.database.write(

@@ -33,6 +33,7 @@ from corral.sdk.agent import Agent, callable_methods
 from corral.sdk.errors import (
     AgentDefinitionError,
     RequestLimitExceeded,
+    ResultTooLarge,
     UnknownMethod,
     from_wire,
 )
@@ -47,10 +48,13 @@ def error_info(exc: BaseException) -> dict[str, str]:
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next
+    # Cut to size: a FAIL frame carrying a megabyte-long message would be over the
+    # frame limit, and the execution would end in a timeout instead of its error.
+    limit = protocol.MAX_ERROR_TEXT
     return {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, tb)),
+        "type": type(exc).__name__[:200],
+        "message": str(exc)[:limit],
+        "traceback": "".join(traceback.format_exception(type(exc), exc, tb))[-limit:],
     }
 
 
@@ -161,7 +165,9 @@ class _LogStream:
 
     def write(self, text: str) -> int:
         lines = (self._partial + text).split("\n")
-        self._partial = lines.pop()
+        # A line is cut to MAX_LOG_LINE when sent: keep no more of an unfinished one, or
+        # writes without a newline would grow it (and the cost of each write) forever.
+        self._partial = lines.pop()[: protocol.MAX_LOG_LINE]
         for line in lines:
             self._runtime.log(self._level, line)
         return len(text)
@@ -204,6 +210,9 @@ class ChildRuntime(asyncio.Protocol):
         self._requests_left = 0
         self._deadline = 0.0
         self._cpu_deadline = 0.0
+        # Log lines sent and dropped in this invocation (protocol.MAX_LOG_LINES).
+        self._logged = 0
+        self._dropped = 0
 
     # -- ToolChannel -------------------------------------------------------------
 
@@ -240,7 +249,16 @@ class ChildRuntime(asyncio.Protocol):
         self._transport.write(protocol.pack(message))
 
     def log(self, level: str, line: str) -> None:
-        if self._transport is not None and not self._transport.is_closing():
+        """Send one log line, or count it once the execution has sent its share.
+
+        Counting instead of sending is what keeps a print loop cheap: the lines would
+        otherwise queue in the transport faster than the host drops them, until the
+        process ran out of memory.
+        """
+        if self._logged >= protocol.MAX_LOG_LINES:
+            self._dropped += 1
+        elif self._transport is not None and not self._transport.is_closing():
+            self._logged += 1
             self._send([protocol.LOG, level, line[: protocol.MAX_LOG_LINE]])
 
     # -- asyncio.Protocol ----------------------------------------------------------
@@ -319,6 +337,7 @@ class ChildRuntime(asyncio.Protocol):
         self._requests_left = int(spec["requests"])
         self._deadline = time.monotonic() + spec["timeout_ms"] / 1000
         self._cpu_deadline = time.process_time() + spec["cpu_ms"] / 1000
+        self._logged = self._dropped = 0
         try:
             cls, methods = self._agent(spec)
             if spec.get("describe"):
@@ -336,6 +355,15 @@ class ChildRuntime(asyncio.Protocol):
             if inspect.isawaitable(result):
                 result = await result
             payload = codec.encode(result, path="return value")
+            if len(payload) > protocol.MAX_RESULT:
+                raise ResultTooLarge(
+                    f"the return value is {len(payload):,} bytes encoded, over the "
+                    f"{protocol.MAX_RESULT:,}-byte limit of a result: keep large data in "
+                    "self.store and return its key"
+                )
+            # Freed here, not after DONE: whatever the execution built is its own work,
+            # and the host counts CPU used after DONE as code still running.
+            del agent, result
             for line in leftovers.report() if leftovers is not None else ():
                 self.log("warning", line)
         except Exception as exc:  # the agent's failure is data for the record
@@ -368,6 +396,8 @@ class ChildRuntime(asyncio.Protocol):
         for handle in [*getattr(loop, "_scheduled", ()), *getattr(loop, "_ready", ())]:
             if getattr(handle._callback, "__self__", None) not in keep:
                 handle.cancel()
+        if self._dropped:
+            self._send([protocol.DROPPED, self._dropped])
         # A thread cannot be stopped from outside; a process with one left running
         # asks to be retired rather than carry it into another execution.
         self._send([*message, threading.active_count() > 1])

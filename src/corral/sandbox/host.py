@@ -30,7 +30,7 @@ from corral.sandbox import protocol
 from corral.sandbox.errors import SandboxError, SandboxUnavailable
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
 from corral.sandbox.memcg import MemoryCgroups, MemoryGroup
-from corral.sdk.errors import RequestLimitExceeded, wire_name
+from corral.sdk.errors import RequestLimitExceeded, ResultTooLarge, wire_name
 
 ToolHandler = Callable[[str, list[Any]], Any]
 """Does one tool operation for the execution's instance; the host binds the scope.
@@ -39,8 +39,13 @@ It returns the operation's value, or an awaitable of it when the work has to wai
 (a PostgreSQL round trip, an HTTP request); a plain value is answered at once.
 """
 
-#: Log lines kept per execution; a chatty or hostile agent cannot fill the host's memory.
-MAX_LOG_LINES = 1000
+#: CPU a process may use after it reported its result: the runtime's own bookkeeping
+#: then takes well under a millisecond. More means the agent's code is still running
+#: (it sent a completion of its own, or left a thread busy), and the process is stopped.
+AFTER_DONE_CPU_S = 0.02
+#: An idle process is checked for that this long after its result, then at doubling
+#: intervals up to the last: a process computing in secret is stopped within about this.
+_IDLE_CHECKS_S = (0.05, 5.0)
 _CORES = os.cpu_count() or 1
 _ZYGOTE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
@@ -185,6 +190,14 @@ def _process_cpu_s(pid: int) -> float:
     return time.clock_gettime(((~pid) << 3) | 2)  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
 
 
+def _reset_peak_rss(pid: int) -> None:
+    """Reset the process's VmHWM to its current resident set (``clear_refs`` 5), so the
+    peak read after an execution is that execution's own, not the process's lifetime's.
+    Where the kernel refuses, the peak stays the lifetime's (docs/sandbox.md)."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/clear_refs", "wb") as refs:
+        refs.write(b"5")
+
+
 def _peak_rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status", "rb") as status:
         for line in status:
@@ -204,6 +217,8 @@ class _Execution:
     finished: asyncio.Future[None]
     #: The replies still awaited; cancelled when the execution ends.
     waiting: set[asyncio.Future[Any]] = field(default_factory=set)
+    #: Log lines past protocol.MAX_LOG_LINES: counted by the host or reported (DROPPED).
+    dropped_logs: int = 0
 
 
 class _CpuWatchdog:
@@ -267,6 +282,12 @@ class SandboxProcess(asyncio.Protocol):
         self._current: _Execution | None = None
         #: The process left something running (a thread) and must not be reused.
         self.wants_retirement = False
+        # Since its last result: its CPU clock then, that result (amended if the process
+        # goes on computing), whom to tell, and the timer of the next idle check.
+        self._cpu_at_done: float | None = None
+        self._last: ExecutionResult | None = None
+        self._on_overrun: Callable[[], None] | None = None
+        self._idle_check: asyncio.TimerHandle | None = None
 
     @property
     def alive(self) -> bool:
@@ -274,7 +295,7 @@ class SandboxProcess(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        return self.alive and not self.wants_retirement
+        return self.alive and not self.wants_retirement and not self._kept_running()
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -311,14 +332,24 @@ class SandboxProcess(asyncio.Protocol):
             signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
 
     async def close(self) -> None:
-        """Retire: close the channel (the process exits on EOF), then release the pidfd."""
+        """Retire: close the channel (the process exits on EOF), then release the pidfd.
+
+        A process that does not exit on EOF is busy: if it has used CPU since its last
+        result, that result is amended (:meth:`_overran`) once it is dead.
+        """
+        self._kept_running()
         if self._transport is not None:
             self._transport.close()
         try:
             await asyncio.wait_for(asyncio.shield(self.exited), timeout=2)
         except Exception:  # a timeout, or the zygote is gone: make sure it is dead
             self.kill(Outcome.KILLED)
+            with contextlib.suppress(Exception):
+                info = await asyncio.wait_for(asyncio.shield(self.exited), timeout=1)
+                if self._cpu_at_done is not None:
+                    self._overran(info.cpu_s - self._cpu_at_done)
         finally:  # even when cancelled: a pidfd is a descriptor the host would leak
+            self._stop_watching()
             if self._pidfd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(self._pidfd)
@@ -342,20 +373,32 @@ class SandboxProcess(asyncio.Protocol):
         tools: ToolHandler,
         *,
         strict: bool = False,
+        on_overrun: Callable[[], None] | None = None,
     ) -> ExecutionResult:
         """Run ``method(*args)`` of the agent in ``code`` under ``limits``.
 
         ``strict`` asks the process to report what the execution left behind in
         module globals or class attributes: state that a fresh process would lose.
+
+        The result is returned as soon as the process reports it. Should the process
+        go on computing after that (see :data:`AFTER_DONE_CPU_S`), it is killed, the
+        returned result is amended in place (outcome ``killed``, the CPU charged) and
+        ``on_overrun`` is called, so that a record already written can be corrected.
         """
         spec = {"code": code, "method": method, "args": codec.encode(args, path="arguments")}
-        return await self._run(spec | {"strict": strict}, limits, tools)
+        return await self._run(spec | {"strict": strict}, limits, tools, on_overrun)
 
     async def _run(
-        self, spec: dict[str, Any], limits: Limits, tools: ToolHandler
+        self,
+        spec: dict[str, Any],
+        limits: Limits,
+        tools: ToolHandler,
+        on_overrun: Callable[[], None] | None = None,
     ) -> ExecutionResult:
         if self._transport is None or self._current is not None:
             raise SandboxError("a sandboxed process runs one execution at a time")
+        self._kept_running()  # CPU since the last result is nobody's: never this one's
+        self._stop_watching()
         self.executions += 1
         result = ExecutionResult(Outcome.OK)
         started = time.monotonic()
@@ -363,6 +406,8 @@ class SandboxProcess(asyncio.Protocol):
         if self._memory is not None:
             self._memory.reset_peak()  # so the peak is this execution's own
             self._oom_kills = self._memory.oom_kills()
+        else:
+            _reset_peak_rss(self.pid)
         spec |= {
             "requests": limits.requests,
             "timeout_ms": limits.timeout_s * 1000,
@@ -392,8 +437,63 @@ class SandboxProcess(asyncio.Protocol):
                 task.cancel()
             self._current = None
         result.duration_ms = (time.monotonic() - started) * 1000
+        if current.dropped_logs:
+            result.logs.append(
+                (
+                    "warning",
+                    f"{current.dropped_logs:,} more log lines were dropped: an execution "
+                    f"keeps at most {protocol.MAX_LOG_LINES:,}",
+                )
+            )
         await self._account(result, cpu_before, limits)
+        if self.alive:
+            self._watch(result, cpu_before + result.cpu_ms / 1000, on_overrun)
         return result
+
+    # -- CPU after the result ------------------------------------------------------
+
+    def _watch(
+        self, result: ExecutionResult, cpu_at_done: float, on_overrun: Callable[[], None] | None
+    ) -> None:
+        """Keep an eye on the process until its next execution: it should be idle."""
+        self._cpu_at_done, self._last, self._on_overrun = cpu_at_done, result, on_overrun
+        self._schedule_idle_check(_IDLE_CHECKS_S[0])
+
+    def _schedule_idle_check(self, delay_s: float) -> None:
+        def check() -> None:
+            if self._cpu_at_done is not None and self.alive and not self._kept_running():
+                self._schedule_idle_check(min(delay_s * 2, _IDLE_CHECKS_S[1]))
+
+        self._idle_check = asyncio.get_running_loop().call_later(delay_s, check)
+
+    def _stop_watching(self) -> None:
+        if self._idle_check is not None:
+            self._idle_check.cancel()
+        self._idle_check = self._cpu_at_done = self._last = self._on_overrun = None
+
+    def _kept_running(self) -> bool:
+        """True (and the process killed) if it has computed since it reported its result."""
+        if self._cpu_at_done is None or not self.alive:
+            return False
+        try:
+            used = _process_cpu_s(self.pid) - self._cpu_at_done
+        except OSError:
+            return False
+        if used <= AFTER_DONE_CPU_S:
+            return False
+        self.kill(Outcome.KILLED)
+        self._overran(used)
+        return True
+
+    def _overran(self, used_s: float) -> None:
+        """Charge ``used_s`` of CPU after the result to that result, and say so."""
+        last, on_overrun = self._last, self._on_overrun
+        self._stop_watching()
+        if last is None or used_s <= AFTER_DONE_CPU_S:
+            return
+        last.kept_running(used_s * 1000)
+        if on_overrun is not None:
+            on_overrun()
 
     def _violation(self, exc: protocol.ProtocolError) -> None:
         """A broken frame: the execution ends with the error; the process is killed."""
@@ -418,9 +518,15 @@ class SandboxProcess(asyncio.Protocol):
             self._call(message, current)
         elif kind == protocol.LOG:
             logs = current.result.logs
-            if len(logs) < MAX_LOG_LINES:
+            if len(logs) < protocol.MAX_LOG_LINES:
                 level, line = str(message[1])[:16], str(message[2])
                 logs.append((level, line[: protocol.MAX_LOG_LINE]))
+            else:
+                current.dropped_logs += 1
+        elif kind == protocol.DROPPED:
+            if type(message[1]) is not int or not 0 <= message[1] < 2**63:
+                raise protocol.ProtocolError("a DROPPED message needs a count")
+            current.dropped_logs += message[1]
         elif kind in (protocol.DONE, protocol.FAIL):
             if message[1] != current.exec_id:
                 raise protocol.ProtocolError(
@@ -428,12 +534,7 @@ class SandboxProcess(asyncio.Protocol):
                 )
             self.wants_retirement = bool(message[3])
             if kind == protocol.DONE:
-                try:
-                    current.result.result = codec.decode(message[2])
-                except Exception as exc:  # garbage where a value should be
-                    raise protocol.ProtocolError(
-                        f"the result cannot be decoded: {str(exc) or type(exc).__name__}"
-                    ) from None
+                self._done(message[2], current)
             else:
                 self._failed(message[2], current)
             current.finished.set_result(None)
@@ -441,10 +542,34 @@ class SandboxProcess(asyncio.Protocol):
             raise protocol.ProtocolError(f"unexpected {kind!r} message during an execution")
 
     @staticmethod
+    def _done(payload: Any, current: _Execution) -> None:
+        result = current.result
+        if isinstance(payload, bytes) and len(payload) > protocol.MAX_RESULT:
+            # The child refuses these itself; one that sends it anyway gets the same.
+            result.outcome = Outcome.ERROR
+            result.error = {
+                "type": ResultTooLarge.__name__,
+                "message": f"the return value is {len(payload):,} bytes encoded, over the "
+                f"{protocol.MAX_RESULT:,}-byte limit of a result: keep large data in "
+                "self.store and return its key",
+                "traceback": "",
+            }
+            return
+        try:
+            result.result = codec.decode(payload)
+        except Exception as exc:  # garbage where a value should be
+            raise protocol.ProtocolError(
+                f"the result cannot be decoded: {str(exc) or type(exc).__name__}"
+            ) from None
+
+    @staticmethod
     def _failed(error: Any, current: _Execution) -> None:
         if type(error) is not dict:
             raise protocol.ProtocolError("a FAIL message needs an error object")
-        info = {k: str(error.get(k, "")) for k in ("type", "message", "traceback")}
+        info = {
+            k: str(error.get(k, ""))[: protocol.MAX_ERROR_TEXT]
+            for k in ("type", "message", "traceback")
+        }
         result = current.result
         result.error = info
         result.outcome = {

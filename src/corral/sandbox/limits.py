@@ -51,6 +51,19 @@ class ExecutionResult:
     duration_ms: float = 0.0
     logs: list[tuple[str, str]] = field(default_factory=list)
 
+    def kept_running(self, cpu_ms: float) -> None:
+        """The process went on computing for ``cpu_ms`` after reporting this result
+        (the agent sent a completion of its own, or left a thread busy): it was stopped,
+        and the time is charged here rather than to nobody."""
+        self.outcome = Outcome.KILLED
+        self.cpu_ms += cpu_ms
+        self.error = {
+            "type": Outcome.KILLED.value,
+            "message": f"the sandboxed process kept running after it reported its result "
+            f"({cpu_ms:,.0f} ms of CPU more) and was stopped",
+            "traceback": "",
+        }
+
     @property
     def breached(self) -> bool:
         """True when the process must not serve another execution."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,12 +74,18 @@ class SandboxPool:
         args: list[Any],
         limits: Limits,
         tools: ToolHandler,
+        *,
+        on_overrun: Callable[[], None] | None = None,
     ) -> ExecutionResult:
-        """Run one execution in an idle warm process of the instance, starting one if needed."""
+        """Run one execution in an idle warm process of the instance, starting one if needed.
+
+        ``on_overrun``: see :meth:`SandboxProcess.execute`; it may be called before this
+        returns (a process retired at once is closed here) or at any time after.
+        """
         entry = await self._checkout(instance, version, limits)
         try:
             result = await entry.process.execute(
-                code, method, args, limits, tools, strict=self.strict
+                code, method, args, limits, tools, strict=self.strict, on_overrun=on_overrun
             )
         except BaseException:
             await self._retire(entry)

@@ -21,6 +21,14 @@ HEADER: Final = struct.Struct(">I")
 MAX_FRAME: Final = 4 * 1024 * 1024
 #: Longest log line kept; the child truncates, and the host enforces it again.
 MAX_LOG_LINE: Final = 4096
+#: Log lines kept per execution: the child sends no more and counts the rest (DROPPED),
+#: and the host keeps no more, so a print loop costs neither side memory.
+MAX_LOG_LINES: Final = 1000
+#: Largest encoded return value: a result is kept in the execution's record, and a
+#: larger one belongs in the store. Checked before it is sent, and again by the host.
+MAX_RESULT: Final = 1024 * 1024
+#: Longest error message or traceback a FAIL carries (each); the rest is cut.
+MAX_ERROR_TEXT: Final = 16 * 1024
 
 # host -> child
 INVOKE: Final = "invoke"  # [INVOKE, exec_id, spec: dict]
@@ -31,12 +39,13 @@ LOG: Final = "log"  # [LOG, level: str, line: str]
 DONE: Final = "done"  # [DONE, exec_id, result bytes, retire: bool]
 FAIL: Final = "fail"  # [FAIL, exec_id, error dict, retire: bool]
 READY: Final = "ready"  # [READY, pid]
+DROPPED: Final = "dropped"  # [DROPPED, count: int], before DONE/FAIL: log lines not sent
 
 #: The CALL op of ``run(self.method)``: the host answers it itself. It carries no
 #: work, but SPEC §1.6 counts every ``run`` against the budget, and the host counts.
 RUN_INLINE: Final = "run.inline"
 
-_ARITY: Final = {INVOKE: 3, REPLY: 4, CALL: 4, LOG: 3, DONE: 4, FAIL: 4, READY: 2}
+_ARITY: Final = {INVOKE: 3, REPLY: 4, CALL: 4, LOG: 3, DONE: 4, FAIL: 4, READY: 2, DROPPED: 2}
 
 
 class ProtocolError(Exception):

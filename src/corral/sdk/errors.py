@@ -43,6 +43,10 @@ class UnknownMethod(CorralError):
     """The execution named a method the agent's current version does not have."""
 
 
+class ResultTooLarge(CorralError):
+    """A handler returned a value over the size an execution record keeps."""
+
+
 # Exceptions that cross the RPC channel keep their type (or the nearest one listed
 # here); anything else arrives as a RuntimeError naming the original type.
 WIRE_EXCEPTIONS: dict[str, type[BaseException]] = {
@@ -63,6 +67,7 @@ WIRE_EXCEPTIONS: dict[str, type[BaseException]] = {
         ResponseTooLarge,
         AgentDefinitionError,
         UnknownMethod,
+        ResultTooLarge,
     )
 }
 
