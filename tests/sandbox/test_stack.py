@@ -215,6 +215,20 @@ def test_limits_cannot_be_raised(layers: Layers, limits: ResourceLimits) -> None
     assert outcome.error == "ValueError", outcome.describe()
 
 
+@pytest.mark.layers(*(layer for layer in Layer if layer is not Layer.MOUNT_NAMESPACE))
+def test_without_the_private_root_landlock_still_contains(limits: ResourceLimits) -> None:
+    """What --insecure-sandbox runs where the mount namespace is missing: the paths are
+    there to see again, but Landlock still refuses to open them."""
+    layers = Layers.prepare(python_read_paths(), skip=[Layer.MOUNT_NAMESPACE])
+    try:
+        assert layers.root is None
+        outcome = in_sandbox(layers, limits, partial(attempts.read_file, "/etc/passwd"))
+        assert outcome.errno == errno.EACCES, outcome.describe()
+        assert in_sandbox(layers, limits, partial(attempts.size_of, "/etc/passwd")).ok
+    finally:
+        layers.close()
+
+
 def test_a_memory_hog_gets_memory_error(layers: Layers, limits: ResourceLimits) -> None:
     outcome = in_sandbox(layers, limits, partial(attempts.allocate, 2 << 30))
     assert outcome.error == "MemoryError", outcome.describe()
