@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import fcntl
 import importlib
 import os
 import resource
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -26,6 +28,9 @@ from corral.sandbox.syscalls import syscall
 CLONE_NEWUSER = 0x10000000
 _PTRACE_ATTACH = 16
 _SIGCHLD = 17
+FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+_FS_NOATIME_FL = 0x80
 
 PURE_MODULES = ("wave", "colorsys", "fractions", "difflib", "statistics")
 #: C extensions that link against a library in the system lib dir (libsqlite3, ...).
@@ -49,6 +54,77 @@ def write_file(path: str) -> str:
 
 def list_dir(path: str) -> list[str]:
     return sorted(os.listdir(path))[:3]
+
+
+def size_of(path: str) -> int:
+    return os.stat(path).st_size
+
+
+# File metadata, on a file the sandbox may read. Each is harmless if it gets through:
+# the tests aim them at a file of their own.
+
+
+def make_setuid(path: str) -> str:
+    os.chmod(path, 0o4755)
+    return f"made {path} setuid"
+
+
+def make_setuid_through_descriptor(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fchmod(fd, 0o6777)
+    finally:
+        os.close(fd)
+    return f"made {path} setuid through a read-only descriptor"
+
+
+def change_owner(path: str) -> str:
+    os.chown(path, os.getuid(), os.getgid())  # allowed to any owner; it stamps the ctime
+    return f"chowned {path}"
+
+
+def change_times(path: str) -> str:
+    os.utime(path, (0, 0))
+    return f"set the times of {path}"
+
+
+def set_xattr(path: str) -> str:
+    os.setxattr(path, "user.corral", b"escaped")
+    return f"set an xattr on {path}"
+
+
+def remove_xattr(path: str) -> str:
+    os.removexattr(path, "user.corral")
+    return f"removed an xattr from {path}"
+
+
+def set_attribute_flag(path: str) -> str:
+    """chattr +A through the ioctl, on a descriptor opened read-only."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        (flags,) = struct.unpack_from("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8)))
+        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("q", flags | _FS_NOATIME_FL))
+    finally:
+        os.close(fd)
+    return f"set the noatime flag of {path}"
+
+
+def find_sysv_segment(key: int) -> int:
+    """Look a System V shared memory segment up by its key; the id would let it attach."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    shmget = libc.shmget
+    shmget.argtypes = (ctypes.c_int, ctypes.c_size_t, ctypes.c_int)
+    segment: int = shmget(key, 0, 0)
+    if segment == -1:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return segment
+
+
+METADATA_CHANGES = (
+    make_setuid, make_setuid_through_descriptor, change_owner, change_times, set_xattr,
+    remove_xattr, set_attribute_flag,
+)  # fmt: skip
 
 
 def import_module(name: str) -> str:

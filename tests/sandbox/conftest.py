@@ -10,20 +10,28 @@ then a missing layer is a failure, as it should be in CI on the machines Corral 
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import os
 import signal
 import socket
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
 from corral.sandbox.support import SupportReport, probe_support
+from tests.sandbox.attempts import FS_IOC_GETFLAGS
 
 REQUIRE_SANDBOX = os.environ.get("CORRAL_REQUIRE_SANDBOX") == "1"
 
+
+_IPC_CREAT = 0o1000
+_IPC_EXCL = 0o2000
+_IPC_RMID = 0
 
 NO_MEMCG = "no writable cgroup-v1 memory controller (needs root and /sys/fs/cgroup/memory)"
 
@@ -114,6 +122,51 @@ def bystander() -> Iterator[int]:
     os.close(write_end)
     os.kill(pid, signal.SIGKILL)  # also ends it if an attack left it stopped
     os.waitpid(pid, 0)
+
+
+@pytest.fixture
+def target() -> Iterator[Path]:
+    """An executable file in the virtual environment, with an extended attribute: the
+    sandbox may read it, as it may the interpreter next to it. It is the test's own, so
+    an attempt on its metadata that got through would not damage the interpreter."""
+    path = Path(sys.prefix) / f"corral-escape-target-{uuid.uuid4().hex[:12]}"
+    path.write_bytes(b"#!/bin/sh\n")
+    path.chmod(0o755)
+    os.setxattr(path, "user.corral", b"keep")
+    yield path
+    path.unlink()
+
+
+@pytest.fixture
+def sysv_segment() -> Iterator[int]:
+    """A System V shared memory segment of the host's, mode 0600; yields its key."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmget.argtypes = (ctypes.c_int, ctypes.c_size_t, ctypes.c_int)
+    libc.shmctl.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+    key = int.from_bytes(os.urandom(3)) | 0x4300_0000
+    segment = libc.shmget(key, 4096, _IPC_CREAT | _IPC_EXCL | 0o600)
+    assert segment != -1, os.strerror(ctypes.get_errno())
+    yield key
+    libc.shmctl(segment, _IPC_RMID, None)
+
+
+def file_metadata(path: Path) -> dict[str, Any]:
+    """All a sandboxed process might change about a file it may read. Any change at all
+    (mode, owner, times, extended attributes, attribute flags) also moves the ctime."""
+    stat = os.stat(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        flags = fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8))
+    finally:
+        os.close(fd)
+    return {
+        "mode": oct(stat.st_mode),
+        "owner": (stat.st_uid, stat.st_gid),
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+        "xattrs": {name: os.getxattr(path, name) for name in os.listxattr(path)},
+        "flags": flags.hex(),
+    }
 
 
 def _assert_no_connection(server: socket.socket) -> None:

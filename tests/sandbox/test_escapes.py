@@ -49,9 +49,11 @@ from corral.sandbox.limits import ExecutionResult, Limits, Outcome
 from corral.sandbox.pool import SandboxPool
 from corral.sandbox.protocol import MAX_FRAME
 from corral.state import SqlBackend, Store
+from tests.sandbox.conftest import file_metadata
 
 AGENT = r'''
 import ctypes
+import fcntl
 import os
 import resource
 import select
@@ -72,6 +74,9 @@ from corral.sdk import Agent
 
 PTRACE_ATTACH = 16
 RPC_FD = 3  # the inherited socket to the host
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FS_NOATIME_FL = 0x80
 
 
 def disarm():
@@ -80,7 +85,9 @@ def disarm():
     this is a kernel layer."""
     from corral.sandbox import audit
 
-    audit._DENY.clear()  # no event is denied outright
+    for name, table in vars(audit).items():  # no event is denied outright
+        if isinstance(table, dict) and not name.startswith("__"):
+            table.clear()
     audit._WRITE_FLAGS = 0  # os.open(..., O_WRONLY) is not writing
     audit.any = lambda _: False  # nor is open(..., "w")
     os.path.realpath = lambda path: sys.prefix  # every path looks readable
@@ -123,6 +130,21 @@ def write_with_os_open(path):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         return os.write(fd, b"escaped")
+    finally:
+        os.close(fd)
+
+
+def size_of(path):
+    return os.stat(path).st_size
+
+
+def set_attribute_flag(path, flag):
+    """chattr through the ioctl, on a descriptor opened read-only."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        flags = struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8))[:4])[0]
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("q", flags | flag))
+        return hex(flags | flag)
     finally:
         os.close(fd)
 
@@ -268,6 +290,37 @@ class Escapes(Agent):
 
     def open_database(self, path, disarmed=False):
         return attempt(disarmed, query_database, path)
+
+    def stat(self, path, disarmed=False):
+        return attempt(disarmed, size_of, path)
+
+    # -- file metadata: seccomp (no such calls), the read-only private root ----------
+
+    def change_mode(self, path, mode, disarmed=False):
+        return attempt(disarmed, os.chmod, path, mode)
+
+    def change_mode_of_descriptor(self, path, mode, disarmed=False):
+        fd = os.open(path, os.O_RDONLY)  # reading is allowed
+        try:
+            return {**attempt(disarmed, os.fchmod, fd, mode), "fd": fd}
+        finally:
+            os.close(fd)
+
+    def change_owner(self, path, disarmed=False):
+        # To the owner it has: allowed to any owner, and it still stamps the ctime.
+        return attempt(disarmed, os.chown, path, os.getuid(), os.getgid())
+
+    def change_times(self, path, disarmed=False):
+        return attempt(disarmed, os.utime, path, (0, 0))
+
+    def set_xattr(self, path, disarmed=False):
+        return attempt(disarmed, os.setxattr, path, "user.corral", b"escaped")
+
+    def remove_xattr(self, path, name, disarmed=False):
+        return attempt(disarmed, os.removexattr, path, name)
+
+    def set_attribute_flag(self, path, disarmed=False):
+        return attempt(disarmed, set_attribute_flag, path, FS_NOATIME_FL)
 
     def environment(self):
         return dict(os.environ)
@@ -483,6 +536,10 @@ class Host:
     unix: socket.socket
     unix_path: str
     database: Path
+    #: A file in the virtual environment, which the sandbox may read (as it may the
+    #: interpreter next to it), and what its metadata was before the attempt.
+    target: Path
+    target_metadata: dict[str, Any]
 
     @property
     def marker(self) -> str:
@@ -505,32 +562,40 @@ class Host:
             "bystander": self.bystander,
             "host_pid": self.pid,
             "database": str(self.database),
+            "target": str(self.target),
         }
 
     def assert_untouched(self) -> None:
         assert not os.path.exists(self.marker), "a command run by the agent created a file"
         assert not os.path.exists(self.written), "the agent wrote a file on the host"
+        assert not os.path.exists(f"{self.target}.written"), "the agent wrote in the venv"
         for server in (self.tcp, self.unix):
             with pytest.raises(BlockingIOError):
                 server.accept()
         with pytest.raises(BlockingIOError):
             self.udp.recvfrom(64)
         assert_undisturbed(self.bystander)
+        assert file_metadata(self.target) == self.target_metadata
 
 
 def assert_undisturbed(pid: int) -> None:
     """The bystander lives, is neither stopped nor traced, and got no signal."""
     assert os.waitpid(pid, os.WNOHANG) == (0, 0), "the bystander died"
-    with open(f"/proc/{pid}/status") as status:
-        fields = dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
+    fields = proc_status(pid)
     assert fields["State"][0] in "SR", fields["State"]
     assert fields["TracerPid"] == "0"
     assert int(fields["SigPnd"], 16) == int(fields["ShdPnd"], 16) == 0
 
 
+def proc_status(pid: int) -> dict[str, str]:
+    """The fields of /proc/<pid>/status, as the host reads them."""
+    with open(f"/proc/{pid}/status") as status:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
+
+
 @pytest.fixture
 def host(
-    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, bystander: int
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, bystander: int, target: Path
 ) -> Iterator[Host]:
     # A short directory for the UNIX socket: sun_path holds 108 bytes at most.
     unix_path = str(tmp_path_factory.mktemp("sock") / "host.sock")
@@ -544,8 +609,10 @@ def host(
         unix.listen()
         for server in (tcp, udp, unix):
             server.setblocking(False)
+        database = tmp_path / "corral.db"
+        metadata = file_metadata(target)
         yield Host(
-            tmp_path, os.getpid(), bystander, tcp, udp, unix, unix_path, tmp_path / "corral.db"
+            tmp_path, os.getpid(), bystander, tcp, udp, unix, unix_path, database, target, metadata
         )
 
 
@@ -633,31 +700,72 @@ def _eacces(path: str) -> dict[str, Any]:
     return _saw(f"PermissionError: [Errno 13] Permission denied: {path!r}", errno.EACCES)
 
 
+def _eperm_on(path: str) -> dict[str, Any]:
+    return _saw(f"{EPERM}: {path!r}", errno.EPERM)
+
+
+def _enoent(path: str) -> dict[str, Any]:
+    return _saw(f"FileNotFoundError: [Errno 2] No such file or directory: {path!r}", errno.ENOENT)
+
+
 _EPERM = _saw(EPERM, errno.EPERM)
 
 ESCAPES = [
-    # Files. Landlock allows reading beneath the Python installation, the venv, the
-    # system libraries and time zones; nothing else, and no writing anywhere.
+    # Files. The private root holds the Python installation, the venv, the system
+    # libraries and time zones, read-only; nothing else exists. Landlock, behind it, allows
+    # reading beneath those paths only ("/" itself is the private root's) and no writing.
     Escape("read /etc/passwd with open()", "read_with_open", lambda h: ["/etc/passwd"],
-           _denied_file("/etc/passwd"), _eacces("/etc/passwd")),
+           _denied_file("/etc/passwd"), _enoent("/etc/passwd")),
     Escape("read /etc/passwd with os.open()", "read_with_os_open", lambda h: ["/etc/passwd"],
-           _denied_file("/etc/passwd"), _eacces("/etc/passwd")),
+           _denied_file("/etc/passwd"), _enoent("/etc/passwd")),
     Escape("write a file with open()", "write_with_open", lambda h: [h.written],
-           _denied_file("{written}"), _eacces("{written}")),
+           _denied_file("{written}"), _enoent("{written}")),
     Escape("write a file with os.open()", "write_with_os_open", lambda h: [h.written],
-           _denied_file("{written}"), _eacces("{written}")),
+           _denied_file("{written}"), _enoent("{written}")),
+    Escape("write a file in the venv with open()", "write_with_open",
+           lambda h: [f"{h.target}.written"], _denied_file("{target}.written"),
+           _saw("OSError: [Errno 30] Read-only file system: '{target}.written'", errno.EROFS)),
     Escape("list /", "list_dir", lambda h: ["/"], _denied_file("/", "list"), _eacces("/")),
     Escape("read /proc/self/environ", "read_with_open", lambda h: ["/proc/self/environ"],
-           _denied_file("/proc/self/environ"), _eacces("/proc/self/environ")),
+           _denied_file("/proc/self/environ"), _enoent("/proc/self/environ")),
     Escape("read /proc/1/environ", "read_with_open", lambda h: ["/proc/1/environ"],
-           _denied_file("/proc/1/environ"), _eacces("/proc/1/environ")),
+           _denied_file("/proc/1/environ"), _enoent("/proc/1/environ")),
     Escape("read the host's /proc/<pid>/environ", "read_with_open",
            lambda h: [f"/proc/{h.pid}/environ"],
-           _denied_file("/proc/{host_pid}/environ"), _eacces("/proc/{host_pid}/environ")),
+           _denied_file("/proc/{host_pid}/environ"), _enoent("/proc/{host_pid}/environ")),
     Escape("open the store's SQLite file with sqlite3", "open_database",
            lambda h: [str(h.database)],
            _saw("OperationalError: unable to open database file"),
            _saw("OperationalError: unable to open database file")),
+    # Looking. stat() is no Landlock right and raises no audit event: only the private
+    # root stops it, by not holding the path.
+    Escape("stat /etc/shadow", "stat", lambda h: ["/etc/shadow"],
+           _enoent("/etc/shadow"), _enoent("/etc/shadow")),
+    Escape("stat /etc/passwd", "stat", lambda h: ["/etc/passwd"],
+           _enoent("/etc/passwd"), _enoent("/etc/passwd")),
+    Escape("stat /proc/1", "stat", lambda h: ["/proc/1"], _enoent("/proc/1"), _enoent("/proc/1")),
+    Escape("stat the host's /proc/<pid>", "stat", lambda h: [f"/proc/{h.pid}"],
+           _enoent("/proc/{host_pid}"), _enoent("/proc/{host_pid}")),
+    Escape("stat the store's SQLite file", "stat", lambda h: [str(h.database)],
+           _enoent("{database}"), _enoent("{database}")),
+    # File metadata, on a file in the venv the sandbox may read: seccomp denies every call
+    # that changes it; the private root's mounts are read-only (EROFS) behind it.
+    Escape("chmod a venv file setuid", "change_mode", lambda h: [str(h.target), 0o4755],
+           _denied_file("{target}", "change the mode of"), _eperm_on("{target}")),
+    Escape("fchmod a descriptor opened read-only", "change_mode_of_descriptor",
+           lambda h: [str(h.target), 0o6777],
+           _saw(f"{NO_FILES} (tried to change the mode of file descriptor {{fd}})"), _EPERM),
+    Escape("chown a venv file", "change_owner", lambda h: [str(h.target)],
+           _denied_file("{target}", "change the owner of"), _eperm_on("{target}")),
+    Escape("utime a venv file", "change_times", lambda h: [str(h.target)],
+           _denied_file("{target}", "change the times of"), _EPERM),
+    Escape("setxattr on a venv file", "set_xattr", lambda h: [str(h.target)],
+           _denied_file("{target}", "set an extended attribute on"), _eperm_on("{target}")),
+    Escape("removexattr from a venv file", "remove_xattr", lambda h: [str(h.target), "user.corral"],
+           _denied_file("{target}", "remove an extended attribute from"), _eperm_on("{target}")),
+    # An ioctl is no audit event the hook denies: the kernel answers both times.
+    Escape("chattr +A (FS_IOC_SETFLAGS) on a descriptor opened read-only",
+           "set_attribute_flag", lambda h: [str(h.target)], _EPERM, _EPERM),
     # Sockets. seccomp denies socket() itself; the network namespace is empty anyway.
     Escape("TCP connect with socket.socket()", "tcp_connect", lambda h: [h.names["tcp_port"]],
            _saw(NO_SOCKETS), _EPERM),
@@ -702,7 +810,7 @@ ESCAPES = [
            _saw("PermissionError: [Errno 1] ptrace: Operation not permitted", errno.EPERM),
            _saw("PermissionError: [Errno 1] ptrace: Operation not permitted", errno.EPERM)),
     Escape("read the zygote's /proc/<pid>/mem", "read_parent_memory", lambda h: [],
-           _denied_file("/proc/{ppid}/mem"), _eacces("/proc/{ppid}/mem")),
+           _denied_file("/proc/{ppid}/mem"), _enoent("/proc/{ppid}/mem")),
     Escape("renice a bystander", "renice", lambda h: [h.bystander], _EPERM, _EPERM),
     Escape("lower a bystander's rlimit", "lower_limit_of", lambda h: [h.bystander],
            _EPERM, _EPERM),
@@ -711,8 +819,9 @@ ESCAPES = [
 
 def _check(seen: dict[str, Any], template: dict[str, Any], host: Host) -> None:
     names = host.names
-    if "ppid" in seen:  # the zygote's pid, which only the sandbox knows
-        names["ppid"] = seen.pop("ppid")
+    for known_inside in ("ppid", "fd"):  # the zygote's pid, a descriptor number
+        if known_inside in seen:
+            names[known_inside] = seen.pop(known_inside)
     expected = {
         key: value.format(**names) if isinstance(value, str) else value
         for key, value in template.items()
@@ -767,6 +876,24 @@ async def test_the_host_environment_is_not_inherited(zygote: Zygote, stores: Sto
     assert SECRET not in repr(result.result)
     await assert_serves(process, stores)
     await process.close()
+
+
+async def test_the_host_still_sees_a_sandboxed_process_in_its_proc(
+    zygote: Zygote, stores: Stores
+) -> None:
+    """The private root hides /proc from the process, not the process from the host: it
+    reads its memory peak and CPU time there, and moves it into its memory group by pid."""
+    process = await zygote.spawn(Limits())
+    try:
+        fields = proc_status(process.pid)
+        assert fields["Pid"] == str(process.pid)
+        assert int(fields["VmHWM"].split()[0]) > 0
+        its_root = set(os.listdir(f"/proc/{process.pid}/root"))  # the private root
+        assert its_root
+        assert not its_root & {"etc", "proc", "dev"}
+        await assert_serves(process, stores)
+    finally:
+        await process.close()
 
 
 # -- other processes' descriptors ---------------------------------------------------------

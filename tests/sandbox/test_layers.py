@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,8 +25,10 @@ from corral.sandbox.landlock import Ruleset, python_read_paths
 from corral.sandbox.layers import Layer
 from corral.sandbox.namespaces import enter_private_network
 from corral.sandbox.rlimits import ResourceLimits, address_space_for
+from corral.sandbox.rootfs import enter_private_root
 from corral.sandbox.trial import TrialOutcome, run_trial
 from tests.sandbox import attempts
+from tests.sandbox.conftest import file_metadata
 
 Setup = Callable[[], None]
 
@@ -88,6 +91,15 @@ def fork_filter(require_layers: Callable[..., None]) -> Setup:
 def private_network(require_layers: Callable[..., None]) -> Setup:
     require_layers(Layer.NETWORK_NAMESPACE, Layer.CAPABILITIES)
     return in_order(enter_private_network, drop_capabilities)
+
+
+@pytest.fixture(scope="module")
+def private_root(require_layers: Callable[..., None]) -> Setup:
+    """The mount namespace, entered as the zygote does (its user namespace grants the
+    mounts), with the capabilities dropped after it; no Landlock, no seccomp."""
+    require_layers(Layer.NETWORK_NAMESPACE, Layer.MOUNT_NAMESPACE)
+    paths = python_read_paths()
+    return in_order(enter_private_network, partial(enter_private_root, paths), drop_capabilities)
 
 
 # -- Landlock: read-only on the Python installation ----------------------------------
@@ -207,6 +219,26 @@ def test_base_filter_answers_enosys_to_clone3(base_filter: Setup) -> None:
     assert denied(under(base_filter, attempts.clone3), errno.ENOSYS)
 
 
+@pytest.mark.parametrize("attempt", attempts.METADATA_CHANGES)
+def test_base_filter_denies_changing_file_metadata(
+    base_filter: Setup, target: Path, attempt: Callable[[str], object]
+) -> None:
+    """Landlock has no right for metadata, and the file is the test's own."""
+    before = file_metadata(target)
+    assert denied(under(base_filter, partial(attempt, str(target))), errno.EPERM)
+    assert file_metadata(target) == before
+
+
+def test_base_filter_still_lets_metadata_be_read(base_filter: Setup, target: Path) -> None:
+    outcome = under(base_filter, partial(_metadata_seen_inside, str(target)))
+    assert outcome.value == _metadata_seen_inside(str(target)), outcome.describe()
+
+
+def _metadata_seen_inside(path: str) -> dict[str, Any]:
+    stat = os.stat(path)
+    return {"mode": stat.st_mode, "xattrs": os.listxattr(path), "access": os.access(path, os.R_OK)}
+
+
 # -- seccomp: the per-child fork filter ----------------------------------------------
 
 
@@ -254,6 +286,87 @@ def test_dropping_capabilities_alone_empties_every_set() -> None:
     outcome = under(drop_capabilities, attempts.proc_status_capabilities)
     assert outcome.ok, outcome.describe()
     assert outcome.value["CapEff"] == outcome.value["CapPrm"] == outcome.value["CapAmb"] == 0
+
+
+# -- the private root (mount namespace) -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["/etc/passwd", "/etc/shadow", "/proc/1", "/proc/self", "/dev/null"]
+)
+def test_private_root_hides_every_other_path(private_root: Setup, path: str) -> None:
+    assert denied(under(private_root, partial(attempts.size_of, path)), errno.ENOENT)
+
+
+def test_private_root_hides_the_hosts_processes(private_root: Setup, bystander: int) -> None:
+    outcome = under(private_root, partial(attempts.size_of, f"/proc/{bystander}/status"))
+    assert denied(outcome, errno.ENOENT)
+
+
+def test_private_root_holds_the_readable_paths_only(private_root: Setup) -> None:
+    """Nothing but the way to each readable path: its first component is all "/" lists."""
+    outcome = under(private_root, partial(os.listdir, "/"))
+    tops = {Path(path).parts[1] for path in python_read_paths()}
+    assert set(outcome.value) == tops, outcome.describe()
+
+
+def test_private_root_still_reads_and_lists_the_python_installation(private_root: Setup) -> None:
+    assert under(private_root, partial(attempts.list_dir, sys.prefix)).ok
+    outcome = under(private_root, partial(attempts.read_file, os.__file__))
+    assert outcome.ok, outcome.describe()
+
+
+@pytest.mark.parametrize(
+    "candidates", [attempts.PURE_MODULES, attempts.LINKED_MODULES], ids=["pure", "linked"]
+)
+def test_private_root_still_imports_stdlib_modules_not_loaded_before(
+    private_root: Setup, candidates: tuple[str, ...]
+) -> None:
+    name = attempts.not_yet_imported(candidates)
+    if name is None:
+        pytest.skip(f"all of {candidates} are already imported in this process")
+    outcome = under(private_root, partial(attempts.import_module, name))
+    assert outcome.ok, outcome.describe()
+
+
+@pytest.mark.parametrize("attempt", attempts.METADATA_CHANGES)
+def test_private_root_refuses_metadata_changes_too(
+    private_root: Setup, target: Path, attempt: Callable[[str], object]
+) -> None:
+    """The second wall, behind seccomp: the bind mounts are read-only."""
+    before = file_metadata(target)
+    assert denied(under(private_root, partial(attempt, str(target))), errno.EROFS)
+    assert file_metadata(target) == before
+
+
+def test_private_root_refuses_writes(private_root: Setup, target: Path) -> None:
+    written = target.with_name(f"{target.name}.written")
+    assert denied(under(private_root, partial(attempts.write_file, str(written))), errno.EROFS)
+    assert not written.exists()
+
+
+def test_the_hosts_ipc_objects_are_left_behind(private_root: Setup, sysv_segment: int) -> None:
+    assert under(lambda: None, partial(attempts.find_sysv_segment, sysv_segment)).ok  # as is
+    outcome = under(private_root, partial(attempts.find_sysv_segment, sysv_segment))
+    assert denied(outcome, errno.ENOENT)
+
+
+@pytest.mark.layers(Layer.NETWORK_NAMESPACE, Layer.MOUNT_NAMESPACE)
+def test_private_root_keeps_paths_spelled_through_a_symlink(tmp_path: Path) -> None:
+    """A venv or a home directory reached through a symbolic link keeps importing."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "corral_spelled.py").write_text("WHERE = 'real'\n")
+    (tmp_path / "link").symlink_to("real")
+
+    def import_through_the_link() -> str:
+        sys.path.insert(0, str(tmp_path / "link"))
+        enter_private_network()
+        enter_private_root(python_read_paths([tmp_path / "real"]))
+        return attempts.import_module("corral_spelled")
+
+    outcome = run_trial(import_through_the_link)
+    assert outcome.ok, outcome.describe()
+    assert str(tmp_path / "link" / "corral_spelled.py") in outcome.value
 
 
 # -- rlimits -------------------------------------------------------------------------

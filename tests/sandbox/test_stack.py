@@ -1,7 +1,7 @@
 """The whole stack as production applies it, and agent code trying to get out.
 
-A forked "zygote" confines itself (private network, no capabilities, no_new_privs,
-read-only Landlock, base filter) and forks a sandbox process that adds its own layers
+A forked "zygote" confines itself (private network, private root, no capabilities,
+no_new_privs, read-only Landlock, base filter) and forks a sandbox process that adds its own layers
 (rlimits, scope-only Landlock, fork filter); the attempt runs in that process. The
 errno in each row is what agent code sees, and the comment names the layer that stops
 it first (``test_layers.py`` shows each layer alone).
@@ -25,6 +25,7 @@ from corral.sandbox.layers import Layer, Layers
 from corral.sandbox.rlimits import ResourceLimits, address_space_for
 from corral.sandbox.trial import TrialOutcome, run_trial
 from tests.sandbox import attempts
+from tests.sandbox.conftest import file_metadata
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,8 @@ class Host:
     unix_path: str
     abstract_name: str
     tmp: Path
+    #: A file in the venv, which the sandbox may read.
+    target: str
 
 
 Attempt = Callable[[], object]
@@ -47,16 +50,29 @@ def _in_zygote(make: Callable[[int], Attempt]) -> Callable[[Host], Attempt]:
     return lambda host: lambda: make(os.getppid())()
 
 
+def _on_target(attempt: Callable[[str], object]) -> Callable[[Host], Attempt]:
+    return lambda host: partial(attempt, host.target)
+
+
 ESCAPES: list[tuple[str, Callable[[Host], Attempt], int]] = [
-    # Landlock: read-only beneath the Python installation and system libraries.
-    ("read /etc/passwd", lambda h: partial(attempts.read_file, "/etc/passwd"), errno.EACCES),
+    # The private root: only the Python installation and system libraries exist.
+    ("read /etc/passwd", lambda h: partial(attempts.read_file, "/etc/passwd"), errno.ENOENT),
+    ("stat /etc/shadow", lambda h: partial(attempts.size_of, "/etc/shadow"), errno.ENOENT),
     ("read /proc/self/environ", lambda h: partial(attempts.read_file, "/proc/self/environ"),
-     errno.EACCES),
+     errno.ENOENT),
     ("read the zygote's memory",
-     _in_zygote(lambda pid: partial(attempts.read_file, f"/proc/{pid}/mem")), errno.EACCES),
+     _in_zygote(lambda pid: partial(attempts.read_file, f"/proc/{pid}/mem")), errno.ENOENT),
+    ("stat the host's /proc/<pid>", lambda h: partial(attempts.size_of, f"/proc/{h.pid}"),
+     errno.ENOENT),
     ("write a file in tmp", lambda h: partial(attempts.write_file, str(h.tmp / "x")),
-     errno.EACCES),
+     errno.ENOENT),
+    ("write a file in the venv", lambda h: partial(attempts.write_file, f"{h.target}.written"),
+     errno.EROFS),  # its mounts are read-only, which the kernel checks before Landlock
+    # Landlock: read-only beneath those paths; "/" is the private root's own.
     ("list /", lambda h: partial(attempts.list_dir, "/"), errno.EACCES),
+    # seccomp base filter: no file metadata changes (the read-only mounts are behind it).
+    *[(f"{attempt.__name__} on a venv file", _on_target(attempt), errno.EPERM)
+      for attempt in attempts.METADATA_CHANGES],
     # seccomp base filter: no sockets at all, no exec, no tracing, no namespaces.
     ("TCP connect to a host server", lambda h: partial(attempts.connect_tcp, h.tcp_port),
      errno.EPERM),
@@ -111,9 +127,22 @@ def limits() -> ResourceLimits:
 
 @pytest.fixture
 def host(
-    bystander: int, tcp_listener: int, unix_listener: str, abstract_listener: str, tmp_path: Path
+    bystander: int,
+    tcp_listener: int,
+    unix_listener: str,
+    abstract_listener: str,
+    tmp_path: Path,
+    target: Path,
 ) -> Host:
-    return Host(os.getpid(), bystander, tcp_listener, unix_listener, abstract_listener, tmp_path)
+    return Host(
+        os.getpid(),
+        bystander,
+        tcp_listener,
+        unix_listener,
+        abstract_listener,
+        tmp_path,
+        str(target),
+    )
 
 
 def in_sandbox(layers: Layers, limits: ResourceLimits, attempt: Attempt) -> TrialOutcome:
@@ -141,8 +170,11 @@ def test_escape_is_contained(
     make: Callable[[Host], Attempt],
     code: int,
 ) -> None:
+    before = file_metadata(Path(host.target))
     outcome = in_sandbox(layers, limits, make(host))
     assert outcome.errno == code, f"{name}: {outcome.describe()}"
+    assert file_metadata(Path(host.target)) == before
+    assert not os.path.exists(f"{host.target}.written")
 
 
 @pytest.mark.parametrize(("name", "attempt"), STILL_WORKS, ids=[w[0] for w in STILL_WORKS])
@@ -181,6 +213,20 @@ def test_no_capabilities_remain(layers: Layers, limits: ResourceLimits) -> None:
 def test_limits_cannot_be_raised(layers: Layers, limits: ResourceLimits) -> None:
     outcome = in_sandbox(layers, limits, attempts.raise_own_cpu_limit)
     assert outcome.error == "ValueError", outcome.describe()
+
+
+@pytest.mark.layers(*(layer for layer in Layer if layer is not Layer.MOUNT_NAMESPACE))
+def test_without_the_private_root_landlock_still_contains(limits: ResourceLimits) -> None:
+    """What --insecure-sandbox runs where the mount namespace is missing: the paths are
+    there to see again, but Landlock still refuses to open them."""
+    layers = Layers.prepare(python_read_paths(), skip=[Layer.MOUNT_NAMESPACE])
+    try:
+        assert layers.root is None
+        outcome = in_sandbox(layers, limits, partial(attempts.read_file, "/etc/passwd"))
+        assert outcome.errno == errno.EACCES, outcome.describe()
+        assert in_sandbox(layers, limits, partial(attempts.size_of, "/etc/passwd")).ok
+    finally:
+        layers.close()
 
 
 def test_a_memory_hog_gets_memory_error(layers: Layers, limits: ResourceLimits) -> None:

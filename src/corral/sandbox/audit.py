@@ -24,9 +24,9 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _DENY: dict[str, str] = {
     **dict.fromkeys(
         [
-            "os.remove", "os.rename", "os.mkdir", "os.rmdir", "os.chmod", "os.chown",
-            "os.symlink", "os.link", "os.truncate", "os.utime", "os.chdir", "os.chroot",
-            "shutil.rmtree", "shutil.copyfile", "shutil.move",
+            "os.remove", "os.rename", "os.mkdir", "os.rmdir", "os.symlink", "os.link",
+            "os.truncate", "os.chdir", "os.chroot", "shutil.rmtree", "shutil.copyfile",
+            "shutil.move",
         ],
         NO_FILES,
     ),
@@ -46,6 +46,21 @@ _DENY: dict[str, str] = {
     **dict.fromkeys(["os.kill", "os.killpg", "signal.pthread_kill"], NO_SIGNALS),
 }  # fmt: skip
 
+#: Events that change a file's metadata, and what the agent tried, for the message.
+#: os.fchmod, os.lchmod, os.fchown and os.lchown raise the same events; the f* ones
+#: with the descriptor as the path.
+_METADATA: dict[str, str] = {
+    "os.chmod": "change the mode of",
+    "os.chown": "change the owner of",
+    "os.utime": "change the times of",
+    "os.setxattr": "set an extended attribute on",
+    "os.removexattr": "remove an extended attribute from",
+}
+
+
+def _target(path: object) -> str:
+    return f"file descriptor {path}" if isinstance(path, int) else repr(path)
+
 
 def make_hook(readable: Sequence[str]) -> Callable[[str, tuple[Any, ...]], None]:
     """An audit hook that lets reads happen only under the ``readable`` directories."""
@@ -60,6 +75,9 @@ def make_hook(readable: Sequence[str]) -> Callable[[str, tuple[Any, ...]], None]
         message = _DENY.get(event)
         if message is not None:
             raise PermissionError(message)
+        change = _METADATA.get(event)
+        if change is not None:
+            raise PermissionError(f"{NO_FILES} (tried to {change} {_target(args[0])})")
         if event == "open":
             path, mode, flags = args
             writing = (mode is not None and any(c in mode for c in "wax+")) or (

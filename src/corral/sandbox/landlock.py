@@ -206,12 +206,16 @@ def python_read_paths(extra: Iterable[str | os.PathLike[str]] = ()) -> list[str]
     ]
     found = {Path(p).resolve() for p in system if os.path.exists(p)}
     found.update(Path(p).resolve(strict=True) for p in extra)  # a missing extra is an error
-    resolved = sorted(found)
+    return [str(path) for path in outermost(found)]
+
+
+def outermost(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` sorted, without any that lies beneath another (which it already covers)."""
     kept: list[Path] = []
-    for path in resolved:  # sorted, so an ancestor comes before what lies beneath it
+    for path in sorted(set(paths)):  # sorted, so an ancestor comes before what lies beneath
         if not any(path.is_relative_to(ancestor) for ancestor in kept):
             kept.append(path)
-    return [str(path) for path in kept]
+    return kept
 
 
 def unavailable_reason(exc: OSError) -> str:

@@ -54,7 +54,33 @@ CLONE_NAMESPACE_FLAGS = (
 _PRIO_PROCESS = 0
 _IOPRIO_WHO_PROCESS = 1
 
-#: Denied outright in every sandboxed process (EPERM).
+#: Every call that changes a file's mode, owner, times or extended attributes. Landlock's
+#: read-only rules do not cover them (it has no right for metadata), so without this a
+#: sandboxed root could make an interpreter it may read setuid-root. x86_64 also has the
+#: legacy path forms; aarch64 has only the *at and f* forms.
+METADATA_CALLS = (
+    "chmod", "fchmod", "fchmodat", "fchmodat2",
+    "chown", "fchown", "lchown", "fchownat",
+    "utime", "utimes", "utimensat", "futimesat",
+    "setxattr", "lsetxattr", "fsetxattr", "setxattrat",
+    "removexattr", "lremovexattr", "fremovexattr", "removexattrat",
+    "file_setattr",
+)  # fmt: skip
+
+#: ioctl commands that change a file's attributes (chattr flags, fsxattr, the inode
+#: generation, fs-verity), for which a descriptor opened read-only is enough. ``ioctl``'s
+#: command is an ``unsigned int``: the low word of the argument is all of it.
+METADATA_IOCTLS = (
+    0x40086602,  # FS_IOC_SETFLAGS
+    0x40046602,  # FS_IOC32_SETFLAGS
+    0x401C5820,  # FS_IOC_FSSETXATTR
+    0x40087602,  # FS_IOC_SETVERSION
+    0x40047602,  # FS_IOC32_SETVERSION
+    0x40806685,  # FS_IOC_ENABLE_VERITY
+)
+
+#: Denied outright in every sandboxed process (EPERM); names an architecture lacks (the
+#: legacy metadata calls on aarch64) are left out of its filter.
 BASE_DENIED = (
     # No new sockets at all: the RPC channel is an inherited socketpair, and asyncio
     # needs only socketpair(), which stays allowed. Allowing AF_UNIX would let a child
@@ -65,7 +91,7 @@ BASE_DENIED = (
     "pidfd_getfd", "process_madvise",
     # No mounts, namespaces or file-handle tricks (open_by_handle_at is a container escape).
     "mount", "umount2", "pivot_root", "chroot", "fsopen", "fsconfig", "fsmount", "fspick",
-    "move_mount", "open_tree", "mount_setattr", "unshare", "setns",
+    "move_mount", "open_tree", "open_tree_attr", "mount_setattr", "unshare", "setns",
     "open_by_handle_at", "name_to_handle_at",
     # Large kernel attack surface no agent needs.
     "bpf", "perf_event_open", "io_uring_setup", "io_uring_enter", "io_uring_register",
@@ -73,6 +99,8 @@ BASE_DENIED = (
     # Whole-machine operations (all need capabilities we drop; denied twice is cheap).
     "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
     "reboot", "swapon", "swapoff",
+    # No file metadata changes: see METADATA_CALLS.
+    *METADATA_CALLS,
 )  # fmt: skip
 
 #: Calls whose first argument is a pid, with 0 meaning the caller. The sandbox keeps the
@@ -128,23 +156,27 @@ def filter_mode() -> int:
 
 
 def base_filter(arch: Arch | None = None) -> Filter:
-    """Deny sockets, exec, tracing, mounts, namespaces and kernel attack surface.
+    """Deny sockets, exec, tracing, mounts, namespaces, file metadata changes and kernel
+    attack surface.
 
     Forks and threads stay allowed (the zygote forks), but clone() may not create
     namespaces, and clone3(), whose flags BPF cannot read, answers ENOSYS so glibc falls
     back to clone(). prlimit64 may read any limit and set the caller's own, but not set
-    another process's (so a child cannot lower the zygote's or the host's limits).
+    another process's (so a child cannot lower the zygote's or the host's limits). ioctl
+    answers EPERM to the commands in METADATA_IOCTLS and passes every other.
     """
     arch = arch or current_arch()
     nr = arch.numbers
     asm = _prologue(arch)
     for name in BASE_DENIED:
-        asm.jump_eq(nr[name], "deny", None)
+        if name in nr:
+            asm.jump_eq(nr[name], "deny", None)
     asm.jump_eq(nr["clone3"], "enosys", None)
     asm.jump_eq(nr["clone"], "clone", None)
     asm.jump_eq(nr["prlimit64"], "prlimit64", None)
     asm.jump_eq(nr["setpriority"], "setpriority", None)
     asm.jump_eq(nr["ioprio_set"], "ioprio_set", None)
+    asm.jump_eq(nr["ioctl"], "ioctl", None)
     for name in SELF_ONLY:
         asm.jump_eq(nr[name], "pid_is_self", None)
     asm.ret(RET_ALLOW)
@@ -160,6 +192,10 @@ def base_filter(arch: Arch | None = None) -> Filter:
     asm.label("ioprio_set").load(_arg_low(0)).jump_eq(_IOPRIO_WHO_PROCESS, None, "deny")
     asm.load(_arg_low(1)).jump_eq(0, "allow", "deny")
     asm.label("pid_is_self").load(_arg_low(0)).jump_eq(0, "allow", "deny")
+    asm.label("ioctl").load(_arg_low(1))
+    for command in METADATA_IOCTLS:
+        asm.jump_eq(command, "deny", None)
+    asm.ret(RET_ALLOW)
     return Filter("base", _epilogue(asm).assemble())
 
 

@@ -17,6 +17,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 from corral.sandbox import landlock, seccomp
 from corral.sandbox.capabilities import (
@@ -30,6 +31,7 @@ from corral.sandbox.errors import SandboxUnavailable
 from corral.sandbox.layers import Layer, Layers
 from corral.sandbox.namespaces import enter_private_network, network_namespace
 from corral.sandbox.rlimits import ResourceLimits, address_space_for
+from corral.sandbox.rootfs import enter_private_root
 from corral.sandbox.syscalls import current_arch
 from corral.sandbox.trial import TrialOutcome, run_trial
 
@@ -42,6 +44,11 @@ _REMEDIES = {
         "kernel.unprivileged_userns_clone=1 or kernel.apparmor_restrict_unprivileged_userns=0);"
         " in a container, let it create them (e.g. Docker's default seccomp profile blocks "
         "unshare unless the container is privileged)"
+    ),
+    Layer.MOUNT_NAMESPACE: (
+        "make the network-namespace layer work (its user namespace grants the mounts), on "
+        "Linux 5.12+ (open_tree, move_mount, mount_setattr); in a container, let it mount "
+        "(e.g. Docker's default seccomp and AppArmor profiles forbid it)"
     ),
     Layer.CAPABILITIES: "run on a kernel that supports capset (any Linux)",
     Layer.NO_NEW_PRIVS: "run on Linux 3.5 or later",
@@ -174,6 +181,17 @@ def _check_network_namespace() -> str:
     return f"user namespace + empty network namespace {after}"
 
 
+def _check_mount_namespace() -> str:
+    paths = landlock.python_read_paths()
+    enter_private_network()  # as the zygote does: its user namespace grants the mounts
+    enter_private_root(paths)
+    for hidden in ("/etc/passwd", "/proc/self"):
+        _expect_errno(errno.ENOENT, partial(os.stat, hidden), f"stat({hidden!r})")
+    if not os.path.isdir(paths[0]) or os.access(paths[0], os.W_OK):
+        raise _Unavailable(f"{paths[0]} is missing or writable in the private root")
+    return f"read-only root of the {len(paths)} readable paths (no /etc, /proc, /tmp); own IPC"
+
+
 def _check_capabilities() -> str:
     drop_capabilities()
     if not capabilities().empty:
@@ -222,6 +240,8 @@ def _check_seccomp() -> str:
     set_no_new_privs()
     base.load()
     _expect_errno(errno.EPERM, lambda: socket.socket(socket.AF_UNIX), "socket(AF_UNIX)")
+    # Harmless either way: without the filter the answer is ENOENT.
+    _expect_errno(errno.EPERM, partial(os.chmod, "/nonexistent/corral", 0o4755), "chmod()")
     for end in socket.socketpair():
         end.close()
     child.load()
@@ -258,6 +278,7 @@ def _check_child_layers(layers: Layers) -> str:
 
 _CHECKS: tuple[tuple[str, Callable[[], str]], ...] = (
     (Layer.NETWORK_NAMESPACE, _check_network_namespace),
+    (Layer.MOUNT_NAMESPACE, _check_mount_namespace),
     (Layer.CAPABILITIES, _check_capabilities),
     (Layer.NO_NEW_PRIVS, _check_no_new_privs),
     (Layer.LANDLOCK, _check_landlock),

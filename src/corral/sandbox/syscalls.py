@@ -22,40 +22,51 @@ from typing import NoReturn
 from corral.sandbox.errors import SandboxError, SandboxUnavailable
 
 # Only the calls the sandbox makes or filters. Numbers from the kernel's
-# arch/x86/entry/syscalls/syscall_64.tbl and include/uapi/asm-generic/unistd.h.
+# arch/x86/entry/syscalls/syscall_64.tbl and include/uapi/asm-generic/unistd.h (aarch64;
+# scripts/syscall.tbl since Linux 6.11). Calls newer than the oldest supported kernel
+# (fchmodat2 6.6, setxattrat and removexattrat 6.13, open_tree_attr 6.15, file_setattr
+# 6.17) are listed too: a filter must deny them before a kernel upgrade brings them.
 _X86_64: dict[str, int] = {
-    "add_key": 248, "bpf": 321, "capget": 125, "capset": 126, "chroot": 161, "clone": 56,
-    "clone3": 435, "delete_module": 176, "execve": 59, "execveat": 322, "finit_module": 313,
-    "fork": 57, "fsconfig": 431, "fsmount": 432, "fsopen": 430, "fspick": 433,
-    "init_module": 175, "io_uring_enter": 426, "io_uring_register": 427, "io_uring_setup": 425,
-    "ioprio_set": 251, "kexec_file_load": 320, "kexec_load": 246, "keyctl": 250,
-    "landlock_add_rule": 445, "landlock_create_ruleset": 444, "landlock_restrict_self": 446,
+    "add_key": 248, "bpf": 321, "capget": 125, "capset": 126, "chmod": 90, "chown": 92,
+    "chroot": 161, "clone": 56, "clone3": 435, "delete_module": 176, "execve": 59,
+    "execveat": 322, "fchmod": 91, "fchmodat": 268, "fchmodat2": 452, "fchown": 93,
+    "fchownat": 260, "file_setattr": 469, "finit_module": 313, "fork": 57, "fremovexattr": 199,
+    "fsconfig": 431, "fsetxattr": 190, "fsmount": 432, "fsopen": 430, "fspick": 433,
+    "futimesat": 261, "init_module": 175, "io_uring_enter": 426, "io_uring_register": 427,
+    "io_uring_setup": 425, "ioctl": 16, "ioprio_set": 251, "kexec_file_load": 320,
+    "kexec_load": 246, "keyctl": 250, "landlock_add_rule": 445, "landlock_create_ruleset": 444,
+    "landlock_restrict_self": 446, "lchown": 94, "lremovexattr": 198, "lsetxattr": 189,
     "mount": 165, "mount_setattr": 442, "move_mount": 429, "name_to_handle_at": 303,
-    "open_by_handle_at": 304, "open_tree": 428, "perf_event_open": 298, "pidfd_getfd": 438,
-    "pivot_root": 155, "prlimit64": 302, "process_madvise": 440, "process_vm_readv": 310,
-    "process_vm_writev": 311, "ptrace": 101, "reboot": 169, "request_key": 249,
-    "sched_setaffinity": 203, "sched_setattr": 314, "sched_setparam": 142,
-    "sched_setscheduler": 144, "seccomp": 317, "setns": 308, "setpriority": 141,
-    "setrlimit": 160, "socket": 41, "swapoff": 168, "swapon": 167, "umount2": 166,
-    "unshare": 272, "userfaultfd": 323, "vfork": 58,
+    "open_by_handle_at": 304, "open_tree": 428, "open_tree_attr": 467, "perf_event_open": 298,
+    "pidfd_getfd": 438, "pivot_root": 155, "prlimit64": 302, "process_madvise": 440,
+    "process_vm_readv": 310, "process_vm_writev": 311, "ptrace": 101, "reboot": 169,
+    "removexattr": 197, "removexattrat": 466, "request_key": 249, "sched_setaffinity": 203,
+    "sched_setattr": 314, "sched_setparam": 142, "sched_setscheduler": 144, "seccomp": 317,
+    "setns": 308, "setpriority": 141, "setrlimit": 160, "setxattr": 188, "setxattrat": 463,
+    "socket": 41, "swapoff": 168, "swapon": 167, "umount2": 166, "unshare": 272,
+    "userfaultfd": 323, "utime": 132, "utimensat": 280, "utimes": 235, "vfork": 58,
 }  # fmt: skip
 
-# aarch64 uses the generic table: no fork or vfork (glibc forks with clone).
+# aarch64 uses the generic table: no fork or vfork (glibc forks with clone), and none of
+# the calls it replaced with an *at form (chmod, chown, lchown, utime, utimes, futimesat).
 _AARCH64: dict[str, int] = {
     "add_key": 217, "bpf": 280, "capget": 90, "capset": 91, "chroot": 51, "clone": 220,
-    "clone3": 435, "delete_module": 106, "execve": 221, "execveat": 281, "finit_module": 273,
-    "fsconfig": 431, "fsmount": 432, "fsopen": 430, "fspick": 433,
-    "init_module": 105, "io_uring_enter": 426, "io_uring_register": 427, "io_uring_setup": 425,
-    "ioprio_set": 30, "kexec_file_load": 294, "kexec_load": 104, "keyctl": 219,
-    "landlock_add_rule": 445, "landlock_create_ruleset": 444, "landlock_restrict_self": 446,
-    "mount": 40, "mount_setattr": 442, "move_mount": 429, "name_to_handle_at": 264,
-    "open_by_handle_at": 265, "open_tree": 428, "perf_event_open": 241, "pidfd_getfd": 438,
-    "pivot_root": 41, "prlimit64": 261, "process_madvise": 440, "process_vm_readv": 270,
-    "process_vm_writev": 271, "ptrace": 117, "reboot": 142, "request_key": 218,
+    "clone3": 435, "delete_module": 106, "execve": 221, "execveat": 281, "fchmod": 52,
+    "fchmodat": 53, "fchmodat2": 452, "fchown": 55, "fchownat": 54, "file_setattr": 469,
+    "finit_module": 273, "fremovexattr": 16, "fsconfig": 431, "fsetxattr": 7, "fsmount": 432,
+    "fsopen": 430, "fspick": 433, "init_module": 105, "io_uring_enter": 426,
+    "io_uring_register": 427, "io_uring_setup": 425, "ioctl": 29, "ioprio_set": 30,
+    "kexec_file_load": 294, "kexec_load": 104, "keyctl": 219, "landlock_add_rule": 445,
+    "landlock_create_ruleset": 444, "landlock_restrict_self": 446, "lremovexattr": 15,
+    "lsetxattr": 6, "mount": 40, "mount_setattr": 442, "move_mount": 429,
+    "name_to_handle_at": 264, "open_by_handle_at": 265, "open_tree": 428, "open_tree_attr": 467,
+    "perf_event_open": 241, "pidfd_getfd": 438, "pivot_root": 41, "prlimit64": 261,
+    "process_madvise": 440, "process_vm_readv": 270, "process_vm_writev": 271, "ptrace": 117,
+    "reboot": 142, "removexattr": 14, "removexattrat": 466, "request_key": 218,
     "sched_setaffinity": 122, "sched_setattr": 274, "sched_setparam": 118,
     "sched_setscheduler": 119, "seccomp": 277, "setns": 268, "setpriority": 140,
-    "setrlimit": 164, "socket": 198, "swapoff": 225, "swapon": 224, "umount2": 39,
-    "unshare": 97, "userfaultfd": 282,
+    "setrlimit": 164, "setxattr": 5, "setxattrat": 463, "socket": 198, "swapoff": 225,
+    "swapon": 224, "umount2": 39, "unshare": 97, "userfaultfd": 282, "utimensat": 88,
 }  # fmt: skip
 
 
