@@ -2,6 +2,9 @@
 
 Deploy refuses code whose declarations are wrong, with the reason; every place
 that runs agent code reads them through here, so all agree on what they mean.
+A stored declaration is checked again where it runs (it may predate a check, or
+exceed a worker's ceilings), so any value at all gives a ``ValueError`` that
+says what is wrong, never another exception.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.runtime.allowlist import AllowList
-from corral.sandbox.limits import Limits
+from corral.sandbox.limits import CEILINGS, Limits
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,11 @@ class Declared:
     network: AllowList
 
 
-def declared(description: dict[str, Any], base: Limits) -> Declared:
-    """The agent's limits over ``base`` and its allow-list; ``ValueError`` says what is wrong."""
-    return Declared(base.override(description["limits"]), AllowList.parse(description["network"]))
+def declared(
+    description: dict[str, Any], defaults: Limits, ceilings: Limits = CEILINGS
+) -> Declared:
+    """The agent's limits over ``defaults`` (each at most its ceiling) and its allow-list."""
+    return Declared(
+        defaults.override(description.get("limits"), ceilings),
+        AllowList.parse(description.get("network")),
+    )

@@ -25,7 +25,7 @@ from corral.runtime.history import History
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import ACTIVE, UNINSTALLING, Instance, Registry, Version
 from corral.runtime.tools import InstanceTools
-from corral.sandbox.limits import Limits, Outcome
+from corral.sandbox.limits import CEILINGS, Limits, Outcome
 from corral.sandbox.pool import SandboxPool
 from corral.state import Store
 from corral.state.sql import SqlBackend
@@ -40,6 +40,8 @@ _T = TypeVar("_T")
 
 LIFECYCLE_HOOKS = ("activate", "upgrade", "deactivate")
 RATE_CHECK_SHARES = 16
+#: With the longest timeout a ``Limits`` allows, a lease stays far inside an int64 of ms.
+MAX_LEASE_GRACE_S = 3600
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,10 @@ class RateLimit:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
+    #: Each execution's limits, unless its agent declares others.
     limits: Limits = field(default_factory=Limits)
+    #: The most an agent may declare: its version's tasks are dead-lettered above them.
+    ceilings: Limits = CEILINGS
     #: Outbound requests: rate limit per instance, timeout, response size (docs/fetch.md).
     fetch: FetchConfig = field(default_factory=FetchConfig)
     rate_limits: tuple[RateLimit, ...] = (
@@ -101,6 +106,14 @@ class RuntimeConfig:
     backoff: Backoff = field(default_factory=Backoff)
     #: Added to an execution's timeout for its lease: time to record and settle it.
     lease_grace_s: float = 15.0
+
+    def __post_init__(self) -> None:
+        self.limits.check_within(self.ceilings)
+        if not 0 <= self.lease_grace_s <= MAX_LEASE_GRACE_S:  # and not nan
+            raise ValueError(
+                f"lease_grace_s must be from 0 to {MAX_LEASE_GRACE_S} seconds, "
+                f"got {self.lease_grace_s!r}"
+            )
 
 
 class Executor:
@@ -144,6 +157,8 @@ class Executor:
         return self._lease_ms(self.config.limits.timeout_s)
 
     def _lease_ms(self, timeout_s: float) -> int:
+        """A lease for ``timeout_s``: a ``Limits`` value, so finite and at most a day;
+        the grace is at most an hour, so a lease is at most 90,000,000 ms."""
         return math.ceil((timeout_s + self.config.lease_grace_s) * 1000)
 
     def _rules(self, version: Version) -> Declared:
@@ -152,7 +167,9 @@ class Executor:
         key = (version.agent, version.number)
         rules = self._declared.get(key)
         if rules is None:
-            rules = self._declared[key] = declared(version.description, self.config.limits)
+            rules = self._declared[key] = declared(
+                version.description, self.config.limits, self.config.ceilings
+            )
         return rules
 
     def now(self) -> int:
@@ -242,7 +259,8 @@ class Executor:
         """An agent allowed more time than the default keeps its task for that long.
 
         Otherwise recovery would take the row back while the execution still runs,
-        and run it twice at once. Bad limits are left to ``run``, which dead-letters.
+        and run it twice at once. A declaration this worker cannot honour keeps the
+        default lease: ``run`` dead-letters its task at once.
         """
         try:
             timeout_s = self._rules(version).limits.timeout_s
@@ -263,7 +281,11 @@ class Executor:
         try:
             rules = self._rules(version)
         except ValueError as exc:
-            await self._dead(task, f"{version.label} declares bad limits or network: {exc}")
+            await self._dead(
+                task,
+                f"{version.label} cannot run: {exc}; deploy a version that fixes it, then: "
+                f"corral tasks retry {task.id}",
+            )
             return None
         limits = rules.limits
         tools = InstanceTools(
