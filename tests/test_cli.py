@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from corral.cli import main
+from corral.db.raw import close_databases, open_database
 from corral.demo.paged_api import PagedApi
 from corral.state import close_backends, open_store
 
@@ -252,6 +253,62 @@ def test_deploy_refuses_limits_out_of_range_naming_the_limit_and_range(
         1,
         "Error: there is no agent 'limited': deploy it first (corral deploy)\n",
     )
+
+
+TICK = "tick_ms must be a whole number of milliseconds from 1 to 86400000, or None for ticks"
+
+
+@pytest.mark.parametrize(
+    ("declaration", "message"),
+    [
+        ("    tick_ms = 0.5\n", f"{TICK} that are only posted, got 0.5"),
+        ("    tick_ms = float('inf')\n", f"{TICK} that are only posted, got inf"),
+        # Agent code runs in the process that describes it, and may forge the answer.
+        (
+            "    import sys\n"
+            "    sys.modules['corral.sandbox.child'].describe = lambda cls, methods: {\n"
+            "        'class': 'P', 'methods': 5, 'limits': {}, 'network': [], 'tick_ms': None}\n",
+            "the agent's methods must be a list of names, got 5",
+        ),
+    ],
+)
+def test_deploy_refuses_a_bad_tick_and_a_forged_description(
+    db: str, tmp_path: Path, declaration: str, message: str
+) -> None:
+    agent = tmp_path / "ticker.py"
+    agent.write_text(
+        f"from corral.sdk import Plugin\nclass P(Plugin):\n{declaration}"
+        "    async def decide(self, ctx):\n        pass\n"
+    )
+    code, out, err = corral("--db", db, "deploy", str(agent))
+    assert (code, out, err) == (1, "", f"Error: cannot deploy {agent}: {message}\n")
+
+
+def test_install_of_a_stored_version_with_a_bad_tick_is_a_clear_error(
+    db: str, tmp_path: Path
+) -> None:
+    """A version deployed before deploy checked ticks: nothing is installed."""
+    agent = tmp_path / "ticker.py"
+    agent.write_text(
+        "from corral.sdk import Plugin\nclass P(Plugin):\n    tick_ms = 1000\n"
+        "    async def decide(self, ctx):\n        pass\n"
+    )
+    assert corral("--db", db, "deploy", str(agent))[0] == 0
+    database = open_database(db)
+    [(stored,)] = database.fetch_all("SELECT description FROM versions")
+    database.write(
+        "UPDATE versions SET description = :d",
+        {"d": json.dumps({**json.loads(stored), "tick_ms": 1e300})},
+    )
+    close_databases()
+    code, out, err = corral("--db", db, "install", "ticker")
+    assert (code, out) == (1, "")
+    assert err == (
+        f"Error: cannot install ticker: {TICK} that are only posted, got 1e+300; deploy a "
+        "version that fixes it\n"
+    )
+    code, out, _ = corral("--db", db, "instances", "--json")
+    assert (code, json.loads(out)) == (0, [])
 
 
 def test_limits_at_their_floors_and_ceilings_deploy_and_the_memory_floor_runs(

@@ -1,9 +1,10 @@
 """An agent's declared limits as a worker meets them (SPEC §1.6).
 
 Deploy refuses limits out of range (tests/test_cli.py), but a version may hold
-them anyway: stored before deploy checked them, or over the ceilings of the
-worker that claims its task. Such a task cannot start; it is dead-lettered at
-once with the reason, and the worker goes on serving every other instance.
+them anyway, or a description no agent class gives: stored before deploy
+checked them, or over the ceilings of the worker that claims its task. Such a
+task cannot start; it is dead-lettered at once with the reason, and the worker
+goes on serving every other instance.
 """
 
 from __future__ import annotations
@@ -36,25 +37,27 @@ SECONDS = "a number of seconds from 0.001 to 900 (the operator's ceiling)"
 MIB = "a whole number of MiB from 16 to 4096 (the operator's ceiling)"
 
 
-def _store_limits(runtime: Runtime, agent: str, limits: Any) -> None:
-    """Give the agent's stored version these limits, as a version deployed before
-    deploy checked them holds them; nothing checks this write."""
+def _store_declaration(runtime: Runtime, agent: str, declared: dict[str, Any]) -> None:
+    """Give the agent's stored version these declarations, as a version deployed
+    before deploy checked them holds them; nothing checks this write."""
     [(stored,)] = runtime.database.fetch_all(
         "SELECT description FROM versions WHERE agent = :agent", {"agent": agent}
     )
-    description = {**json.loads(stored), "limits": limits}
+    description = {**json.loads(stored), **declared}
     runtime.database.write(
         "UPDATE versions SET description = :description WHERE agent = :agent",
         {"description": json.dumps(description), "agent": agent},
     )
 
 
-async def _serve_beside_a_bad_version(runtime: Runtime, limits: Any) -> tuple[str, str]:
-    """A healthy instance and one whose stored version declares ``limits``, each with
+async def _serve_beside_a_bad_version(
+    runtime: Runtime, declared: dict[str, Any]
+) -> tuple[str, str]:
+    """A healthy instance and one whose stored version declares ``declared``, each with
     work queued; the worker runs until idle. Their ids, healthy first."""
     await runtime.deploy("steady", AGENT)
     await runtime.deploy("brittle", AGENT)
-    _store_limits(runtime, "brittle", limits)
+    _store_declaration(runtime, "brittle", declared)
     healthy, brittle = runtime.install("steady"), runtime.install("brittle")
     now = runtime.executor.now()
     for n in range(3):
@@ -89,18 +92,19 @@ async def _assert_served(runtime: Runtime, instance: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("limits", "error"),
+    ("declared", "error"),
     [
-        ({"timeout_s": math.inf}, f"limit timeout_s must be {SECONDS}, got inf"),
-        ({"timeout_s": math.nan}, f"limit timeout_s must be {SECONDS}, got nan"),
-        ({"timeout_s": 1e300}, f"limit timeout_s must be {SECONDS}, got 1e+300"),
-        ({"cpu_s": math.inf}, f"limit cpu_s must be {SECONDS}, got inf"),
-        ({"memory_mb": 0.5}, f"limit memory_mb must be {MIB}, got 0.5"),
-        ({"memory_mb": 10**12}, f"limit memory_mb must be {MIB}, got 1000000000000"),
+        ({"limits": {"timeout_s": math.inf}}, f"limit timeout_s must be {SECONDS}, got inf"),
+        ({"limits": {"timeout_s": math.nan}}, f"limit timeout_s must be {SECONDS}, got nan"),
+        ({"limits": {"timeout_s": 1e300}}, f"limit timeout_s must be {SECONDS}, got 1e+300"),
+        ({"limits": {"cpu_s": math.inf}}, f"limit cpu_s must be {SECONDS}, got inf"),
+        ({"limits": {"memory_mb": 0.5}}, f"limit memory_mb must be {MIB}, got 0.5"),
+        ({"limits": {"memory_mb": 10**12}}, f"limit memory_mb must be {MIB}, got 1000000000000"),
         (
-            None,
+            {"limits": None},
             "limits must be a dict of limit names to values, such as {'timeout_s': 120}, got None",
         ),
+        ({"methods": 5}, "the agent's methods must be a list of names, got 5"),
     ],
     ids=[
         "timeout-inf",
@@ -109,13 +113,14 @@ async def _assert_served(runtime: Runtime, instance: str) -> None:
         "cpu-inf",
         "memory-half",
         "memory-huge",
-        "not-a-dict",
+        "limits-not-a-dict",
+        "methods-not-a-list",
     ],
 )
 async def test_a_stored_version_with_bad_limits_is_dead_lettered_and_the_worker_serves_on(
-    runtime: Runtime, limits: Any, error: str
+    runtime: Runtime, declared: dict[str, Any], error: str
 ) -> None:
-    healthy, brittle = await _serve_beside_a_bad_version(runtime, limits)
+    healthy, brittle = await _serve_beside_a_bad_version(runtime, declared)
     await _assert_dead_lettered_at_once(runtime, brittle, error)
     await _assert_served(runtime, healthy)
 
@@ -126,7 +131,7 @@ async def test_a_version_over_this_workers_ceiling_is_dead_lettered(
     """An operator who lowers a ceiling holds versions deployed under the old one to it."""
     ceilings = Limits(requests=1000, timeout_s=120.0, cpu_s=60.0, memory_mb=512)
     runtime: Runtime = await runtime_factory(RuntimeConfig(ceilings=ceilings))
-    healthy, brittle = await _serve_beside_a_bad_version(runtime, {"timeout_s": 600})
+    healthy, brittle = await _serve_beside_a_bad_version(runtime, {"limits": {"timeout_s": 600}})
     await _assert_dead_lettered_at_once(
         runtime,
         brittle,

@@ -272,12 +272,6 @@ class Executor:
     async def run(self, claim: Claim) -> ExecutionRecord | None:
         """Execute the task and settle it; None when it did not run (and why is logged)."""
         task, instance, version = claim.task, claim.instance, claim.version
-        if task.method not in version.methods:
-            await self._unresolved(task, instance, version)
-            return None
-        if instance.status == ACTIVE and await self._over_rate(instance):
-            await self.db(self.queue.release, task, run_at=self.now())
-            return None
         try:
             rules = self._rules(version)
         except ValueError as exc:
@@ -287,6 +281,12 @@ class Executor:
                 f"corral tasks retry {task.id}",
             )
             return None
+        if task.method not in rules.methods:
+            await self._unresolved(task, instance, version, rules.methods)
+            return None
+        if instance.status == ACTIVE and await self._over_rate(instance):
+            await self.db(self.queue.release, task, run_at=self.now())
+            return None
         limits = rules.limits
         tools = InstanceTools(
             Store(self._backend, instance.id, clock=self.clock),
@@ -294,8 +294,8 @@ class Executor:
             self.callbacks,
             self.fetcher.bind(instance.id, rules.network, time_left_s=limits.timeout_s),
             instance=instance.id,
-            class_name=version.description["class"],
-            methods=version.methods,
+            class_name=rules.class_name,
+            methods=rules.methods,
             clock=self.clock,
             on_enqueue=self._on_enqueue,
             hand_off=self.hand_off,
@@ -395,7 +395,9 @@ class Executor:
             log.warning("%s: %s", task.instance, line)
             self.history.log(task.instance, "warning", line, now=self.now())
 
-    async def _unresolved(self, task: ClaimedTask, instance: Instance, version: Version) -> None:
+    async def _unresolved(
+        self, task: ClaimedTask, instance: Instance, version: Version, methods: frozenset[str]
+    ) -> None:
         if task.trigger == "lifecycle" and task.method in LIFECYCLE_HOOKS:
             await self.db(self.queue.finish, [task])  # an agent need not define every hook
             await self._after(task, instance)
@@ -403,7 +405,7 @@ class Executor:
         await self._dead(
             task,
             f"{version.label} has no method {task.method!r} (its methods: "
-            f"{', '.join(sorted(version.methods)) or 'none'}); deploy a version that has "
+            f"{', '.join(sorted(methods)) or 'none'}); deploy a version that has "
             f"it, then: corral tasks retry {task.id}",
         )
 

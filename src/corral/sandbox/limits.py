@@ -13,14 +13,15 @@ class LimitError(ValueError):
 
 
 class _Quoted(reprlib.Repr):
-    """How a message quotes a value an agent declared: shortened, whatever its size."""
+    """How a message quotes a value agent code gave: shortened, whatever its size."""
 
     def repr_int(self, x: int, level: int) -> str:
         # Python refuses to write an int of more than 4,300 digits at all.
         return f"<an integer of {x.bit_length()} bits>" if x.bit_length() > 256 else repr(x)
 
 
-_quoted = _Quoted().repr
+#: ``repr`` for messages about values agent code gave: bounded, and never raises.
+quoted = _Quoted().repr
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class _Range:
         ):
             raise LimitError(
                 f"limit {name} must be {self.kind} from {_number(self.floor)} to "
-                f"{_number(ceiling)} ({whose}), got {_quoted(value)}"
+                f"{_number(ceiling)} ({whose}), got {quoted(value)}"
             )
 
 
@@ -90,9 +91,9 @@ class Limits:
         if not isinstance(overrides, dict):
             raise LimitError(
                 "limits must be a dict of limit names to values, such as {'timeout_s': 120}, "
-                f"got {_quoted(overrides)}"
+                f"got {quoted(overrides)}"
             )
-        unknown = sorted(_quoted(name) for name in overrides if name not in _RANGES)
+        unknown = sorted(quoted(name) for name in overrides if name not in _RANGES)
         if unknown:
             more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
             raise LimitError(
