@@ -196,6 +196,14 @@ def test_an_edit_deploys_a_new_version_and_a_broken_edit_keeps_the_old_one(
     dev.expect(r"^    tick v2 in process")
     assert dev.process.poll() is None
 
+    agent.write_text(v2.replace("(Agent):", "(Agent):\n    limits = {'memory_mb': 0.5}"))
+    dev.expect(
+        r"^hello: agents/hello\.py: limit memory_mb must be a whole number of MiB from 16 to "
+        r"4096 \(the operator's ceiling\), got 0\.5$"
+    )
+    dev.expect(r"^    not deployed: hello v2 keeps running; save a fix to deploy it$")
+    dev.expect(r"^    tick v2 in process")
+
     # Saved as many editors do: a new file renamed over the old one.
     saved = agent.with_name(".hello.py.tmp")
     saved.write_text(HELLO.replace('"v1"', '"v3"'))

@@ -24,6 +24,7 @@ from corral.db import DatabaseURLError, SchemaOutOfDate
 from corral.db.raw import Database, open_database
 from corral.demo.paged_api import PAGES, PER_PAGE, PagedApi, PortTaken
 from corral.runtime.affinity import pin_to_cpu
+from corral.runtime.declared import DeclarationError
 from corral.runtime.history import History
 from corral.runtime.once import AgentCodeError, describe_code
 from corral.runtime.registry import Registry, UnknownAgent, UnknownInstance
@@ -118,6 +119,10 @@ def install(obj: Any, agent: str, priority: str, raw_config: str, as_json: bool)
         instance = _registry(obj.url).install(agent, priority=priority, config=config, now=_now())
     except UnknownAgent as exc:
         raise click.ClickException(str(exc)) from None
+    except DeclarationError as exc:  # a version stored before deploy checked its tick
+        raise click.ClickException(
+            f"cannot install {agent}: {exc}; deploy a version that fixes it"
+        ) from None
     if as_json:
         _echo_json({"id": instance.id, "agent": agent, "priority": priority})
     else:

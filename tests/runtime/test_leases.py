@@ -8,7 +8,9 @@ healthy execution would be run a second time beside itself.
 from __future__ import annotations
 
 from corral import codec
-from tests.runtime.conftest import Runtime
+from corral.runtime.executor import RuntimeConfig
+from corral.sandbox.limits import Limits
+from tests.runtime.conftest import Runtime, RuntimeFactory
 
 AGENT = """
 from corral.sdk import Agent
@@ -48,3 +50,18 @@ async def test_a_default_timeout_lease_ends_after_the_default(runtime: Runtime) 
     claimed_at = await _claimed_work(runtime, 30)
     executor = runtime.executor
     assert executor.queue.recover(claimed_at + executor.lease_ms + 1) == 1
+
+
+async def test_the_longest_lease_a_configuration_allows_fits_the_database(
+    runtime_factory: RuntimeFactory,
+) -> None:
+    """A day's timeout and an hour's grace, the most either may be, on either backend."""
+    most = Limits(requests=1_000_000, timeout_s=86_400, cpu_s=86_400, memory_mb=1 << 20)
+    runtime: Runtime = await runtime_factory(
+        RuntimeConfig(limits=most, ceilings=most, lease_grace_s=3600)
+    )
+    claimed_at = await _claimed_work(runtime, 30)
+    executor = runtime.executor
+    assert executor.lease_ms == 90_000_000
+    assert executor.queue.recover(claimed_at + 90_000_000) == 0
+    assert executor.queue.recover(claimed_at + 90_000_001) == 1

@@ -25,7 +25,7 @@ from corral.runtime.history import History
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import ACTIVE, UNINSTALLING, Instance, Registry, Version
 from corral.runtime.tools import InstanceTools
-from corral.sandbox.limits import Limits, Outcome
+from corral.sandbox.limits import CEILINGS, Limits, Outcome
 from corral.sandbox.pool import SandboxPool
 from corral.state import Store
 from corral.state.sql import SqlBackend
@@ -40,6 +40,8 @@ _T = TypeVar("_T")
 
 LIFECYCLE_HOOKS = ("activate", "upgrade", "deactivate")
 RATE_CHECK_SHARES = 16
+#: With the longest timeout a ``Limits`` allows, a lease stays far inside an int64 of ms.
+MAX_LEASE_GRACE_S = 3600
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,10 @@ class RateLimit:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
+    #: Each execution's limits, unless its agent declares others.
     limits: Limits = field(default_factory=Limits)
+    #: The most an agent may declare: its version's tasks are dead-lettered above them.
+    ceilings: Limits = CEILINGS
     #: Outbound requests: rate limit per instance, timeout, response size (docs/fetch.md).
     fetch: FetchConfig = field(default_factory=FetchConfig)
     rate_limits: tuple[RateLimit, ...] = (
@@ -101,6 +106,14 @@ class RuntimeConfig:
     backoff: Backoff = field(default_factory=Backoff)
     #: Added to an execution's timeout for its lease: time to record and settle it.
     lease_grace_s: float = 15.0
+
+    def __post_init__(self) -> None:
+        self.limits.check_within(self.ceilings)
+        if not 0 <= self.lease_grace_s <= MAX_LEASE_GRACE_S:  # and not nan
+            raise ValueError(
+                f"lease_grace_s must be from 0 to {MAX_LEASE_GRACE_S} seconds, "
+                f"got {self.lease_grace_s!r}"
+            )
 
 
 class Executor:
@@ -146,6 +159,8 @@ class Executor:
         return self._lease_ms(self.config.limits.timeout_s)
 
     def _lease_ms(self, timeout_s: float) -> int:
+        """A lease for ``timeout_s``: a ``Limits`` value, so finite and at most a day;
+        the grace is at most an hour, so a lease is at most 90,000,000 ms."""
         return math.ceil((timeout_s + self.config.lease_grace_s) * 1000)
 
     def _rules(self, version: Version) -> Declared:
@@ -154,7 +169,9 @@ class Executor:
         key = (version.agent, version.number)
         rules = self._declared.get(key)
         if rules is None:
-            rules = self._declared[key] = declared(version.description, self.config.limits)
+            rules = self._declared[key] = declared(
+                version.description, self.config.limits, self.config.ceilings
+            )
         return rules
 
     def now(self) -> int:
@@ -244,7 +261,8 @@ class Executor:
         """An agent allowed more time than the default keeps its task for that long.
 
         Otherwise recovery would take the row back while the execution still runs,
-        and run it twice at once. Bad limits are left to ``run``, which dead-letters.
+        and run it twice at once. A declaration this worker cannot honour keeps the
+        default lease: ``run`` dead-letters its task at once.
         """
         try:
             timeout_s = self._rules(version).limits.timeout_s
@@ -256,16 +274,20 @@ class Executor:
     async def run(self, claim: Claim) -> ExecutionRecord | None:
         """Execute the task and settle it; None when it did not run (and why is logged)."""
         task, instance, version = claim.task, claim.instance, claim.version
-        if task.method not in version.methods:
-            await self._unresolved(task, instance, version)
-            return None
-        if instance.status == ACTIVE and await self._over_rate(instance):
-            await self.db(self.queue.release, task, run_at=self.now())
-            return None
         try:
             rules = self._rules(version)
         except ValueError as exc:
-            await self._dead(task, f"{version.label} declares bad limits or network: {exc}")
+            await self._dead(
+                task,
+                f"{version.label} cannot run: {exc}; deploy a version that fixes it, then: "
+                f"corral tasks retry {task.id}",
+            )
+            return None
+        if task.method not in rules.methods:
+            await self._unresolved(task, instance, version, rules.methods)
+            return None
+        if instance.status == ACTIVE and await self._over_rate(instance):
+            await self.db(self.queue.release, task, run_at=self.now())
             return None
         limits = rules.limits
         tools = InstanceTools(
@@ -274,8 +296,8 @@ class Executor:
             self.callbacks,
             self.fetcher.bind(instance.id, rules.network, time_left_s=limits.timeout_s),
             instance=instance.id,
-            class_name=version.description["class"],
-            methods=version.methods,
+            class_name=rules.class_name,
+            methods=rules.methods,
             clock=self.clock,
             on_enqueue=self._on_enqueue,
             hand_off=self.hand_off,
@@ -395,7 +417,9 @@ class Executor:
             log.warning("%s: %s", task.instance, line)
             self.history.log(task.instance, "warning", line, now=self.now())
 
-    async def _unresolved(self, task: ClaimedTask, instance: Instance, version: Version) -> None:
+    async def _unresolved(
+        self, task: ClaimedTask, instance: Instance, version: Version, methods: frozenset[str]
+    ) -> None:
         if task.trigger == "lifecycle" and task.method in LIFECYCLE_HOOKS:
             await self.db(self.queue.finish, [task])  # an agent need not define every hook
             await self._after(task, instance)
@@ -403,7 +427,7 @@ class Executor:
         await self._dead(
             task,
             f"{version.label} has no method {task.method!r} (its methods: "
-            f"{', '.join(sorted(version.methods)) or 'none'}); deploy a version that has "
+            f"{', '.join(sorted(methods)) or 'none'}); deploy a version that has "
             f"it, then: corral tasks retry {task.id}",
         )
 

@@ -45,7 +45,7 @@ async def run_once(
             rules = declared(loaded(description), base)
         except ValueError as exc:
             description.outcome = Outcome.ERROR
-            description.error = {"type": "ValueError", "message": str(exc), "traceback": ""}
+            description.error = {"type": type(exc).__name__, "message": str(exc), "traceback": ""}
             return ExecutionRecord(store.scope, method, "exec", description)
         process = await zygote.spawn(rules.limits)
         fetcher = Fetcher()

@@ -16,6 +16,7 @@ from typing import Any
 
 from corral import codec
 from corral.db.raw import Database
+from corral.runtime.declared import tick_ms
 from corral.tasks.queue import NO_ARGS, TaskQueue
 
 ACTIVE, SUSPENDED, UNINSTALLING, REMOVED = "active", "suspended", "uninstalling", "removed"
@@ -40,10 +41,6 @@ class Version:
     @property
     def label(self) -> str:
         return f"{self.agent} v{self.number}"
-
-    @property
-    def methods(self) -> frozenset[str]:
-        return frozenset(self.description["methods"])
 
 
 @dataclass(frozen=True)
@@ -154,7 +151,7 @@ class Registry:
 
     def install(self, agent: str, *, priority: str, config: dict[str, Any], now: int) -> Instance:
         """A new instance of the agent's current version; its ``activate`` is queued."""
-        version = self.current_version(agent)  # the agent must exist
+        tick = tick_ms(self.current_version(agent).description)  # the agent must exist
         instance = Instance(
             f"{agent}-{secrets.token_hex(4)}", agent, priority, ACTIVE, None, config, now
         )
@@ -173,15 +170,14 @@ class Registry:
         self.queue.enqueue(
             instance.id, "activate", codec.encode([priority]), now=now, trigger="lifecycle"
         )
-        tick_ms = version.description.get("tick_ms")
-        if tick_ms:  # a plugin: the platform drives decide() on a timer
+        if tick is not None:  # a plugin: the platform drives decide() on a timer
             self.queue.schedule_recurring(
                 instance.id,
                 "corral:tick",
                 "on_tick",
                 NO_ARGS,
-                interval_ms=int(tick_ms),
-                first_run_at=now + int(tick_ms),
+                interval_ms=tick,
+                first_run_at=now + tick,
                 now=now,
                 trigger="tick",
             )

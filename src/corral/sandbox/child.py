@@ -98,8 +98,9 @@ def describe(cls: type[Agent], methods: frozenset[str]) -> dict[str, Any]:
     return {
         "class": cls.__name__,
         "methods": sorted(methods),
-        "limits": dict(cls.limits),
-        # As declared: the host checks it, and list() would split a lone str into letters.
+        # As declared: the host checks them. dict() would turn pairs into a dict and fail
+        # on anything else without naming limits; list() would split a lone str into letters.
+        "limits": cls.limits,
         "network": cls.network,
         "tick_ms": getattr(cls, "tick_ms", None),
     }

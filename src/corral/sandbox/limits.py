@@ -1,31 +1,122 @@
-"""Per-execution limits (SPEC §1.6) and how an execution ended."""
+"""Per-execution limits (SPEC §1.6), their ranges and ceilings, and how an execution ended."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+import reprlib
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 
+class LimitError(ValueError):
+    """A limit's value is not one Corral accepts; the message names the limit and its range."""
+
+
+class _Quoted(reprlib.Repr):
+    """How a message quotes a value agent code gave: shortened, whatever its size."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        # Python refuses to write an int of more than 4,300 digits at all.
+        return f"<an integer of {x.bit_length()} bits>" if x.bit_length() > 256 else repr(x)
+
+
+#: ``repr`` for messages about values agent code gave: bounded, and never raises.
+quoted = _Quoted().repr
+
+
+@dataclass(frozen=True)
+class _Range:
+    """What one limit accepts."""
+
+    #: How a value reads: "a whole number" where only an int will do.
+    kind: str
+    whole: bool
+    floor: float
+    #: The most it may be, whatever the operator's ceiling says.
+    most: float
+
+    def check(self, name: str, value: object, ceiling: float, whose: str) -> None:
+        """Raise ``LimitError`` unless ``value`` is a finite number of the right kind
+        from the floor to ``ceiling`` (``whose`` says who set the ceiling)."""
+        if not (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)  # an int to Python, not a limit to anyone
+            and (isinstance(value, int) or not self.whole)
+            and self.floor <= value <= ceiling  # False for nan, too
+        ):
+            raise LimitError(
+                f"limit {name} must be {self.kind} from {_number(self.floor)} to "
+                f"{_number(ceiling)} ({whose}), got {quoted(value)}"
+            )
+
+
+# The floors: one request, a millisecond (records keep milliseconds), and 16 MiB,
+# the least memory with which docs/sandbox.md shows a fresh process has room to run.
+# The most: a million requests, a day of wall or CPU time, 1 TiB; with these every
+# number derived from a limit (a lease in milliseconds, an rlimit, a memory
+# group's bytes, a timer) stays well inside a 64-bit integer.
+_RANGES = {
+    "requests": _Range("a whole number", whole=True, floor=1, most=1_000_000),
+    "timeout_s": _Range("a number of seconds", whole=False, floor=0.001, most=86_400),
+    "cpu_s": _Range("a number of seconds", whole=False, floor=0.001, most=86_400),
+    "memory_mb": _Range("a whole number of MiB", whole=True, floor=16, most=1 << 20),
+}
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
+
+
 @dataclass(frozen=True)
 class Limits:
+    """Per-execution limits (SPEC §1.6), each a finite number in its range.
+
+    Every Limits is checked as it is made, against the most Corral allows, so
+    nothing derived from one can overflow, whoever made it: the operator's
+    defaults and ceilings, an agent's overrides, a test.
+    """
+
     requests: int = 1000
     timeout_s: float = 60.0
     cpu_s: float = 30.0
     memory_mb: int = 256
 
-    def override(self, overrides: dict[str, Any]) -> Limits:
-        """These limits with an agent's ``limits = {...}`` applied, each checked."""
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - known)
+    def __post_init__(self) -> None:
+        for name, rule in _RANGES.items():
+            rule.check(name, getattr(self, name), rule.most, "the most Corral allows")
+
+    def override(self, overrides: object, ceilings: Limits) -> Limits:
+        """These limits with an agent's ``limits = {...}`` applied; ``LimitError`` says
+        what is wrong with it. An agent may ask for anything up to ``ceilings``."""
+        if not isinstance(overrides, dict):
+            raise LimitError(
+                "limits must be a dict of limit names to values, such as {'timeout_s': 120}, "
+                f"got {quoted(overrides)}"
+            )
+        unknown = sorted(quoted(name) for name in overrides if name not in _RANGES)
         if unknown:
-            raise ValueError(
-                f"unknown limit(s) {', '.join(unknown)}; the limits are {', '.join(sorted(known))}"
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise LimitError(
+                f"unknown limit(s) {', '.join(unknown[:5])}{more}; the limits are "
+                f"{', '.join(sorted(_RANGES))}"
             )
         for name, value in overrides.items():
-            if type(value) not in (int, float) or value <= 0:
-                raise ValueError(f"limit {name} must be a positive number, got {value!r}")
+            _RANGES[name].check(name, value, getattr(ceilings, name), "the operator's ceiling")
         return replace(self, **overrides)
+
+    def check_within(self, ceilings: Limits) -> None:
+        """Raise ``LimitError`` unless every one of these defaults is within ``ceilings``."""
+        for name in _RANGES:
+            value, ceiling = getattr(self, name), getattr(ceilings, name)
+            if value > ceiling:
+                raise LimitError(
+                    f"the default of limit {name} ({_number(value)}) is above its "
+                    f"ceiling ({_number(ceiling)}): lower the default or raise the ceiling"
+                )
+
+
+#: The ceilings unless the operator sets others: what an agent may raise its limits to.
+CEILINGS = Limits(requests=100_000, timeout_s=900.0, cpu_s=900.0, memory_mb=4096)
 
 
 class Outcome(StrEnum):

@@ -25,8 +25,9 @@ LIFECYCLE_HOOKS = frozenset({"activate", "upgrade", "deactivate", "on_activity"}
 class Agent:
     #: Outbound URL patterns this agent may fetch; nothing else is reachable.
     network: ClassVar[list[str]] = []
-    #: Per-agent overrides of the execution limits (requests, timeout_s, cpu_s, memory_mb).
-    limits: ClassVar[dict[str, int]] = {}
+    #: Per-agent overrides of the execution limits (requests, timeout_s, cpu_s, memory_mb),
+    #: each up to the operator's ceiling (docs/sandbox.md).
+    limits: ClassVar[dict[str, int | float]] = {}
 
     def __init__(self, channel: ToolChannel) -> None:
         self._channel = channel
