@@ -101,6 +101,8 @@ class RuntimeConfig:
     backoff: Backoff = field(default_factory=Backoff)
     #: Added to an execution's timeout for its lease: time to record and settle it.
     lease_grace_s: float = 15.0
+    #: Between a worker's attempts to reach its database during an outage.
+    reconnect: Backoff = field(default_factory=lambda: Backoff(base_ms=100, cap_ms=2_000))
 
 
 class Executor:

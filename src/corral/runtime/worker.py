@@ -130,7 +130,11 @@ class Worker:
         assert executor is not None
         chores = [asyncio.create_task(Sweeper(SqlBackend(self.database), clock=self.clock).run())]
         if self.database.postgres:
-            chores.append(asyncio.create_task(wakeups.listen(self.database, self._wake.set)))
+            chores.append(
+                asyncio.create_task(
+                    wakeups.listen(self.database, self._wake.set, backoff=executor.config.reconnect)
+                )
+            )
         housekept = fired = 0.0
         self._serving = True
         try:

@@ -89,7 +89,8 @@ def worker_id() -> str:
 
 @dataclass(frozen=True)
 class Backoff:
-    """Exponential backoff with jitter between attempts of a failed task."""
+    """Capped exponential backoff with jitter: between attempts of a failed task, and
+    between a worker's attempts to reach its database during an outage."""
 
     base_ms: int = 1000
     cap_ms: int = 300_000
