@@ -1,12 +1,16 @@
-"""Helpers shared by the test suites: fake clocks, exact comparison, child processes."""
+"""Helpers shared by the test suites: fake clocks, exact comparison, child processes,
+a TCP proxy for network outages."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import math
 import multiprocessing
+import socket
 import struct
+import threading
 import traceback
 import uuid
 from collections.abc import Callable
@@ -218,3 +222,94 @@ def run_in_processes(
     failures = [value for ok, value in outcomes.values() if not ok]
     assert not failures, "a child process failed:\n" + "\n".join(failures)
     return [outcomes[i][1] for i in range(len(processes))]
+
+
+# -- network ------------------------------------------------------------------------
+
+
+class TcpProxy:
+    """A TCP proxy on 127.0.0.1 between clients and ``target``, for outages on demand.
+
+    ``cut`` closes every connection through it, both ends, and closes its port, so
+    new connections are refused: what a client sees when the network or the server
+    goes away. ``restore`` listens on the same port again. Threads, not the test's
+    event loop, carry the bytes: a test blocked on its own database call does not
+    hold up the client's.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+        self.port = 0
+        self.restore()
+
+    def url(self, url: str) -> str:
+        """``url`` with its host and port replaced by the proxy's."""
+        return sa.make_url(url).set(host="127.0.0.1", port=self.port).render_as_string(False)
+
+    def restore(self) -> None:
+        """Accept connections again (on the same port, once it has one)."""
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        with self._lock:
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Close every connection through the proxy and refuse new ones."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            sockets, self._sockets = self._sockets, set()
+        if listener is not None:
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            listener.close()
+        for sock in sockets:
+            _close(sock)
+
+    @property
+    def connections(self) -> int:
+        """Connections open through the proxy now."""
+        with self._lock:
+            return len(self._sockets) // 2
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # cut
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                if self._listener is not listener:  # cut while this one connected
+                    _close(client)
+                    _close(upstream)
+                    continue
+                self._sockets |= {client, upstream}
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        with self._lock:
+            self._sockets -= {source, sink}
+        _close(source)
+        _close(sink)
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()

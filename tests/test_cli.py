@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from corral.cli import main
@@ -397,6 +401,30 @@ def test_deploy_install_and_a_worker_run_a_chain_of_tasks(db: str, tmp_path: Pat
     assert "info: activated for work" in out
     _, out, _ = corral("--db", db, "deploy", str(agent), "--json")
     assert json.loads(out)["created"] is False  # same code: same version
+
+
+def test_a_worker_stops_on_a_database_error_that_waiting_would_not_fix(db: str) -> None:
+    assert corral("--db", db, "migrate")[0] == 0
+    with contextlib.closing(sqlite3.connect(db.removeprefix("sqlite:///"))) as conn:
+        conn.execute("DROP TABLE tasks")  # a schema broken behind Corral's back
+    code, _, err = corral("--db", db, "worker")
+    assert code == 1
+    assert err == (
+        "Error: the worker stopped on a database error that waiting would not fix: "
+        "OperationalError: no such table: tasks; check the database URL, its user's rights "
+        "and the schema (corral migrate), then start the worker again\n"
+    )
+
+
+def test_a_worker_that_cannot_reach_its_database_says_so(postgres_server: str) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = sa.make_url(postgres_server).set(port=port).render_as_string(False)
+    code, _, err = corral("--db", url, "worker")
+    assert code == 1
+    assert err.startswith("Error: cannot start the worker: the database is unreachable (")
+    assert err.endswith("Connection refused); start it again once the database is up\n")
 
 
 def test_install_of_an_unknown_agent_says_deploy_first(db: str) -> None:

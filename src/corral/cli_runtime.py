@@ -21,6 +21,7 @@ from rich.table import Table
 from corral import codec
 from corral.cli_dev import develop
 from corral.db import DatabaseURLError, SchemaOutOfDate
+from corral.db.errors import DATABASE_ERRORS, gist, unavailable
 from corral.db.raw import Database, open_database
 from corral.demo.paged_api import PAGES, PER_PAGE, PagedApi, PortTaken
 from corral.runtime.affinity import pin_to_cpu
@@ -31,6 +32,7 @@ from corral.runtime.registry import Registry, UnknownAgent, UnknownInstance
 from corral.runtime.reloader import agent_name
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.sandbox.errors import SandboxUnavailable
+from corral.sdk.errors import DatabaseUnavailable
 from corral.tagged_json import to_tagged
 from corral.tasks.queue import TaskQueue, UnknownTask
 
@@ -265,7 +267,11 @@ def tasks(obj: Any, words: tuple[str, ...], dead: bool, as_json: bool) -> None:
 def worker(
     obj: Any, concurrency: int, until_idle: bool, cpu: int | None, insecure_sandbox: bool
 ) -> None:
-    """Claim due tasks and run them in sandboxes until stopped (Ctrl-C)."""
+    """Claim due tasks and run them in sandboxes until stopped (Ctrl-C).
+
+    A database outage pauses it (it says so, and again when the database is back);
+    a database error that waiting would not fix stops it, with that error.
+    """
     if cpu is not None:
         click.echo(f"pinned to CPU {pin_to_cpu(cpu)}", err=True)
     options = WorkerOptions(concurrency=concurrency, insecure=insecure_sandbox)
@@ -282,9 +288,27 @@ def worker(
         executed = asyncio.run(serve())
     except SandboxUnavailable as exc:
         raise click.ClickException(str(exc)) from None
+    except DATABASE_ERRORS as exc:
+        raise click.ClickException(_stopped(exc)) from None
     except KeyboardInterrupt:
         return
     click.echo(f"idle: {executed} execution(s) run", err=True)
+
+
+def _stopped(exc: Exception) -> str:
+    """Why the worker stopped on a database error: unreachable as it started (once
+    running, it waits an outage out), or an error that waiting would not fix."""
+    cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else exc
+    if isinstance(exc, DatabaseUnavailable) or unavailable(exc) is not None:
+        return (
+            f"cannot start the worker: the database is unreachable ({gist(cause or exc)}); "
+            "start it again once the database is up"
+        )
+    return (
+        f"the worker stopped on a database error that waiting would not fix: "
+        f"{type(exc).__name__}: {gist(exc)}; check the database URL, its user's rights and "
+        "the schema (corral migrate), then start the worker again"
+    )
 
 
 def run_examples(url: str, folder: Path) -> None:

@@ -3,7 +3,8 @@
 Each call runs in a greenlet with a connection of its own, so calls overlap on
 one loop without joining each other's transactions; a cancelled caller does not
 cut a statement in half; at most ``MAX_SESSIONS`` connections are opened however
-many calls wait; a connection the server dropped is replaced; and a call's
+many calls wait; a connection the server dropped is replaced (and the idle
+ones with it), the failed call raising ``DatabaseUnavailable``; and a call's
 single statements, sent to libpq directly, give what a cursor's would.
 """
 
@@ -19,6 +20,7 @@ import pytest
 from corral.db import bridge, sessions
 from corral.db.raw import Database
 from corral.db.sessions import MAX_SESSIONS
+from corral.sdk.errors import DatabaseUnavailable
 
 _INSERT = "INSERT INTO state (scope, key, value) VALUES ('s', :key, '\\xc0'::bytea)"
 
@@ -94,9 +96,30 @@ async def test_a_connection_the_server_closed_is_replaced(database: Database) ->
 
     pid = await database.call(backend_pid)
     database.fetch_one("SELECT pg_terminate_backend(:pid)", {"pid": pid})
-    with pytest.raises(psycopg.OperationalError):
+    with pytest.raises(DatabaseUnavailable, match="PostgreSQL is shutting down") as raised:
         await database.call(backend_pid)
+    assert isinstance(raised.value.__cause__, psycopg.errors.AdminShutdown)
     assert await database.call(backend_pid) != pid
+
+
+async def test_after_a_restart_one_call_fails_not_one_per_kept_connection(
+    database: Database,
+) -> None:
+    """A connection found broken takes the idle ones with it: a restart or a network
+    cut ended them too, and each would fail the next call given it."""
+
+    def backend_pid() -> int:
+        (pid,) = database.fetch_one("SELECT pg_backend_pid() FROM pg_sleep(0.05)")
+        return int(pid)
+
+    pids = set(await asyncio.gather(*(database.call(backend_pid) for _ in range(3))))
+    assert len(pids) == 3  # three connections, all idle now
+    for pid in pids:
+        database.fetch_one("SELECT pg_terminate_backend(:pid)", {"pid": pid})
+    with pytest.raises(DatabaseUnavailable):
+        await database.call(backend_pid)
+    for _ in range(3):  # one at a time: each would get an idle connection if one were left
+        assert await database.call(backend_pid) not in pids
 
 
 async def test_another_databases_work_inside_a_call_uses_its_own_connection(

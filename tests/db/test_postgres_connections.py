@@ -4,8 +4,9 @@ Each thread keeps one connection in autocommit mode, and a transaction is sent a
 a pipeline, so a statement's error may reach the caller later than its
 ``execute``. These tests check what a caller relies on all the same: a failed
 transaction leaves nothing behind and the next call works, a dead connection is
-replaced, a row count inside a transaction is right, and a claim walks the
-queued-task index instead of reading and sorting the whole queue.
+replaced (the call that found it dead raising ``DatabaseUnavailable``), a row
+count inside a transaction is right, and a claim walks the queued-task index
+instead of reading and sorting the whole queue.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import psycopg
 import pytest
 
 from corral.db.raw import Database
+from corral.sdk.errors import DatabaseUnavailable
 from corral.tasks.queue import _CLAIM, _CLAIMABLE, NO_ARGS, TaskQueue
 
 _INSERT = "INSERT INTO state (scope, key, value) VALUES ('s', :key, '\\xc0'::bytea)"
@@ -73,8 +75,9 @@ def test_a_connection_the_server_closed_is_replaced(database: Database) -> None:
     (pid,) = database.fetch_one("SELECT pg_backend_pid()")
     with psycopg.connect(database.url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    with pytest.raises(psycopg.OperationalError):
+    with pytest.raises(DatabaseUnavailable, match="PostgreSQL is shutting down") as raised:
         database.fetch_one("SELECT 1")
+    assert isinstance(raised.value.__cause__, psycopg.errors.AdminShutdown)
     (new_pid,) = database.fetch_one("SELECT pg_backend_pid()")
     assert new_pid != pid
     database.write(_INSERT, {"key": "after"})

@@ -81,10 +81,13 @@ asyncio.run(main())
 DEADLINE_S = 60
 
 
-def start_worker(url: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    """A worker process serving ``url``, in a session of its own; and its output file."""
+def start_worker(
+    url: str, tmp_path: Path, source: str = WORKER_SCRIPT
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """A worker process serving ``url``, in a session of its own, running ``source``
+    (a script that takes the URL as its argument); and its output file."""
     script = tmp_path / "worker.py"
-    script.write_text(WORKER_SCRIPT)
+    script.write_text(source)
     output = tmp_path / "worker.log"
     with output.open("w") as log:
         process = subprocess.Popen(

@@ -16,7 +16,7 @@ from corral import codec
 from corral.db.raw import Database
 from corral.runtime import wakeups
 from corral.runtime.records import ExecutionRecord
-from corral.tasks.queue import TaskQueue
+from corral.tasks.queue import Backoff, TaskQueue
 from tests.runtime.conftest import RuntimeFactory, stop
 
 AGENT = """
@@ -69,7 +69,9 @@ async def test_the_listener_outlives_a_lost_connection(
     database = Database(fresh_postgres_url)
     wakes: asyncio.Queue[None] = asyncio.Queue()
     listening = asyncio.create_task(
-        wakeups.listen(database, lambda: wakes.put_nowait(None), retry_s=0.01)
+        wakeups.listen(
+            database, lambda: wakes.put_nowait(None), backoff=Backoff(base_ms=10, cap_ms=10)
+        )
     )
     try:
         await asyncio.wait_for(wakes.get(), 10)  # its first LISTEN took effect
@@ -79,10 +81,44 @@ async def test_the_listener_outlives_a_lost_connection(
         )
         database.fetch_one("SELECT pg_terminate_backend(:pid)", {"pid": pid})
         await asyncio.wait_for(wakes.get(), 10)  # listening again, on a new connection
-        assert "not listening for new tasks" in caplog.text
-        assert "polling instead" in caplog.text
+        # Once each way (not once per attempt), and why it was lost.
+        [lost, back] = [r.message for r in caplog.records if "listening" in r.message]
+        assert lost.startswith("not listening for new tasks (")
+        assert lost.endswith("); polling instead until it listens again")
+        assert back == "listening for new tasks again"
         database.write("NOTIFY corral_tasks")
         await asyncio.wait_for(wakes.get(), 10)  # and notifications reach it
+    finally:
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+        database.close()
+
+
+async def test_a_lost_listener_leaves_the_event_loop_watching_nothing_of_it(
+    fresh_postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its socket is unwatched once lost: the next connection to get the same number
+    (here a database call's) would otherwise wait forever for its answer, which the
+    loop would no longer see."""
+    database = Database(fresh_postgres_url)
+    wakes: asyncio.Queue[None] = asyncio.Queue()
+    listening = asyncio.create_task(  # away for a minute after the loss
+        wakeups.listen(database, lambda: wakes.put_nowait(None), backoff=Backoff(base_ms=60_000))
+    )
+    try:
+        await asyncio.wait_for(wakes.get(), 10)
+        (pid,) = database.fetch_one(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query = 'LISTEN corral_tasks'"
+        )
+        database.fetch_one("SELECT pg_terminate_backend(:pid)", {"pid": pid})
+        deadline = asyncio.get_running_loop().time() + 10
+        while "not listening" not in caplog.text:
+            assert asyncio.get_running_loop().time() < deadline, "the loss went unnoticed"
+            await asyncio.sleep(0.01)
+        # The first call opens the pool's first connection, on the lowest free number.
+        answer = await asyncio.wait_for(database.call(database.fetch_one, "SELECT 1"), 10)
+        assert answer == (1,)
     finally:
         listening.cancel()
         await asyncio.gather(listening, return_exceptions=True)

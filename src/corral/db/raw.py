@@ -20,6 +20,12 @@ a single statement. Async code runs database functions through ``call``: on
 PostgreSQL in a greenlet on the event loop, over async connections kept per loop
 (``corral.db.bridge`` says why not threads); plain callers (the CLI, tests) get a
 synchronous connection per thread.
+
+A call that fails because the database cannot be reached now (a lost connection,
+a server restarting, SQLite's write lock held past the busy timeout) raises
+``DatabaseUnavailable`` from the driver's error; other errors stay the driver's
+(``corral.db.errors`` draws the line). ``probe`` asks, without waiting, whether
+the database would take a write again.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import sqlalchemy as sa
 
 from corral.db import bridge
 from corral.db.engine import DatabaseURLError, create_engine
+from corral.db.errors import raise_if_unavailable
 from corral.db.migrate import ensure_schema
 from corral.db.sessions import PARAMETER, LoopConnection, Rows, Session, SessionPool
 
@@ -111,6 +118,29 @@ class Database:
             return _done(fn, *args, **kwargs)
         return self._deferred.submit(fn, *args, **kwargs)
 
+    def probe(self) -> None:
+        """Raise ``DatabaseUnavailable`` unless the database would take a write now.
+
+        For a worker waiting out an outage. On SQLite it tries for the write lock
+        without waiting the busy timeout, which would stall the whole event loop; on
+        PostgreSQL it runs ``SELECT 1`` (through ``call``, on a connection of the
+        caller's pool, which a lost connection made the pool open anew).
+        """
+        if self._sqlite is None:
+            self.fetch_one("SELECT 1")
+            return
+        with self._lock:
+            (waits_ms,) = self._sqlite.execute("PRAGMA busy_timeout").fetchone()
+            self._sqlite.execute("PRAGMA busy_timeout = 0")
+            try:
+                self._sqlite.execute("BEGIN IMMEDIATE")
+                self._sqlite.rollback()
+            except sqlite3.OperationalError as exc:
+                raise_if_unavailable(exc)
+                raise
+            finally:
+                self._sqlite.execute(f"PRAGMA busy_timeout = {int(waits_ms)}")
+
     def _state(self) -> Any:
         """Where this caller's connection and open transaction live: its ``call``'s
         session, or else its thread."""
@@ -170,17 +200,21 @@ class Database:
             return
         if self._sqlite is not None:
             with self._lock:
-                cursor = self._sqlite.cursor()
-                # Writers take the write lock up front: a reader upgrading later may
-                # fail at once with SQLITE_BUSY instead of waiting its turn.
-                cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                with self._joinable(state, cursor, write, None):
-                    try:
-                        yield cursor
-                    except BaseException:
-                        self._sqlite.rollback()
-                        raise
-                self._sqlite.commit()
+                try:
+                    cursor = self._sqlite.cursor()
+                    # Writers take the write lock up front: a reader upgrading later
+                    # may fail at once with SQLITE_BUSY instead of waiting its turn.
+                    cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                    with self._joinable(state, cursor, write, None):
+                        try:
+                            yield cursor
+                        except BaseException:
+                            self._sqlite.rollback()
+                            raise
+                    self._sqlite.commit()
+                except sqlite3.OperationalError as exc:
+                    raise_if_unavailable(exc)
+                    raise
             return
         connection = self._connection(state)
         cursor = connection.cursor()
@@ -190,8 +224,9 @@ class Database:
                 with self._joinable(state, cursor, write, pipeline):
                     yield cursor
                 cursor.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             self._after_error(state, connection)
+            raise_if_unavailable(exc)
             raise
 
     @staticmethod
@@ -222,7 +257,11 @@ class Database:
             return state.connection
         kept = getattr(self._local, "connection", None)
         if kept is None:
-            kept = self.engine.raw_connection()
+            try:
+                kept = self.engine.raw_connection()
+            except (psycopg.Error, sa.exc.DBAPIError) as exc:  # the pool may wrap it
+                raise_if_unavailable(exc)
+                raise
             connection: Any = kept.dbapi_connection
             connection.autocommit = True
             with self._lock:
@@ -266,7 +305,11 @@ class Database:
             yield self.execute(joined, sql, params)
         elif self._sqlite is not None:
             with self._lock:
-                cursor = self._sqlite.execute(sql, params or {})
+                try:
+                    cursor = self._sqlite.execute(sql, params or {})
+                except sqlite3.OperationalError as exc:
+                    raise_if_unavailable(exc)
+                    raise
                 try:
                     yield cursor
                 finally:
@@ -278,8 +321,9 @@ class Database:
                     yield self.run_alone(connection, sql, params)
                 else:
                     yield self.execute(connection.cursor(), sql, params)
-            except BaseException:
+            except BaseException as exc:
                 self._after_error(state, connection)
+                raise_if_unavailable(exc)
                 raise
 
     def fetch_one(self, sql: str, params: dict[str, Any] | None = None) -> Any:

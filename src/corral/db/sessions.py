@@ -26,6 +26,7 @@ from psycopg import generators, pq
 from psycopg.adapt import PyFormat, Transformer
 
 from corral.db import bridge
+from corral.db.errors import raise_if_unavailable
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -129,6 +130,9 @@ class SessionPool:
             connection = await asyncio.to_thread(
                 LoopConnection.connect, self._conninfo, autocommit=True, options=self._options
             )
+        except psycopg.Error as exc:
+            raise_if_unavailable(exc)
+            raise
         finally:
             with self._lock:
                 self._opening -= 1
@@ -138,13 +142,21 @@ class SessionPool:
         return session
 
     def _checkin(self, session: Session) -> None:
+        stale: list[Session] = []
         with self._lock:
             if session.connection.closed:  # broken: the next checkout may open another
-                if session in self._open:
-                    self._open.remove(session)
+                # The idle ones most likely are too (a restart or a network cut ends
+                # them all), and each would fail the next call given it: a worker
+                # back from an outage would find it again once per connection.
+                stale, self._idle = self._idle, []
+                for dropped in (session, *stale):
+                    if dropped in self._open:
+                        self._open.remove(dropped)
             else:
                 self._idle.append(session)
             waiter = self._waiters.popleft() if self._waiters else None
+        for dropped in stale:
+            dropped.connection.close()
         if waiter is not None:
             loop, future = waiter
             loop.call_soon_threadsafe(_resolve, future)

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, Protocol, TypeVar
@@ -22,11 +22,13 @@ from corral.db.raw import Database
 from corral.runtime.declared import Declared, declared
 from corral.runtime.fetch import FetchConfig, Fetcher
 from corral.runtime.history import History
+from corral.runtime.outage import Outage
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import ACTIVE, UNINSTALLING, Instance, Registry, Version
 from corral.runtime.tools import InstanceTools
 from corral.sandbox.limits import CEILINGS, Limits, Outcome
 from corral.sandbox.pool import SandboxPool
+from corral.sdk.errors import DatabaseUnavailable
 from corral.state import Store
 from corral.state.sql import SqlBackend
 from corral.state.store import Clock
@@ -106,6 +108,8 @@ class RuntimeConfig:
     backoff: Backoff = field(default_factory=Backoff)
     #: Added to an execution's timeout for its lease: time to record and settle it.
     lease_grace_s: float = 15.0
+    #: Between a worker's attempts to reach its database during an outage.
+    reconnect: Backoff = field(default_factory=lambda: Backoff(base_ms=100, cap_ms=2_000))
 
     def __post_init__(self) -> None:
         self.limits.check_within(self.ceilings)
@@ -152,6 +156,8 @@ class Executor:
         self._committing: asyncio.Task[None] | None = None
         #: Corrections of records whose process went on computing (kept until done).
         self._amendments: set[asyncio.Task[None]] = set()
+        #: Waits out the database's outages for the worker and its settlements.
+        self.outage = Outage(lambda: database.call_deferred(database.probe), self.config.reconnect)
 
     @property
     def lease_ms(self) -> int:
@@ -189,6 +195,18 @@ class Executor:
         a round trip each wait for one or two.
         """
         return await self.database.call_deferred(fn, *args, **kwargs)
+
+    async def db_lasting(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """``db``, tried again once the database is back from an outage: for the work
+        around an execution, which has a slot and must not be dropped halfway (a
+        dead letter's reason, a release, an uninstall's removal). Only for calls
+        whose arguments still hold after the outage: a claim's ``now`` would not.
+        """
+        while True:
+            try:
+                return await self.db(fn, *args, **kwargs)
+            except DatabaseUnavailable as exc:
+                await self.outage.wait(exc)
 
     async def claim(self, limit: int) -> list[Claim]:
         """Lease up to ``limit`` due tasks, with their instances and versions: one transaction."""
@@ -264,12 +282,39 @@ class Executor:
         and run it twice at once. A declaration this worker cannot honour keeps the
         default lease: ``run`` dead-letters its task at once.
         """
+        timeout_s = self._timeout_s(version)
+        if timeout_s > self.config.limits.timeout_s:
+            self.queue.extend_leases([task], until=now + self._lease_ms(timeout_s))
+
+    def _timeout_s(self, version: Version) -> float:
+        """How long the version's executions may run, at least the default (bad limits
+        are left to ``run``, which dead-letters)."""
         try:
             timeout_s = self._rules(version).limits.timeout_s
         except ValueError:
-            return
-        if timeout_s > self.config.limits.timeout_s:
-            self.queue.extend_lease(task, until=now + self._lease_ms(timeout_s))
+            return self.config.limits.timeout_s
+        return max(timeout_s, self.config.limits.timeout_s)
+
+    async def renew_leases(self, claims: Sequence[Claim]) -> int:
+        """Lease the tasks of executions still running here anew, after an outage that
+        may have outlasted their leases; how many this worker still held.
+
+        Recovery (this worker's own first) would otherwise hand them out again while
+        they run. One another worker took back meanwhile stays with it: the task
+        then runs twice, at least once as promised.
+        """
+        if not claims:
+            return 0
+        return await self.db(self._renew_leases, claims, self.now())
+
+    def _renew_leases(self, claims: Sequence[Claim], now: int) -> int:
+        by_timeout: dict[float, list[ClaimedTask]] = {}
+        for claim in claims:
+            by_timeout.setdefault(self._timeout_s(claim.version), []).append(claim.task)
+        return sum(
+            self.queue.extend_leases(tasks, until=now + self._lease_ms(timeout_s))
+            for timeout_s, tasks in by_timeout.items()
+        )
 
     async def run(self, claim: Claim) -> ExecutionRecord | None:
         """Execute the task and settle it; None when it did not run (and why is logged)."""
@@ -287,7 +332,7 @@ class Executor:
             await self._unresolved(task, instance, version, rules.methods)
             return None
         if instance.status == ACTIVE and await self._over_rate(instance):
-            await self.db(self.queue.release, task, run_at=self.now())
+            await self.db_lasting(self.queue.release, task, run_at=self.now())
             return None
         limits = rules.limits
         tools = InstanceTools(
@@ -345,11 +390,24 @@ class Executor:
         await settlement.committed
 
     async def _commit_settlements(self) -> None:
+        uncertain = False
         while self._unsettled:
             batch, self._unsettled = self._unsettled, []
             wanted = self._refill.wanted(len(batch)) if self._refill is not None else 0
             try:
-                claims = await self.db(self._write_settlements, batch, wanted, self.now())
+                try:
+                    claims = await self.db(
+                        self._write_settlements, batch, wanted, self.now(), uncertain=uncertain
+                    )
+                except DatabaseUnavailable as exc:
+                    # Not written, or not known to be: kept, and written first once the
+                    # database is back. Their executions wait for that in their slots,
+                    # and the worker leases their tasks anew before it claims again.
+                    await self.outage.wait(exc)
+                    self._unsettled[:0] = batch
+                    uncertain = True
+                    continue
+                uncertain = False
             except Exception as exc:
                 # Nothing of the batch was written: its tasks stay leased and run again.
                 for settlement in batch:
@@ -365,9 +423,22 @@ class Executor:
                 for settlement in batch:
                     settlement.committed.set_result(None)
 
-    def _write_settlements(self, batch: list[_Settlement], wanted: int, now: int) -> list[Claim]:
+    def _write_settlements(
+        self, batch: list[_Settlement], wanted: int, now: int, *, uncertain: bool = False
+    ) -> list[Claim]:
         """Each record, and its task's removal, retry or dead letter, and the claim of
-        ``wanted`` tasks: one commit for all."""
+        ``wanted`` tasks: one commit for all.
+
+        ``uncertain``: some of the batch may be written already, by a commit whose
+        answer an outage cut off (on PostgreSQL). A settlement is one commit, so a
+        written record means a written settlement: those are left out, and the
+        others written as ever.
+        """
+        if uncertain:
+            written = self.history.recorded([s.record.id for s in batch])
+            batch = [s for s in batch if s.record.id not in written]
+            if not batch:
+                return self._claim(wanted, now) if wanted else []
         records = [(s.record, s.version, s.task.id) for s in batch]
         done = [s.task for s in batch if s.record.result.outcome is Outcome.OK]
         if len(done) == len(batch):
@@ -401,7 +472,7 @@ class Executor:
         """Correct a record written before its process was found still computing."""
         try:
             await settlement.committed
-            await self.db(self.history.amend, settlement.record)
+            await self.db_lasting(self.history.amend, settlement.record)
         except Exception as exc:  # the record stays as first written; say so
             log.warning("could not amend execution %s: %s", settlement.record.id, exc)
 
@@ -421,7 +492,7 @@ class Executor:
         self, task: ClaimedTask, instance: Instance, version: Version, methods: frozenset[str]
     ) -> None:
         if task.trigger == "lifecycle" and task.method in LIFECYCLE_HOOKS:
-            await self.db(self.queue.finish, [task])  # an agent need not define every hook
+            await self.db_lasting(self.queue.finish, [task])  # an agent need not define every hook
             await self._after(task, instance)
             return
         await self._dead(
@@ -432,7 +503,7 @@ class Executor:
         )
 
     async def _dead(self, task: ClaimedTask, reason: str) -> None:
-        await self.db(self.queue.dead_letter, task.id, reason)
+        await self.db_lasting(self.queue.dead_letter, task.id, reason)
         await self._log(task.instance, f"task {task.id} dead-lettered: {reason}")
 
     async def _over_rate(self, instance: Instance) -> bool:
@@ -448,14 +519,14 @@ class Executor:
         since = [
             max(now - limit.window_s * 1000, instance.limits_reset_at or 0) for limit in limits
         ]
-        counts = await self.db(self.history.counts_since, instance.id, since)
+        counts = await self.db_lasting(self.history.counts_since, instance.id, since)
         for limit, count in zip(limits, counts, strict=True):
             if count >= limit.executions:
                 reason = (
                     f"auto-suspended: {count} executions in the last {limit.name} (limit "
                     f"{limit.executions}); the next deploy of {instance.agent} lifts it"
                 )
-                await self.db(self.registry.set_status, instance.id, "suspended", reason)
+                await self.db_lasting(self.registry.set_status, instance.id, "suspended", reason)
                 await self._log(instance.id, reason)
                 return True
         # Counts only grow by executions; far from every limit, this worker may run a
@@ -471,9 +542,9 @@ class Executor:
             and task.method == "deactivate"
             and instance.status == UNINSTALLING
         ):
-            await self.db(self.registry.remove, instance.id)
+            await self.db_lasting(self.registry.remove, instance.id)
             await self._log(instance.id, "uninstalled: state, tasks and callbacks removed")
 
     async def _log(self, instance: str, line: str) -> None:
         log.warning("%s: %s", instance, line)
-        await self.db(self.history.log, instance, "warning", line, now=self.now())
+        await self.db_lasting(self.history.log, instance, "warning", line, now=self.now())

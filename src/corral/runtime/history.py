@@ -165,6 +165,15 @@ class History:
                     },
                 )
 
+    def recorded(self, ids: Sequence[str]) -> set[str]:
+        """Which of these execution ids have their record written."""
+        placeholders = ", ".join(f":id{n}" for n in range(len(ids)))
+        rows = self.database.fetch_all(
+            f"SELECT id FROM executions WHERE id IN ({placeholders})",
+            {f"id{n}": execution_id for n, execution_id in enumerate(ids)},
+        )
+        return {execution_id for (execution_id,) in rows}
+
     def log(self, instance: str, level: str, line: str, *, now: int) -> None:
         """A line from the platform itself (suspension, dead letters) in the instance's log."""
         self.database.write(

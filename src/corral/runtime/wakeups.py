@@ -4,8 +4,9 @@ claims work another process enqueued at once.
 Migration 0003 makes every inserting statement on ``tasks`` notify channel
 ``corral_tasks`` when it commits. Without this, work enqueued by the CLI, a
 webhook or another worker waits for the next poll. The listener is only a
-shortcut: if its connection fails, the worker says so and keeps polling, and the
-listener tries again.
+shortcut: if its connection fails, the worker says so once and keeps polling,
+and the listener tries again after capped exponential delays (the worker's
+``reconnect`` backoff), saying so once more when it listens again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections.abc import Callable
 
 import psycopg
 
+from corral.db.errors import gist
 from corral.db.raw import Database
+from corral.tasks.queue import Backoff
 
 log = logging.getLogger("corral.wakeups")
 
@@ -71,23 +74,28 @@ def _wake_up(sleeper: asyncio.Future[None]) -> None:
         sleeper.set_result(None)
 
 
-async def listen(database: Database, wake: Callable[[], None], *, retry_s: float = 5.0) -> None:
+async def listen(database: Database, wake: Callable[[], None], *, backoff: Backoff) -> None:
     """Call ``wake`` on every notification until cancelled."""
     url = database.engine.url.set(drivername="postgresql")
     conninfo = url.render_as_string(hide_password=False)
+    failures = 0
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                 await conn.execute(f"LISTEN {CHANNEL}")
+                if failures:
+                    log.warning("listening for new tasks again")
+                failures = 0
                 wake()  # whatever was enqueued before the LISTEN took effect
                 await _heard(conn.pgconn, wake)
         except psycopg.Error as exc:
-            log.warning(
-                "not listening for new tasks (%s); polling instead, retrying in %.0f s",
-                str(exc).strip() or type(exc).__name__,
-                retry_s,
-            )
-        await asyncio.sleep(retry_s)
+            if not failures:
+                log.warning(
+                    "not listening for new tasks (%s); polling instead until it listens again",
+                    gist(exc),
+                )
+            failures += 1
+        await asyncio.sleep(backoff.delay_ms(failures) / 1000)
 
 
 async def _heard(pgconn: psycopg.pq.abc.PGconn, wake: Callable[[], None]) -> None:
@@ -116,8 +124,12 @@ async def _heard(pgconn: psycopg.pq.abc.PGconn, wake: Callable[[], None]) -> Non
         if heard:
             wake()
 
-    loop.add_reader(pgconn.socket, readable)
+    # The descriptor, not ``pgconn.socket`` again at the end: on a lost connection
+    # that raises, and the reader would stay registered for whatever connection
+    # gets the number next (a worker's session, whose own wait then fails).
+    fd = pgconn.socket
+    loop.add_reader(fd, readable)
     try:
         await lost
     finally:
-        loop.remove_reader(pgconn.socket)
+        loop.remove_reader(fd)

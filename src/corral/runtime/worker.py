@@ -5,6 +5,13 @@ another (or the same, restarted) finishes its tasks. Work it creates itself
 (``run_task`` from an execution) wakes it at once; on PostgreSQL so does work any
 other process enqueues (``wakeups``); otherwise it is found by polling every
 ``poll_s``.
+
+A database outage stops nothing but the work that needs the database: the loop
+stops claiming and waits (``Executor.outage``) until the database answers again,
+executions in flight run on (their agents' store calls fail with
+``DatabaseUnavailable``) and their settlements are kept until they can be
+written; then the worker leases its running tasks anew and carries on. Errors
+that waiting would not fix (a missing table, a refused password) stop it.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from corral.runtime.fetch import Fetcher
 from corral.runtime.records import ExecutionRecord
 from corral.sandbox.host import Zygote
 from corral.sandbox.pool import SandboxPool
+from corral.sdk.errors import DatabaseUnavailable
 from corral.state import Sweeper
 from corral.state.sql import SqlBackend
 from corral.state.store import Clock
@@ -61,7 +69,8 @@ class Worker:
         self.config = config
         self.clock = clock
         self._wake = wakeups.Wakeup()
-        self._running: set[asyncio.Task[None]] = set()
+        #: The executions in flight, with what they run.
+        self._running: dict[asyncio.Task[None], Claim] = {}
         self._saturated = False
         #: Whether the loop runs: only then may a settlement commit claim for it.
         self._serving = False
@@ -130,22 +139,35 @@ class Worker:
         assert executor is not None
         chores = [asyncio.create_task(Sweeper(SqlBackend(self.database), clock=self.clock).run())]
         if self.database.postgres:
-            chores.append(asyncio.create_task(wakeups.listen(self.database, self._wake.set)))
+            chores.append(
+                asyncio.create_task(
+                    wakeups.listen(self.database, self._wake.set, backoff=executor.config.reconnect)
+                )
+            )
         housekept = fired = 0.0
         self._serving = True
         try:
             while True:
                 self._wake.clear()
-                if time.monotonic() - housekept >= self.options.housekeeping_s:
-                    housekept = time.monotonic()
-                    await self._housekeeping(executor)
-                # Schedules are looked at once a poll interval, not on every wake-up:
-                # a worker busy with a chain would otherwise ask after each step.
-                if time.monotonic() - fired >= self.options.poll_s:
-                    fired = time.monotonic()
-                    await executor.db(executor.queue.fire_recurring, executor.now())
-                free = self.options.concurrency - len(self._running)
-                claimed = await executor.claim(free) if free > 0 else []
+                try:
+                    if time.monotonic() - housekept >= self.options.housekeeping_s:
+                        housekept = time.monotonic()
+                        await self._housekeeping(executor)
+                    # Schedules are looked at once a poll interval, not on every
+                    # wake-up: a worker busy with a chain would otherwise ask after
+                    # each step.
+                    if time.monotonic() - fired >= self.options.poll_s:
+                        fired = time.monotonic()
+                        await executor.db(executor.queue.fire_recurring, executor.now())
+                    free = self.options.concurrency - len(self._running)
+                    claimed = await executor.claim(free) if free > 0 else []
+                    if until_idle and not self._running and not claimed:
+                        running, next_at = await executor.db(executor.queue.pending, executor.now())
+                        if running == 0 and (next_at is None or next_at > executor.now()):
+                            return
+                except DatabaseUnavailable as exc:
+                    await self._ride_out(executor, exc)
+                    continue
                 # A full claim may have left due work behind: look again when a slot frees.
                 self._saturated = free <= 0 or len(claimed) == free
                 for claim in claimed:
@@ -156,10 +178,6 @@ class Worker:
                     # (the NOTIFY of the very task just claimed), and the next round's
                     # claim would go first. Measured: 0.2-0.4 ms of a round trip.
                     await asyncio.sleep(0)
-                if until_idle and not self._running and not claimed:
-                    running, next_at = await executor.db(executor.queue.pending, executor.now())
-                    if running == 0 and (next_at is None or next_at > executor.now()):
-                        return
                 if self._saturated and len(self._running) < self.options.concurrency:
                     continue  # slots freed while claiming (a thread, on PostgreSQL)
                 if not self._running:
@@ -173,6 +191,28 @@ class Worker:
             await asyncio.gather(*chores, return_exceptions=True)
             if self._running:
                 await asyncio.gather(*self._running, return_exceptions=True)
+            executor.outage.close()
+
+    async def _ride_out(self, executor: Executor, cause: DatabaseUnavailable) -> None:
+        """Wait until the database is back, then lease the tasks still running here
+        anew: if the outage outlasted their leases, the next recovery (this worker's
+        own, first thing) would otherwise hand them out again while they run."""
+        while True:
+            await executor.outage.wait(cause)
+            in_flight = list(self._running.values())
+            try:
+                kept = await executor.renew_leases(in_flight)
+            except DatabaseUnavailable as exc:
+                cause = exc
+                continue
+            if kept < len(in_flight):
+                log.info(
+                    "after the outage, %d of %d task(s) in flight were settled or taken "
+                    "back meanwhile",
+                    len(in_flight) - kept,
+                    len(in_flight),
+                )
+            return
 
     def wanted(self, finishing: int) -> int:
         """Claim with a settlement commit when due work may be waiting: the last claim
@@ -196,11 +236,11 @@ class Worker:
 
     def _start(self, executor: Executor, claim: Claim) -> None:
         running = asyncio.create_task(self._execute(executor, claim))
-        self._running.add(running)
+        self._running[running] = claim
         running.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+        del self._running[task]
         # Otherwise the last claim found all that was due: the next is found by a
         # wake-up (work this worker enqueued) or the poll, without a wasted claim.
         if self._saturated or not self._running:

@@ -5,6 +5,7 @@ from corral.sdk.budget import Budget
 from corral.sdk.errors import (
     AgentDefinitionError,
     CorralError,
+    DatabaseUnavailable,
     FetchError,
     FetchTimeout,
     RateLimited,
@@ -21,6 +22,7 @@ __all__ = [
     "Budget",
     "Callback",
     "CorralError",
+    "DatabaseUnavailable",
     "FetchError",
     "FetchTimeout",
     "Plugin",

@@ -35,6 +35,15 @@ class ResponseTooLarge(FetchError):
     """The response body is over the size a fetch may bring into the sandbox."""
 
 
+class DatabaseUnavailable(CorralError, ConnectionError):
+    """The platform's database cannot be reached now (a network cut, a restart, another
+    writer holding SQLite's lock): the call may not have taken effect; try again later.
+
+    A ``ConnectionError`` too, so code that retries on connection errors catches it.
+    The worker that runs the agent waits the outage out and carries on.
+    """
+
+
 class AgentDefinitionError(CorralError):
     """The agent's code cannot be loaded: no Agent class, several, or a syntax error."""
 
@@ -65,6 +74,7 @@ WIRE_EXCEPTIONS: dict[str, type[BaseException]] = {
         FetchError,
         FetchTimeout,
         ResponseTooLarge,
+        DatabaseUnavailable,
         AgentDefinitionError,
         UnknownMethod,
         ResultTooLarge,

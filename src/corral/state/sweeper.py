@@ -12,6 +12,7 @@ import logging
 import math
 import time
 
+from corral.sdk.errors import DatabaseUnavailable
 from corral.state.backend import StoreBackend
 from corral.state.store import Clock
 
@@ -59,6 +60,8 @@ class Sweeper:
                     swept = self.sweep_once()
                 if swept:
                     log.info("swept %d expired store rows", swept)
+            except DatabaseUnavailable:
+                pass  # the next round sweeps; whoever waits on the database logs the outage
             except Exception:
                 log.exception("TTL sweep failed; will retry in %.0f s", self.interval_s)
             await asyncio.sleep(self.interval_s)

@@ -89,7 +89,8 @@ def worker_id() -> str:
 
 @dataclass(frozen=True)
 class Backoff:
-    """Exponential backoff with jitter between attempts of a failed task."""
+    """Capped exponential backoff with jitter: between attempts of a failed task, and
+    between a worker's attempts to reach its database during an outage."""
 
     base_ms: int = 1000
     cap_ms: int = 300_000
@@ -419,12 +420,15 @@ class TaskQueue:
         claimed.sort(key=lambda pair: pair[0].id)
         return claimed
 
-    def extend_lease(self, task: ClaimedTask, *, until: int) -> None:
-        """Keep the claim on ``task`` until ``until`` (ms): it may run that long."""
-        self._by_id(
-            "UPDATE tasks SET lease_until = :until WHERE id = :id AND state = 'running'",
-            task.id,
-            until=until,
+    def extend_leases(self, tasks: Sequence[ClaimedTask], *, until: int) -> int:
+        """Keep this worker's claims on ``tasks`` until ``until`` (ms): they may run that
+        long. Returns how many it still held (recovery may have taken one back)."""
+        placeholders = ", ".join(f":id{n}" for n in range(len(tasks)))
+        return self.database.write(
+            f"UPDATE tasks SET lease_until = :until WHERE id IN ({placeholders}) "
+            "AND state = 'running' AND leased_by = :worker",
+            {"until": until, "worker": self._worker}
+            | {f"id{n}": task.id for n, task in enumerate(tasks)},
         )
 
     def finish(self, tasks: Sequence[ClaimedTask]) -> None:
