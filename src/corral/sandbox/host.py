@@ -26,6 +26,7 @@ from typing import Any
 import msgpack
 
 from corral import codec
+from corral.db import bridge
 from corral.sandbox import protocol
 from corral.sandbox.errors import SandboxError, SandboxUnavailable
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
@@ -41,6 +42,14 @@ It returns the operation's value, or an awaitable of it when the work has to wai
 
 #: Log lines kept per execution; a chatty or hostile agent cannot fill the host's memory.
 MAX_LOG_LINES = 1000
+#: Characters of an error message the agent is sent; the rest is cut.
+MAX_ERROR_MESSAGE = 4096
+#: Arguments a CALL may carry; the SDK's operations take at most four.
+MAX_CALL_ARGS = 16
+#: A frame whose agent values add up to more bytes than this is decoded in steps, the
+#: event loop running between them (``SandboxProcess._in_steps``); a shorter one at
+#: once, which costs at most a few milliseconds whatever the bytes hold.
+DECODE_AT_ONCE = 8 * 1024
 _CORES = os.cpu_count() or 1
 _ZYGOTE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
@@ -265,6 +274,8 @@ class SandboxProcess(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._ready: asyncio.Future[None] = _future()
         self._current: _Execution | None = None
+        #: Frames that arrived while an earlier one is decoded in steps: they wait their turn.
+        self._held: list[list[Any]] | None = None
         #: The process left something running (a thread) and must not be reused.
         self.wants_retirement = False
 
@@ -284,10 +295,54 @@ class SandboxProcess(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            for message in self._frames.feed(data):
-                self._dispatch(message)
+            messages = self._frames.feed(data)
         except protocol.ProtocolError as exc:
             self._violation(exc)
+            return
+        if self._held is None:
+            self._handle(messages)
+        else:
+            self._held += messages
+
+    def _handle(self, messages: list[list[Any]]) -> None:
+        for i, message in enumerate(messages):
+            try:
+                self._dispatch(message)
+            except protocol.ProtocolError as exc:
+                self._violation(exc)
+                return
+            if self._held is not None:  # that one is being decoded in steps
+                self._held += messages[i + 1 :]
+                return
+
+    def _in_steps(self, step: Callable[[], None]) -> None:
+        """Run ``step``, which decodes a large frame, so that it cannot hold up the loop.
+
+        It runs in a greenlet, and its decoding gives the event loop a turn every
+        millisecond (``bridge.pause``): other executions' frames and timers keep being
+        served meanwhile. Until it is over, this process's later frames wait (read no
+        further from its socket), so they are still handled in the order they were sent.
+        """
+
+        def run() -> None:
+            try:
+                step()
+            except protocol.ProtocolError as exc:  # nobody is left to raise it to
+                self._violation(exc)
+
+        over: asyncio.Future[None] = _future()
+        bridge.start(run, None, over, self._steps_over)
+        if not over.done():
+            self._held = []
+            if self._transport is not None:
+                self._transport.pause_reading()
+
+    def _steps_over(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            if self._transport is not None:
+                self._transport.resume_reading()
+            self._handle(held)
 
     def connection_lost(self, exc: Exception | None) -> None:
         hangup = ConnectionResetError("the sandboxed process closed its channel")
@@ -398,6 +453,8 @@ class SandboxProcess(asyncio.Protocol):
     def _violation(self, exc: protocol.ProtocolError) -> None:
         """A broken frame: the execution ends with the error; the process is killed."""
         self._frames = protocol.FrameReader()  # nothing more it sends is trusted
+        if self._held:
+            self._held.clear()
         if self._current is not None and not self._current.finished.done():
             self._current.finished.set_exception(exc)
         else:
@@ -427,18 +484,25 @@ class SandboxProcess(asyncio.Protocol):
                     f"{kind!r} for execution {message[1]!r}, not {current.exec_id}"
                 )
             self.wants_retirement = bool(message[3])
-            if kind == protocol.DONE:
-                try:
-                    current.result.result = codec.decode(message[2])
-                except Exception as exc:  # garbage where a value should be
-                    raise protocol.ProtocolError(
-                        f"the result cannot be decoded: {str(exc) or type(exc).__name__}"
-                    ) from None
-            else:
+            if kind == protocol.FAIL:
                 self._failed(message[2], current)
-            current.finished.set_result(None)
+                current.finished.set_result(None)
+            elif type(message[2]) is not bytes or len(message[2]) <= DECODE_AT_ONCE:
+                self._done(message[2], current)
+            else:
+                self._in_steps(lambda: self._done(message[2], current, paced=True))
         else:
             raise protocol.ProtocolError(f"unexpected {kind!r} message during an execution")
+
+    def _done(self, encoded: Any, current: _Execution, *, paced: bool = False) -> None:
+        try:
+            current.result.result = codec.decode(encoded, pacing=_pacing(paced))
+        except Exception as exc:  # garbage where a value should be
+            raise protocol.ProtocolError(
+                f"the result cannot be decoded: {str(exc) or type(exc).__name__}"
+            ) from None
+        if not current.finished.done():  # it may have timed out while decoded in steps
+            current.finished.set_result(None)
 
     @staticmethod
     def _failed(error: Any, current: _Execution) -> None:
@@ -456,18 +520,50 @@ class SandboxProcess(asyncio.Protocol):
 
     def _call(self, message: list[Any], current: _Execution) -> None:
         _, call_id, op, raw_args = message
-        if type(op) is not str or type(raw_args) is not list:
-            raise protocol.ProtocolError("a CALL needs an operation name and an argument list")
+        if (
+            type(op) is not str
+            or type(raw_args) is not list
+            or len(raw_args) > MAX_CALL_ARGS
+            or not all(type(arg) is bytes for arg in raw_args)
+        ):
+            raise protocol.ProtocolError(
+                f"a CALL needs an operation name and a list of at most {MAX_CALL_ARGS} "
+                "encoded arguments"
+            )
         current.result.requests_used += 1
-        try:
-            if current.result.requests_used > current.limits.requests:
-                raise RequestLimitExceeded(
+        if current.result.requests_used > current.limits.requests:
+            self._reply_error(
+                call_id,
+                RequestLimitExceeded(
                     f"this execution has used its {current.limits.requests}-request budget"
-                )
-            if op == protocol.RUN_INLINE:
-                value = None
-            else:
-                value = current.tools(op, [codec.decode(arg) for arg in raw_args])
+                ),
+            )
+        elif op == protocol.RUN_INLINE:
+            self._reply_value(call_id, None)
+        elif sum(map(len, raw_args)) <= DECODE_AT_ONCE:
+            self._perform(call_id, op, raw_args, current)
+        else:
+            self._in_steps(lambda: self._perform(call_id, op, raw_args, current, paced=True))
+
+    def _perform(
+        self,
+        call_id: int,
+        op: str,
+        raw_args: list[bytes],
+        current: _Execution,
+        *,
+        paced: bool = False,
+    ) -> None:
+        """Decode the arguments and do the operation; the agent sees any error."""
+        pacing = _pacing(paced)  # one container budget for all the arguments
+        try:
+            try:
+                args = [codec.decode(arg, pacing=pacing) for arg in raw_args]
+            except ValueError as exc:
+                raise ValueError(f"the arguments of {op!r} cannot be decoded: {exc}") from None
+            if current.finished.done():  # it ended while they were decoded in steps
+                return
+            value = current.tools(op, args)
         except Exception as exc:  # the agent sees the error; the host carries on
             self._reply_error(call_id, exc)
             return
@@ -501,7 +597,10 @@ class SandboxProcess(asyncio.Protocol):
         self._send(reply)
 
     def _reply_error(self, call_id: int, exc: Exception) -> None:
-        error = {"type": wire_name(exc), "message": str(exc)}
+        message = str(exc)
+        if len(message) > MAX_ERROR_MESSAGE:  # one naming a huge argument, say
+            message = f"{message[:MAX_ERROR_MESSAGE]}... ({len(message):,} characters)"
+        error = {"type": wire_name(exc), "message": message}
         self._send([protocol.REPLY, call_id, False, error])
 
     def _send(self, message: list[Any]) -> None:
@@ -542,6 +641,11 @@ class SandboxProcess(asyncio.Protocol):
                 "traceback": "",
             }
         self._killed_for = self._killed_for or result.outcome
+
+
+def _pacing(paced: bool) -> codec.Pacing | None:
+    """How a frame decoded in steps (``_in_steps``) decodes its values."""
+    return codec.Pacing(bridge.pause) if paced else None
 
 
 def _no_tools(op: str, args: list[Any]) -> Any:

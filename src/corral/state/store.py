@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from corral import codec
+from corral.db import bridge
 from corral.sdk.store import key_list, pair_list
 from corral.state.backend import StoreBackend
 
@@ -130,17 +131,27 @@ class Store:
         return self._sized(key, data)
 
     def _checked(self, key: str, data: object) -> bytes:
-        """Bytes the sandbox encoded: it is trusted for nothing, so they must decode."""
+        """Bytes the sandbox encoded: it is trusted for nothing, so they must decode.
+
+        Their size is checked first, before paying for decoding them; and the decode is
+        paced, so that inside a greenlet (a PostgreSQL call, a large frame from the
+        sandbox) the event loop keeps running while a large value is checked.
+        """
         if type(data) is not bytes:
             raise TypeError(f"an encoded value must be bytes, got {type(data).__name__}")
+        self._sized(key, data)
         try:
-            codec.decode(data)
+            codec.decode(data, pacing=codec.Pacing(bridge.pause))
+        except codec.DecodeLimitExceeded as exc:
+            raise ValueError(
+                f"the value for key {key!r} cannot be stored: {exc} (nothing was written)"
+            ) from None
         except Exception:
             raise ValueError(
                 f"the value for key {key!r} is not a value encoded by corral.codec "
                 "(nothing was written)"
             ) from None
-        return self._sized(key, data)
+        return data
 
     def _sized(self, key: str, data: bytes) -> bytes:
         if len(data) > self._max_value_bytes:
