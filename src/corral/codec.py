@@ -394,6 +394,8 @@ class Pacing:
 
     def extension(self, depth: int, code: int, data: bytes) -> Any:
         self.built(None)
+        if len(data) > _AT_ONCE:  # each level of nesting copies and decodes its payload
+            self.pause()
         return _ext_hook(depth, self, code, data)
 
     def unpack(self, data: bytes, depth: int | None) -> Any:
