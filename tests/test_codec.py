@@ -578,10 +578,18 @@ def test_a_paced_decode_pauses_every_few_hundred_containers() -> None:
     assert len(pauses) >= 40_000 // 256
 
 
-def test_short_bytes_are_decoded_at_once_even_when_paced() -> None:
+def test_short_values_are_decoded_at_once_and_pause_between_every_few_kib() -> None:
+    # A set_many's values, say: each too short to pause in, but a thousand of them
+    # add up; each is decoded whole, with a pause between them every 4 KiB or so.
     pacing, pauses = counted_pauses()
-    assert codec.decode(codec.encode([[1], [2]]), pacing=pacing) == [[1], [2]]
-    assert len(pauses) == 1  # before it began
+    value = [[1], {"a": (2,)}, "x" * 90]
+    data = codec.encode(value)
+    assert codec.decode(data, pacing=pacing) == value
+    assert pauses == []
+    for _ in range(1000):
+        assert codec.decode(data, pacing=pacing) == value
+    decoded = 1001 * len(data)
+    assert decoded // 8192 <= len(pauses) <= decoded // 4096
 
 
 def test_paced_decodes_sharing_a_pacing_share_the_container_budget() -> None:

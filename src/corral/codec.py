@@ -362,18 +362,22 @@ def _unpack(data: bytes, depth: int, pacing: Pacing | None) -> Any:
 class Pacing:
     """A paced decode's pause and container budget; decodes that share one share both.
 
-    ``pause`` is called before each decode and then after every few hundred containers
-    built; it may suspend the decode there (``corral.db.bridge.pause`` does, inside a
-    greenlet), so that the caller's other work runs meanwhile. Together the decodes
-    build at most ``MAX_CONTAINERS``: the host gives a tool call's arguments one budget.
+    ``pause`` is called after every few hundred containers built, and between short
+    decodes every few KiB; it may suspend the decode there (``corral.db.bridge.pause``
+    does, inside a greenlet), so that the caller's other work runs meanwhile. Together
+    the decodes build at most ``MAX_CONTAINERS`` (counted in those over ``_AT_ONCE``
+    bytes: a shorter one builds no more than its bytes, and is done within a
+    millisecond). The host gives a tool call's arguments one, and the store the values
+    of one ``set_many``.
     """
 
-    __slots__ = ("_left", "_pause", "_until_pause")
+    __slots__ = ("_left", "_pause", "_unpaused_bytes", "_until_pause")
 
     def __init__(self, pause: Callable[[], None]) -> None:
         self._pause = pause
         self._left = MAX_CONTAINERS
         self._until_pause = _PAUSE_EVERY
+        self._unpaused_bytes = 0
 
     def built(self, container: Any) -> Any:
         self._left -= 1
@@ -390,7 +394,15 @@ class Pacing:
     def pause(self) -> None:
         """Let the caller's ``pause`` suspend the decode here."""
         self._until_pause = _PAUSE_EVERY
+        self._unpaused_bytes = 0
         self._pause()
+
+    def at_once(self, data: bytes) -> Any:
+        """``data``, short, decoded without hooks; a pause after every few KiB of such."""
+        self._unpaused_bytes += len(data)
+        if self._unpaused_bytes > _AT_ONCE:
+            self.pause()
+        return _unpack(data, 0, None)
 
     def extension(self, depth: int, code: int, data: bytes) -> Any:
         self.built(None)
@@ -519,5 +531,7 @@ def decode(data: bytes, *, pacing: Pacing | None = None) -> Any:
     """
     if pacing is None:
         return _unpack(data, 0, None)
+    if len(data) <= _AT_ONCE:
+        return pacing.at_once(data)
     pacing.pause()
-    return _unpack(data, 0, None if len(data) <= _AT_ONCE else pacing)
+    return _unpack(data, 0, pacing)
