@@ -530,7 +530,7 @@ def decode(data: bytes, *, pacing: Pacing | None = None) -> Any:
     a few KiB are decoded at once all the same, which takes a millisecond at most.
     """
     if pacing is None:
-        return _unpack(data, 0, None)
+        return msgpack.unpackb(data, raw=False, ext_hook=_EXT_HOOKS[0], strict_map_key=True)
     if len(data) <= _AT_ONCE:
         return pacing.at_once(data)
     pacing.pause()

@@ -50,6 +50,7 @@ MAX_CALL_ARGS = 16
 #: event loop running between them (``SandboxProcess._in_steps``); a shorter one at
 #: once, which costs at most a few milliseconds whatever the bytes hold.
 DECODE_AT_ONCE = 8 * 1024
+_BYTES_ONLY = frozenset({bytes})
 _CORES = os.cpu_count() or 1
 _ZYGOTE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
@@ -305,15 +306,15 @@ class SandboxProcess(asyncio.Protocol):
             self._held += messages
 
     def _handle(self, messages: list[list[Any]]) -> None:
-        for i, message in enumerate(messages):
-            try:
+        unhandled = iter(messages)
+        try:
+            for message in unhandled:
                 self._dispatch(message)
-            except protocol.ProtocolError as exc:
-                self._violation(exc)
-                return
-            if self._held is not None:  # that one is being decoded in steps
-                self._held += messages[i + 1 :]
-                return
+                if self._held is not None:  # that one is being decoded in steps
+                    self._held += unhandled
+                    return
+        except protocol.ProtocolError as exc:
+            self._violation(exc)
 
     def _in_steps(self, step: Callable[[], None]) -> None:
         """Run ``step``, which decodes a large frame, so that it cannot hold up the loop.
@@ -488,15 +489,15 @@ class SandboxProcess(asyncio.Protocol):
                 self._failed(message[2], current)
                 current.finished.set_result(None)
             elif type(message[2]) is not bytes or len(message[2]) <= DECODE_AT_ONCE:
-                self._done(message[2], current)
+                self._done(message[2], current, None)
             else:
-                self._in_steps(lambda: self._done(message[2], current, paced=True))
+                self._in_steps(lambda: self._done(message[2], current, _paced()))
         else:
             raise protocol.ProtocolError(f"unexpected {kind!r} message during an execution")
 
-    def _done(self, encoded: Any, current: _Execution, *, paced: bool = False) -> None:
+    def _done(self, encoded: Any, current: _Execution, pacing: codec.Pacing | None) -> None:
         try:
-            current.result.result = codec.decode(encoded, pacing=_pacing(paced))
+            current.result.result = codec.decode(encoded, pacing=pacing)
         except Exception as exc:  # garbage where a value should be
             raise protocol.ProtocolError(
                 f"the result cannot be decoded: {str(exc) or type(exc).__name__}"
@@ -524,7 +525,7 @@ class SandboxProcess(asyncio.Protocol):
             type(op) is not str
             or type(raw_args) is not list
             or len(raw_args) > MAX_CALL_ARGS
-            or not all(type(arg) is bytes for arg in raw_args)
+            or not _BYTES_ONLY.issuperset(map(type, raw_args))
         ):
             raise protocol.ProtocolError(
                 f"a CALL needs an operation name and a list of at most {MAX_CALL_ARGS} "
@@ -541,9 +542,10 @@ class SandboxProcess(asyncio.Protocol):
         elif op == protocol.RUN_INLINE:
             self._reply_value(call_id, None)
         elif sum(map(len, raw_args)) <= DECODE_AT_ONCE:
-            self._perform(call_id, op, raw_args, current)
+            self._perform(call_id, op, raw_args, current, None)
         else:
-            self._in_steps(lambda: self._perform(call_id, op, raw_args, current, paced=True))
+            # One pacing for all the arguments: one container budget.
+            self._in_steps(lambda: self._perform(call_id, op, raw_args, current, _paced()))
 
     def _perform(
         self,
@@ -551,11 +553,9 @@ class SandboxProcess(asyncio.Protocol):
         op: str,
         raw_args: list[bytes],
         current: _Execution,
-        *,
-        paced: bool = False,
+        pacing: codec.Pacing | None,
     ) -> None:
         """Decode the arguments and do the operation; the agent sees any error."""
-        pacing = _pacing(paced)  # one container budget for all the arguments
         try:
             try:
                 args = [codec.decode(arg, pacing=pacing) for arg in raw_args]
@@ -643,9 +643,9 @@ class SandboxProcess(asyncio.Protocol):
         self._killed_for = self._killed_for or result.outcome
 
 
-def _pacing(paced: bool) -> codec.Pacing | None:
+def _paced() -> codec.Pacing:
     """How a frame decoded in steps (``_in_steps``) decodes its values."""
-    return codec.Pacing(bridge.pause) if paced else None
+    return codec.Pacing(bridge.pause)
 
 
 def _no_tools(op: str, args: list[Any]) -> Any:
