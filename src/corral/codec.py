@@ -402,7 +402,7 @@ class Pacing:
         self._unpaused_bytes += len(data)
         if self._unpaused_bytes > _AT_ONCE:
             self.pause()
-        return _unpack(data, 0, None)
+        return msgpack.unpackb(data, raw=False, ext_hook=_EXT_HOOKS[0], strict_map_key=True)
 
     def extension(self, depth: int, code: int, data: bytes) -> Any:
         self.built(None)

@@ -46,10 +46,10 @@ MAX_LOG_LINES = 1000
 MAX_ERROR_MESSAGE = 4096
 #: Arguments a CALL may carry; the SDK's operations take at most four.
 MAX_CALL_ARGS = 16
-#: A frame whose agent values add up to more bytes than this is decoded in steps, the
-#: event loop running between them (``SandboxProcess._in_steps``); a shorter one at
-#: once, which costs at most a few milliseconds whatever the bytes hold.
-DECODE_AT_ONCE = 8 * 1024
+#: Bytes of agent values the host decodes at once in one turn of the event loop (one
+#: read from a process's socket): a few milliseconds at most, whatever they hold. A
+#: frame past that is decoded in steps, the loop running between them (``_in_steps``).
+DECODE_AT_ONCE = 64 * 1024
 _BYTES_ONLY = frozenset({bytes})
 _CORES = os.cpu_count() or 1
 _ZYGOTE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -277,6 +277,8 @@ class SandboxProcess(asyncio.Protocol):
         self._current: _Execution | None = None
         #: Frames that arrived while an earlier one is decoded in steps: they wait their turn.
         self._held: list[list[Any]] | None = None
+        #: Bytes of agent values decoded at once in this turn (see ``DECODE_AT_ONCE``).
+        self._decoded_at_once = 0
         #: The process left something running (a thread) and must not be reused.
         self.wants_retirement = False
 
@@ -306,6 +308,7 @@ class SandboxProcess(asyncio.Protocol):
             self._held += messages
 
     def _handle(self, messages: list[list[Any]]) -> None:
+        self._decoded_at_once = 0
         unhandled = iter(messages)
         try:
             for message in unhandled:
@@ -488,12 +491,17 @@ class SandboxProcess(asyncio.Protocol):
             if kind == protocol.FAIL:
                 self._failed(message[2], current)
                 current.finished.set_result(None)
-            elif type(message[2]) is not bytes or len(message[2]) <= DECODE_AT_ONCE:
+            elif type(message[2]) is not bytes or self._at_once(len(message[2])):
                 self._done(message[2], current, None)
             else:
                 self._in_steps(lambda: self._done(message[2], current, _paced()))
         else:
             raise protocol.ProtocolError(f"unexpected {kind!r} message during an execution")
+
+    def _at_once(self, size: int) -> bool:
+        """Whether ``size`` more bytes may be decoded at once in this turn."""
+        self._decoded_at_once += size
+        return self._decoded_at_once <= DECODE_AT_ONCE
 
     def _done(self, encoded: Any, current: _Execution, pacing: codec.Pacing | None) -> None:
         try:
@@ -541,7 +549,7 @@ class SandboxProcess(asyncio.Protocol):
             )
         elif op == protocol.RUN_INLINE:
             self._reply_value(call_id, None)
-        elif sum(map(len, raw_args)) <= DECODE_AT_ONCE:
+        elif self._at_once(sum(map(len, raw_args))):
             self._perform(call_id, op, raw_args, current, None)
         else:
             # One pacing for all the arguments: one container budget.
