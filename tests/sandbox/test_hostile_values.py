@@ -292,13 +292,14 @@ async def test_a_frame_of_empty_lists_is_decoded_in_steps_beside_another_instanc
 async def test_calls_behind_a_large_one_are_answered_in_the_order_sent(
     zygote: Zygote, attacker_store: Store
 ) -> None:
-    # The set_many frame is large enough to be decoded in steps; the get sent right
-    # behind it waits its turn, so it reads what the set_many wrote.
+    # The set_many frame is large enough to be decoded, and its values checked, in
+    # steps (tens of milliseconds); the get sent right behind it waits its turn, so it
+    # reads what the set_many wrote.
     process = await zygote.spawn(Limits())
-    values = [{"n": i, "items": list(range(50))} for i in range(2_000)]
+    values = [{"n": i, "items": list(range(50))} for i in range(20_000)]
     result = await run(process, store_tools(attacker_store), "set_many_then_get", values)
     assert (result.outcome, result.result) == (Outcome.OK, values[0]), result.error
-    assert await attacker_store.get("k1999") == values[1999]
+    assert await attacker_store.get("k19999") == values[19999]
     await process.close()
 
 
