@@ -10,13 +10,12 @@ payloads we know of, each near the 4 MiB frame limit, and measures for each:
   task that does nothing but yield (``await asyncio.sleep(0)``) and time the gaps.
   It is what another execution's store call can be held up by.
 
-Each payload is decoded two ways: **paced**, as the host decodes a frame whose values
-exceed ``corral.sandbox.host.DECODE_AT_ONCE`` (in a greenlet, ``codec.Pacing`` with
-``bridge.pause``: a turn for the loop every millisecond); and **at once**, a plain
-``codec.decode`` inside one loop callback, which is how the host decoded every frame
-before pacing and still decodes short ones. The last rows are the largest inputs the
-host decodes at once: a frame's envelope up to ``protocol._UNCOUNTED`` bytes, and
-values up to ``DECODE_AT_ONCE`` bytes; their stall bounds what pacing leaves.
+Each payload is decoded two ways: **paced**, as the host decodes frames past
+``corral.sandbox.host.DECODE_AT_ONCE`` bytes of values in one turn of its loop (in a
+greenlet, ``codec.Pacing`` with ``bridge.pause``: a turn for the loop every
+millisecond); and **at once**, a plain ``codec.decode`` inside one loop callback,
+which is how the host decoded every frame before pacing and still decodes the first
+``DECODE_AT_ONCE`` bytes of a turn. The last row is that budget's worst case.
 
 What pacing cannot split is one C call: a run of scalars in one list, one pass over a
 large set's members, and the garbage collector's passes over the containers built so
