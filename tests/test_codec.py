@@ -487,6 +487,130 @@ def test_decoding_a_corrupt_extension_payload_raises_value_error(
         codec.decode(data)
 
 
+# -- decoding what a hostile sender made ----------------------------------------------
+
+#: Python hashes an int modulo this prime, so its multiples all hash to 0.
+HASH_MODULUS = 2**61 - 1
+
+
+def _set_of(code: int, members: list[Any]) -> bytes:
+    """A set (code 3) or frozenset (4) written member by member, as no set could hold
+    them if they were equal: how a hostile process can send one."""
+    return codec._packed(msgpack.ExtType(code, codec._packed(members)))
+
+
+def _nested_tuples(depth: int) -> bytes:
+    data = codec._packed(0)
+    for _ in range(depth):
+        data = codec._packed(msgpack.ExtType(2, b"\x91" + data))
+    return data
+
+
+def counted_pauses() -> tuple[codec.Pacing, list[None]]:
+    calls: list[None] = []
+    return codec.Pacing(lambda: calls.append(None)), calls
+
+
+@pytest.mark.parametrize(
+    ("code", "member"),
+    [(3, lambda n: n), (4, lambda n: n), (4, lambda n: (n, "x"))],
+    ids=["set-of-ints", "frozenset-of-ints", "frozenset-of-tuples"],
+)
+def test_a_set_whose_members_hashes_collide_is_refused_before_it_is_built(
+    code: int, member: Any
+) -> None:
+    # Each member that shares a hash makes every later insertion of that hash compare
+    # against it: 40,000 of them took 13 s to build. A tuple's hash follows its items'.
+    data = _set_of(code, [member(k * HASH_MODULUS) for k in range(40_000)])
+    message = (
+        "a set has 39,999 members whose hash equals another member's; at most 8 may "
+        "(each one makes building the set slower)"
+    )
+    with pytest.raises(codec.DecodeLimitExceeded, match=re.escape(message)):
+        codec.decode(data)
+    with pytest.raises(codec.DecodeLimitExceeded, match=re.escape(message)):
+        codec.decode(data, pacing=counted_pauses()[0])
+
+
+def test_equal_members_written_into_a_set_count_as_collisions_too() -> None:
+    with pytest.raises(codec.DecodeLimitExceeded, match="a set has 9 members whose hash"):
+        codec.decode(_set_of(3, ["same"] * 10))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {-1, -2},  # hash(-1) == hash(-2)
+        frozenset({0.5, 2**60}),  # and so do 0.5 and 2**60
+        {-1, *(k * HASH_MODULUS for k in range(9))},  # eight share one: the most allowed
+    ],
+)
+def test_sets_with_a_few_colliding_members_round_trip(value: Any) -> None:
+    assert_identical(value, round_trip(value))
+
+
+def test_tuples_nested_as_deep_as_encode_writes_decode_and_deeper_is_refused() -> None:
+    deepest = 0
+    for _ in range(codec.MAX_DEPTH):
+        deepest = (deepest,)  # type: ignore[assignment]
+    assert_identical(deepest, round_trip(deepest))
+    assert codec.encode(deepest) == _nested_tuples(codec.MAX_DEPTH)
+    # Each level copies the bytes beneath it: a thousand levels would copy them a
+    # thousand times.
+    with pytest.raises(
+        codec.DecodeLimitExceeded,
+        match=r"^tuples and sets are nested more than 100 deep; flatten the value$",
+    ):
+        codec.decode(_nested_tuples(codec.MAX_DEPTH + 1))
+
+
+@given(values)
+def test_a_paced_decode_gives_the_same_value(value: Any) -> None:
+    # Beside a long string, so that it is too long to be decoded at once.
+    data = codec.encode([value, "x" * 5000])
+    assert_identical([value, "x" * 5000], codec.decode(data, pacing=counted_pauses()[0]))
+
+
+def test_a_paced_decode_pauses_every_few_hundred_containers() -> None:
+    pacing, pauses = counted_pauses()
+    value = [[i, (i,), {"i": i}] for i in range(10_000)]
+    assert_identical(value, codec.decode(codec.encode(value), pacing=pacing))
+    assert len(pauses) >= 40_000 // 256
+
+
+def test_short_values_are_decoded_at_once_and_pause_between_every_few_kib() -> None:
+    # A set_many's values, say: each too short to pause in, but a thousand of them
+    # add up; each is decoded whole, with a pause between them every 4 KiB or so.
+    pacing, pauses = counted_pauses()
+    value = [[1], {"a": (2,)}, "x" * 90]
+    data = codec.encode(value)
+    assert codec.decode(data, pacing=pacing) == value
+    assert pauses == []
+    for _ in range(1000):
+        assert codec.decode(data, pacing=pacing) == value
+    decoded = 1001 * len(data)
+    assert decoded // 8192 <= len(pauses) <= decoded // 4096
+
+
+def test_paced_decodes_sharing_a_pacing_share_the_container_budget() -> None:
+    pacing, _ = counted_pauses()
+    half = msgpack.packb([[]] * (codec.MAX_CONTAINERS // 2))  # and the list around them
+    codec.decode(half, pacing=pacing)
+    message = (
+        "more than 1,048,576 lists, dicts, tuples, sets and other containers; split the "
+        "value across several keys"
+    )
+    with pytest.raises(codec.DecodeLimitExceeded, match=re.escape(message)):
+        codec.decode(half, pacing=pacing)
+    assert len(codec.decode(half, pacing=counted_pauses()[0])) == codec.MAX_CONTAINERS // 2
+
+
+def test_the_fields_of_a_datetime_count_against_the_budget() -> None:
+    payload = msgpack.packb([[]] * codec.MAX_CONTAINERS)
+    with pytest.raises(codec.DecodeLimitExceeded):
+        codec.decode(msgpack.packb(msgpack.ExtType(5, payload)), pacing=counted_pauses()[0])
+
+
 # -- the comparison these tests rely on ------------------------------------------------
 
 

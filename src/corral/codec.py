@@ -18,11 +18,18 @@ the packer refuses (a lone surrogate, an unstorable time zone), takes the
 validating walk, because only the walk knows *where* inside a value an
 unstorable object sits, and an agent author needs that path
 (``value['items'][3]``) to find the mistake.
+
+Decoding is handed bytes a sandboxed process made, so what it costs must follow
+their length, whatever they hold: :func:`decode` refuses, before paying for them,
+a set built so that its members' hashes collide and tuples or sets nested deeper
+than :func:`encode` writes; and, given a :class:`Pacing`, decodes in steps between
+which the caller's other work can run (the limits, and what each bounds, are below).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -31,7 +38,7 @@ from zoneinfo import ZoneInfo
 
 import msgpack
 
-__all__ = ["decode", "encode"]
+__all__ = ["DecodeLimitExceeded", "Pacing", "decode", "encode"]
 
 # Extension type codes. They are part of the on-disk format: never renumber.
 _EXT_BIGINT: Final = 1
@@ -311,45 +318,192 @@ def _pack(obj: Any) -> bytes:
     return packed
 
 
-def _decode_datetime(data: bytes) -> dt.datetime:
-    y, mo, d, h, mi, s, us, fold, tz = msgpack.unpackb(data, raw=False)
+# -- decoding -----------------------------------------------------------------------
+#
+# Decoding may be handed bytes from an untrusted sender (a sandboxed process), so its
+# cost must follow the number of bytes, whatever they hold. msgpack itself is linear;
+# three things here were not. A set whose members all have the same hash takes
+# quadratic time to build (an int's hash is the int modulo 2**61 - 1, so such members
+# are trivial to make, and a tuple's hash follows from its items'). Every extension
+# payload is copied out of its parent's bytes, so nesting tuples N deep copies the
+# innermost bytes N times. And a byte can be a whole container (an empty list): the
+# time and the garbage collector's work go with the containers built, which a paced
+# decode counts.
+
+
+class DecodeLimitExceeded(ValueError):
+    """The bytes would cost more to decode than a value may: see :func:`decode`."""
+
+
+#: Members of one set that may share their hash value with another member. Distinct
+#: values rarely do (-1 and -2, n and n + 2**61 - 1), and each one makes every later
+#: insertion of that hash compare against all of them.
+MAX_SHARED_HASHES: Final = 8
+
+#: Containers (lists, dicts, and values msgpack has no type for: tuples, sets,
+#: datetimes...) paced decodes sharing one :class:`Pacing` may build. A value within
+#: the store's 1 MiB limit cannot hold more; the cap bounds what a larger frame costs
+#: in time and in the garbage collector's passes while it is alive.
+MAX_CONTAINERS: Final = 2**20
+
+# Bytes a paced decode decodes at once, without counting or pausing: at worst one
+# container per byte, a millisecond or so.
+_AT_ONCE: Final = 4096
+# Containers a paced decode builds between two calls of its ``pause``.
+_PAUSE_EVERY: Final = 256
+
+
+def _unpack(data: bytes, depth: int, pacing: Pacing | None) -> Any:
+    if pacing is None:
+        return msgpack.unpackb(data, raw=False, ext_hook=_EXT_HOOKS[depth], strict_map_key=True)
+    return pacing.unpack(data, depth)
+
+
+class Pacing:
+    """A paced decode's pause and container budget; decodes that share one share both.
+
+    ``pause`` is called after every few hundred containers built, and between short
+    decodes every few KiB; it may suspend the decode there (``corral.db.bridge.pause``
+    does, inside a greenlet), so that the caller's other work runs meanwhile. Together
+    the decodes build at most ``MAX_CONTAINERS`` (counted in those over ``_AT_ONCE``
+    bytes: a shorter one builds no more than its bytes, and is done within a
+    millisecond). The host gives a tool call's arguments one, and the store the values
+    of one ``set_many``.
+    """
+
+    __slots__ = ("_left", "_pause", "_unpaused_bytes", "_until_pause")
+
+    def __init__(self, pause: Callable[[], None]) -> None:
+        self._pause = pause
+        self._left = MAX_CONTAINERS
+        self._until_pause = _PAUSE_EVERY
+        self._unpaused_bytes = 0
+
+    def built(self, container: Any) -> Any:
+        self._left -= 1
+        if self._left < 0:
+            raise DecodeLimitExceeded(
+                f"more than {MAX_CONTAINERS:,} lists, dicts, tuples, sets and other "
+                "containers; split the value across several keys"
+            )
+        self._until_pause -= 1
+        if not self._until_pause:
+            self.pause()
+        return container
+
+    def pause(self) -> None:
+        """Let the caller's ``pause`` suspend the decode here."""
+        self._until_pause = _PAUSE_EVERY
+        self._unpaused_bytes = 0
+        self._pause()
+
+    def at_once(self, data: bytes) -> Any:
+        """``data``, short, decoded without hooks; a pause after every few KiB of such."""
+        self._unpaused_bytes += len(data)
+        if self._unpaused_bytes > _AT_ONCE:
+            self.pause()
+        return msgpack.unpackb(data, raw=False, ext_hook=_EXT_HOOKS[0], strict_map_key=True)
+
+    def extension(self, depth: int, code: int, data: bytes) -> Any:
+        self.built(None)
+        if len(data) > _AT_ONCE:  # each level of nesting copies and decodes its payload
+            self.pause()
+        return _ext_hook(depth, self, code, data)
+
+    def unpack(self, data: bytes, depth: int | None) -> Any:
+        """``data`` decoded, its extensions ``depth`` deep; ``None``: it has none."""
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            list_hook=self.built,
+            object_hook=self.built,
+            ext_hook=msgpack.ExtType if depth is None else functools.partial(self.extension, depth),
+        )
+
+
+def _fields(data: bytes, pacing: Pacing | None) -> Any:
+    """The fields a datetime, date, time or timedelta is stored as (never an extension)."""
+    if pacing is None:
+        return msgpack.unpackb(data, raw=False)
+    return pacing.unpack(data, None)
+
+
+def _items(data: bytes, depth: int, pacing: Pacing | None) -> list[Any]:
+    """The items of a tuple, set or frozenset, one level deeper."""
+    if depth >= MAX_DEPTH:
+        raise DecodeLimitExceeded(
+            f"tuples and sets are nested more than {MAX_DEPTH} deep; flatten the value"
+        )
+    items: list[Any] = _unpack(data, depth + 1, pacing)
+    return items
+
+
+def _members(data: bytes, depth: int, pacing: Pacing | None) -> list[Any]:
+    """A set's members, once it is known that building the set takes linear time.
+
+    A paced decode may pause after each of the three passes over a large set's
+    members (decoding, hashing, and then the caller's building the set).
+    """
+    members = _items(data, depth, pacing)
+    if len(members) > MAX_SHARED_HASHES + 1:
+        if pacing is not None:
+            pacing.pause()
+        shared = len(members) - len(set(map(hash, members)))
+        if shared > MAX_SHARED_HASHES:
+            raise DecodeLimitExceeded(
+                f"a set has {shared:,} members whose hash equals another member's; "
+                f"at most {MAX_SHARED_HASHES} may (each one makes building the set slower)"
+            )
+        if pacing is not None:
+            pacing.pause()
+    return members
+
+
+def _decode_datetime(data: bytes, depth: int, pacing: Pacing | None) -> dt.datetime:
+    y, mo, d, h, mi, s, us, fold, tz = _fields(data, pacing)
     return dt.datetime(y, mo, d, h, mi, s, us, tzinfo=_tz_from(tz), fold=fold)
 
 
-def _decode_time(data: bytes) -> dt.time:
-    h, mi, s, us, fold, tz = msgpack.unpackb(data, raw=False)
+def _decode_time(data: bytes, depth: int, pacing: Pacing | None) -> dt.time:
+    h, mi, s, us, fold, tz = _fields(data, pacing)
     return dt.time(h, mi, s, us, tzinfo=_tz_from(tz), fold=fold)
 
 
-def _decode_timedelta(data: bytes) -> dt.timedelta:
-    days, seconds, micros = msgpack.unpackb(data)
+def _decode_timedelta(data: bytes, depth: int, pacing: Pacing | None) -> dt.timedelta:
+    days, seconds, micros = _fields(data, pacing)
     return dt.timedelta(days=days, seconds=seconds, microseconds=micros)
 
 
-_DECODERS: Final[dict[int, Callable[[bytes], Any]]] = {
-    _EXT_BIGINT: lambda b: int.from_bytes(b, "big", signed=True),
-    _EXT_TUPLE: lambda b: tuple(decode(b)),
-    _EXT_SET: lambda b: set(decode(b)),
-    _EXT_FROZENSET: lambda b: frozenset(decode(b)),
+_Decoder = Callable[[bytes, int, "Pacing | None"], Any]
+_DECODERS: Final[dict[int, _Decoder]] = {
+    _EXT_BIGINT: lambda b, _, __: int.from_bytes(b, "big", signed=True),
+    _EXT_TUPLE: lambda b, depth, pacing: tuple(_items(b, depth, pacing)),
+    _EXT_SET: lambda b, depth, pacing: set(_members(b, depth, pacing)),
+    _EXT_FROZENSET: lambda b, depth, pacing: frozenset(_members(b, depth, pacing)),
     _EXT_DATETIME: _decode_datetime,
-    _EXT_DATE: lambda b: dt.date.fromordinal(msgpack.unpackb(b)),
+    _EXT_DATE: lambda b, depth, pacing: dt.date.fromordinal(_fields(b, pacing)),
     _EXT_TIME: _decode_time,
     _EXT_TIMEDELTA: _decode_timedelta,
-    _EXT_DECIMAL: lambda b: Decimal(b.decode()),
-    _EXT_UUID: lambda b: uuid.UUID(bytes=b),
+    _EXT_DECIMAL: lambda b, _, __: Decimal(b.decode()),
+    _EXT_UUID: lambda b, _, __: uuid.UUID(bytes=b),
 }
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
+def _ext_hook(depth: int, pacing: Pacing | None, code: int, data: bytes) -> Any:
     decoder = _DECODERS.get(code)
     if decoder is None:
         raise ValueError(f"corrupt stored value: unknown extension type {code}")
     try:
-        return decoder(data)
+        return decoder(data, depth, pacing)
     except ValueError:
         raise
     except Exception as exc:  # a payload of the wrong shape, whatever exception it causes
         raise ValueError(f"corrupt stored value: bad payload for extension type {code}") from exc
+
+
+# The plain decode's extension hook for each depth: made once, not per decode.
+_EXT_HOOKS: Final = [functools.partial(_ext_hook, depth, None) for depth in range(MAX_DEPTH + 1)]
 
 
 def encode(value: Any, *, path: str = "value") -> bytes:
@@ -363,6 +517,21 @@ def encode(value: Any, *, path: str = "value") -> bytes:
     return _pack(_Encoder().walk(value, (None, path)))
 
 
-def decode(data: bytes) -> Any:
-    """Decode bytes produced by :func:`encode`."""
-    return msgpack.unpackb(data, raw=False, ext_hook=_ext_hook, strict_map_key=True)
+def decode(data: bytes, *, pacing: Pacing | None = None) -> Any:
+    """Decode bytes produced by :func:`encode`; ``ValueError`` if they are not such bytes.
+
+    The time it takes grows with ``len(data)``, never faster, whoever made the bytes:
+    a set with more than ``MAX_SHARED_HASHES`` members whose hash equals another
+    member's, and tuples or sets nested more than ``MAX_DEPTH`` deep (deeper than
+    :func:`encode` writes), raise :class:`DecodeLimitExceeded`.
+
+    ``pacing`` makes the decode *paced*, for bytes from an untrusted sender decoded
+    where other work waits (the host's event loop): see :class:`Pacing`. Bytes up to
+    a few KiB are decoded at once all the same, which takes a millisecond at most.
+    """
+    if pacing is None:
+        return msgpack.unpackb(data, raw=False, ext_hook=_EXT_HOOKS[0], strict_map_key=True)
+    if len(data) <= _AT_ONCE:
+        return pacing.at_once(data)
+    pacing.pause()
+    return _unpack(data, 0, pacing)

@@ -1141,6 +1141,7 @@ def _frame(message: list[Any]) -> bytes:
     return struct.pack(">I", len(body)) + body
 
 
+BAD_CALL = "a CALL needs an operation name and a list of at most 16 encoded arguments"
 HOSTILE_FRAMES = [
     ("garbage msgpack", struct.pack(">I", 5) + b"\xc1" * 5, "frame is not valid msgpack: "),
     ("a 2 GiB length header", struct.pack(">I", 2**31),
@@ -1155,10 +1156,14 @@ HOSTILE_FRAMES = [
     ("fail for another execution",
      _frame(["fail", 998, {"type": "x", "message": "", "traceback": ""}, False]),
      "'fail' for execution 998, not 1"),
-    ("a call with a non-string operation", _frame(["call", 1, 7, []]),
-     "a CALL needs an operation name and an argument list"),
+    ("a call with a non-string operation", _frame(["call", 1, 7, []]), BAD_CALL),
     ("a call with arguments not in a list", _frame(["call", 1, "store.get", "secret"]),
-     "a CALL needs an operation name and an argument list"),
+     BAD_CALL),
+    ("a call with an argument not encoded", _frame(["call", 1, "store.get", ["secret"]]),
+     BAD_CALL),
+    ("a call with 17 arguments", _frame(["call", 1, "store.get", [b"\xc0"] * 17]), BAD_CALL),
+    ("a frame of nested lists", _frame(["call", 1, "store.get", [[[]] * 2000]]),
+     "a frame holds more than 16 lists and maps; agent values travel encoded, as bytes"),
     ("a reply from the child", _frame(["reply", 1, True, codec.encode(None)]),
      "unexpected 'reply' message during an execution"),
     ("ready in mid-execution", _frame(["ready", 1]),

@@ -21,17 +21,26 @@ step makes four such calls (measured: 21 loop iterations a step with a task per
 call and a shield around it). A caller that stops waiting (cancelled) does not
 stop the function: it runs on to its end, so no statement is left half-sent on a
 connection the next call would take.
+
+The same greenlets serve long synchronous work that is not the database's: the
+sandbox host decodes a large frame in one, and :func:`pause` gives the loop a turn
+every millisecond of it, so one agent's large value does not hold up the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import greenlet
 
 _T = TypeVar("_T")
+
+#: How long a function inside :func:`start` may run before :func:`pause` gives the
+#: event loop a turn.
+SLICE_S: Final = 0.001
 
 
 class Bridged(greenlet.greenlet):
@@ -39,6 +48,8 @@ class Bridged(greenlet.greenlet):
     attaches to it (the database session the function's statements use)."""
 
     session: Any = None
+    #: ``time.perf_counter()`` when the function last started or resumed.
+    resumed_at = 0.0
 
 
 def start(
@@ -58,6 +69,7 @@ def start(
         # Whoever runs this (the loop, or a caller's task) is where the function's
         # next wait switches back to.
         child.parent = greenlet.getcurrent()
+        child.resumed_at = time.perf_counter()
         try:
             sent = resume(value)
         except BaseException as exc:
@@ -102,6 +114,25 @@ def wait(awaitable: Awaitable[_T]) -> _T:
         raise RuntimeError("bridge.wait() called outside bridge.start()")
     result: _T = here.parent.switch(awaitable)
     return result
+
+
+def pause() -> None:
+    """Give the event loop a turn if the enclosing :func:`start`'s function has run for
+    ``SLICE_S`` since it last started or waited; outside :func:`start`, nothing.
+
+    Long synchronous work called from such a function (decoding a large value a
+    sandboxed process sent, ``codec.decode(data, pacing=codec.Pacing(pause))``) calls
+    this between its steps, so that everything else on the loop keeps running meanwhile.
+    """
+    here = current()
+    if here is None or time.perf_counter() - here.resumed_at < SLICE_S:
+        return
+    loop = asyncio.get_running_loop()
+
+    def next_turn(resume: Callable[[Any], None]) -> None:
+        loop.call_soon(resume, None)
+
+    wait_armed(next_turn)
 
 
 class _Armed:

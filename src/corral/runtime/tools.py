@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from corral import codec
+from corral.db import bridge
 from corral.runtime.fetch import FetchTool
 from corral.sandbox.host import ToolHandler
 from corral.sdk.http import FETCH_OP
@@ -198,6 +199,8 @@ def _checked_args(args: object) -> bytes:
 
 def _decoded(data: bytes) -> Any:
     try:
-        return codec.decode(data)
+        return codec.decode(data, pacing=codec.Pacing(bridge.pause))
+    except codec.DecodeLimitExceeded as exc:
+        raise ValueError(f"callback arguments cannot be decoded: {exc}") from None
     except Exception:
         raise ValueError("callback arguments must be an encoded list") from None

@@ -26,6 +26,7 @@ from typing import Any
 import msgpack
 
 from corral import codec
+from corral.db import bridge
 from corral.sandbox import protocol
 from corral.sandbox.errors import SandboxError, SandboxUnavailable
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
@@ -46,6 +47,15 @@ AFTER_DONE_CPU_S = 0.02
 #: An idle process is checked for that this long after its result, then at doubling
 #: intervals up to the last: a process computing in secret is stopped within about this.
 _IDLE_CHECKS_S = (0.05, 5.0)
+#: Characters of an error message the agent is sent; the rest is cut.
+MAX_ERROR_MESSAGE = 4096
+#: Arguments a CALL may carry; the SDK's operations take at most four.
+MAX_CALL_ARGS = 16
+#: Bytes of agent values the host decodes at once in one turn of the event loop (one
+#: read from a process's socket): a few milliseconds at most, whatever they hold. A
+#: frame past that is decoded in steps, the loop running between them (``_in_steps``).
+DECODE_AT_ONCE = 64 * 1024
+_BYTES_ONLY = frozenset({bytes})
 _CORES = os.cpu_count() or 1
 _ZYGOTE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
@@ -280,6 +290,10 @@ class SandboxProcess(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._ready: asyncio.Future[None] = _future()
         self._current: _Execution | None = None
+        #: Frames that arrived while an earlier one is decoded in steps: they wait their turn.
+        self._held: list[list[Any]] | None = None
+        #: Bytes of agent values decoded at once in this turn (see ``DECODE_AT_ONCE``).
+        self._decoded_at_once = 0
         #: The process left something running (a thread) and must not be reused.
         self.wants_retirement = False
         # Since its last result: its CPU clock then, that result (amended if the process
@@ -305,10 +319,55 @@ class SandboxProcess(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            for message in self._frames.feed(data):
-                self._dispatch(message)
+            messages = self._frames.feed(data)
         except protocol.ProtocolError as exc:
             self._violation(exc)
+            return
+        if self._held is None:
+            self._handle(messages)
+        else:
+            self._held += messages
+
+    def _handle(self, messages: list[list[Any]]) -> None:
+        self._decoded_at_once = 0
+        unhandled = iter(messages)
+        try:
+            for message in unhandled:
+                self._dispatch(message)
+                if self._held is not None:  # that one is being decoded in steps
+                    self._held += unhandled
+                    return
+        except protocol.ProtocolError as exc:
+            self._violation(exc)
+
+    def _in_steps(self, step: Callable[[], None]) -> None:
+        """Run ``step``, which decodes a large frame, so that it cannot hold up the loop.
+
+        It runs in a greenlet, and its decoding gives the event loop a turn every
+        millisecond (``bridge.pause``): other executions' frames and timers keep being
+        served meanwhile. Until it is over, this process's later frames wait (read no
+        further from its socket), so they are still handled in the order they were sent.
+        """
+
+        def run() -> None:
+            try:
+                step()
+            except protocol.ProtocolError as exc:  # nobody is left to raise it to
+                self._violation(exc)
+
+        over: asyncio.Future[None] = _future()
+        bridge.start(run, None, over, self._steps_over)
+        if not over.done():
+            self._held = []
+            if self._transport is not None:
+                self._transport.pause_reading()
+
+    def _steps_over(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            if self._transport is not None:
+                self._transport.resume_reading()
+            self._handle(held)
 
     def connection_lost(self, exc: Exception | None) -> None:
         hangup = ConnectionResetError("the sandboxed process closed its channel")
@@ -498,6 +557,8 @@ class SandboxProcess(asyncio.Protocol):
     def _violation(self, exc: protocol.ProtocolError) -> None:
         """A broken frame: the execution ends with the error; the process is killed."""
         self._frames = protocol.FrameReader()  # nothing more it sends is trusted
+        if self._held:
+            self._held.clear()
         if self._current is not None and not self._current.finished.done():
             self._current.finished.set_exception(exc)
         else:
@@ -533,34 +594,46 @@ class SandboxProcess(asyncio.Protocol):
                     f"{kind!r} for execution {message[1]!r}, not {current.exec_id}"
                 )
             self.wants_retirement = bool(message[3])
-            if kind == protocol.DONE:
-                self._done(message[2], current)
-            else:
+            if kind == protocol.FAIL:
                 self._failed(message[2], current)
-            current.finished.set_result(None)
+                current.finished.set_result(None)
+            elif (
+                type(message[2]) is not bytes
+                or len(message[2]) > protocol.MAX_RESULT
+                or self._at_once(len(message[2]))
+            ):
+                self._done(message[2], current, None)
+            else:
+                self._in_steps(lambda: self._done(message[2], current, _paced()))
         else:
             raise protocol.ProtocolError(f"unexpected {kind!r} message during an execution")
 
-    @staticmethod
-    def _done(payload: Any, current: _Execution) -> None:
+    def _at_once(self, size: int) -> bool:
+        """Whether ``size`` more bytes may be decoded at once in this turn."""
+        self._decoded_at_once += size
+        return self._decoded_at_once <= DECODE_AT_ONCE
+
+    def _done(self, encoded: Any, current: _Execution, pacing: codec.Pacing | None) -> None:
         result = current.result
-        if isinstance(payload, bytes) and len(payload) > protocol.MAX_RESULT:
+        if type(encoded) is bytes and len(encoded) > protocol.MAX_RESULT:
             # The child refuses these itself; one that sends it anyway gets the same.
             result.outcome = Outcome.ERROR
             result.error = {
                 "type": ResultTooLarge.__name__,
-                "message": f"the return value is {len(payload):,} bytes encoded, over the "
+                "message": f"the return value is {len(encoded):,} bytes encoded, over the "
                 f"{protocol.MAX_RESULT:,}-byte limit of a result: keep large data in "
                 "self.store and return its key",
                 "traceback": "",
             }
-            return
-        try:
-            result.result = codec.decode(payload)
-        except Exception as exc:  # garbage where a value should be
-            raise protocol.ProtocolError(
-                f"the result cannot be decoded: {str(exc) or type(exc).__name__}"
-            ) from None
+        else:
+            try:
+                result.result = codec.decode(encoded, pacing=pacing)
+            except Exception as exc:  # garbage where a value should be
+                raise protocol.ProtocolError(
+                    f"the result cannot be decoded: {str(exc) or type(exc).__name__}"
+                ) from None
+        if not current.finished.done():  # it may have timed out while decoded in steps
+            current.finished.set_result(None)
 
     @staticmethod
     def _failed(error: Any, current: _Execution) -> None:
@@ -581,18 +654,49 @@ class SandboxProcess(asyncio.Protocol):
 
     def _call(self, message: list[Any], current: _Execution) -> None:
         _, call_id, op, raw_args = message
-        if type(op) is not str or type(raw_args) is not list:
-            raise protocol.ProtocolError("a CALL needs an operation name and an argument list")
+        if (
+            type(op) is not str
+            or type(raw_args) is not list
+            or len(raw_args) > MAX_CALL_ARGS
+            or not _BYTES_ONLY.issuperset(map(type, raw_args))
+        ):
+            raise protocol.ProtocolError(
+                f"a CALL needs an operation name and a list of at most {MAX_CALL_ARGS} "
+                "encoded arguments"
+            )
         current.result.requests_used += 1
-        try:
-            if current.result.requests_used > current.limits.requests:
-                raise RequestLimitExceeded(
+        if current.result.requests_used > current.limits.requests:
+            self._reply_error(
+                call_id,
+                RequestLimitExceeded(
                     f"this execution has used its {current.limits.requests}-request budget"
-                )
-            if op == protocol.RUN_INLINE:
-                value = None
-            else:
-                value = current.tools(op, [codec.decode(arg) for arg in raw_args])
+                ),
+            )
+        elif op == protocol.RUN_INLINE:
+            self._reply_value(call_id, None)
+        elif self._at_once(sum(map(len, raw_args))):
+            self._perform(call_id, op, raw_args, current, None)
+        else:
+            # One pacing for all the arguments: one container budget.
+            self._in_steps(lambda: self._perform(call_id, op, raw_args, current, _paced()))
+
+    def _perform(
+        self,
+        call_id: int,
+        op: str,
+        raw_args: list[bytes],
+        current: _Execution,
+        pacing: codec.Pacing | None,
+    ) -> None:
+        """Decode the arguments and do the operation; the agent sees any error."""
+        try:
+            try:
+                args = [codec.decode(arg, pacing=pacing) for arg in raw_args]
+            except ValueError as exc:
+                raise ValueError(f"the arguments of {op!r} cannot be decoded: {exc}") from None
+            if current.finished.done():  # it ended while they were decoded in steps
+                return
+            value = current.tools(op, args)
         except Exception as exc:  # the agent sees the error; the host carries on
             self._reply_error(call_id, exc)
             return
@@ -626,7 +730,10 @@ class SandboxProcess(asyncio.Protocol):
         self._send(reply)
 
     def _reply_error(self, call_id: int, exc: Exception) -> None:
-        error = {"type": wire_name(exc), "message": str(exc)}
+        message = str(exc)
+        if len(message) > MAX_ERROR_MESSAGE:  # one naming a huge argument, say
+            message = f"{message[:MAX_ERROR_MESSAGE]}... ({len(message):,} characters)"
+        error = {"type": wire_name(exc), "message": message}
         self._send([protocol.REPLY, call_id, False, error])
 
     def _send(self, message: list[Any]) -> None:
@@ -667,6 +774,11 @@ class SandboxProcess(asyncio.Protocol):
                 "traceback": "",
             }
         self._killed_for = self._killed_for or result.outcome
+
+
+def _paced() -> codec.Pacing:
+    """How a frame decoded in steps (``_in_steps``) decodes its values."""
+    return codec.Pacing(bridge.pause)
 
 
 def _no_tools(op: str, args: list[Any]) -> Any:

@@ -29,6 +29,12 @@ MAX_LOG_LINES: Final = 1000
 MAX_RESULT: Final = 1024 * 1024
 #: Longest error message or traceback a FAIL carries (each); the rest is cut.
 MAX_ERROR_TEXT: Final = 16 * 1024
+#: Lists and maps a frame may hold. A message holds two at most (its own list, and a
+#: CALL's argument list or a FAIL's error); the agent values inside are bytes, decoded
+#: apart (``corral.codec``). Uncounted, a frame of empty lists is a million per MiB.
+MAX_FRAME_CONTAINERS: Final = 16
+# Frames at most this long cannot hold many containers: they skip the count.
+_UNCOUNTED: Final = 1024
 
 # host -> child
 INVOKE: Final = "invoke"  # [INVOKE, exec_id, spec: dict]
@@ -66,7 +72,15 @@ def pack(message: list[Any]) -> bytes:
 def unpack(body: bytes | bytearray) -> list[Any]:
     """Decode and shape-check one frame body; anything malformed is a ProtocolError."""
     try:
-        message = msgpack.unpackb(body, raw=False, strict_map_key=True)
+        if len(body) <= _UNCOUNTED:
+            message = msgpack.unpackb(body, raw=False, strict_map_key=True)
+        else:
+            count = _ContainerCount()
+            message = msgpack.unpackb(
+                body, raw=False, strict_map_key=True, list_hook=count, object_hook=count
+            )
+    except ProtocolError:
+        raise
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise ProtocolError(f"frame is not valid msgpack: {exc}") from None
     if (
@@ -77,6 +91,22 @@ def unpack(body: bytes | bytearray) -> list[Any]:
     ):
         raise ProtocolError(f"unknown or malformed message: {str(message)[:200]}")
     return message
+
+
+class _ContainerCount:
+    """msgpack's hook for each list and map it builds: refuses the frame past the limit."""
+
+    def __init__(self) -> None:
+        self._left = MAX_FRAME_CONTAINERS
+
+    def __call__(self, container: Any) -> Any:
+        self._left -= 1
+        if self._left < 0:
+            raise ProtocolError(
+                f"a frame holds more than {MAX_FRAME_CONTAINERS} lists and maps; "
+                "agent values travel encoded, as bytes"
+            )
+        return container
 
 
 class FrameReader:

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from corral import codec
+from corral.db import bridge
 from corral.sdk.store import key_list, pair_list
 from corral.state.backend import StoreBackend
 
@@ -129,18 +130,28 @@ class Store:
             raise TypeError(f"{exc} (key {key!r}: nothing was written)") from None
         return self._sized(key, data)
 
-    def _checked(self, key: str, data: object) -> bytes:
-        """Bytes the sandbox encoded: it is trusted for nothing, so they must decode."""
+    def _checked(self, key: str, data: object, pacing: codec.Pacing) -> bytes:
+        """Bytes the sandbox encoded: it is trusted for nothing, so they must decode.
+
+        Their size is checked first, before paying for decoding them; and the decode is
+        paced, so that inside a greenlet (a PostgreSQL call, a large frame from the
+        sandbox) the event loop keeps running while large values are checked.
+        """
         if type(data) is not bytes:
             raise TypeError(f"an encoded value must be bytes, got {type(data).__name__}")
+        self._sized(key, data)
         try:
-            codec.decode(data)
+            codec.decode(data, pacing=pacing)
+        except codec.DecodeLimitExceeded as exc:
+            raise ValueError(
+                f"the value for key {key!r} cannot be stored: {exc} (nothing was written)"
+            ) from None
         except Exception:
             raise ValueError(
                 f"the value for key {key!r} is not a value encoded by corral.codec "
                 "(nothing was written)"
             ) from None
-        return self._sized(key, data)
+        return data
 
     def _sized(self, key: str, data: bytes) -> bytes:
         if len(data) > self._max_value_bytes:
@@ -276,17 +287,19 @@ class Store:
 
     @_operation
     def set_encoded(self, key: str, data: bytes) -> None:
-        self._backend.put(self._scope, key, self._checked(check_key(key), data), None)
+        data = self._checked(check_key(key), data, _pacing())
+        self._backend.put(self._scope, key, data, None)
 
     @_operation
     def set_with_ttl_encoded(self, key: str, data: bytes, ttl_ms: float | timedelta) -> None:
         ms = ttl_to_ms(ttl_ms)
-        data = self._checked(check_key(key), data)
+        data = self._checked(check_key(key), data, _pacing())
         self._backend.put(self._scope, key, data, _deadline(self._now(), ms))
 
     @_operation
     def set_many_encoded(self, pairs: Iterable[tuple[str, bytes]]) -> None:
-        self._put_many(pair_list(pairs), self._checked)
+        pacing = _pacing()  # one for all the values, like the arguments of one call
+        self._put_many(pair_list(pairs), lambda key, data: self._checked(key, data, pacing))
 
     # -- for the sandbox host ---------------------------------------------------
 
@@ -303,6 +316,11 @@ class Store:
         return operation(self, *args)
 
     list = keys  # the seeds' name for keys(); defined last so it never shadows the builtin
+
+
+def _pacing() -> codec.Pacing:
+    """How the values a sandboxed agent stores are decoded to check them (``_checked``)."""
+    return codec.Pacing(bridge.pause)
 
 
 def _matchable(prefix: object) -> bool:
