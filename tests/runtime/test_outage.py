@@ -206,7 +206,7 @@ class Patient(Agent):
                 await self.set("beat", 1)
             except DatabaseUnavailable as exc:
                 return f"{type(exc).__name__}: {exc}"
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # its 1,000 requests last 50 s, however slow the cut
 
     def ping(self):
         return "pong"
@@ -256,11 +256,14 @@ async def test_an_agents_store_call_in_an_outage_fails_with_a_clear_error(
             await until(lambda: store.has("started"), "the execution started")
             cut()
 
-            async def waiting_it_out() -> bool:
+            async def seen_by_the_agent() -> bool:
+                # Until the execution has ended (its agent caught the error) and the
+                # worker waits the outage out: a cut shorter than the agent's pause
+                # between writes would otherwise pass unnoticed by the agent.
                 assert not runner.done(), runner
-                return runtime.executor.outage.down
+                return runtime.executor.outage.down and runtime.executor.pool.running == 0
 
-            await until(waiting_it_out, "the worker saw the outage")
+            await until(seen_by_the_agent, "the agent saw the outage")
             restore()
 
             async def recorded() -> list[dict[str, Any]]:

@@ -61,6 +61,8 @@ class SandboxPool:
         self.max_executions = max_executions
         self.strict = strict
         self.spawned = 0
+        #: Executions under way now (a worker's sandboxes are busy with this many).
+        self.running = 0
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -83,6 +85,7 @@ class SandboxPool:
         returns (a process retired at once is closed here) or at any time after.
         """
         entry = await self._checkout(instance, version, limits)
+        self.running += 1
         try:
             result = await entry.process.execute(
                 code, method, args, limits, tools, strict=self.strict, on_overrun=on_overrun
@@ -90,6 +93,8 @@ class SandboxPool:
         except BaseException:
             await self._retire(entry)
             raise
+        finally:
+            self.running -= 1
         entry.busy = False
         entry.last_used = time.monotonic()
         worn_out = entry.process.executions >= self.max_executions
