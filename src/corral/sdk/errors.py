@@ -35,6 +35,11 @@ class ResponseTooLarge(FetchError):
     """The response body is over the size a fetch may bring into the sandbox."""
 
 
+class QuotaExceeded(CorralError):
+    """A write would take the instance over one of its quotas (its store's bytes or
+    keys, its pending tasks, its callbacks); nothing of it was written."""
+
+
 class AgentDefinitionError(CorralError):
     """The agent's code cannot be loaded: no Agent class, several, or a syntax error."""
 
@@ -61,6 +66,7 @@ WIRE_EXCEPTIONS: dict[str, type[BaseException]] = {
         FetchError,
         FetchTimeout,
         ResponseTooLarge,
+        QuotaExceeded,
         AgentDefinitionError,
         UnknownMethod,
     )
