@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from corral import codec
 from corral.db.raw import Database
+from corral.quotas import Quotas
 from corral.runtime.declared import Declared, declared
 from corral.runtime.fetch import FetchConfig, Fetcher
 from corral.runtime.history import History
@@ -101,6 +102,14 @@ class RuntimeConfig:
     backoff: Backoff = field(default_factory=Backoff)
     #: Added to an execution's timeout for its lease: time to record and settle it.
     lease_grace_s: float = 15.0
+    #: What each instance may keep: store bytes and keys, pending tasks, callbacks.
+    quotas: Quotas = field(default_factory=Quotas)
+
+    @classmethod
+    def from_environment(cls) -> RuntimeConfig:
+        """What a worker started from the command line runs with: the defaults, with
+        the quotas of ``CORRAL_QUOTAS_*`` (``QuotaConfigError`` for a bad one)."""
+        return cls(quotas=Quotas.from_environment())
 
 
 class Executor:
@@ -267,7 +276,7 @@ class Executor:
             return None
         limits = rules.limits
         tools = InstanceTools(
-            Store(self._backend, instance.id, clock=self.clock),
+            Store(self._backend, instance.id, clock=self.clock, quotas=self.config.quotas),
             self.queue,
             self.callbacks,
             self.fetcher.bind(instance.id, rules.network, time_left_s=limits.timeout_s),
@@ -275,6 +284,7 @@ class Executor:
             class_name=version.description["class"],
             methods=version.methods,
             clock=self.clock,
+            quotas=self.config.quotas,
             on_enqueue=self._on_enqueue,
             hand_off=self.hand_off,
         )
