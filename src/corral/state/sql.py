@@ -4,7 +4,8 @@ Every operation is one statement or one short transaction, so it is atomic on
 both databases without application-level locking: upserts use ``ON CONFLICT``,
 batches run in one transaction, and a lock is a single conditional upsert that
 only succeeds when no live lease exists. The SQL is the same on both databases
-apart from the placeholder style, and from a single write's quota check.
+apart from the placeholder style, batches (on PostgreSQL one statement over
+arrays, see ``_PUT_ARRAYS``) and a single write's quota check.
 
 Each scope's usage is kept by triggers on ``state`` (migration 0006), in the
 statement that changes a row. A write with a quota is checked against it: on
@@ -232,7 +233,7 @@ class SqlBackend:
         if not items:
             return
         with self._transaction(write=True) as cur:
-            before = None if quotas is None else self._used(cur, scope)
+            before = self._used(cur, scope) if quotas is not None else (0, 0)
             if self._postgres:
                 keys, values = [key for key, _ in items], [value for _, value in items]
                 self._execute(cur, _PUT_ARRAYS, {"scope": scope, "keys": keys, "values": values})
@@ -240,7 +241,7 @@ class SqlBackend:
                 for chunk in _chunks(items, _ROWS):
                     params = [field for key, value in chunk for field in (scope, key, value)]
                     cur.execute(_put_rows(len(chunk)), params)
-            if quotas is not None and before is not None:
+            if quotas is not None:
                 # Raised inside the transaction: it rolls back, nothing written.
                 check_store(quotas, before=before, after=self._used(cur, scope))
 
