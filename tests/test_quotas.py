@@ -69,6 +69,16 @@ def test_a_bad_setting_names_its_variable_and_what_it_takes(
     assert str(raised.value) == message
 
 
+def test_a_misspelt_quota_variable_is_not_ignored() -> None:
+    with pytest.raises(QuotaConfigError) as raised:
+        Quotas.from_environment({"CORRAL_QUOTAS_STORE_BYTE": "1MiB", "CORRAL_QUOTAS_X": "1"})
+    assert str(raised.value) == (
+        "CORRAL_QUOTAS_STORE_BYTE, CORRAL_QUOTAS_X: no such quota; the quotas are "
+        "CORRAL_QUOTAS_STORE_BYTES, CORRAL_QUOTAS_STORE_KEYS, CORRAL_QUOTAS_PENDING_TASKS, "
+        "CORRAL_QUOTAS_CALLBACKS"
+    )
+
+
 def test_a_quota_given_in_code_must_be_a_positive_whole_number() -> None:
     with pytest.raises(QuotaConfigError, match=r"the callbacks quota must be a whole number"):
         Quotas(callbacks=0)

@@ -30,11 +30,11 @@ MAX_QUOTA = 2**62
 
 _ENV_PREFIX = "CORRAL_QUOTAS_"
 _UNITS = {"": 1, "kib": KiB, "mib": MiB, "gib": GiB}
-_AMOUNT = re.compile(r"\s*(\d[\d_]*)\s*([kmg]ib)?\s*", re.IGNORECASE)
+_AMOUNT = re.compile(r"\s*(\d+(?:_\d+)*)\s*([kmg]ib)?\s*", re.IGNORECASE)
 
 
 class QuotaConfigError(ValueError):
-    """A quota's configured value is not a positive whole number in range."""
+    """A quota's setting is not a whole number in range, or names no quota."""
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,18 @@ class Quotas:
         ``CORRAL_QUOTAS_STORE_BYTES`` takes a ``KiB``, ``MiB`` or ``GiB`` suffix.
         """
         env = os.environ if environ is None else environ
+        known = {_ENV_PREFIX + quota.name.upper(): quota.name for quota in fields(cls)}
+        if unknown := sorted(
+            name for name in env if name.startswith(_ENV_PREFIX) and name not in known
+        ):
+            raise QuotaConfigError(
+                f"{', '.join(unknown)}: no such quota; the quotas are {', '.join(known)}"
+            )
         values: dict[str, int] = {}
-        for quota in fields(cls):
-            variable = _ENV_PREFIX + quota.name.upper()
+        for variable, name in known.items():
             raw = env.get(variable, "")
             if raw.strip():
-                values[quota.name] = _amount(variable, raw, sized=quota.name == "store_bytes")
+                values[name] = _amount(variable, raw, sized=name == "store_bytes")
         return cls(**values)
 
 
@@ -119,6 +125,7 @@ def store_exceeded(quotas: Quotas, *, bytes_after: int, keys_after: int) -> Quot
 
 
 def tasks_exceeded(quotas: Quotas, pending: int) -> QuotaExceeded:
+    """The error for a new pending task when the instance already has ``pending``."""
     return QuotaExceeded(
         f"this instance has {pending:,} pending tasks (queued or scheduled, not yet running), "
         f"and its quota is {quotas.pending_tasks:,}: cancel some or let them run before "
@@ -127,6 +134,7 @@ def tasks_exceeded(quotas: Quotas, pending: int) -> QuotaExceeded:
 
 
 def callbacks_exceeded(quotas: Quotas, made: int) -> QuotaExceeded:
+    """The error for a new callback when the instance already has ``made``."""
     return QuotaExceeded(
         f"this instance has {made:,} callbacks, and its quota is {quotas.callbacks:,}: "
         "delete those it no longer needs (delete_callback) before making more "
