@@ -84,12 +84,18 @@ class MemoryBackend:
         quotas: Quotas | None = None,
     ) -> None:
         s = self._scope(scope)
-        old = s.rows.get(key)
-        grown = _size(key, value) - (0 if old is None else _size(key, old[0]))
+        grown = self._grown(s, key, value)
         if quotas is not None:
             before = (s.bytes, s.keys)
-            check_store(quotas, before=before, after=(s.bytes + grown, s.keys + (old is None)))
+            after = (s.bytes + grown, s.keys + (key not in s.rows))
+            check_store(quotas, before=before, after=after)
         self._write(s, key, value, expires_at, grown)
+
+    @staticmethod
+    def _grown(s: _Scope, key: str, value: bytes) -> int:
+        """How many bytes writing ``value`` at ``key`` adds to the scope (or removes)."""
+        old = s.rows.get(key)
+        return len(value) - len(old[0]) if old is not None else len(key.encode()) + len(value)
 
     @staticmethod
     def _write(s: _Scope, key: str, value: bytes, expires_at: int | None, grown: int) -> None:
@@ -103,10 +109,7 @@ class MemoryBackend:
         self, scope: str, items: Sequence[tuple[str, bytes]], quotas: Quotas | None = None
     ) -> None:
         s = self._scope(scope)
-        grown = [
-            _size(key, value) - (0 if (old := s.rows.get(key)) is None else _size(key, old[0]))
-            for key, value in items
-        ]
+        grown = [self._grown(s, key, value) for key, value in items]
         if quotas is not None:
             added = sum(key not in s.rows for key, _ in items)
             after = (s.bytes + sum(grown), s.keys + added)

@@ -15,7 +15,8 @@ writer at a time, so nothing changes between the read and the write); on
 PostgreSQL by the trigger, after its own update of the usage row, which holds
 that row's lock until the commit: two writers of one scope at once take turns
 there, and the second sees the first's bytes. A batch compares the usage before
-and after it, inside its transaction.
+and after it, inside its transaction (on PostgreSQL it is counted once, as a
+statement marked a batch, not row by row).
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ _PUT_ARRAYS = (
     "ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value, expires_at = NULL"
 )
 _DELETE_ANY = "DELETE FROM state WHERE scope = :scope AND key = ANY(:keys)"
+# The batch's rows are then counted once, together, not one by one (migration 0006).
+_BATCH = "SELECT set_config('corral.batch', 'on', true)"
 _DELETE_ALL = "DELETE FROM state WHERE scope = :scope"
 _RANGE = f"scope = :scope AND key >= :prefix AND {_LIVE}"
 _KEYS = f"SELECT key FROM state WHERE {_RANGE} ORDER BY key"
@@ -236,6 +239,7 @@ class SqlBackend:
             before = self._used(cur, scope) if quotas is not None else (0, 0)
             if self._postgres:
                 keys, values = [key for key, _ in items], [value for _, value in items]
+                self._execute(cur, _BATCH)
                 self._execute(cur, _PUT_ARRAYS, {"scope": scope, "keys": keys, "values": values})
             else:
                 for chunk in _chunks(items, _ROWS):
