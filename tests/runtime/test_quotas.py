@@ -56,10 +56,12 @@ class Hoarder(Agent):
         queued = 0
         try:
             for i in range(count):
-                if i % 2:
+                if i % 3 == 0:
+                    await self.run_task(self.noop, run_at=later)
+                elif i % 3 == 1:
                     await self.schedule_task(f"key-{i}", self.noop, later)
                 else:
-                    await self.run_task(self.noop, run_at=later)
+                    await self.schedule_recurring(f"every-{i}", self.noop, 60_000)
                 queued += 1
         except QuotaExceeded as exc:
             return [queued, str(exc)]
@@ -67,8 +69,10 @@ class Hoarder(Agent):
 
     async def make_room(self):
         later = datetime.now(UTC) + LATER
-        await self.schedule_task("key-1", self.noop, later + LATER)  # a key it has: no new task
-        await self.cancel_scheduled_task("key-3")
+        # Keys it has: replacing their tasks adds none.
+        await self.schedule_task("key-1", self.noop, later + LATER)
+        await self.schedule_recurring("every-2", self.noop, 120_000)
+        await self.cancel_scheduled_task("key-4")
         await self.run_task(self.noop, run_at=later)
         return "queued"
 
@@ -171,7 +175,7 @@ async def test_an_agent_queueing_past_its_pending_tasks_quota_is_refused(
     ]
     pending = runtime.tasks(instance)
     assert len(pending) == 5
-    assert sorted(t.key for t in pending if t.key) == ["key-1", "key-3"]
+    assert sorted(t.key for t in pending if t.key) == ["every-2", "key-1", "key-4"]
 
     # Replacing a schedule it has adds nothing; after a cancel, there is room again.
     record = await execute(runtime, instance, "make_room")
