@@ -17,13 +17,17 @@ sequential awaits (one execution, no concurrency):
   and one ``keys('')`` over the whole scope;
 - ``get_many`` and ``set_many`` of 1,000 random existing keys.
 
+The store has the default quotas (64 MiB, 100,000 keys) as an execution's store
+has, so each write also pays its quota check; ``--no-quotas`` measures the store
+as host-side code opens it, without (every write still keeps its scope's usage).
+
 It also times the value codec alone (encode and decode of the same small dict),
 since every get and set pays it. The machine has 2 noisy cores, so every figure
 is the median of several runs, each sized to take a fixed time, with the
 spread (min-max) beside it.
 
 Run: ``.venv/bin/python bench/store.py [--backends memory,sqlite,postgres]
-[--keys 100000] [--quick]``. Progress goes to stderr, the table to stdout.
+[--keys 100000] [--quick] [--no-quotas]``. Progress goes to stderr, the table to stdout.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from corral import codec
+from corral.quotas import Quotas
 from corral.state import Store, StoreBackend, close_backends, open_backend
 from tables import DASH, compact, ms, progress, render
 
@@ -361,9 +366,9 @@ async def check(store: Store, space: Keyspace) -> None:
 
 
 async def bench_backend(
-    label: str, backend: StoreBackend, space: Keyspace, plan: Plan
+    label: str, backend: StoreBackend, space: Keyspace, plan: Plan, quotas: Quotas | None
 ) -> dict[str, Measurement]:
-    store = Store(backend, SCOPE)
+    store = Store(backend, SCOPE, quotas=quotas)
     progress(f"[{label}] loading {space.size:,} keys ...")
     await load(store, space, label)
     await check(store, space)
@@ -406,7 +411,8 @@ async def run(args: argparse.Namespace, space: Keyspace, plan: Plan) -> Results:
     for name in args.backends:
         try:
             with open_target(name, args, results.notes) as backend:
-                results.ops[name] = await bench_backend(name, backend, space, plan)
+                quotas = None if args.no_quotas else Quotas()
+                results.ops[name] = await bench_backend(name, backend, space, plan, quotas)
         except Skipped as exc:
             results.skipped[name] = str(exc)
             progress(f"[{name}] skipped: {exc}")
@@ -467,8 +473,10 @@ def report(results: Results, args: argparse.Namespace, space: Keyspace, plan: Pl
     lines = [
         "Corral store benchmark: host-side, async Store API, one asyncio loop, sequential "
         "awaits (per execution)",
-        f"{space.size:,} keys in the scope; each figure is the median of {plan.runs} runs "
-        f"of ~{plan.seconds:g} s each, with (min{DASH}max) beside it",
+        f"{space.size:,} keys in the scope, "
+        + ("no quotas" if args.no_quotas else "the default quotas (an execution's store)")
+        + f"; each figure is the median of {plan.runs} runs of ~{plan.seconds:g} s each, "
+        f"with (min{DASH}max) beside it",
         f"Python {platform.python_version()}, SQLAlchemy {sa.__version__}, "
         f"SQLite {sqlite3.sqlite_version}, {platform.machine()}, "
         f"{os.cpu_count()} CPUs" + "".join(f"; {n}" for n in results.notes),
@@ -501,6 +509,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--keys", type=int, help="keys in the scope (default 100,000; 10,000 with --quick)"
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer keys and runs")
+    parser.add_argument(
+        "--no-quotas", action="store_true", help="a store without quotas (host-side code's)"
+    )
     parser.add_argument("--runs", type=int, help="repetitions per figure (default 5; 3 quick)")
     parser.add_argument(
         "--postgres-url",

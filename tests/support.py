@@ -94,6 +94,7 @@ def unique_scope(label: str = "scope") -> str:
 #: Every table Corral keeps data in (the migrations' own bookkeeping aside).
 TABLES = (
     "state",
+    "state_usage",  # after "state": its triggers keep this table
     "state_locks",
     "agents",
     "versions",

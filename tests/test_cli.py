@@ -61,9 +61,11 @@ def test_state_ls_and_get_show_values_with_their_types(db: str) -> None:
     code, out, _ = corral("--db", db, "state", "get", "inst-1", "other", "--json")
     assert (code, json.loads(out)) == (0, None)  # a stored None is present, not missing
 
-    code, out, _ = corral("--db", db, "state", "ls", "inst-1")
+    code, out, _ = corral("--db", db, "state", "ls", "inst-1", "--prefix", "cfg:")
     assert code == 0
-    assert "3 key(s)" in out
+    used = asyncio.run(store.usage())
+    assert used[1] == 3
+    assert f"2 key(s); the store holds 3, {used[0]:,} bytes" in out
 
 
 def test_state_get_missing_key_exits_1_with_a_message(db: str) -> None:
@@ -128,6 +130,39 @@ def test_exec_without_an_agent_class_says_so(tmp_path: Path) -> None:
     assert code == 1
     assert json.loads(out)["error"]["message"] == (
         "the agent code must define exactly one Agent (or Twist) class; found none"
+    )
+
+
+def test_exec_holds_the_agent_to_the_quotas_of_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = tmp_path / "keys.py"
+    agent.write_text(
+        "from corral.sdk import Agent\nclass A(Agent):\n    async def f(self):\n"
+        "        for key in 'abc':\n            await self.set(key, 1)\n"
+    )
+    monkeypatch.setenv("CORRAL_QUOTAS_STORE_KEYS", "2")
+    code, out, _ = corral("exec", str(agent), "f", "--json")
+    assert code == 1
+    assert json.loads(out)["error"]["type"] == "QuotaExceeded"
+    assert json.loads(out)["error"]["message"] == (
+        "this instance's store would hold 3 keys, over its 2-key quota: delete keys or store "
+        "less (nothing was written)"
+    )
+
+
+@pytest.mark.parametrize("command", [["worker", "--until-idle"], ["dev", "."], ["exec", "x", "f"]])
+def test_a_bad_quota_in_the_environment_is_one_clear_line(
+    db: str, command: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "x").write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CORRAL_QUOTAS_STORE_BYTES", "lots")
+    code, out, err = corral("--db", db, *command)
+    assert (code, out) == (1, "")
+    assert err == (
+        "Error: CORRAL_QUOTAS_STORE_BYTES must be a whole number of bytes, or of KiB, MiB or "
+        "GiB (64MiB), got 'lots'\n"
     )
 
 

@@ -19,10 +19,11 @@ from rich.console import Console
 from rich.table import Table
 
 from corral import __version__
-from corral.cli_dev import dev
+from corral.cli_dev import dev, runtime_config
 from corral.cli_runtime import COMMANDS, run_examples
 from corral.db import DatabaseURLError, SchemaOutOfDate, create_engine, resolve_url, upgrade
 from corral.db.engine import DEFAULT_URL, URL_ENV
+from corral.quotas import Quotas
 from corral.runtime.once import run_once
 from corral.runtime.records import ExecutionRecord
 from corral.sandbox.errors import SandboxUnavailable
@@ -39,9 +40,9 @@ class Context:
         self.explicit_url = db
         self.url = resolve_url(db)
 
-    def store(self, scope: str) -> Store:
+    def store(self, scope: str, quotas: Quotas | None = None) -> Store:
         try:
-            return open_store(self.url, scope)
+            return open_store(self.url, scope, quotas=quotas)
         except (DatabaseURLError, SchemaOutOfDate) as exc:
             raise click.ClickException(str(exc)) from None
 
@@ -88,7 +89,8 @@ def state() -> None:
 @click.pass_obj
 def state_ls(obj: Context, instance: str, prefix: str, as_json: bool) -> None:
     """List the live keys of INSTANCE, ascending, with their values."""
-    entries = asyncio.run(obj.store(instance).list_entries(prefix))
+    store = obj.store(instance)
+    entries = asyncio.run(store.list_entries(prefix))
     if as_json:
         _print_json([{"key": key, "value": to_tagged(value)} for key, value in entries])
         return
@@ -97,7 +99,9 @@ def state_ls(obj: Context, instance: str, prefix: str, as_json: bool) -> None:
     for key, value in entries:
         table.add_row(key, json.dumps(to_tagged(value), ensure_ascii=False))
     console.print(table)
-    console.print(f"{len(entries)} key(s)")
+    used_bytes, used_keys = asyncio.run(store.usage())
+    # The quotas' measure of the whole store (expired keys count until swept).
+    console.print(f"{len(entries)} key(s); the store holds {used_keys:,}, {used_bytes:,} bytes")
 
 
 @state.command("get")
@@ -190,7 +194,12 @@ def exec_(
             args.append(json.loads(raw))
         except json.JSONDecodeError as exc:
             raise click.BadParameter(f"argument {i} is not JSON ({exc}): {raw!r}") from None
-    store = obj.store(instance) if obj.explicit_url else open_store(None, instance)
+    # The agent's writes are held to the quotas a worker would hold them to.
+    quotas = runtime_config().quotas
+    if obj.explicit_url:
+        store = obj.store(instance, quotas)
+    else:
+        store = open_store(None, instance, quotas=quotas)
     code = path.read_text()
     try:
         record = asyncio.run(

@@ -20,6 +20,8 @@ from rich.console import Console
 
 from corral.db import DatabaseURLError, SchemaOutOfDate
 from corral.db.raw import open_database
+from corral.quotas import QuotaConfigError
+from corral.runtime.executor import RuntimeConfig
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import Registry
 from corral.runtime.reloader import Deleted, Deployment, Reload, Reloader
@@ -29,6 +31,15 @@ from corral.tasks.queue import TaskQueue
 
 # Never wrapped: piped to a file, a pager or a test, each event stays one line.
 console = Console(soft_wrap=True, highlight=False)
+
+
+def runtime_config() -> RuntimeConfig:
+    """The configuration of a command that runs agents (``corral dev``, ``worker``,
+    ``exec``), from the environment; a bad value is one clear line, no traceback."""
+    try:
+        return RuntimeConfig.from_environment()
+    except QuotaConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def print_execution(record: ExecutionRecord) -> None:
@@ -128,9 +139,10 @@ def dev(obj: Any, path: Path, priority: str, insecure_sandbox: bool) -> None:
 
 def develop(url: str, path: Path, *, priority: str = "default", insecure: bool = False) -> None:
     """Run ``corral dev`` on PATH until Ctrl-C or SIGTERM."""
+    config = runtime_config()
     console.print(f"Corral: database {url}", markup=False)
     try:
-        asyncio.run(_Session(url, path, priority=priority, insecure=insecure).run())
+        asyncio.run(_Session(url, path, config, priority=priority, insecure=insecure).run())
     except (DatabaseURLError, SchemaOutOfDate, SandboxUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
@@ -139,9 +151,12 @@ def develop(url: str, path: Path, *, priority: str = "default", insecure: bool =
 
 
 class _Session:
-    def __init__(self, url: str, path: Path, *, priority: str, insecure: bool) -> None:
+    def __init__(
+        self, url: str, path: Path, config: RuntimeConfig, *, priority: str, insecure: bool
+    ) -> None:
         self.url = url
         self.path = path
+        self.config = config
         self.priority = priority
         self.insecure = insecure
         self._signals = 0
@@ -154,7 +169,10 @@ class _Session:
             loop.add_signal_handler(signum, self._on_signal)
         database = open_database(self.url)
         worker = self._worker = Worker(
-            database, options=WorkerOptions(insecure=self.insecure), on_record=print_execution
+            database,
+            options=WorkerOptions(insecure=self.insecure),
+            config=self.config,
+            on_record=print_execution,
         )
         # Signals cancel this task, never run() itself: closing the worker below
         # (its sandbox processes, its zygote) is never interrupted.

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from corral import codec
-from corral.cli_dev import develop
+from corral.cli_dev import develop, runtime_config
 from corral.db import DatabaseURLError, SchemaOutOfDate
 from corral.db.errors import DATABASE_ERRORS, gist, unavailable
 from corral.db.raw import Database, open_database
@@ -275,9 +275,10 @@ def worker(
     if cpu is not None:
         click.echo(f"pinned to CPU {pin_to_cpu(cpu)}", err=True)
     options = WorkerOptions(concurrency=concurrency, insecure=insecure_sandbox)
+    config = runtime_config()
 
     async def serve() -> int:
-        runner = Worker(_database(obj.url), options=options)
+        runner = Worker(_database(obj.url), options=options, config=config)
         try:
             await runner.run(until_idle=until_idle)
         finally:

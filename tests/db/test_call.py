@@ -232,3 +232,26 @@ async def test_a_statement_prepared_before_a_migration_changed_its_rows_still_ru
         return before, database.fetch_all("SELECT * FROM t")
 
     assert await database.call(read_around_a_new_column) == ([(1, 2)], [(1, 2, "new")])
+
+
+async def test_statements_prepared_before_a_rolled_back_batch_still_run(
+    database: Database,
+) -> None:
+    """psycopg answers the ROLLBACK of a transaction in which it prepared a statement
+    of its own (an ``executemany``) with ``DEALLOCATE ALL``, which takes the call's
+    prepared statements with it; the next one is prepared afresh, not an error."""
+
+    def rolled_back_batch() -> None:
+        with database.transaction(write=True) as cur:
+            rows = [(f"b{n}",) for n in range(9)]
+            cur.executemany(database.sql(_INSERT).replace("%(key)s", "%s"), rows)
+            raise ValueError("roll the batch back")
+
+    def batch_then_single() -> list[str]:
+        database.write(_INSERT, {"key": "before"})  # prepared on this connection
+        with pytest.raises(ValueError, match="roll the batch back"):
+            rolled_back_batch()
+        database.write(_INSERT, {"key": "after"})
+        return keys(database)
+
+    assert await database.call(batch_then_single) == ["after", "before"]

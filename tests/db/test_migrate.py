@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
 from corral.db import (
     DEFAULT_URL,
@@ -18,7 +19,7 @@ from corral.db import (
     resolve_url,
     upgrade,
 )
-from corral.db.migrate import current_revision, head_revision
+from corral.db.migrate import _config, current_revision, head_revision
 from corral.state import SqlBackend, open_backend, open_store
 from tests.support import SPAWN, run_in_processes
 from tests.support import TABLES as DATA_TABLES
@@ -68,6 +69,31 @@ def test_migrating_a_current_database_again_changes_nothing(engine: sa.Engine) -
     writes = [s for s in statements if s.split()[0] in {"CREATE", "ALTER", "DROP", "INSERT"}]
     assert writes == []
     assert tables(engine) == TABLES
+
+
+def test_the_upgrade_to_store_usage_counts_the_rows_already_stored(
+    fresh_url: str, engine: sa.Engine
+) -> None:
+    """Migration 0006 backfills each scope's usage from its rows; its triggers then
+    keep it as writes come."""
+    config = _config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0005")
+        conn.execute(
+            sa.text(
+                "INSERT INTO state (scope, key, value) VALUES ('a', 'é', :five), "
+                "('a', 'k', :empty), ('b', 'k', :five)"
+            ),
+            {"five": b"12345", "empty": b""},
+        )
+    assert upgrade(engine) == ("0005", head_revision())
+    backend = SqlBackend.open(fresh_url)
+    assert backend.usage("a") == (2 + 5 + 1, 2)  # "é" is two bytes of UTF-8
+    assert backend.usage("b") == (1 + 5, 1)
+    backend.put("b", "new", b"xy", None)
+    assert backend.usage("b") == (1 + 5 + 3 + 2, 2)
+    backend.close()
 
 
 def migrate_in_child(url: str, barrier: Any) -> str | None:

@@ -2,9 +2,15 @@
 
 The model is a dict per scope of ``key -> (value, expires_at_ms or None)`` plus a
 dict of lock leases, with the rule of SPEC §1.1: a key is expired once
-``now_ms >= expires_at``. Hypothesis interleaves writes, reads, lock calls and
-clock moves (including exactly onto an expiry) over two scopes sharing one
+``now_ms >= expires_at``. Hypothesis interleaves writes, reads, lock calls, clock
+moves (including exactly onto an expiry) and sweeps over two scopes sharing one
 backend, and checks every read against the model.
+
+Quotas: scope 0 has small ones, which the writes keep running into; scope 1 has
+none. After every step each scope's usage must equal the sum over the rows it
+really holds (expired ones too, until a read purges them or a sweep removes
+them); a write must be refused exactly when it would grow that sum past a quota,
+and a refused one must leave every row as it was.
 """
 
 from __future__ import annotations
@@ -18,11 +24,15 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    invariant,
     precondition,
     rule,
     run_state_machine_as_test,
 )
 
+from corral import codec
+from corral.quotas import Quotas, store_exceeded
+from corral.sdk.errors import QuotaExceeded
 from corral.state import Store, StoreBackend
 from tests.support import FakeClock, assert_identical, unique_scope
 
@@ -46,6 +56,20 @@ TTLS = st.integers(1, 2_000)
 LOCK_TTLS = st.one_of(TTLS, st.just(60_000))  # some leases outlive the whole run
 SCOPES = st.sampled_from([0, 1])
 KEY_LISTS = st.lists(KEYS, max_size=5)
+# Rows are 2 to 13 bytes: five of the eight keys, or about five rows' bytes, fill it.
+QUOTAS = [Quotas(store_bytes=24, store_keys=4), None]
+#: Before every expiry: ``entries`` with this "now" lists every row a scope holds.
+_LONG_AGO = -(2**62)
+
+
+def stored_rows(backend: StoreBackend, scope: str) -> dict[str, int]:
+    """Every row the scope holds, live or expired, with its size as quotas count it."""
+    rows = backend.entries(scope, "", _LONG_AGO, values=True)
+    return {key: len(key.encode()) + len(value or b"") for key, value in rows}
+
+
+def totals(rows: dict[str, int]) -> tuple[int, int]:
+    return sum(rows.values()), len(rows)
 
 
 class StoreMachine(RuleBasedStateMachine):
@@ -58,7 +82,9 @@ class StoreMachine(RuleBasedStateMachine):
         super().__init__()
         self.clock = FakeClock()
         base = unique_scope("model")  # fresh scopes per run: earlier runs stay invisible
-        self.stores = [Store(self.backend, f"{base}-{i}", clock=self.clock) for i in range(2)]
+        self.stores = [
+            Store(self.backend, f"{base}-{i}", clock=self.clock, quotas=QUOTAS[i]) for i in range(2)
+        ]
         self.data: list[dict[str, tuple[Any, int | None]]] = [{}, {}]
         self.locks: list[dict[str, int]] = [{}, {}]
 
@@ -81,17 +107,55 @@ class StoreMachine(RuleBasedStateMachine):
         times += [exp for leases in self.locks for exp in leases.values()]
         return sorted({exp for exp in times if exp > now})
 
+    # -- usage and quotas --------------------------------------------------------------
+
+    @invariant()
+    def usage_is_the_sum_of_the_rows(self) -> None:
+        for store in self.stores:
+            rows = stored_rows(self.backend, store.scope)
+            assert self.backend.usage(store.scope) == totals(rows)
+
+    def written(
+        self, scope: int, pairs: list[tuple[str, Any]], write: Coroutine[Any, Any, None]
+    ) -> bool:
+        """Run ``write`` of ``pairs``; True if it was done, after checking that it was
+        refused exactly when it would grow the scope's bytes or keys past a quota,
+        with the message saying so and nothing written."""
+        rows = stored_rows(self.backend, self.stores[scope].scope)
+        after = {**rows, **{k: len(k.encode()) + len(codec.encode(v)) for k, v in pairs}}
+        (bytes_before, keys_before), (bytes_after, keys_after) = totals(rows), totals(after)
+        quotas = QUOTAS[scope]
+        if quotas is None or not (
+            (bytes_after > bytes_before and bytes_after > quotas.store_bytes)
+            or (keys_after > keys_before and keys_after > quotas.store_keys)
+        ):
+            self.run(write)
+            return True
+        expected = store_exceeded(quotas, bytes_after=bytes_after, keys_after=keys_after)
+        with pytest.raises(QuotaExceeded) as refused:
+            self.run(write)
+        assert str(refused.value) == str(expected)
+        assert stored_rows(self.backend, self.stores[scope].scope) == rows
+        return False
+
+    @rule(limit=st.integers(1, 3))
+    def sweep(self, limit: int) -> None:
+        """Expired rows go, a few at a time; what the model can read does not change."""
+        while self.backend.sweep(self.clock.now_ms, limit):
+            pass
+
     # -- writes ----------------------------------------------------------------------
 
     @rule(scope=SCOPES, key=KEYS, value=VALUES)
     def set(self, scope: int, key: str, value: Any) -> None:
-        self.run(self.stores[scope].set(key, value))
-        self.data[scope][key] = (value, None)
+        if self.written(scope, [(key, value)], self.stores[scope].set(key, value)):
+            self.data[scope][key] = (value, None)
 
     @rule(scope=SCOPES, key=KEYS, value=VALUES, ttl=TTLS)
     def set_with_ttl(self, scope: int, key: str, value: Any, ttl: int) -> None:
-        self.run(self.stores[scope].set_with_ttl(key, value, ttl))
-        self.data[scope][key] = (value, self.clock.now_ms + ttl)
+        write = self.stores[scope].set_with_ttl(key, value, ttl)
+        if self.written(scope, [(key, value)], write):
+            self.data[scope][key] = (value, self.clock.now_ms + ttl)
 
     @rule(scope=SCOPES, key=KEYS)
     def delete(self, scope: int, key: str) -> None:
@@ -100,9 +164,9 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(scope=SCOPES, pairs=st.lists(st.tuples(KEYS, VALUES), max_size=5))
     def set_many(self, scope: int, pairs: list[tuple[str, Any]]) -> None:
-        self.run(self.stores[scope].set_many(pairs))
-        for key, value in pairs:  # later duplicates win
-            self.data[scope][key] = (value, None)
+        if self.written(scope, pairs, self.stores[scope].set_many(pairs)):
+            for key, value in pairs:  # later duplicates win
+                self.data[scope][key] = (value, None)
 
     @rule(scope=SCOPES, keys=KEY_LISTS)
     def clear_many(self, scope: int, keys: list[str]) -> None:

@@ -34,3 +34,14 @@ state_locks = sa.Table(
     sa.Column("key", KeyText, primary_key=True),
     sa.Column("expires_at", sa.BigInteger, nullable=False),
 )
+
+# Each scope's store usage, kept exact by triggers on ``state`` (migration 0006):
+# what the store quotas are checked against.
+state_usage = sa.Table(
+    "state_usage",
+    metadata,
+    sa.Column("scope", KeyText, primary_key=True),
+    # Bytes of the scope's keys (UTF-8) and values (encoded), and how many keys.
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("keys", sa.BigInteger, nullable=False),
+)

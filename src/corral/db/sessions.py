@@ -201,7 +201,9 @@ class LoopConnection(psycopg.Connection[Any]):
 
         A statement whose result's shape a migration changed since it was prepared
         (``SELECT *`` after a new column) is refused by the server before it runs;
-        it is prepared afresh and run ``again``, once.
+        it is prepared afresh and run ``again``, once. So is one the server no longer
+        has: psycopg sends ``DEALLOCATE ALL`` after the ROLLBACK of a transaction in
+        which it prepared statements of its own (an ``executemany``), and ours go too.
         """
         query, names = _numbered(sql)
         tx = Transformer.from_context(self)
@@ -229,6 +231,11 @@ class LoopConnection(psycopg.Connection[Any]):
             if prepared is None or again:
                 raise
             del self._statements[key]
+            return self.run(sql, params, again=True)
+        except psycopg.errors.InvalidSqlStatementName:  # "prepared statement ... does not exist"
+            if prepared is None or again:
+                raise
+            self._statements.clear()  # DEALLOCATE ALL took every one
             return self.run(sql, params, again=True)
         if result.status != pq.ExecStatus.TUPLES_OK:
             return Rows([], result.command_tuples)

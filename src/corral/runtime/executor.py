@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from corral import codec
 from corral.db.raw import Database
+from corral.quotas import Quotas
 from corral.runtime.declared import Declared, declared
 from corral.runtime.fetch import FetchConfig, Fetcher
 from corral.runtime.history import History
@@ -110,6 +111,8 @@ class RuntimeConfig:
     lease_grace_s: float = 15.0
     #: Between a worker's attempts to reach its database during an outage.
     reconnect: Backoff = field(default_factory=lambda: Backoff(base_ms=100, cap_ms=2_000))
+    #: What each instance may keep: store bytes and keys, pending tasks, callbacks.
+    quotas: Quotas = field(default_factory=Quotas)
 
     def __post_init__(self) -> None:
         self.limits.check_within(self.ceilings)
@@ -118,6 +121,12 @@ class RuntimeConfig:
                 f"lease_grace_s must be from 0 to {MAX_LEASE_GRACE_S} seconds, "
                 f"got {self.lease_grace_s!r}"
             )
+
+    @classmethod
+    def from_environment(cls) -> RuntimeConfig:
+        """What a worker started from the command line runs with: the defaults, with
+        the quotas of ``CORRAL_QUOTAS_*`` (``QuotaConfigError`` for a bad one)."""
+        return cls(quotas=Quotas.from_environment())
 
 
 class Executor:
@@ -336,7 +345,7 @@ class Executor:
             return None
         limits = rules.limits
         tools = InstanceTools(
-            Store(self._backend, instance.id, clock=self.clock),
+            Store(self._backend, instance.id, clock=self.clock, quotas=self.config.quotas),
             self.queue,
             self.callbacks,
             self.fetcher.bind(instance.id, rules.network, time_left_s=limits.timeout_s),
@@ -344,6 +353,7 @@ class Executor:
             class_name=rules.class_name,
             methods=rules.methods,
             clock=self.clock,
+            quotas=self.config.quotas,
             on_enqueue=self._on_enqueue,
             hand_off=self.hand_off,
         )

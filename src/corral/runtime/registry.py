@@ -196,6 +196,7 @@ class Registry:
         with self.database.transaction(write=True) as cur:
             for sql in (
                 "DELETE FROM state WHERE scope = :id",
+                "DELETE FROM state_usage WHERE scope = :id",  # emptied by the line above
                 "DELETE FROM state_locks WHERE scope = :id",
                 "DELETE FROM tasks WHERE instance = :id",
                 "DELETE FROM callbacks WHERE instance = :id",

@@ -16,6 +16,7 @@ from typing import Any
 
 from corral import codec
 from corral.db import bridge
+from corral.quotas import Quotas
 from corral.runtime.fetch import FetchTool
 from corral.sandbox.host import ToolHandler
 from corral.sdk.http import FETCH_OP
@@ -52,7 +53,11 @@ def exec_tools(store: Store, fetch: FetchTool) -> ToolHandler:
 
 
 class InstanceTools:
-    """Store, fetch, tasks and callbacks for one execution of one instance."""
+    """Store, fetch, tasks and callbacks for one execution of one instance.
+
+    What the agent adds is held to ``quotas`` (its new tasks and callbacks here, its
+    store writes by the store it was given).
+    """
 
     def __init__(
         self,
@@ -65,6 +70,7 @@ class InstanceTools:
         class_name: str,
         methods: frozenset[str],
         clock: Clock,
+        quotas: Quotas,
         on_enqueue: Callable[[], None] | None = None,
         hand_off: Callable[[str, str, bytes, int], bool] | None = None,
     ) -> None:
@@ -76,6 +82,7 @@ class InstanceTools:
         self._class_name = class_name
         self._methods = methods
         self._clock = clock
+        self._quotas = quotas
         self._on_enqueue = on_enqueue or (lambda: None)
         self._hand_off = hand_off
         self._database = queue.database
@@ -115,7 +122,11 @@ class InstanceTools:
 
     def _create_callback(self, method: object, args: object) -> str:
         return self._callbacks.create(
-            self._instance, self._method(method), _checked_args(args), now=self._now()
+            self._instance,
+            self._method(method),
+            _checked_args(args),
+            now=self._now(),
+            quotas=self._quotas,
         )
 
     def _get_callback(self, token: object) -> list[Any]:
@@ -140,6 +151,7 @@ class InstanceTools:
             now=now,
             run_at=_time(run_at, now),
             with_token=run_at is not None,
+            quotas=self._quotas,
         )
         self._on_enqueue()
         return token
@@ -155,6 +167,7 @@ class InstanceTools:
             run_at=_time(run_at, now),
             now=now,
             coalesce=bool(coalesce),
+            quotas=self._quotas,
         )
         self._on_enqueue()
 
@@ -173,6 +186,7 @@ class InstanceTools:
             interval_ms=interval_ms,
             first_run_at=_time(first_run_at, now + interval_ms),
             now=now,
+            quotas=self._quotas,
         )
         self._on_enqueue()
 

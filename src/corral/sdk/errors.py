@@ -44,6 +44,11 @@ class DatabaseUnavailable(CorralError, ConnectionError):
     """
 
 
+class QuotaExceeded(CorralError):
+    """A write would take the instance over one of its quotas (its store's bytes or
+    keys, its pending tasks, its callbacks); nothing of it was written."""
+
+
 class AgentDefinitionError(CorralError):
     """The agent's code cannot be loaded: no Agent class, several, or a syntax error."""
 
@@ -75,6 +80,7 @@ WIRE_EXCEPTIONS: dict[str, type[BaseException]] = {
         FetchTimeout,
         ResponseTooLarge,
         DatabaseUnavailable,
+        QuotaExceeded,
         AgentDefinitionError,
         UnknownMethod,
         ResultTooLarge,

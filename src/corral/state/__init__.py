@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from corral.db.engine import DatabaseURLError
 from corral.db.raw import close_databases, open_database
+from corral.quotas import Quotas
 from corral.state.backend import StoreBackend
 from corral.state.memory import MemoryBackend
 from corral.state.sql import SqlBackend
@@ -45,13 +46,16 @@ def open_store(
     *,
     clock: Clock | None = None,
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    quotas: Quotas | None = None,
 ) -> Store:
     """A store for ``scope`` on ``url`` (None: a private in-memory store).
 
     ``sqlite:///path`` and ``postgresql://...`` create or upgrade the schema on
-    first use, so the call works on a fresh database.
+    first use, so the call works on a fresh database. ``quotas``: what the scope's
+    writes may not take it over (docs/store.md § Quotas); none by default.
     """
-    return Store(open_backend(url), scope, clock=clock, max_value_bytes=max_value_bytes)
+    backend = open_backend(url)
+    return Store(backend, scope, clock=clock, max_value_bytes=max_value_bytes, quotas=quotas)
 
 
 def close_backends() -> None:

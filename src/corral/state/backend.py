@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import ParamSpec, Protocol, TypeVar
 
+from corral.quotas import Quotas
+
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -19,6 +21,13 @@ class StoreBackend(Protocol):
     """Key-value rows per scope, each with an optional expiry in ms since the epoch.
 
     A row whose ``expires_at <= now`` is expired: no read may return it.
+
+    Each scope's usage, the bytes of its keys (UTF-8) and values and the number of
+    its keys, counts every row the scope holds, expired ones too until they are
+    removed (read lazily, or swept); it is kept exact by every write. A write given
+    ``quotas`` is refused, raising ``QuotaExceeded`` with nothing written, when it
+    would grow the scope's bytes past ``quotas.store_bytes`` or its keys past
+    ``quotas.store_keys`` (a write that shrinks or keeps either is never refused).
     """
 
     #: True when calls may block on the network, so the async layer runs them through
@@ -34,10 +43,20 @@ class StoreBackend(Protocol):
 
     def has(self, scope: str, key: str, now: int) -> bool: ...
 
-    def put(self, scope: str, key: str, value: bytes, expires_at: int | None) -> None: ...
+    def put(
+        self,
+        scope: str,
+        key: str,
+        value: bytes,
+        expires_at: int | None,
+        quotas: Quotas | None = None,
+    ) -> None: ...
 
-    def put_many(self, scope: str, items: Sequence[tuple[str, bytes]]) -> None:
-        """Write every item without expiry, atomically."""
+    def put_many(
+        self, scope: str, items: Sequence[tuple[str, bytes]], quotas: Quotas | None = None
+    ) -> None:
+        """Write every item (keys distinct) without expiry, atomically; ``quotas`` are
+        checked against the scope's usage once all of them are written."""
 
     def delete(self, scope: str, keys: Sequence[str]) -> None:
         """Remove the keys, atomically; unknown keys are ignored."""
@@ -48,6 +67,9 @@ class StoreBackend(Protocol):
         self, scope: str, prefix: str, now: int, *, values: bool
     ) -> list[tuple[str, bytes | None]]:
         """Live rows whose key starts with ``prefix``, ascending; values only if asked."""
+
+    def usage(self, scope: str) -> tuple[int, int]:
+        """(bytes, keys) the scope's rows hold, as its quotas count them."""
 
     def acquire_lock(self, scope: str, key: str, now: int, expires_at: int) -> bool:
         """Take the lease unless a live one exists, atomically across processes."""

@@ -1,7 +1,8 @@
 """The in-memory backend: tests, throwaway stores, and plugins that may forget on restart.
 
 It keeps encoded bytes, not live objects, so a caller mutating a value it read or
-wrote never changes what is stored — the same as a database backend.
+wrote never changes what is stored — the same as a database backend. Each scope
+counts its bytes and keys as rows come and go, as the database's triggers do.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
+from corral.quotas import Quotas, check_store
 from corral.state.prefix import prefix_upper_bound
 
 _P = ParamSpec("_P")
@@ -22,6 +24,12 @@ class _Scope:
     rows: dict[str, tuple[bytes, int | None]] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # keys of ``rows``, ascending
     locks: dict[str, int] = field(default_factory=dict)
+    bytes: int = 0  # of the keys (UTF-8) and values in ``rows``
+    keys: int = 0
+
+
+def _size(key: str, value: bytes) -> int:
+    return len(key.encode()) + len(value)
 
 
 class MemoryBackend:
@@ -51,8 +59,11 @@ class MemoryBackend:
 
     @staticmethod
     def _remove(s: _Scope, key: str) -> None:
-        if s.rows.pop(key, None) is not None:
+        row = s.rows.pop(key, None)
+        if row is not None:
             del s.order[bisect.bisect_left(s.order, key)]
+            s.bytes -= _size(key, row[0])
+            s.keys -= 1
 
     def get(self, scope: str, key: str, now: int) -> bytes | None:
         return self._live(self._scope(scope), key, now)
@@ -64,15 +75,47 @@ class MemoryBackend:
     def has(self, scope: str, key: str, now: int) -> bool:
         return self._live(self._scope(scope), key, now) is not None
 
-    def put(self, scope: str, key: str, value: bytes, expires_at: int | None) -> None:
+    def put(
+        self,
+        scope: str,
+        key: str,
+        value: bytes,
+        expires_at: int | None,
+        quotas: Quotas | None = None,
+    ) -> None:
         s = self._scope(scope)
+        grown = self._grown(s, key, value)
+        if quotas is not None:
+            before = (s.bytes, s.keys)
+            after = (s.bytes + grown, s.keys + (key not in s.rows))
+            check_store(quotas, before=before, after=after)
+        self._write(s, key, value, expires_at, grown)
+
+    @staticmethod
+    def _grown(s: _Scope, key: str, value: bytes) -> int:
+        """How many bytes writing ``value`` at ``key`` adds to the scope (or removes)."""
+        old = s.rows.get(key)
+        return len(value) - len(old[0]) if old is not None else len(key.encode()) + len(value)
+
+    @staticmethod
+    def _write(s: _Scope, key: str, value: bytes, expires_at: int | None, grown: int) -> None:
         if key not in s.rows:
             bisect.insort(s.order, key)
+            s.keys += 1
         s.rows[key] = (value, expires_at)
+        s.bytes += grown
 
-    def put_many(self, scope: str, items: Sequence[tuple[str, bytes]]) -> None:
-        for key, value in items:
-            self.put(scope, key, value, None)
+    def put_many(
+        self, scope: str, items: Sequence[tuple[str, bytes]], quotas: Quotas | None = None
+    ) -> None:
+        s = self._scope(scope)
+        grown = [self._grown(s, key, value) for key, value in items]
+        if quotas is not None:
+            added = sum(key not in s.rows for key, _ in items)
+            after = (s.bytes + sum(grown), s.keys + added)
+            check_store(quotas, before=(s.bytes, s.keys), after=after)
+        for (key, value), size in zip(items, grown, strict=True):
+            self._write(s, key, value, None, size)
 
     def delete(self, scope: str, keys: Sequence[str]) -> None:
         s = self._scope(scope)
@@ -83,6 +126,7 @@ class MemoryBackend:
         s = self._scope(scope)
         s.rows.clear()
         s.order.clear()
+        s.bytes = s.keys = 0
 
     def entries(
         self, scope: str, prefix: str, now: int, *, values: bool
@@ -97,6 +141,10 @@ class MemoryBackend:
             if expires_at is None or expires_at > now:
                 out.append((key, value if values else None))
         return out
+
+    def usage(self, scope: str) -> tuple[int, int]:
+        s = self._scope(scope)
+        return s.bytes, s.keys
 
     def acquire_lock(self, scope: str, key: str, now: int, expires_at: int) -> bool:
         locks = self._scope(scope).locks

@@ -15,6 +15,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from corral import codec
 from corral.db import bridge
+from corral.quotas import Quotas
 from corral.sdk.store import key_list, pair_list
 from corral.state.backend import StoreBackend
 
@@ -108,13 +109,17 @@ class Store:
         *,
         clock: Clock | None = None,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        quotas: Quotas | None = None,
     ) -> None:
+        """``quotas``: the store bytes and keys a write may not take the scope over
+        (``QuotaExceeded``, nothing written); None for none, as host-side code has."""
         if type(scope) is not str or not scope:
             raise ValueError(f"a store scope must be a non-empty str, got {scope!r}")
         self._backend = backend
         self._scope = scope
         self._clock: Clock = clock or time.time
         self._max_value_bytes = max_value_bytes
+        self._quotas = quotas
 
     @property
     def scope(self) -> str:
@@ -179,7 +184,7 @@ class Store:
 
     def _put_many(self, items: Iterable[tuple[Any, Any]], encode: Callable[..., bytes]) -> None:
         encoded = {check_key(k): encode(k, v) for k, v in items}
-        self._backend.put_many(self._scope, list(encoded.items()))
+        self._backend.put_many(self._scope, list(encoded.items()), self._quotas)
 
     # -- reads ------------------------------------------------------------------
 
@@ -217,14 +222,15 @@ class Store:
     @_operation
     def set(self, key: str, value: Any) -> None:
         """Upsert with no expiry (a previous TTL is cleared)."""
-        self._backend.put(self._scope, key, self._encode(check_key(key), value), None)
+        data = self._encode(check_key(key), value)
+        self._backend.put(self._scope, key, data, None, self._quotas)
 
     @_operation
     def set_with_ttl(self, key: str, value: Any, ttl_ms: float | timedelta) -> None:
         """Upsert; the key behaves as missing once ``ttl_ms`` milliseconds have passed."""
         ms = ttl_to_ms(ttl_ms)
         data = self._encode(check_key(key), value)
-        self._backend.put(self._scope, key, data, _deadline(self._now(), ms))
+        self._backend.put(self._scope, key, data, _deadline(self._now(), ms), self._quotas)
 
     @_operation
     def set_many(self, pairs: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
@@ -254,6 +260,15 @@ class Store:
         two holders in at once.
         """
         self._backend.delete_all(self._scope)
+
+    # -- usage, for the host (not an operation the sandbox may call) -------------
+
+    async def usage(self) -> tuple[int, int]:
+        """(bytes, keys) the scope holds as its quotas count them: keys' UTF-8 and
+        encoded values, of every row, expired ones included until they are removed."""
+        if self._backend.blocking:
+            return await self._backend.call(self._backend.usage, self._scope)
+        return self._backend.usage(self._scope)
 
     # -- locks ------------------------------------------------------------------
 
@@ -288,13 +303,13 @@ class Store:
     @_operation
     def set_encoded(self, key: str, data: bytes) -> None:
         data = self._checked(check_key(key), data, _pacing())
-        self._backend.put(self._scope, key, data, None)
+        self._backend.put(self._scope, key, data, None, self._quotas)
 
     @_operation
     def set_with_ttl_encoded(self, key: str, data: bytes, ttl_ms: float | timedelta) -> None:
         ms = ttl_to_ms(ttl_ms)
         data = self._checked(check_key(key), data, _pacing())
-        self._backend.put(self._scope, key, data, _deadline(self._now(), ms))
+        self._backend.put(self._scope, key, data, _deadline(self._now(), ms), self._quotas)
 
     @_operation
     def set_many_encoded(self, pairs: Iterable[tuple[str, bytes]]) -> None:

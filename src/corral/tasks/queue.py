@@ -30,8 +30,12 @@ from typing import Any
 
 from corral import codec
 from corral.db.raw import Database
+from corral.quotas import Quotas, tasks_exceeded
+from corral.tasks.quota import count_before_insert
 
 QUEUED, RUNNING, RECURRING, DEAD = "queued", "running", "recurring", "dead"
+#: An instance's pending tasks, as its quota counts them: queued or scheduled, not running.
+_PENDING = "instance = :instance AND state IN ('queued', 'recurring')"
 #: The arguments of a task that takes none: an encoded empty list.
 NO_ARGS = codec.encode([])
 _HOST = socket.gethostname()
@@ -162,12 +166,29 @@ class TaskQueue:
         run_at: int | None = None,
         trigger: str = "task",
         with_token: bool = False,
+        quotas: Quotas | None = None,
     ) -> str | None:
-        """A one-shot task; returns a cancel token when asked for one."""
+        """A one-shot task; returns a cancel token when asked for one.
+
+        With ``quotas`` (an agent's ``run_task``), refused with ``QuotaExceeded`` when
+        the instance already has ``quotas.pending_tasks`` pending. The platform's own
+        tasks (lifecycle hooks, ticks, retries) are never refused.
+        """
         token = secrets.token_urlsafe(16) if with_token else None
         with self.database.transaction(write=True) as cur:
+            self._check_quota(cur, instance, quotas)
             self._insert(cur, instance, trigger, method, args, now, run_at or now, token=token)
         return token
+
+    def _check_quota(self, cur: Any, instance: str, quotas: Quotas | None) -> None:
+        """Raise before a new pending task of the instance would exceed its quota."""
+        if quotas is None:
+            return
+        limit = quotas.pending_tasks
+        params = {"instance": instance}
+        pending = count_before_insert(self.database, cur, "tasks", _PENDING, params, limit)
+        if pending >= limit:
+            raise tasks_exceeded(quotas, pending)
 
     def enqueue_leased(
         self, instance: str, method: str, args: bytes, *, now: int, lease_ms: int, joined: str
@@ -237,12 +258,15 @@ class TaskQueue:
         run_at: int,
         now: int,
         coalesce: bool = False,
+        quotas: Quotas | None = None,
     ) -> None:
         """One pending task per key: a new schedule replaces it; ``coalesce`` keeps it
-        and only ever moves its time earlier."""
+        and only ever moves its time earlier. ``quotas`` as for ``enqueue``: only a
+        new key counts."""
         with self.database.transaction(write=True) as cur:
             row = self._keyed(cur, instance, key)
             if row is None:
+                self._check_quota(cur, instance, quotas)
                 self._insert(cur, instance, "task", method, args, now, run_at, key=key)
             elif coalesce:
                 self.database.execute(
@@ -275,13 +299,17 @@ class TaskQueue:
         first_run_at: int,
         now: int,
         trigger: str = "task",
+        quotas: Quotas | None = None,
     ) -> None:
-        """A schedule the platform re-arms every ``interval_ms``; the same key replaces it."""
+        """A schedule the platform re-arms every ``interval_ms``; the same key replaces it.
+        ``quotas`` as for ``enqueue``: only a new key counts."""
         if interval_ms < 1:
             raise ValueError(f"interval_ms must be a positive number, got {interval_ms}")
         with self.database.transaction(write=True) as cur:
             row = self._keyed(cur, instance, key)
-            if row is not None:
+            if row is None:
+                self._check_quota(cur, instance, quotas)
+            else:
                 self.database.execute(cur, "DELETE FROM tasks WHERE id = :id", {"id": row[0]})
             self._insert(
                 cur,
