@@ -1243,23 +1243,11 @@ async def test_the_host_truncates_log_lines_a_hostile_child_sends(
 
 # -- work and output past what an execution may leave -------------------------------------
 
-CHEAT = r'''
-import os
-import select
-import struct
-import sys
-import threading
-import time
-
-import msgpack
-
-from corral import codec
-from corral.sdk import Agent
-
-RPC_FD = 3
-
-
-def spin(seconds):
+# The escape agent's helpers (send_frame, ...) with a class of its own.
+CHEAT = (
+    AGENT[: AGENT.index("class Escapes(Agent):")]
+    + r'''
+def spin_cpu(seconds):
     end = time.process_time() + seconds
     while time.process_time() < end:
         pass
@@ -1273,27 +1261,12 @@ def current_execution():
     return frame.f_locals["exec_id"]
 
 
-def send_frame(message):
-    body = msgpack.packb(message, use_bin_type=True)
-    view = memoryview(struct.pack(">I", len(body)) + body)
-    while view:
-        select.select([], [RPC_FD], [])
-        try:
-            view = view[os.write(RPC_FD, view):]
-        except BlockingIOError:
-            pass
-
-
 class Cheat(Agent):
     def forge_done(self, spin_s):
         """Report completion itself, then go on computing."""
         send_frame(["done", current_execution(), codec.encode("forged"), False])
-        spin(spin_s)
+        spin_cpu(spin_s)
         return "real"
-
-    def busy_thread(self, spin_s):
-        threading.Thread(target=spin, args=(spin_s,)).start()
-        return "started"
 
     def huge_result(self, mib):
         return b"x" * (mib << 20)
@@ -1322,6 +1295,7 @@ class Cheat(Agent):
         send_frame(["dropped", count])
         return "sent"
 '''
+)
 
 FORGED_RUN = "the sandboxed process kept running after it reported its result ("
 
