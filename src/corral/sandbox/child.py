@@ -357,11 +357,7 @@ class ChildRuntime(asyncio.Protocol):
                 result = await result
             payload = codec.encode(result, path="return value")
             if len(payload) > protocol.MAX_RESULT:
-                raise ResultTooLarge(
-                    f"the return value is {len(payload):,} bytes encoded, over the "
-                    f"{protocol.MAX_RESULT:,}-byte limit of a result: keep large data in "
-                    "self.store and return its key"
-                )
+                raise ResultTooLarge.of(len(payload), protocol.MAX_RESULT)
             # Freed here, not after DONE: whatever the execution built is its own work,
             # and the host counts CPU used after DONE as code still running.
             del agent, result

@@ -617,12 +617,11 @@ class SandboxProcess(asyncio.Protocol):
         result = current.result
         if type(encoded) is bytes and len(encoded) > protocol.MAX_RESULT:
             # The child refuses these itself; one that sends it anyway gets the same.
+            too_large = ResultTooLarge.of(len(encoded), protocol.MAX_RESULT)
             result.outcome = Outcome.ERROR
             result.error = {
-                "type": ResultTooLarge.__name__,
-                "message": f"the return value is {len(encoded):,} bytes encoded, over the "
-                f"{protocol.MAX_RESULT:,}-byte limit of a result: keep large data in "
-                "self.store and return its key",
+                "type": type(too_large).__name__,
+                "message": str(too_large),
                 "traceback": "",
             }
         else:

@@ -60,6 +60,15 @@ class UnknownMethod(CorralError):
 class ResultTooLarge(CorralError):
     """A handler returned a value over the size an execution record keeps."""
 
+    @classmethod
+    def of(cls, size: int, limit: int) -> ResultTooLarge:
+        """The error for an encoded return value of ``size`` bytes, over ``limit``: one
+        wording, whether the sandbox refuses it or the host does."""
+        return cls(
+            f"the return value is {size:,} bytes encoded, over the {limit:,}-byte limit of a "
+            "result: keep large data in self.store and return its key"
+        )
+
 
 # Exceptions that cross the RPC channel keep their type (or the nearest one listed
 # here); anything else arrives as a RuntimeError naming the original type.
