@@ -172,6 +172,21 @@ class Database:
         cursor.execute(self.sql(sql), params or {})
         return cursor
 
+    def take_turn(self, cursor: Any, lock_class: int, name: str) -> None:
+        """Inside the cursor's write transaction, wait until no other transaction holds
+        the turn of ``name`` (in ``lock_class``); it is held to this one's end.
+
+        PostgreSQL: a transaction-scoped advisory lock, so that a statement after it
+        sees what the previous holder committed (names that hash alike merely share
+        turns). SQLite runs one write transaction at a time: nothing to take.
+        """
+        if self.postgres:
+            self.execute(
+                cursor,
+                "SELECT pg_advisory_xact_lock(:lock_class, hashtext(:name))",
+                {"lock_class": lock_class, "name": name},
+            )
+
     def run_alone(
         self, connection: LoopConnection, sql: str, params: dict[str, Any] | None
     ) -> Rows:

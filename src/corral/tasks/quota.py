@@ -1,12 +1,9 @@
 """Counting an instance's tasks or callbacks against its quota before adding one.
 
-The count and the insert after it are one write transaction. On SQLite that is
-enough: writers take turns. On PostgreSQL two executions of one instance could
-both count 999 and both insert; so the transaction first takes an advisory lock
-for the instance (``pg_advisory_xact_lock(class, hashtext(instance))``, held to
-its end), and the count, a statement of its own after it, sees every insert
-committed by whoever held it before. An instance whose id hashes alike merely
-takes turns with this one.
+The count and the insert after it are one write transaction, which first takes the
+instance's turn (``Database.take_turn``): otherwise two executions of one instance
+could both count 999 and both insert. The count, a statement of its own after it,
+sees every insert committed by whoever held the turn before.
 """
 
 from __future__ import annotations
@@ -18,8 +15,6 @@ from corral.db.raw import Database
 # Any fixed number shared by every Corral process, "corr": "an instance's quota turn".
 _LOCK_CLASS = 0x636F7272
 
-_TURN = "SELECT pg_advisory_xact_lock(:lock_class, hashtext(:instance))"
-
 
 def count_before_insert(
     database: Database, cur: Any, table: str, where: str, params: dict[str, Any], limit: int
@@ -30,8 +25,7 @@ def count_before_insert(
     The count reads at most ``limit`` rows; at the limit (the insert will be
     refused), it counts them all, for the message.
     """
-    if database.postgres:
-        database.execute(cur, _TURN, {"lock_class": _LOCK_CLASS, "instance": params["instance"]})
+    database.take_turn(cur, _LOCK_CLASS, params["instance"])
     bounded = f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {where} LIMIT :limit) AS n"
     counted = int(database.execute(cur, bounded, {**params, "limit": limit}).fetchone()[0])
     if counted < limit:
