@@ -271,6 +271,9 @@ def worker(
 
     A database outage pauses it (it says so, and again when the database is back);
     a database error that waiting would not fix stops it, with that error.
+
+    Each instance's quotas come from CORRAL_QUOTAS_STORE_BYTES, _STORE_KEYS,
+    _PENDING_TASKS and _CALLBACKS (docs/store.md, Quotas).
     """
     if cpu is not None:
         click.echo(f"pinned to CPU {pin_to_cpu(cpu)}", err=True)
