@@ -11,7 +11,7 @@ payloads we know of, each near the 4 MiB frame limit, and measures for each:
   It is what another execution's store call can be held up by.
 
 Each payload is decoded two ways: **paced**, as the host decodes frames past
-``corral.sandbox.host.DECODE_AT_ONCE`` bytes of values in one turn of its loop (in a
+``corral.sandbox.process.DECODE_AT_ONCE`` bytes of values in one turn of its loop (in a
 greenlet, ``codec.Pacing`` with ``bridge.pause``: a turn for the loop every
 millisecond); and **at once**, a plain ``codec.decode`` inside one loop callback,
 which is how the host decoded every frame before pacing and still decodes the first
@@ -39,7 +39,7 @@ import msgpack
 
 from corral import codec
 from corral.db import bridge
-from corral.sandbox import host, protocol
+from corral.sandbox import process, protocol
 from tables import DASH, Figures, ms, progress, render
 
 HASH_MODULUS = 2**61 - 1  # an int's hash is the int modulo this: its multiples collide
@@ -93,8 +93,8 @@ def payloads() -> list[Payload]:
         Payload("distinct ints in a set, frame-sized", distinct_int_set(limit // 5)),
         Payload("100 nested tuples around 1 MiB of bytes", nested_tuples(99, b"x" * 2**20)),
         Payload(
-            f"empty lists, {host.DECODE_AT_ONCE:,} bytes",
-            msgpack.packb([[]] * (host.DECODE_AT_ONCE - 5)),
+            f"empty lists, {process.DECODE_AT_ONCE:,} bytes",
+            msgpack.packb([[]] * (process.DECODE_AT_ONCE - 5)),
             at_once_only=True,
         ),
     ]

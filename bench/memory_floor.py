@@ -23,11 +23,11 @@ import argparse
 import asyncio
 from collections import Counter
 
-from corral.runtime.allowlist import AllowList
-from corral.runtime.fetch import Fetcher
+from corral.runtime.network.allowlist import AllowList
+from corral.runtime.network.fetch import Fetcher
 from corral.runtime.tools import exec_tools
-from corral.sandbox.host import Zygote
 from corral.sandbox.limits import Limits
+from corral.sandbox.zygote import Zygote
 from corral.state import open_store
 
 AGENT = """

@@ -77,9 +77,10 @@ from typing import Any
 
 from corral.runtime.affinity import available_cpus, pin_to_cpu
 from corral.runtime.tools import store_tools
-from corral.sandbox.host import ToolHandler, Zygote
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
 from corral.sandbox.pool import SandboxPool
+from corral.sandbox.process import ToolHandler
+from corral.sandbox.zygote import Zygote
 from corral.state import Store, close_backends, open_store
 from tables import DASH, Figures, Spread, compact, ms, percentile, progress, render
 

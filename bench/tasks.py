@@ -94,8 +94,8 @@ from sqlalchemy.engine import make_url
 from corral import codec
 from corral.db.raw import Database, close_databases, open_database
 from corral.runtime.affinity import available_cpus, pin_to_cpu
+from corral.runtime.describe import describe_code
 from corral.runtime.executor import Claim, RateLimit, RuntimeConfig
-from corral.runtime.once import describe_code
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import Registry
 from corral.runtime.worker import Worker, WorkerOptions

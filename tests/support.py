@@ -52,7 +52,7 @@ class FakeClock:
 
 
 class FakeTimer:
-    """A monotonic clock to sleep on (``corral.runtime.throttle.Timer``) that only the test moves.
+    """A monotonic clock to sleep on (``runtime.network.throttle.Timer``) only the test moves.
 
     A sleeper wakes when ``advance`` passes its time; ``sleeping(n)`` returns once
     ``n`` sleepers wait, which is how a test knows a request is being held back.

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from corral.db.raw import close_databases, open_database
+from corral.runtime.describe import describe_code
 from corral.runtime.executor import Executor, RuntimeConfig
-from corral.runtime.fetch import Fetcher
-from corral.runtime.once import describe_code
+from corral.runtime.network.fetch import Fetcher
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import Deployed, Instance
 from corral.runtime.worker import Worker, WorkerOptions

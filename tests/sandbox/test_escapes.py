@@ -44,10 +44,11 @@ from click.testing import CliRunner
 from corral import codec
 from corral.cli import main as corral_cli
 from corral.runtime.tools import store_tools
-from corral.sandbox.host import SandboxProcess, Zygote
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
 from corral.sandbox.pool import SandboxPool
+from corral.sandbox.process import SandboxProcess
 from corral.sandbox.protocol import MAX_FRAME
+from corral.sandbox.zygote import Zygote
 from corral.state import SqlBackend, Store
 from tests.sandbox.conftest import file_metadata
 

@@ -16,9 +16,10 @@ import pytest
 
 from corral import codec
 from corral.runtime.tools import store_tools
-from corral.sandbox.host import SandboxProcess, Zygote
 from corral.sandbox.limits import Limits, Outcome
 from corral.sandbox.pool import SandboxPool
+from corral.sandbox.process import SandboxProcess
+from corral.sandbox.zygote import Zygote
 from corral.state import DEFAULT_MAX_VALUE_BYTES, Store, StoreBackend, open_store
 from tests.sandbox.conftest import NO_MEMCG, unavailable
 

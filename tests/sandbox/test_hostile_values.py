@@ -28,8 +28,9 @@ import pytest
 
 from corral import codec
 from corral.runtime.tools import store_tools
-from corral.sandbox.host import SandboxProcess, ToolHandler, Zygote
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
+from corral.sandbox.process import SandboxProcess, ToolHandler
+from corral.sandbox.zygote import Zygote
 from corral.state import SqlBackend, Store
 
 AGENT = r'''

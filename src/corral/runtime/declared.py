@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from corral.runtime.allowlist import AllowList
+from corral.runtime.network.allowlist import AllowList
 from corral.sandbox.limits import CEILINGS, Limits, quoted
 
 #: A plugin's timer: at most a tick a day apart.

@@ -21,8 +21,8 @@ from corral import codec
 from corral.db.raw import Database
 from corral.quotas import Quotas
 from corral.runtime.declared import Declared, declared
-from corral.runtime.fetch import FetchConfig, Fetcher
 from corral.runtime.history import History
+from corral.runtime.network.fetch import FetchConfig, Fetcher
 from corral.runtime.outage import Outage
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import ACTIVE, UNINSTALLING, Instance, Registry, Version

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from watchfiles import Change, awatch
 
-from corral.runtime.once import AgentCodeError, describe_code
+from corral.runtime.describe import AgentCodeError, describe_code
 from corral.runtime.registry import Deployed, Instance, Registry, UnknownAgent, Version
-from corral.sandbox.host import Zygote
+from corral.sandbox.zygote import Zygote
 from corral.state.store import Clock
 
 

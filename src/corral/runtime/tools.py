@@ -17,8 +17,8 @@ from typing import Any
 from corral import codec
 from corral.db import bridge
 from corral.quotas import Quotas
-from corral.runtime.fetch import FetchTool
-from corral.sandbox.host import ToolHandler
+from corral.runtime.network.fetch import FetchTool
+from corral.sandbox.process import ToolHandler
 from corral.sdk.http import FETCH_OP
 from corral.state import Store
 from corral.state.store import OPERATIONS, Clock

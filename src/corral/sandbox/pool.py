@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from corral.sandbox.host import SandboxProcess, ToolHandler, Zygote
 from corral.sandbox.limits import ExecutionResult, Limits
+from corral.sandbox.process import SandboxProcess, ToolHandler
+from corral.sandbox.zygote import Zygote
 
 
 @dataclass(eq=False)

@@ -1,143 +1,146 @@
-"""The zygote: a single-threaded process that forks sandboxed processes.
+"""The host's handle on the zygote: start it, ask it for sandboxed processes.
 
-The host starts it once per worker (``python -m corral.sandbox.zygote FD``) with a
-scrubbed environment. It imports everything a sandboxed process needs, confines
-itself once (children inherit that for free), freezes its heap so children share
-it, and then only answers the host over a SOCK_SEQPACKET control socket:
-
-* ``["spawn", req_id, spec]`` + one fd (the child's end of its RPC socketpair)
-  -> ``["spawned", req_id, pid]`` + a pidfd, or ``["failed", req_id, message]``;
-* when a child exits: ``["exited", pid, wait_status, cpu_s, maxrss_kib]``;
-* at start, ``["ready", report]``, or ``["refused", message, missing_layers]`` when a
-  sandbox layer is missing and ``--insecure`` was not given.
-
-No event loop and no threads here: a lock held by another thread at fork time
-stays locked forever in the child, and a child touching an inherited event loop
-breaks the parent's. The loop is plain ``selectors``; children create their own.
+The zygote itself (``corral.sandbox.zygote_process``) forks; this side starts it with
+a scrubbed environment, sends it spawn requests over a SOCK_SEQPACKET control socket,
+and hands each new process to a ``SandboxProcess`` (``corral.sandbox.process``), which
+runs executions in it.
 """
 
 from __future__ import annotations
 
-import gc
-import os
-import selectors
-import signal
+import asyncio
+import contextlib
+import itertools
 import socket
 import sys
+import weakref
 from typing import Any
 
 import msgpack
 
-# Imported before forking so that children start with them loaded and shared.
-from corral.sandbox import child, confine
-from corral.sandbox.confine import Confinement
-from corral.sandbox.errors import SandboxUnavailable
+from corral.sandbox.errors import SandboxError, SandboxUnavailable
+from corral.sandbox.limits import Limits
+from corral.sandbox.memcg import MemoryCgroups
+from corral.sandbox.process import (
+    ExitInfo,
+    SandboxProcess,
+    new_future,
+    reject_future,
+    resolve_future,
+)
 
-_MAX_MESSAGE = 65536
-_CLOSE_ALL_ABOVE = 1 << 20
-
-
-def _send(ctl: socket.socket, message: list[Any], fds: list[int] | None = None) -> None:
-    data = msgpack.packb(message, use_bin_type=True)
-    if fds:
-        socket.send_fds(ctl, [data], fds)
-    else:
-        ctl.send(data)
-
-
-def _run_child(fd: int, spec: dict[str, Any], devnull: int, confinement: Confinement) -> None:
-    """Become one sandboxed process; never returns."""
-    code = 1
-    try:
-        confine.confine_child(confinement, spec)  # first: it needs the scope ruleset's fd
-        for std in (0, 1, 2):  # before fd 3 is reused: devnull itself may be fd 3
-            os.dup2(devnull, std)
-        os.dup2(fd, 3)
-        # A fixed bound, not RLIMIT_NOFILE: the limit was just lowered, and descriptors
-        # above it (siblings' pidfds) must be closed too. close_range makes it cheap.
-        os.closerange(4, _CLOSE_ALL_ABOVE)
-        child.run(3, confinement.readable)
-        code = 0
-    finally:
-        os._exit(code)
+_ZYGOTE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
 class Zygote:
-    def __init__(self, ctl: socket.socket, devnull: int, confinement: Confinement) -> None:
+    """A running zygote and the control channel to it."""
+
+    def __init__(self, process: asyncio.subprocess.Process, ctl: socket.socket) -> None:
+        self._process = process
         self._ctl = ctl
-        self._devnull = devnull
-        self._confinement = confinement
-        self._selector = selectors.DefaultSelector()
-        self._children: dict[int, int] = {}  # pidfd -> pid
+        self._ids = itertools.count(1)
+        self._spawns: dict[int, asyncio.Future[tuple[int, int, asyncio.Future[ExitInfo]]]] = {}
+        # Live processes only: the zygote always reports "spawned" before "exited".
+        self._exits: dict[int, asyncio.Future[ExitInfo]] = {}
+        #: Processes not yet closed: ``close`` closes them, so none leaves a descriptor.
+        self._children: weakref.WeakSet[SandboxProcess] = weakref.WeakSet()
+        self._ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.report: dict[str, Any] = {}
+        #: Per-process memory groups (cgroup v1) where this host may create them.
+        self.memory_cgroups = MemoryCgroups.detect()
 
-    def serve(self) -> None:
-        self._selector.register(self._ctl, selectors.EVENT_READ)
-        while True:
-            for key, _ in self._selector.select():
-                if key.fileobj is self._ctl:
-                    if not self._control():
-                        return
-                else:
-                    self._reap(int(key.fd))
-
-    def _control(self) -> bool:
-        data, fds, _, _ = socket.recv_fds(self._ctl, _MAX_MESSAGE, 1)
-        if not data:
-            return False  # the host went away: so do we (children see EOF too)
-        message = msgpack.unpackb(data, raw=False)
-        if message[0] == "spawn" and len(fds) == 1:
-            self._spawn(message[1], message[2], fds[0])
-        else:
-            for fd in fds:
-                os.close(fd)
-        return True
-
-    def _spawn(self, req_id: int, spec: dict[str, Any], fd: int) -> None:
+    @classmethod
+    async def start(cls, *, insecure: bool = False) -> Zygote:
+        host_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        module = "corral.sandbox.zygote_process"
+        args = [sys.executable, "-I", "-m", module, str(zygote_end.fileno())]
+        process = await asyncio.create_subprocess_exec(
+            *args,
+            *(["--insecure"] if insecure else []),
+            pass_fds=[zygote_end.fileno()],
+            env=_ZYGOTE_ENV,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        zygote_end.close()
+        host_end.setblocking(False)
+        zygote = cls(process, host_end)
+        asyncio.get_running_loop().add_reader(host_end.fileno(), zygote._readable)
         try:
-            pid = os.fork()
-        except OSError as exc:
-            os.close(fd)
-            _send(self._ctl, ["failed", req_id, f"fork failed: {exc}"])
+            zygote.report = await asyncio.wait_for(zygote._ready, timeout=30)
+        except BaseException:
+            await zygote.close()
+            raise
+        return zygote
+
+    def _readable(self) -> None:
+        try:
+            data, fds, _, _ = socket.recv_fds(self._ctl, 65536, 1)
+        except BlockingIOError:
             return
-        if pid == 0:
-            self._selector.close()
-            self._ctl.close()
-            _run_child(fd, spec, self._devnull, self._confinement)
-        os.close(fd)
-        pidfd = os.pidfd_open(pid)
-        self._children[pidfd] = pid
-        self._selector.register(pidfd, selectors.EVENT_READ)
-        _send(self._ctl, ["spawned", req_id, pid], [pidfd])
+        if not data:
+            self._lost(SandboxError("the zygote exited; see the worker's stderr"))
+            return
+        message = msgpack.unpackb(data, raw=False)
+        kind = message[0]
+        if kind == "ready":
+            self._ready.set_result(message[1])
+        elif kind == "refused":
+            self._ready.set_exception(SandboxUnavailable(message[1], tuple(message[2])))
+        elif kind == "spawned":
+            pid = message[2]
+            exited = self._exits[pid] = new_future()
+            resolve_future(self._spawns.pop(message[1], None), (pid, fds[0], exited))
+        elif kind == "failed":
+            reject_future(self._spawns.pop(message[1], None), SandboxError(message[2]))
+        elif kind == "exited":
+            _, pid, status, cpu_s, maxrss_kib = message
+            resolve_future(self._exits.pop(pid, None), ExitInfo(status, cpu_s, maxrss_kib * 1024))
 
-    def _reap(self, pidfd: int) -> None:
-        pid = self._children.pop(pidfd)
-        self._selector.unregister(pidfd)
-        os.close(pidfd)
-        _, status, usage = os.wait4(pid, 0)
-        cpu_s = usage.ru_utime + usage.ru_stime
-        _send(self._ctl, ["exited", pid, status, cpu_s, usage.ru_maxrss])
+    def _lost(self, exc: Exception) -> None:
+        asyncio.get_running_loop().remove_reader(self._ctl.fileno())
+        futures: list[asyncio.Future[Any]] = [self._ready, *self._spawns.values()]
+        for future in [*futures, *self._exits.values()]:
+            reject_future(future, exc)
+
+    async def spawn(self, limits: Limits) -> SandboxProcess:
+        """A new sandboxed process, connected and ready for its first invocation."""
+        host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        req_id = next(self._ids)
+        future: asyncio.Future[tuple[int, int, asyncio.Future[ExitInfo]]] = new_future()
+        self._spawns[req_id] = future
+        spec = {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s}
+        try:
+            socket.send_fds(
+                self._ctl, [msgpack.packb(["spawn", req_id, spec])], [child_end.fileno()]
+            )
+        finally:
+            child_end.close()
+        pid, pidfd, exited = await future
+        group = None
+        if self.memory_cgroups is not None:
+            # It waits for its first INVOKE before running agent code, so every byte
+            # the agent touches is charged to this group.
+            group = self.memory_cgroups.create(f"p{pid}", limits.memory_mb * 1024 * 1024)
+            group.attach(pid)
+        process = SandboxProcess(pid, pidfd, exited, group)
+        self._children.add(process)
+        await asyncio.get_running_loop().create_connection(lambda: process, sock=host_end)
+        await process.wait_ready()
+        return process
+
+    async def close(self) -> None:
+        await asyncio.gather(*(child.close() for child in list(self._children)))
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(self._ctl.fileno())
+        self._ctl.close()  # the zygote sees EOF and exits
+        try:
+            await asyncio.wait_for(self._process.wait(), timeout=5)
+        except TimeoutError:
+            self._process.kill()
+            await self._process.wait()
+        if self.memory_cgroups is not None:
+            self.memory_cgroups.close()
 
 
-def main() -> None:
-    # Ctrl-C at a terminal signals the whole foreground group, this process and its
-    # children too. The host decides how executions end (in-flight ones finish), and
-    # the zygote and its children end when the host hangs up: no KeyboardInterrupt
-    # here, which would kill executions and print a traceback on the host's stderr.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    ctl = socket.socket(fileno=int(sys.argv[1]))
-    insecure = "--insecure" in sys.argv[2:]
-    devnull = os.open(os.devnull, os.O_RDWR)
-    readable = confine.readable_paths()  # before Landlock hides what is not on it
-    try:
-        confinement = confine.confine_zygote(readable, insecure=insecure)
-    except SandboxUnavailable as exc:
-        _send(ctl, ["refused", str(exc), list(exc.layers)])
-        return
-    gc.collect()
-    gc.freeze()  # children then share the heap instead of copying it on first GC
-    _send(ctl, ["ready", confinement.report])
-    Zygote(ctl, devnull, confinement).serve()
-
-
-if __name__ == "__main__":
-    main()
+__all__ = ["Zygote"]

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
+from corral.cli.output import console
 from corral.db import DatabaseURLError, SchemaOutOfDate
 from corral.db.raw import open_database
 from corral.quotas import QuotaConfigError
@@ -30,7 +30,6 @@ from corral.sandbox.errors import SandboxUnavailable
 from corral.tasks.queue import TaskQueue
 
 # Never wrapped: piped to a file, a pager or a test, each event stays one line.
-console = Console(soft_wrap=True, highlight=False)
 
 
 def runtime_config() -> RuntimeConfig:

@@ -1,4 +1,4 @@
-"""The host's side of sandboxing: start the zygote, spawn processes, run executions.
+"""The host's end of one sandboxed process: run executions in it, and watch it.
 
 Everything an execution does outside its own memory comes through here: each
 CALL frame is counted against the request budget before the host does the work,
@@ -15,22 +15,17 @@ import inspect
 import itertools
 import os
 import signal
-import socket
-import sys
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-
 from corral import codec
 from corral.db import bridge
 from corral.sandbox import protocol
-from corral.sandbox.errors import SandboxError, SandboxUnavailable
+from corral.sandbox.errors import SandboxError
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
-from corral.sandbox.memcg import MemoryCgroups, MemoryGroup
+from corral.sandbox.memcg import MemoryGroup
 from corral.sdk.errors import RequestLimitExceeded, ResultTooLarge, wire_name
 
 ToolHandler = Callable[[str, list[Any]], Any]
@@ -57,7 +52,6 @@ MAX_CALL_ARGS = 16
 DECODE_AT_ONCE = 64 * 1024
 _BYTES_ONLY = frozenset({bytes})
 _CORES = os.cpu_count() or 1
-_ZYGOTE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
 @dataclass(frozen=True)
@@ -71,126 +65,16 @@ class ExitInfo:
         return os.WTERMSIG(self.status) if os.WIFSIGNALED(self.status) else None
 
 
-class Zygote:
-    """A running zygote and the control channel to it."""
-
-    def __init__(self, process: asyncio.subprocess.Process, ctl: socket.socket) -> None:
-        self._process = process
-        self._ctl = ctl
-        self._ids = itertools.count(1)
-        self._spawns: dict[int, asyncio.Future[tuple[int, int, asyncio.Future[ExitInfo]]]] = {}
-        # Live processes only: the zygote always reports "spawned" before "exited".
-        self._exits: dict[int, asyncio.Future[ExitInfo]] = {}
-        #: Processes not yet closed: ``close`` closes them, so none leaves a descriptor.
-        self._children: weakref.WeakSet[SandboxProcess] = weakref.WeakSet()
-        self._ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.report: dict[str, Any] = {}
-        #: Per-process memory groups (cgroup v1) where this host may create them.
-        self.memory_cgroups = MemoryCgroups.detect()
-
-    @classmethod
-    async def start(cls, *, insecure: bool = False) -> Zygote:
-        host_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        args = [sys.executable, "-I", "-m", "corral.sandbox.zygote", str(zygote_end.fileno())]
-        process = await asyncio.create_subprocess_exec(
-            *args,
-            *(["--insecure"] if insecure else []),
-            pass_fds=[zygote_end.fileno()],
-            env=_ZYGOTE_ENV,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-        )
-        zygote_end.close()
-        host_end.setblocking(False)
-        zygote = cls(process, host_end)
-        asyncio.get_running_loop().add_reader(host_end.fileno(), zygote._readable)
-        try:
-            zygote.report = await asyncio.wait_for(zygote._ready, timeout=30)
-        except BaseException:
-            await zygote.close()
-            raise
-        return zygote
-
-    def _readable(self) -> None:
-        try:
-            data, fds, _, _ = socket.recv_fds(self._ctl, 65536, 1)
-        except BlockingIOError:
-            return
-        if not data:
-            self._lost(SandboxError("the zygote exited; see the worker's stderr"))
-            return
-        message = msgpack.unpackb(data, raw=False)
-        kind = message[0]
-        if kind == "ready":
-            self._ready.set_result(message[1])
-        elif kind == "refused":
-            self._ready.set_exception(SandboxUnavailable(message[1], tuple(message[2])))
-        elif kind == "spawned":
-            pid = message[2]
-            exited = self._exits[pid] = _future()
-            _resolve(self._spawns.pop(message[1], None), (pid, fds[0], exited))
-        elif kind == "failed":
-            _reject(self._spawns.pop(message[1], None), SandboxError(message[2]))
-        elif kind == "exited":
-            _, pid, status, cpu_s, maxrss_kib = message
-            _resolve(self._exits.pop(pid, None), ExitInfo(status, cpu_s, maxrss_kib * 1024))
-
-    def _lost(self, exc: Exception) -> None:
-        asyncio.get_running_loop().remove_reader(self._ctl.fileno())
-        futures: list[asyncio.Future[Any]] = [self._ready, *self._spawns.values()]
-        for future in [*futures, *self._exits.values()]:
-            _reject(future, exc)
-
-    async def spawn(self, limits: Limits) -> SandboxProcess:
-        """A new sandboxed process, connected and ready for its first invocation."""
-        host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        req_id = next(self._ids)
-        future: asyncio.Future[tuple[int, int, asyncio.Future[ExitInfo]]] = _future()
-        self._spawns[req_id] = future
-        spec = {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s}
-        try:
-            socket.send_fds(
-                self._ctl, [msgpack.packb(["spawn", req_id, spec])], [child_end.fileno()]
-            )
-        finally:
-            child_end.close()
-        pid, pidfd, exited = await future
-        group = None
-        if self.memory_cgroups is not None:
-            # It waits for its first INVOKE before running agent code, so every byte
-            # the agent touches is charged to this group.
-            group = self.memory_cgroups.create(f"p{pid}", limits.memory_mb * 1024 * 1024)
-            group.attach(pid)
-        process = SandboxProcess(pid, pidfd, exited, group)
-        self._children.add(process)
-        await asyncio.get_running_loop().create_connection(lambda: process, sock=host_end)
-        await process.wait_ready()
-        return process
-
-    async def close(self) -> None:
-        await asyncio.gather(*(child.close() for child in list(self._children)))
-        with contextlib.suppress(ValueError, OSError):
-            asyncio.get_running_loop().remove_reader(self._ctl.fileno())
-        self._ctl.close()  # the zygote sees EOF and exits
-        try:
-            await asyncio.wait_for(self._process.wait(), timeout=5)
-        except TimeoutError:
-            self._process.kill()
-            await self._process.wait()
-        if self.memory_cgroups is not None:
-            self.memory_cgroups.close()
-
-
-def _future() -> asyncio.Future[Any]:
+def new_future() -> asyncio.Future[Any]:
     return asyncio.get_running_loop().create_future()
 
 
-def _resolve(future: asyncio.Future[Any] | None, value: Any) -> None:
+def resolve_future(future: asyncio.Future[Any] | None, value: Any) -> None:
     if future is not None and not future.done():
         future.set_result(value)
 
 
-def _reject(future: asyncio.Future[Any] | None, exc: BaseException) -> None:
+def reject_future(future: asyncio.Future[Any] | None, exc: BaseException) -> None:
     if future is not None and not future.done():
         future.set_exception(exc)
 
@@ -288,7 +172,7 @@ class SandboxProcess(asyncio.Protocol):
         self._killed_for: Outcome | None = None
         self._frames = protocol.FrameReader()
         self._transport: asyncio.Transport | None = None
-        self._ready: asyncio.Future[None] = _future()
+        self._ready: asyncio.Future[None] = new_future()
         self._current: _Execution | None = None
         #: Frames that arrived while an earlier one is decoded in steps: they wait their turn.
         self._held: list[list[Any]] | None = None
@@ -355,7 +239,7 @@ class SandboxProcess(asyncio.Protocol):
             except protocol.ProtocolError as exc:  # nobody is left to raise it to
                 self._violation(exc)
 
-        over: asyncio.Future[None] = _future()
+        over: asyncio.Future[None] = new_future()
         bridge.start(run, None, over, self._steps_over)
         if not over.done():
             self._held = []
@@ -371,9 +255,9 @@ class SandboxProcess(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         hangup = ConnectionResetError("the sandboxed process closed its channel")
-        _reject(self._ready, hangup)
+        reject_future(self._ready, hangup)
         if self._current is not None:
-            _reject(self._current.finished, hangup)
+            reject_future(self._current.finished, hangup)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -472,7 +356,7 @@ class SandboxProcess(asyncio.Protocol):
             "timeout_ms": limits.timeout_s * 1000,
             "cpu_ms": limits.cpu_s * 1000,
         }
-        current = self._current = _Execution(next(self._ids), result, limits, tools, _future())
+        current = self._current = _Execution(next(self._ids), result, limits, tools, new_future())
         watchdog = _CpuWatchdog(self, cpu_before, limits.cpu_s)
         try:
             self._transport.write(protocol.pack([protocol.INVOKE, current.exec_id, spec]))
@@ -802,4 +686,4 @@ def _death_message(outcome: Outcome, info: ExitInfo, limits: Limits) -> str:
     }.get(outcome, f"the sandboxed process died (wait status {info.status})")
 
 
-__all__ = ["ExitInfo", "SandboxError", "SandboxProcess", "ToolHandler", "Zygote"]
+__all__ = ["ExitInfo", "SandboxError", "SandboxProcess", "ToolHandler"]

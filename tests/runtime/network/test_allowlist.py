@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corral.runtime.allowlist import AllowList, NetworkPatternError
+from corral.runtime.network.allowlist import AllowList, NetworkPatternError
 
 
 def allowed(pattern: str, url: str) -> bool:

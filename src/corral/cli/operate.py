@@ -1,6 +1,6 @@
 """The ``corral`` commands that operate the runtime: deploy, install, run workers, inspect.
 
-Registered on the main group by :mod:`corral.cli`; kept apart so each module
+Registered on the main group by :mod:`corral.cli.main`; kept apart so each module
 stays one screenful of one concern.
 """
 
@@ -15,19 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from corral import codec
-from corral.cli_dev import develop, runtime_config
+from corral.cli.dev import develop, runtime_config
+from corral.cli.output import console, print_json
 from corral.db import DatabaseURLError, SchemaOutOfDate
 from corral.db.errors import DATABASE_ERRORS, gist, unavailable
 from corral.db.raw import Database, open_database
 from corral.demo.paged_api import PAGES, PER_PAGE, PagedApi, PortTaken
 from corral.runtime.affinity import pin_to_cpu
 from corral.runtime.declared import DeclarationError
+from corral.runtime.describe import AgentCodeError, describe_code
 from corral.runtime.history import History
-from corral.runtime.once import AgentCodeError, describe_code
 from corral.runtime.registry import Registry, UnknownAgent, UnknownInstance
 from corral.runtime.reloader import agent_name
 from corral.runtime.worker import Worker, WorkerOptions
@@ -35,8 +35,6 @@ from corral.sandbox.errors import SandboxUnavailable
 from corral.sdk.errors import DatabaseUnavailable
 from corral.tagged_json import to_tagged
 from corral.tasks.queue import TaskQueue, UnknownTask
-
-console = Console()
 
 
 def _database(url: str) -> Database:
@@ -53,10 +51,6 @@ def _registry(url: str) -> Registry:
 
 def _now() -> int:
     return int(time.time() * 1000)
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 def _when(ms: int | None) -> str:
@@ -87,7 +81,7 @@ def deploy(obj: Any, path: Path, name: str | None, insecure_sandbox: bool, as_js
         raise click.ClickException(f"cannot deploy {path}: {exc}") from None
     version = deployed.version
     if as_json:
-        _echo_json(
+        print_json(
             {
                 "agent": agent,
                 "version": version.number,
@@ -126,7 +120,7 @@ def install(obj: Any, agent: str, priority: str, raw_config: str, as_json: bool)
             f"cannot install {agent}: {exc}; deploy a version that fixes it"
         ) from None
     if as_json:
-        _echo_json({"id": instance.id, "agent": agent, "priority": priority})
+        print_json({"id": instance.id, "agent": agent, "priority": priority})
     else:
         click.echo(instance.id)
         click.echo("activate queued; a worker runs it (corral worker)", err=True)
@@ -151,7 +145,7 @@ def instances(obj: Any, as_json: bool) -> None:
     """Installed instances and their status."""
     found = _registry(obj.url).instances()
     if as_json:
-        _echo_json([asdict(i) for i in found])
+        print_json([asdict(i) for i in found])
         return
     table = Table("instance", "agent", "priority", "status", "reason", "installed")
     for i in found:
@@ -170,7 +164,7 @@ def executions(obj: Any, instance: str | None, limit: int, as_json: bool) -> Non
     """Execution records, newest first."""
     records = History(_database(obj.url)).executions(instance, limit=limit)
     if as_json:
-        _echo_json(records)
+        print_json(records)
         return
     table = Table("started", "instance", "method", "trigger", "outcome", "requests", "cpu ms", "ms")
     for r in records:
@@ -239,7 +233,7 @@ def tasks(obj: Any, words: tuple[str, ...], dead: bool, as_json: bool) -> None:
         raise click.UsageError("give at most one INSTANCE")
     found = queue.list(words[0] if words else None, dead=dead)
     if as_json:
-        _echo_json(
+        print_json(
             [{**asdict(t), "args": to_tagged(codec.decode(t.args)), "token": None} for t in found]
         )
         return

@@ -17,9 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from corral import codec
+from corral.runtime.describe import AgentCodeError, describe_code
 from corral.runtime.executor import RuntimeConfig
-from corral.runtime.fetch import FetchConfig, Fetcher
-from corral.runtime.once import AgentCodeError, describe_code
+from corral.runtime.network.fetch import FetchConfig, Fetcher
 from tests.runtime.conftest import Runtime, RuntimeFactory
 from tests.support import FakeTimer
 

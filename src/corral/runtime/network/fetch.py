@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 
 from corral import __version__
-from corral.runtime.allowlist import AllowList, display
-from corral.runtime.throttle import SystemTimer, Throttle, Timer
+from corral.runtime.network.allowlist import AllowList, display
+from corral.runtime.network.throttle import SystemTimer, Throttle, Timer
 from corral.sandbox.protocol import MAX_FRAME
 from corral.sdk.errors import FetchError, FetchTimeout, ResponseTooLarge
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from corral.runtime import throttle
-from corral.runtime.throttle import Throttle
+from corral.runtime.network import throttle
+from corral.runtime.network.throttle import Throttle
 from corral.sdk.errors import RateLimited
 from tests.support import FakeTimer
 

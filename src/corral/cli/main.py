@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from corral import __version__
-from corral.cli_dev import dev, runtime_config
-from corral.cli_runtime import COMMANDS, run_examples
+from corral.cli.dev import dev, runtime_config
+from corral.cli.operate import COMMANDS, run_examples
+from corral.cli.output import console, print_json
 from corral.db import DatabaseURLError, SchemaOutOfDate, create_engine, resolve_url, upgrade
 from corral.db.engine import DEFAULT_URL, URL_ENV
 from corral.quotas import Quotas
@@ -31,8 +31,6 @@ from corral.sandbox.limits import Outcome
 from corral.sandbox.support import probe_support
 from corral.state import Store, open_store
 from corral.tagged_json import to_tagged
-
-console = Console()
 
 
 class Context:
@@ -45,10 +43,6 @@ class Context:
             return open_store(self.url, scope, quotas=quotas)
         except (DatabaseURLError, SchemaOutOfDate) as exc:
             raise click.ClickException(str(exc)) from None
-
-
-def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 @click.group(
@@ -92,7 +86,7 @@ def state_ls(obj: Context, instance: str, prefix: str, as_json: bool) -> None:
     store = obj.store(instance)
     entries = asyncio.run(store.list_entries(prefix))
     if as_json:
-        _print_json([{"key": key, "value": to_tagged(value)} for key, value in entries])
+        print_json([{"key": key, "value": to_tagged(value)} for key, value in entries])
         return
     title = f"state of {instance}" + (f" (keys starting {prefix!r})" if prefix else "")
     table = Table("key", "value", title=title)
@@ -120,7 +114,7 @@ def state_get(obj: Context, instance: str, key: str, as_json: bool) -> None:
         click.echo(f"no key {key!r} in {instance} (never set, deleted, or expired)", err=True)
         sys.exit(1)
     if as_json:
-        _print_json(to_tagged(value))
+        print_json(to_tagged(value))
     else:
         console.print(repr(value))
 
@@ -136,7 +130,7 @@ def doctor(as_json: bool) -> None:
     """
     report = probe_support()
     if as_json:
-        _print_json([asdict(layer) for layer in report])
+        print_json([asdict(layer) for layer in report])
     else:
         table = Table("layer", "status", "detail", title="sandbox layers on this machine")
         for layer in report:
@@ -209,7 +203,7 @@ def exec_(
         raise click.ClickException(str(exc)) from None
     record.instance = instance
     if as_json:
-        _print_json(record.to_json())
+        print_json(record.to_json())
     else:
         _print_record(record)
     if record.result.outcome is not Outcome.OK:

@@ -1,0 +1,1 @@
+"""Outbound network for agents: the fetcher, its allow-list and its rate limit."""
