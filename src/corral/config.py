@@ -224,7 +224,8 @@ class _Key:
     section: str
     name: str
     kind: _Kind
-    #: The effective value, read off the section's object; by default its attribute ``name``.
+    #: The value in effect as it may be shown (the database URL's password as ``***``),
+    #: read off the section's object; by default its attribute ``name``.
     effective: Callable[[Any], object] | None = None
 
     @property
@@ -250,6 +251,8 @@ def _limit_keys(section: str) -> list[_Key]:
 _COUNT = _Number("a whole number", 1, 10**9, whole=True)
 _QUOTA = _Number("a whole number", 1, MAX_QUOTA, whole=True)
 _DAYS = _Number("a whole number of days", 1, 36_500, whole=True)
+_BYTES_QUOTA = _Number("a whole number of bytes", 1, MAX_QUOTA, whole=True, sized=True)
+_BODY_BYTES = _Number("a whole number of bytes", 1, GiB, whole=True, sized=True)
 
 #: Every setting, in the order ``corral config`` and docs/configuration.md list them.
 KEYS: tuple[_Key, ...] = (
@@ -265,13 +268,13 @@ KEYS: tuple[_Key, ...] = (
     _Key("rate_limits", "per_24h", _COUNT),
     _Key("retries", "attempts", _Number("a whole number", 1, 1000, whole=True)),
     _Key("retries", "backoff_s", _Number("a number of seconds", 0, 300, whole=False)),
-    _Key("quotas", "store_bytes", _Number("a whole number of bytes", 1, MAX_QUOTA, True, True)),
+    _Key("quotas", "store_bytes", _BYTES_QUOTA),
     _Key("quotas", "store_keys", _QUOTA),
     _Key("quotas", "pending_tasks", _QUOTA),
     _Key("quotas", "callbacks", _QUOTA),
     _Key("quotas", "webhooks", _QUOTA),
-    _Key("webhooks", "max_body_bytes", _Number("a whole number of bytes", 1, GiB, True, True)),
-    _Key("webhooks", "sync_deadline_s", _Number("a number of seconds", 0.001, 86_400, False)),
+    _Key("webhooks", "max_body_bytes", _BODY_BYTES),
+    _Key("webhooks", "sync_deadline_s", _Number("a number of seconds", 0.001, 86_400, whole=False)),
     _Key("webhooks", "dedupe_window_h", _Number("a number of hours", 0, 8_760, whole=False)),
     _Key("server", "host", _Text("a host name or IP address", lambda s: bool(s) and " " not in s)),
     _Key("server", "port", _Number("a whole number", 1, 65_535, whole=True)),
@@ -361,7 +364,8 @@ class RuntimeConfig:
         return source
 
     def settings(self) -> list[tuple[str, object, str]]:
-        """Each setting's dotted key, effective value and source, in ``KEYS`` order."""
+        """Each setting's dotted key, value in effect (a password as ``***``) and source,
+        in ``KEYS`` order: what ``corral config`` prints."""
         return [(key.dotted, key.value(self), self.source(key.dotted)) for key in KEYS]
 
     @classmethod

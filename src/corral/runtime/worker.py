@@ -79,6 +79,8 @@ class Worker:
         self.executor = Executor(self.services, pool, on_enqueue=self._wake.set, refill=self)
 
     async def close(self) -> None:
+        """Stop the executions in flight, the sandboxes and the zygote. The services
+        stay open: whoever built them closes them (``Services.close``)."""
         self.abandon()
         await asyncio.gather(*self._running, return_exceptions=True)
         if self.executor is not None:
