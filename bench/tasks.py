@@ -83,7 +83,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,16 +92,16 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from corral import codec
+from corral.config import RateLimits, RuntimeConfig
 from corral.db.raw import Database, close_databases, open_database
 from corral.runtime.affinity import available_cpus, pin_to_cpu
 from corral.runtime.describe import describe_code
-from corral.runtime.executor import Claim, RateLimit, RuntimeConfig
+from corral.runtime.executor import Claim
 from corral.runtime.records import ExecutionRecord
-from corral.runtime.registry import Registry
+from corral.runtime.services import Services
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.sandbox.limits import Outcome
 from corral.state import SqlBackend, Store
-from corral.tasks.queue import TaskQueue
 from tables import DASH, Figures, Spread, compact, ms, percentile, progress, render
 
 AGENT_NAME = "bench"
@@ -114,13 +114,14 @@ BACKEND_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 ROUND_TRIP_WARMUP = 20
 ROUND_TRIP_PAUSE_S = 0.005  # between round trips: the worker settles back to idle
 
-# Both default windows, raised out of reach: the counting queries still run per task.
-CONFIG = RuntimeConfig(
-    rate_limits=(
-        RateLimit(10**9, 5 * 60, "5 minutes"),
-        RateLimit(10**9, 24 * 3600, "24 hours"),
-    )
-)
+# Both rate windows, raised out of reach: the counting queries still run.
+CONFIG = RuntimeConfig(rate_limits=RateLimits(per_5min=10**9, per_24h=10**9))
+
+
+def services(url: str) -> Services:
+    """The runtime on ``url``, built as every Corral process builds it."""
+    return Services(replace(CONFIG, database_url=url))
+
 
 AGENT = """
 from corral import Agent
@@ -251,9 +252,7 @@ def say(message: dict[str, Any]) -> None:
 
 
 async def start_worker(url: str, concurrency: int) -> tuple[Worker, Completions]:
-    worker = Worker(
-        open_database(url), options=WorkerOptions(concurrency=concurrency), config=CONFIG
-    )
+    worker = Worker(services(url), options=WorkerOptions(concurrency=concurrency))
     await worker.start()
     executor = worker.executor
     assert executor is not None
@@ -297,6 +296,7 @@ async def serve(index: int, url: str, concurrency: int) -> None:
         )
     finally:
         await worker.close()
+        await worker.services.close()
         close_databases()
 
 
@@ -357,6 +357,7 @@ async def round_trips(url: str, count: int, concurrency: int) -> None:
             serving.cancel()
             await asyncio.wait({serving}, timeout=0.1)
         await worker.close()
+        await worker.services.close()
         close_databases()
     say(
         {
@@ -435,8 +436,7 @@ class Agents:
 
 def prepare(url: str, code: str, description: dict[str, Any], instances: int) -> list[str]:
     """Deploy the agent and install ``instances`` instances; their ids."""
-    db = open_database(url)
-    registry = Registry(db, TaskQueue(db))
+    registry = services(url).registry
     registry.deploy(AGENT_NAME, code, description, now=now_ms())
     return [
         registry.install(AGENT_NAME, priority="normal", config={}, now=now_ms()).id
@@ -447,8 +447,8 @@ def prepare(url: str, code: str, description: dict[str, Any], instances: int) ->
 def enqueue_many(url: str, instances: Sequence[str], method: str, count: int) -> None:
     """``count`` tasks round-robin over ``instances``, in one transaction: the rows
     ``TaskQueue.enqueue`` writes, without a commit each (this is setup, not timed)."""
-    db = open_database(url)
-    queue = TaskQueue(db)
+    built = services(url)
+    db, queue = built.database, built.queue
     now = now_ms()
     with db.transaction(write=True) as cur:
         for i in range(count):
@@ -1025,6 +1025,7 @@ async def drain_in_process(
         host = time.process_time() - cpu_before
     finally:
         await worker.close()
+        await worker.services.close()
     if done.methods["noop"] != tasks or done.failed:
         raise RuntimeError(f"the drain ran {dict(done.methods)}, {done.failed} failed")
     return wall, host, done

@@ -162,7 +162,7 @@ def test_a_bad_quota_in_the_environment_is_one_clear_line(
     assert (code, out) == (1, "")
     assert err == (
         "Error: CORRAL_QUOTAS_STORE_BYTES must be a whole number of bytes, or of KiB, MiB or "
-        "GiB (64MiB), got 'lots'\n"
+        "GiB (such as 64MiB), from 1 to 4,611,686,018,427,387,904, got 'lots'\n"
     )
 
 
@@ -460,6 +460,46 @@ def test_a_worker_that_cannot_reach_its_database_says_so(postgres_server: str) -
     assert code == 1
     assert err.startswith("Error: cannot start the worker: the database is unreachable (")
     assert err.endswith("Connection refused); start it again once the database is up\n")
+
+
+def test_a_task_the_cli_enqueues_gets_the_configured_attempts(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = tmp_path / "hello.py"
+    agent.write_text("from corral import Agent\nclass Hello(Agent):\n    pass\n")
+    assert corral("--db", db, "deploy", str(agent))[0] == 0
+    monkeypatch.setenv("CORRAL_RETRIES_ATTEMPTS", "5")
+    code, out, _ = corral("--db", db, "install", "hello", "--json")
+    assert code == 0
+    code, out, _ = corral("--db", db, "tasks", json.loads(out)["id"], "--json")
+    assert [(t["method"], t["max_attempts"]) for t in json.loads(out)] == [("activate", 5)]
+
+
+@pytest.mark.parametrize("set_in", ["environment", "file"])
+def test_an_agent_above_a_configured_ceiling_is_refused_naming_the_limit_and_the_ceiling(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, set_in: str
+) -> None:
+    agent = tmp_path / "slow.py"
+    agent.write_text(
+        "from corral import Agent\nclass Slow(Agent):\n    limits = {'timeout_s': 600}\n"
+        "    def f(self):\n        return 1\n"
+    )
+    options: list[str] = []
+    if set_in == "environment":
+        monkeypatch.setenv("CORRAL_CEILINGS_TIMEOUT_S", "120")
+    else:
+        config = tmp_path / "corral.toml"
+        config.write_text("[ceilings]\ntimeout_s = 120\n")
+        options = ["--config", str(config)]
+    refusal = (
+        "limit timeout_s must be a number of seconds from 0.001 to 120 (the operator's "
+        "ceiling), got 600"
+    )
+    code, out, err = corral(*options, "--db", db, "deploy", str(agent))
+    assert (code, out, err) == (1, "", f"Error: cannot deploy {agent}: {refusal}\n")
+    code, out, _ = corral(*options, "exec", str(agent), "f", "--json")
+    assert code == 1
+    assert json.loads(out)["error"]["message"] == refusal
 
 
 def test_install_of_an_unknown_agent_says_deploy_first(db: str) -> None:

@@ -1,81 +1,17 @@
-"""The quotas' one home: their defaults, their settings from the environment, and
-what an agent over one is told."""
+"""The quotas' one home: their defaults, and what an agent over one is told (their
+settings are the configuration's: tests/test_config.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from corral.quotas import MAX_QUOTA, QuotaConfigError, Quotas, store_exceeded
+from corral.quotas import QuotaConfigError, Quotas, store_exceeded
 from corral.sdk.errors import CorralError, QuotaExceeded, from_wire, wire_name
 
 
 def test_the_defaults() -> None:
     assert Quotas() == Quotas(
         store_bytes=64 * 1024 * 1024, store_keys=100_000, pending_tasks=1_000, callbacks=1_000
-    )
-    assert Quotas.from_environment({}) == Quotas()
-
-
-def test_each_quota_is_set_from_its_variable() -> None:
-    environ = {
-        "CORRAL_QUOTAS_STORE_BYTES": "16MiB",
-        "CORRAL_QUOTAS_STORE_KEYS": "5_000",
-        "CORRAL_QUOTAS_PENDING_TASKS": " 20 ",
-        "CORRAL_QUOTAS_CALLBACKS": "",  # set but empty: the default
-    }
-    assert Quotas.from_environment(environ) == Quotas(
-        store_bytes=16 * 1024 * 1024, store_keys=5_000, pending_tasks=20, callbacks=1_000
-    )
-    assert Quotas.from_environment({"CORRAL_QUOTAS_STORE_BYTES": "2gib"}).store_bytes == 2**31
-    assert Quotas.from_environment({"CORRAL_QUOTAS_STORE_BYTES": "512"}).store_bytes == 512
-
-
-@pytest.mark.parametrize(
-    ("variable", "value", "message"),
-    [
-        (
-            "CORRAL_QUOTAS_STORE_BYTES",
-            "64 MB",
-            "CORRAL_QUOTAS_STORE_BYTES must be a whole number of bytes, or of KiB, MiB or GiB "
-            "(64MiB), got '64 MB'",
-        ),
-        (
-            "CORRAL_QUOTAS_PENDING_TASKS",
-            "1KiB",
-            "CORRAL_QUOTAS_PENDING_TASKS must be a whole number, got '1KiB'",
-        ),
-        (
-            "CORRAL_QUOTAS_CALLBACKS",
-            "-1",
-            "CORRAL_QUOTAS_CALLBACKS must be a whole number, got '-1'",
-        ),
-        (
-            "CORRAL_QUOTAS_STORE_KEYS",
-            "0",
-            f"CORRAL_QUOTAS_STORE_KEYS must be from 1 to {MAX_QUOTA:,}, got '0'",
-        ),
-        (
-            "CORRAL_QUOTAS_STORE_BYTES",
-            "9" * 30,
-            f"CORRAL_QUOTAS_STORE_BYTES must be from 1 to {MAX_QUOTA:,}, got '{'9' * 30}'",
-        ),
-    ],
-)
-def test_a_bad_setting_names_its_variable_and_what_it_takes(
-    variable: str, value: str, message: str
-) -> None:
-    with pytest.raises(QuotaConfigError) as raised:
-        Quotas.from_environment({variable: value})
-    assert str(raised.value) == message
-
-
-def test_a_misspelt_quota_variable_is_not_ignored() -> None:
-    with pytest.raises(QuotaConfigError) as raised:
-        Quotas.from_environment({"CORRAL_QUOTAS_STORE_BYTE": "1MiB", "CORRAL_QUOTAS_X": "1"})
-    assert str(raised.value) == (
-        "CORRAL_QUOTAS_STORE_BYTE, CORRAL_QUOTAS_X: no such quota; the quotas are "
-        "CORRAL_QUOTAS_STORE_BYTES, CORRAL_QUOTAS_STORE_KEYS, CORRAL_QUOTAS_PENDING_TASKS, "
-        "CORRAL_QUOTAS_CALLBACKS"
     )
 
 

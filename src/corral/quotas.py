@@ -8,15 +8,12 @@ with :class:`QuotaExceeded`, and nothing of it is written.
 
 The defaults are far above what an honest agent keeps, and still bound what a
 hostile one can pile up (docs/store.md § Quotas says why each is where it is).
-They are set from ``CORRAL_QUOTAS_<NAME>`` (SPEC §2's names, for the ``[quotas]``
-section of the configuration the groundwork issue builds).
+The operator sets them in the ``[quotas]`` section of the configuration
+(:mod:`corral.config`).
 """
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from corral.sdk.errors import QuotaExceeded
@@ -28,13 +25,9 @@ GiB = 1024 * MiB
 #: The largest quota accepted: sums of sizes stay far inside the databases' 64-bit integers.
 MAX_QUOTA = 2**62
 
-_ENV_PREFIX = "CORRAL_QUOTAS_"
-_UNITS = {"": 1, "kib": KiB, "mib": MiB, "gib": GiB}
-_AMOUNT = re.compile(r"\s*(\d+(?:_\d+)*)\s*([kmg]ib)?\s*", re.IGNORECASE)
-
 
 class QuotaConfigError(ValueError):
-    """A quota's setting is not a whole number in range, or names no quota."""
+    """A quota given in code is not a whole number in range."""
 
 
 @dataclass(frozen=True)
@@ -49,8 +42,9 @@ class Quotas:
     pending_tasks: int = 1_000
     #: Callbacks the instance has made and not deleted.
     callbacks: int = 1_000
-    # Webhooks (SPEC §1.3) are not built yet; their per-instance quota, `webhooks`,
-    # joins here when they are, checked where a webhook is created.
+    #: Webhooks the instance has made and not deleted. Webhooks (SPEC §1.3) are not
+    #: built yet: this is held for them, and checked where one is created.
+    webhooks: int = 100
 
     def __post_init__(self) -> None:
         for quota in fields(self):
@@ -60,38 +54,6 @@ class Quotas:
                     f"the {quota.name} quota must be a whole number from 1 to {MAX_QUOTA:,}, "
                     f"got {value!r}"
                 )
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Quotas:
-        """The defaults, with each ``CORRAL_QUOTAS_<NAME>`` that is set instead.
-
-        ``CORRAL_QUOTAS_STORE_BYTES`` takes a ``KiB``, ``MiB`` or ``GiB`` suffix.
-        """
-        env = os.environ if environ is None else environ
-        known = {_ENV_PREFIX + quota.name.upper(): quota.name for quota in fields(cls)}
-        if unknown := sorted(
-            name for name in env if name.startswith(_ENV_PREFIX) and name not in known
-        ):
-            raise QuotaConfigError(
-                f"{', '.join(unknown)}: no such quota; the quotas are {', '.join(known)}"
-            )
-        values: dict[str, int] = {}
-        for variable, name in known.items():
-            raw = env.get(variable, "")
-            if raw.strip():
-                values[name] = _amount(variable, raw, sized=name == "store_bytes")
-        return cls(**values)
-
-
-def _amount(variable: str, raw: str, *, sized: bool) -> int:
-    match = _AMOUNT.fullmatch(raw)
-    if match is None or (match[2] and not sized):
-        accepted = "a whole number" + (" of bytes, or of KiB, MiB or GiB (64MiB)" if sized else "")
-        raise QuotaConfigError(f"{variable} must be {accepted}, got {raw!r}")
-    value = int(match[1]) * _UNITS[(match[2] or "").lower()]
-    if not 1 <= value <= MAX_QUOTA:
-        raise QuotaConfigError(f"{variable} must be from 1 to {MAX_QUOTA:,}, got {raw!r}")
-    return value
 
 
 # -- what the agent is told ------------------------------------------------------------

@@ -16,24 +16,31 @@ import math
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from corral.config import RateLimits, RuntimeConfig
 from corral.db.raw import close_databases, open_database
 from corral.runtime.describe import describe_code
-from corral.runtime.executor import Executor, RuntimeConfig
+from corral.runtime.executor import Executor
 from corral.runtime.network.fetch import Fetcher
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import Deployed, Instance
+from corral.runtime.services import Services
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.state import Store, open_store
 from corral.tasks.queue import TaskInfo
 from tests.support import FakeClock, wipe
 
 REQUIRE_SANDBOX = os.environ.get("CORRAL_REQUIRE_SANDBOX") == "1"
+
+#: Rate limits out of reach: for tests that run more executions of one instance than
+#: the default limits allow, and are not about them.
+NO_RATE_LIMITS = RateLimits(per_5min=10**9, per_24h=10**9)
 
 #: How long one ``run(until_idle=True)`` may take before the test fails instead of hanging.
 IDLE_TIMEOUT_S = 60.0
@@ -122,16 +129,18 @@ class Runtime:
     ) -> None:
         self.url = url
         self.clock = clock
-        self.config = config
-        self.database = open_database(url)
+        self.config = config = replace(config, database_url=url)
+        self.services = Services(config, clock=clock, fetcher=fetcher)
+        self.database = self.services.database
         self.worker = Worker(
-            self.database,
+            self.services,
             options=WorkerOptions(concurrency=concurrency, poll_s=poll_s),
-            config=config,
-            clock=clock,
             on_record=on_record,
-            fetcher=fetcher,
         )
+
+    async def close(self) -> None:
+        await self.worker.close()
+        await self.services.close()
 
     @property
     def executor(self) -> Executor:
@@ -242,7 +251,7 @@ async def runtime_factory(db_url: str, clock: FakeClock) -> AsyncIterator[Runtim
 
     yield make
     for runtime in made:
-        await runtime.worker.close()
+        await runtime.close()
 
 
 @pytest.fixture

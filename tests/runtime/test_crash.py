@@ -21,10 +21,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from corral.config import Retries, RuntimeConfig
 from corral.db.raw import close_databases
-from corral.runtime.executor import RuntimeConfig
 from corral.tasks.queue import Backoff
-from tests.runtime.conftest import Runtime, RuntimeFactory
+from tests.runtime.conftest import NO_RATE_LIMITS, Runtime, RuntimeFactory
 
 TASKS = 200
 CONCURRENCY = 2  # the worker that is killed
@@ -57,18 +57,17 @@ WORKER_SCRIPT = f"""
 import asyncio
 import sys
 
-from corral.db.raw import open_database
-import pytest
-
-from corral.runtime.executor import RuntimeConfig
+from corral.config import RateLimits, RuntimeConfig
+from corral.runtime.services import Services
 from corral.runtime.worker import Worker, WorkerOptions
 
 
 async def main() -> None:
+    config = RuntimeConfig(
+        database_url=sys.argv[1], rate_limits=RateLimits(per_5min=10**9, per_24h=10**9)
+    )
     worker = Worker(
-        open_database(sys.argv[1]),
-        options=WorkerOptions(concurrency={CONCURRENCY}, poll_s=0.01),
-        config=RuntimeConfig(rate_limits=()),
+        Services(config), options=WorkerOptions(concurrency={CONCURRENCY}, poll_s=0.01)
     )
     print("serving", flush=True)
     await worker.run()
@@ -132,7 +131,9 @@ async def test_sigkill_of_a_worker_mid_run_loses_no_task(
     runtime_factory: RuntimeFactory, tmp_path: Path
 ) -> None:
     # Real time throughout: the worker in the other process uses the real clock.
-    config = RuntimeConfig(rate_limits=(), backoff=Backoff(base_ms=0, jitter=0))
+    config = RuntimeConfig(
+        rate_limits=NO_RATE_LIMITS, retries=Retries(backoff=Backoff(base_ms=0, jitter=0))
+    )
     runtime: Runtime = await runtime_factory(config, clock=time.time, concurrency=4)
     await runtime.deploy("fan", FAN_OUT)
     instance = runtime.install("fan")
@@ -221,5 +222,5 @@ async def test_a_killed_workers_sandboxed_processes_exit(sandbox: None, tmp_path
             kill(worker)
             kill_session(worker.pid)
     finally:
-        await runtime.worker.close()
+        await runtime.close()
         close_databases()

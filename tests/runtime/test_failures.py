@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from corral import codec
 from corral.cli import main
-from corral.runtime.executor import RuntimeConfig
+from corral.config import Retries, RuntimeConfig
 from corral.tasks.queue import Backoff
 from tests.runtime.conftest import Runtime, RuntimeFactory
 
@@ -59,7 +59,7 @@ class Greedy(Agent):
 async def test_a_task_over_a_limit_is_retried_then_dead_lettered(
     runtime_factory: RuntimeFactory, method: str, outcome: str, error_type: str
 ) -> None:
-    runtime: Runtime = await runtime_factory(RuntimeConfig(max_attempts=3, backoff=BACKOFF))
+    runtime: Runtime = await runtime_factory(RuntimeConfig(retries=Retries(3, BACKOFF)))
     await runtime.deploy("greedy", OVER_LIMITS)
     instance = runtime.install("greedy")
     runtime.executor.queue.enqueue(
@@ -130,7 +130,7 @@ async def test_a_recurring_task_keeps_firing_after_its_callback_raises(
     runtime_factory: RuntimeFactory,
 ) -> None:
     # One attempt per fired run: each tick's failure is final, and the next tick still comes.
-    runtime: Runtime = await runtime_factory(RuntimeConfig(max_attempts=1, backoff=BACKOFF))
+    runtime: Runtime = await runtime_factory(RuntimeConfig(retries=Retries(1, BACKOFF)))
     await runtime.deploy("beat", RECURRING)
     instance = runtime.install("beat")
     await runtime.idle()
@@ -165,7 +165,7 @@ async def test_a_failing_recurring_run_is_retried_without_delaying_the_schedule(
     # One at a time: the retry and the next tick are due together, and the agent's
     # counter is a plain read-then-write.
     runtime: Runtime = await runtime_factory(
-        RuntimeConfig(max_attempts=2, backoff=BACKOFF), concurrency=1
+        RuntimeConfig(retries=Retries(2, BACKOFF)), concurrency=1
     )
     await runtime.deploy("beat", RECURRING)
     instance = runtime.install("beat")

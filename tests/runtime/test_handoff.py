@@ -55,13 +55,7 @@ class Slots:
 
 
 def executor_with(runtime: Runtime, slots: Slots) -> Executor:
-    return Executor(
-        runtime.database,
-        runtime.executor.pool,
-        config=runtime.config,
-        clock=runtime.clock,
-        refill=slots,
-    )
+    return Executor(runtime.services, runtime.executor.pool, refill=slots)
 
 
 async def test_a_chain_hands_each_step_to_its_worker_and_completes(runtime: Runtime) -> None:

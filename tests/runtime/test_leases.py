@@ -8,7 +8,7 @@ healthy execution would be run a second time beside itself.
 from __future__ import annotations
 
 from corral import codec
-from corral.runtime.executor import RuntimeConfig
+from corral.config import RuntimeConfig
 from corral.sandbox.limits import Limits
 from tests.runtime.conftest import Runtime, RuntimeFactory
 

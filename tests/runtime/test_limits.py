@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from corral import codec
-from corral.runtime.executor import RuntimeConfig
+from corral.config import ConfigError, RuntimeConfig
 from corral.sandbox.limits import Limits
 from tests.runtime.conftest import Runtime, RuntimeFactory
 
@@ -143,15 +143,15 @@ async def test_a_version_over_this_workers_ceiling_is_dead_lettered(
 
 def test_a_runtime_config_refuses_defaults_over_its_ceilings_and_an_endless_grace() -> None:
     """What an operator sets is checked too: the lease is a timeout plus this grace."""
-    with pytest.raises(ValueError, match=r"^the default of limit timeout_s") as raised:
+    with pytest.raises(ConfigError) as raised:
         RuntimeConfig(limits=Limits(timeout_s=120), ceilings=Limits(timeout_s=60))
     assert str(raised.value) == (
-        "the default of limit timeout_s (120) is above its ceiling (60): lower the default "
-        "or raise the ceiling"
+        "limits.timeout_s = 120 (the default) is above its ceiling, ceilings.timeout_s = 60 "
+        "(the default): lower the default or raise the ceiling"
     )
     ceilings = RuntimeConfig().ceilings
     RuntimeConfig(limits=ceilings, ceilings=ceilings)  # a default may be its ceiling
     for grace in (math.inf, math.nan, -1.0, 3601.0):
-        with pytest.raises(ValueError, match=r"^lease_grace_s") as raised:
+        with pytest.raises(ConfigError, match=r"^lease_grace_s") as raised:
             RuntimeConfig(lease_grace_s=grace)
         assert str(raised.value) == f"lease_grace_s must be from 0 to 3600 seconds, got {grace!r}"

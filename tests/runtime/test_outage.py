@@ -26,14 +26,15 @@ import sqlalchemy as sa
 
 import corral.db.engine
 from corral import codec
+from corral.config import Retries, RuntimeConfig
 from corral.db.raw import close_databases, open_database
-from corral.runtime.executor import RuntimeConfig, _Settlement
+from corral.runtime.executor import _Settlement
 from corral.runtime.history import History
 from corral.runtime.records import ExecutionRecord
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
 from corral.state import open_store
 from corral.tasks.queue import NO_ARGS, Backoff, TaskQueue
-from tests.runtime.conftest import Runtime, RuntimeFactory, stop
+from tests.runtime.conftest import NO_RATE_LIMITS, Runtime, RuntimeFactory, stop
 from tests.runtime.test_crash import kill, kill_session, start_worker
 from tests.support import TcpProxy, wipe
 
@@ -68,8 +69,9 @@ import asyncio
 import sys
 
 import corral.db.engine
-from corral.db.raw import open_database
-from corral.runtime.executor import RuntimeConfig, _Settlement
+from corral.config import RateLimits, Retries, RuntimeConfig
+from corral.runtime.executor import _Settlement
+from corral.runtime.services import Services
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
 from corral.tasks.queue import Backoff
@@ -79,15 +81,14 @@ corral.db.engine.SQLITE_BUSY_TIMEOUT_S = {BUSY_TIMEOUT_S}
 
 async def main() -> None:
     config = RuntimeConfig(
-        rate_limits=(),
+        database_url=sys.argv[1],
+        rate_limits=RateLimits(per_5min=10**9, per_24h=10**9),
         limits=Limits(timeout_s={TIMEOUT_S}),
         lease_grace_s={LEASE_GRACE_S},
-        backoff=Backoff(base_ms=0, jitter=0),
+        retries=Retries(backoff=Backoff(base_ms=0, jitter=0)),
     )
     worker = Worker(
-        open_database(sys.argv[1]),
-        options=WorkerOptions(concurrency={CONCURRENCY}, poll_s=0.01),
-        config=config,
+        Services(config), options=WorkerOptions(concurrency={CONCURRENCY}, poll_s=0.01)
     )
     await worker.run()
 
@@ -128,7 +129,9 @@ async def test_a_worker_rides_out_a_database_outage_longer_than_its_leases(
 ) -> None:
     assert OUTAGE_S > TIMEOUT_S + LEASE_GRACE_S  # every lease the worker holds runs out
     # Real time throughout: the worker in the other process uses the real clock.
-    runtime: Runtime = await runtime_factory(RuntimeConfig(rate_limits=()), clock=time.time)
+    runtime: Runtime = await runtime_factory(
+        RuntimeConfig(rate_limits=NO_RATE_LIMITS), clock=time.time
+    )
     await runtime.deploy("steady", AGENT)
     instance = runtime.install("steady")
     queue = runtime.executor.queue
@@ -241,7 +244,7 @@ async def test_an_agents_store_call_in_an_outage_fails_with_a_clear_error(
     """The agent sees ``DatabaseUnavailable`` and may handle it; the worker waits the
     outage out, writes the execution's record once it can, and serves the next one."""
     with outage_switch(server_url) as (worker_url, cut, restore):
-        runtime = Runtime(worker_url, time.time, RuntimeConfig(rate_limits=()))
+        runtime = Runtime(worker_url, time.time, RuntimeConfig(rate_limits=NO_RATE_LIMITS))
         await runtime.worker.start()
         runner = asyncio.create_task(runtime.worker.run())
         try:
@@ -276,7 +279,7 @@ async def test_an_agents_store_call_in_an_outage_fails_with_a_clear_error(
             await until(lambda: _has(recorded(), "ping"), "the next task")
         finally:
             await stop(runner)
-            await runtime.worker.close()
+            await runtime.close()
 
     found = {r["method"]: r for r in history.executions(instance.id, limit=10)}
     assert found["write_until_refused"]["outcome"] == "ok"
@@ -325,7 +328,7 @@ async def test_an_error_waiting_would_not_fix_ends_the_wait_and_stops_the_worker
         finally:
             if not runner.done():
                 await stop(runner)
-            await runtime.worker.close()
+            await runtime.close()
             close_databases()
 
 
@@ -357,10 +360,10 @@ async def test_an_execution_settled_after_its_lease_ran_out_in_an_outage_runs_on
     monkeypatch.setattr(corral.db.engine, "SQLITE_BUSY_TIMEOUT_S", 0.2)
     url = f"sqlite:///{tmp_path}/corral.db"
     config = RuntimeConfig(
-        rate_limits=(),
+        rate_limits=NO_RATE_LIMITS,
         limits=Limits(timeout_s=1.0),
         lease_grace_s=0.5,
-        backoff=Backoff(base_ms=0, jitter=0),  # a task put back is due at once
+        retries=Retries(backoff=Backoff(base_ms=0, jitter=0)),  # a task put back is due at once
     )
     with outage_switch(url) as (_, cut, restore):
         runtime = Runtime(url, time.time, config)
@@ -400,7 +403,7 @@ async def test_an_execution_settled_after_its_lease_ran_out_in_an_outage_runs_on
             assert (record["outcome"], record["result"]) == ("ok", "done")
         finally:
             await stop(runner)
-            await runtime.worker.close()
+            await runtime.close()
             close_databases()
 
 
@@ -410,7 +413,7 @@ async def test_a_settlement_written_again_after_its_answer_was_lost_is_written_o
     """An outage can cut the connection after the server committed a settlement and
     before its answer came back: the worker writes it again once the database is back
     (``uncertain``), and it is written once: one record, the task done."""
-    runtime = await runtime_factory(RuntimeConfig(rate_limits=()))
+    runtime = await runtime_factory(RuntimeConfig(rate_limits=NO_RATE_LIMITS))
     await runtime.deploy("steady", AGENT)
     instance = runtime.install("steady")
     await runtime.idle()  # activate

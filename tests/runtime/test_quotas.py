@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from corral import codec
+from corral.config import RuntimeConfig
 from corral.quotas import Quotas
-from corral.runtime.executor import RuntimeConfig
 from corral.state import SqlBackend
 from tests.runtime.conftest import Runtime, RuntimeFactory
 

@@ -18,27 +18,15 @@ from typing import Any
 import click
 
 from corral.cli.output import console
+from corral.config import RuntimeConfig
 from corral.db import DatabaseURLError, SchemaOutOfDate
-from corral.db.raw import open_database
-from corral.quotas import QuotaConfigError
-from corral.runtime.executor import RuntimeConfig
 from corral.runtime.records import ExecutionRecord
-from corral.runtime.registry import Registry
 from corral.runtime.reloader import Deleted, Deployment, Reload, Reloader
+from corral.runtime.services import Services
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.sandbox.errors import SandboxUnavailable
-from corral.tasks.queue import TaskQueue
 
 # Never wrapped: piped to a file, a pager or a test, each event stays one line.
-
-
-def runtime_config() -> RuntimeConfig:
-    """The configuration of a command that runs agents (``corral dev``, ``worker``,
-    ``exec``), from the environment; a bad value is one clear line, no traceback."""
-    try:
-        return RuntimeConfig.from_environment()
-    except QuotaConfigError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def print_execution(record: ExecutionRecord) -> None:
@@ -133,15 +121,16 @@ def dev(obj: Any, path: Path, priority: str, insecure_sandbox: bool) -> None:
     No HTTP server runs yet (webhooks, admin API, dashboard): that is `corral serve`,
     still to come, and it will run here beside the worker.
     """
-    develop(obj.url, path, priority=priority, insecure=insecure_sandbox)
+    develop(obj.config, path, priority=priority, insecure=insecure_sandbox)
 
 
-def develop(url: str, path: Path, *, priority: str = "default", insecure: bool = False) -> None:
+def develop(
+    config: RuntimeConfig, path: Path, *, priority: str = "default", insecure: bool = False
+) -> None:
     """Run ``corral dev`` on PATH until Ctrl-C or SIGTERM."""
-    config = runtime_config()
-    console.print(f"Corral: database {url}", markup=False)
+    console.print(f"Corral: database {config.database_url}", markup=False)
     try:
-        asyncio.run(_Session(url, path, config, priority=priority, insecure=insecure).run())
+        asyncio.run(_Session(path, config, priority=priority, insecure=insecure).run())
     except (DatabaseURLError, SchemaOutOfDate, SandboxUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
@@ -150,10 +139,7 @@ def develop(url: str, path: Path, *, priority: str = "default", insecure: bool =
 
 
 class _Session:
-    def __init__(
-        self, url: str, path: Path, config: RuntimeConfig, *, priority: str, insecure: bool
-    ) -> None:
-        self.url = url
+    def __init__(self, path: Path, config: RuntimeConfig, *, priority: str, insecure: bool) -> None:
         self.path = path
         self.config = config
         self.priority = priority
@@ -166,12 +152,9 @@ class _Session:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._on_signal)
-        database = open_database(self.url)
+        services = Services(self.config)
         worker = self._worker = Worker(
-            database,
-            options=WorkerOptions(insecure=self.insecure),
-            config=self.config,
-            on_record=print_execution,
+            services, options=WorkerOptions(insecure=self.insecure), on_record=print_execution
         )
         # Signals cancel this task, never run() itself: closing the worker below
         # (its sandbox processes, its zygote) is never interrupted.
@@ -180,25 +163,22 @@ class _Session:
             await asyncio.wait([work])
         finally:
             await worker.close()
+            await services.close()
         if not work.cancelled():
             work.result()  # what stopped it, if it was not a signal
 
     async def _start_and_serve(self, worker: Worker) -> None:
         await worker.start()
-        database = worker.database
         reloader = Reloader(
-            Registry(database, TaskQueue(database)),
-            self.path,
-            zygote=worker.zygote,
-            priority=self.priority,
+            worker.services, self.path, zygote=worker.zygote, priority=self.priority
         )
         for reload in await reloader.deploy_all():
             print_reload(reload)
         console.print(
             f"Watching {self.path}: saving an agent file deploys it. Each line below is one "
             "sandboxed execution. Ctrl-C stops.\n"
-            f"In another shell: corral --db {self.url} instances | executions | logs -f | tasks | "
-            "state ls INSTANCE",
+            f"In another shell: corral --db {self.config.database_url} instances | executions "
+            "| logs -f | tasks | state ls INSTANCE",
             markup=False,
         )
         await self._serve(worker, reloader)

@@ -1,8 +1,10 @@
 """The ``corral`` command: operate a Corral database from the shell.
 
 Every listing prints a table for people and, with ``--json``, JSON for scripts.
-The database comes from ``--db``, else ``CORRAL_DATABASE_URL``, else the SQLite
-file ``./.corral/corral.db``.
+The database and every other setting come from the configuration
+(:mod:`corral.config`): ``--db``, else ``CORRAL_DATABASE_URL``, else
+``database_url`` in the ``--config`` file, else the SQLite file
+``./.corral/corral.db``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import json
 import sys
 from dataclasses import asdict
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +21,17 @@ import click
 from rich.table import Table
 
 from corral import __version__
-from corral.cli.dev import dev, runtime_config
+from corral.cli.config import config
+from corral.cli.dev import dev
 from corral.cli.operate import COMMANDS, run_examples
 from corral.cli.output import console, print_json
-from corral.db import DatabaseURLError, SchemaOutOfDate, create_engine, resolve_url, upgrade
+from corral.config import CONFIG_ENV, ConfigError, RuntimeConfig
+from corral.db import DatabaseURLError, SchemaOutOfDate, create_engine, upgrade
 from corral.db.engine import DEFAULT_URL, URL_ENV
 from corral.quotas import Quotas
 from corral.runtime.once import run_once
 from corral.runtime.records import ExecutionRecord
+from corral.runtime.services import Services
 from corral.sandbox.errors import SandboxUnavailable
 from corral.sandbox.limits import Outcome
 from corral.sandbox.support import probe_support
@@ -34,9 +40,30 @@ from corral.tagged_json import to_tagged
 
 
 class Context:
-    def __init__(self, db: str | None) -> None:
+    """What every command runs with: the configuration, loaded once when first needed
+    (``corral doctor`` needs none), and the runtime built from it."""
+
+    def __init__(self, db: str | None, config_file: Path | None) -> None:
         self.explicit_url = db
-        self.url = resolve_url(db)
+        self._config_file = config_file
+
+    @cached_property
+    def config(self) -> RuntimeConfig:
+        try:
+            return RuntimeConfig.load(config_file=self._config_file, database_url=self.explicit_url)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    @property
+    def url(self) -> str:
+        return self.config.database_url
+
+    @cached_property
+    def services(self) -> Services:
+        try:
+            return Services(self.config)
+        except (DatabaseURLError, SchemaOutOfDate) as exc:
+            raise click.ClickException(str(exc)) from None
 
     def store(self, scope: str, quotas: Quotas | None = None) -> Store:
         try:
@@ -47,13 +74,23 @@ class Context:
 
 @click.group(
     help=f"Run and operate sandboxed, event-driven Python agents.\n\n"
-    f"The database is --db URL, else ${URL_ENV}, else {DEFAULT_URL}."
+    f"The database is --db URL, else ${URL_ENV}, else database_url in the configuration "
+    f"file, else {DEFAULT_URL}. Every other setting is a CORRAL_* variable or a key of "
+    f"the configuration file: corral config lists them, their values and where each "
+    "came from (docs/configuration.md)."
 )
 @click.version_option(__version__, prog_name="corral")
 @click.option("--db", metavar="URL", help="sqlite:///path or postgresql://user@host/db")
+@click.option(
+    "--config",
+    "config_file",
+    metavar="PATH",
+    type=click.Path(path_type=Path),
+    help=f"The configuration file (TOML); else ${CONFIG_ENV}, else none.",
+)
 @click.pass_context
-def main(ctx: click.Context, db: str | None) -> None:
-    ctx.obj = Context(db)
+def main(ctx: click.Context, db: str | None, config_file: Path | None) -> None:
+    ctx.obj = Context(db, config_file)
 
 
 @main.command()
@@ -189,7 +226,7 @@ def exec_(
         except json.JSONDecodeError as exc:
             raise click.BadParameter(f"argument {i} is not JSON ({exc}): {raw!r}") from None
     # The agent's writes are held to the quotas a worker would hold them to.
-    quotas = runtime_config().quotas
+    quotas = obj.config.quotas
     if obj.explicit_url:
         store = obj.store(instance, quotas)
     else:
@@ -197,7 +234,9 @@ def exec_(
     code = path.read_text()
     try:
         record = asyncio.run(
-            run_once(code, method, args, store, insecure=insecure_sandbox, strict=strict)
+            run_once(
+                code, method, args, store, obj.config, insecure=insecure_sandbox, strict=strict
+            )
         )
     except SandboxUnavailable as exc:
         raise click.ClickException(str(exc)) from None
@@ -241,8 +280,8 @@ def run(obj: Context, folder: Path) -> None:
     Each agent is deployed and installed once (priority "examples"), a worker prints
     each execution, and saving an example deploys its new version. Ctrl-C stops.
     """
-    run_examples(obj.url, folder)
+    run_examples(obj.config, folder)
 
 
-for _command in [*COMMANDS, dev]:
+for _command in [*COMMANDS, dev, config]:
     main.add_command(_command)

@@ -18,35 +18,21 @@ import click
 from rich.table import Table
 
 from corral import codec
-from corral.cli.dev import develop, runtime_config
+from corral.cli.dev import develop
 from corral.cli.output import console, print_json
-from corral.db import DatabaseURLError, SchemaOutOfDate
+from corral.config import RuntimeConfig
 from corral.db.errors import DATABASE_ERRORS, gist, unavailable
-from corral.db.raw import Database, open_database
 from corral.demo.paged_api import PAGES, PER_PAGE, PagedApi, PortTaken
 from corral.runtime.affinity import pin_to_cpu
 from corral.runtime.declared import DeclarationError
-from corral.runtime.describe import AgentCodeError, describe_code
-from corral.runtime.history import History
-from corral.runtime.registry import Registry, UnknownAgent, UnknownInstance
+from corral.runtime.describe import AgentCodeError
+from corral.runtime.registry import UnknownAgent, UnknownInstance
 from corral.runtime.reloader import agent_name
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.sandbox.errors import SandboxUnavailable
 from corral.sdk.errors import DatabaseUnavailable
 from corral.tagged_json import to_tagged
-from corral.tasks.queue import TaskQueue, UnknownTask
-
-
-def _database(url: str) -> Database:
-    try:
-        return open_database(url)
-    except (DatabaseURLError, SchemaOutOfDate) as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _registry(url: str) -> Registry:
-    database = _database(url)
-    return Registry(database, TaskQueue(database))
+from corral.tasks.queue import UnknownTask
 
 
 def _now() -> int:
@@ -73,8 +59,8 @@ def deploy(obj: Any, path: Path, name: str | None, insecure_sandbox: bool, as_js
     code = path.read_text()
     agent = name or agent_name(path)
     try:
-        description = asyncio.run(describe_code(code, insecure=insecure_sandbox))
-        deployed = _registry(obj.url).deploy(agent, code, description, now=_now())
+        description = asyncio.run(obj.services.describe(code, insecure=insecure_sandbox))
+        deployed = obj.services.registry.deploy(agent, code, description, now=_now())
     except AgentCodeError as exc:
         raise click.ClickException(f"cannot deploy {exc.where(path)}: {exc}") from None
     except (ValueError, SandboxUnavailable) as exc:
@@ -112,7 +98,8 @@ def install(obj: Any, agent: str, priority: str, raw_config: str, as_json: bool)
     if not isinstance(config, dict):
         raise click.BadParameter("--config must be a JSON object")
     try:
-        instance = _registry(obj.url).install(agent, priority=priority, config=config, now=_now())
+        registry = obj.services.registry
+        instance = registry.install(agent, priority=priority, config=config, now=_now())
     except UnknownAgent as exc:
         raise click.ClickException(str(exc)) from None
     except DeclarationError as exc:  # a version stored before deploy checked its tick
@@ -132,7 +119,7 @@ def install(obj: Any, agent: str, priority: str, raw_config: str, as_json: bool)
 def uninstall(obj: Any, instance: str) -> None:
     """Run INSTANCE's deactivate, then remove its state, tasks and callbacks."""
     try:
-        _registry(obj.url).uninstall(instance, now=_now())
+        obj.services.registry.uninstall(instance, now=_now())
     except UnknownInstance as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{instance}: uninstalling (deactivate queued; a worker finishes it)")
@@ -143,7 +130,7 @@ def uninstall(obj: Any, instance: str) -> None:
 @click.pass_obj
 def instances(obj: Any, as_json: bool) -> None:
     """Installed instances and their status."""
-    found = _registry(obj.url).instances()
+    found = obj.services.registry.instances()
     if as_json:
         print_json([asdict(i) for i in found])
         return
@@ -162,7 +149,7 @@ def instances(obj: Any, as_json: bool) -> None:
 @click.pass_obj
 def executions(obj: Any, instance: str | None, limit: int, as_json: bool) -> None:
     """Execution records, newest first."""
-    records = History(_database(obj.url)).executions(instance, limit=limit)
+    records = obj.services.history.executions(instance, limit=limit)
     if as_json:
         print_json(records)
         return
@@ -188,7 +175,7 @@ def executions(obj: Any, instance: str | None, limit: int, as_json: bool) -> Non
 @click.pass_obj
 def logs(obj: Any, instance: str | None, follow: bool, as_json: bool) -> None:
     """Log lines of executions and of the platform, oldest first."""
-    history = History(_database(obj.url))
+    history = obj.services.history
     after = 0
     while True:
         lines = history.logs(instance, after=after)
@@ -215,7 +202,7 @@ def logs(obj: Any, instance: str | None, follow: bool, as_json: bool) -> None:
 def tasks(obj: Any, words: tuple[str, ...], dead: bool, as_json: bool) -> None:
     # One command rather than a group: a group's optional INSTANCE would swallow
     # the words "retry" and "cancel".
-    queue = TaskQueue(_database(obj.url))
+    queue = obj.services.queue
     if words and words[0] in ("retry", "cancel"):
         if len(words) != 2 or not words[1].isdigit():
             raise click.UsageError(f"usage: corral tasks {words[0]} ID (a task id, a number)")
@@ -266,20 +253,21 @@ def worker(
     A database outage pauses it (it says so, and again when the database is back);
     a database error that waiting would not fix stops it, with that error.
 
-    Each instance's quotas come from CORRAL_QUOTAS_STORE_BYTES, _STORE_KEYS,
-    _PENDING_TASKS and _CALLBACKS (docs/store.md, Quotas).
+    Limits, ceilings, rate limits, retries and quotas are those of the
+    configuration: corral config prints them.
     """
     if cpu is not None:
         click.echo(f"pinned to CPU {pin_to_cpu(cpu)}", err=True)
     options = WorkerOptions(concurrency=concurrency, insecure=insecure_sandbox)
-    config = runtime_config()
 
     async def serve() -> int:
-        runner = Worker(_database(obj.url), options=options, config=config)
+        services = obj.services
+        runner = Worker(services, options=options)
         try:
             await runner.run(until_idle=until_idle)
         finally:
             await runner.close()
+            await services.close()
         return runner.executed
 
     try:
@@ -309,10 +297,10 @@ def _stopped(exc: Exception) -> str:
     )
 
 
-def run_examples(url: str, folder: Path) -> None:
+def run_examples(config: RuntimeConfig, folder: Path) -> None:
     """What `make run` does: `corral dev` on the examples, installed for priority "examples"."""
     _serve_demo_api()
-    develop(url, folder, priority="examples")
+    develop(config, folder, priority="examples")
 
 
 def _serve_demo_api() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from corral.runtime.declared import declared
 from corral.runtime.records import loaded
-from corral.sandbox.limits import ExecutionResult, Limits, Outcome
+from corral.sandbox.limits import CEILINGS, ExecutionResult, Limits, Outcome
 from corral.sandbox.zygote import Zygote
 
 
@@ -45,19 +45,27 @@ _AGENT_FRAME = re.compile(r'File "<agent [^>]*>", line (\d+)')
 
 
 async def describe_code(
-    code: str, *, insecure: bool = False, zygote: Zygote | None = None
+    code: str,
+    *,
+    limits: Limits | None = None,
+    ceilings: Limits = CEILINGS,
+    insecure: bool = False,
+    zygote: Zygote | None = None,
 ) -> dict[str, Any]:
-    """The agent's class, methods, limits, network list and tick, learned in a sandbox.
+    """The agent's class, methods, limits, network list and tick, learned in a sandbox
+    under ``limits`` (default: the default limits); an ``AgentCodeError`` when the
+    code does not load, or declares limits above ``ceilings``.
 
     Pass a running ``zygote`` to save starting one (about 0.2 s) for each call.
     """
+    limits = limits or Limits()
     if zygote is None:
         own = await Zygote.start(insecure=insecure)
         try:
-            return await describe_code(code, zygote=own)
+            return await describe_code(code, limits=limits, ceilings=ceilings, zygote=own)
         finally:
             await own.close()
-    result = await describe_in(zygote, code, Limits())
+    result = await describe_in(zygote, code, limits)
     if result.outcome is not Outcome.OK:
         error = result.error or {}
         frames = _AGENT_FRAME.findall(error.get("traceback", ""))
@@ -67,7 +75,7 @@ async def describe_code(
         )
     description = loaded(result)
     try:
-        declared(description, Limits())
+        declared(description, limits, ceilings)
     except ValueError as exc:
         raise AgentCodeError(str(exc)) from None
     return description

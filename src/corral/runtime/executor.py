@@ -11,30 +11,24 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from corral import codec
-from corral.db.raw import Database
-from corral.quotas import Quotas
 from corral.runtime.declared import Declared, declared
-from corral.runtime.history import History
-from corral.runtime.network.fetch import FetchConfig, Fetcher
 from corral.runtime.outage import Outage
 from corral.runtime.records import ExecutionRecord
-from corral.runtime.registry import ACTIVE, UNINSTALLING, Instance, Registry, Version
+from corral.runtime.registry import ACTIVE, UNINSTALLING, Instance, Version
+from corral.runtime.services import Services
 from corral.runtime.tools import InstanceTools
-from corral.sandbox.limits import CEILINGS, Limits, Outcome
+from corral.sandbox.limits import Outcome
 from corral.sandbox.pool import SandboxPool
 from corral.sdk.errors import DatabaseUnavailable
 from corral.state import Store
 from corral.state.sql import SqlBackend
-from corral.state.store import Clock
-from corral.tasks.callbacks import Callbacks
-from corral.tasks.queue import Backoff, ClaimedTask, TaskQueue
+from corral.tasks.queue import ClaimedTask
 
 log = logging.getLogger("corral.executor")
 
@@ -43,8 +37,6 @@ _T = TypeVar("_T")
 
 LIFECYCLE_HOOKS = ("activate", "upgrade", "deactivate")
 RATE_CHECK_SHARES = 16
-#: With the longest timeout a ``Limits`` allows, a lease stays far inside an int64 of ms.
-MAX_LEASE_GRACE_S = 3600
 
 
 @dataclass(frozen=True)
@@ -84,75 +76,25 @@ class Refill(Protocol):
         """Start a task handed off to this worker."""
 
 
-@dataclass(frozen=True)
-class RateLimit:
-    """At most ``executions`` per rolling ``window_s`` per instance."""
-
-    executions: int
-    window_s: int
-    name: str
-
-
-@dataclass(frozen=True)
-class RuntimeConfig:
-    #: Each execution's limits, unless its agent declares others.
-    limits: Limits = field(default_factory=Limits)
-    #: The most an agent may declare: its version's tasks are dead-lettered above them.
-    ceilings: Limits = CEILINGS
-    #: Outbound requests: rate limit per instance, timeout, response size (docs/fetch.md).
-    fetch: FetchConfig = field(default_factory=FetchConfig)
-    rate_limits: tuple[RateLimit, ...] = (
-        RateLimit(200, 5 * 60, "5 minutes"),
-        RateLimit(500, 24 * 3600, "24 hours"),
-    )
-    max_attempts: int = 3
-    backoff: Backoff = field(default_factory=Backoff)
-    #: Added to an execution's timeout for its lease: time to record and settle it.
-    lease_grace_s: float = 15.0
-    #: Between a worker's attempts to reach its database during an outage.
-    reconnect: Backoff = field(default_factory=lambda: Backoff(base_ms=100, cap_ms=2_000))
-    #: What each instance may keep: store bytes and keys, pending tasks, callbacks.
-    quotas: Quotas = field(default_factory=Quotas)
-
-    def __post_init__(self) -> None:
-        self.limits.check_within(self.ceilings)
-        if not 0 <= self.lease_grace_s <= MAX_LEASE_GRACE_S:  # and not nan
-            raise ValueError(
-                f"lease_grace_s must be from 0 to {MAX_LEASE_GRACE_S} seconds, "
-                f"got {self.lease_grace_s!r}"
-            )
-
-    @classmethod
-    def from_environment(cls) -> RuntimeConfig:
-        """What a worker started from the command line runs with: the defaults, with
-        the quotas of ``CORRAL_QUOTAS_*`` (``QuotaConfigError`` for a bad one)."""
-        return cls(quotas=Quotas.from_environment())
-
-
 class Executor:
     def __init__(
         self,
-        database: Database,
+        services: Services,
         pool: SandboxPool,
         *,
-        config: RuntimeConfig | None = None,
-        clock: Clock = time.time,
         on_enqueue: Callable[[], None] | None = None,
-        fetcher: Fetcher | None = None,
         refill: Refill | None = None,
     ) -> None:
-        self.config = config or RuntimeConfig()
-        self.database = database
+        self.config = services.config
+        self.database = database = services.database
         self.pool = pool
-        self.clock = clock
+        self.clock = services.clock
         #: Shared by every execution: one connection pool, one rate bucket per instance.
-        self.fetcher = fetcher or Fetcher(self.config.fetch)
-        self.queue = TaskQueue(
-            database, max_attempts=self.config.max_attempts, backoff=self.config.backoff
-        )
-        self.callbacks = Callbacks(database)
-        self.registry = Registry(database, self.queue)
-        self.history = History(database)
+        self.fetcher = services.fetcher
+        self.queue = services.queue
+        self.callbacks = services.callbacks
+        self.registry = services.registry
+        self.history = services.history
         # Executions' store writes commit without waiting for the disk, as the
         # worker's own do (see ``db``).
         self._backend = SqlBackend(database, deferred=True)
@@ -522,9 +464,7 @@ class Executor:
             self._rate_credit[instance.id] = credit - 1
             return False
         now = self.now()
-        limits = self.config.rate_limits
-        if not limits:
-            return False
+        limits = self.config.rate_limits.windows
         # Executions before the deploy that lifted a suspension no longer count.
         since = [
             max(now - limit.window_s * 1000, instance.limits_reset_at or 0) for limit in limits

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from corral.config import RuntimeConfig
 from corral.runtime.declared import declared
 from corral.runtime.describe import describe_in
 from corral.runtime.network.fetch import Fetcher
 from corral.runtime.records import ExecutionRecord, loaded
 from corral.runtime.tools import exec_tools
-from corral.sandbox.limits import Limits, Outcome
+from corral.sandbox.limits import Outcome
 from corral.sandbox.zygote import Zygote
 from corral.state import Store
 
@@ -22,32 +23,33 @@ async def run_once(
     method: str,
     args: list[Any],
     store: Store,
+    config: RuntimeConfig,
     *,
     insecure: bool = False,
-    limits: Limits | None = None,
     strict: bool = False,
 ) -> ExecutionRecord:
-    """Load the agent in one sandboxed process to learn its limits, run it in another.
+    """Load the agent in one sandboxed process to learn its limits, run it in another,
+    under the configuration's limits, ceilings and fetch settings, as a worker would.
 
     Two processes because the memory limit is fixed when a process starts, and the
     agent's own ``limits`` are only known once its code has been loaded. The second
     process has never run the agent, as in strict mode; ``strict`` also reports what
     the execution left in module globals and class attributes.
     """
-    base = limits or Limits()
+    base = config.limits
     zygote = await Zygote.start(insecure=insecure)
     try:
         description = await describe_in(zygote, code, base)
         if description.outcome is not Outcome.OK:
             return ExecutionRecord(store.scope, method, "exec", description)
         try:
-            rules = declared(loaded(description), base)
+            rules = declared(loaded(description), base, config.ceilings)
         except ValueError as exc:
             description.outcome = Outcome.ERROR
             description.error = {"type": type(exc).__name__, "message": str(exc), "traceback": ""}
             return ExecutionRecord(store.scope, method, "exec", description)
         process = await zygote.spawn(rules.limits)
-        fetcher = Fetcher()
+        fetcher = Fetcher(config.fetch)
         try:
             fetch = fetcher.bind(store.scope, rules.network, time_left_s=rules.limits.timeout_s)
             tools = exec_tools(store, fetch)

@@ -16,17 +16,16 @@ to do on purpose, not for an editor to do by accident.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from watchfiles import Change, awatch
 
-from corral.runtime.describe import AgentCodeError, describe_code
-from corral.runtime.registry import Deployed, Instance, Registry, UnknownAgent, Version
+from corral.runtime.describe import AgentCodeError
+from corral.runtime.registry import Deployed, Instance, UnknownAgent, Version
+from corral.runtime.services import Services
 from corral.sandbox.zygote import Zygote
-from corral.state.store import Clock
 
 
 def agent_name(path: Path) -> str:
@@ -81,19 +80,18 @@ Reload = Deployment | Refused | Deleted
 class Reloader:
     def __init__(
         self,
-        registry: Registry,
+        services: Services,
         path: Path,
         *,
         zygote: Zygote,
         priority: str = "default",
-        clock: Clock = time.time,
     ) -> None:
-        self.registry = registry
+        self.services = services
+        self.registry = services.registry
         #: As the user gave it: reported paths are built on it, so they read the same way.
         self.path = path
         self.priority = priority
         self._zygote = zygote  # loads code to describe it, as `corral deploy` does
-        self._clock = clock
         self._folder = path.is_dir()
         resolved = path.resolve()
         # A file is watched through its folder: editors that save by writing a new
@@ -163,7 +161,7 @@ class Reloader:
         # per save, which a development process can afford.
         try:
             code = source.decode()
-            description = await describe_code(code, zygote=self._zygote)
+            description = await self.services.describe(code, zygote=self._zygote)
             deployed = self.registry.deploy(agent, code, description, now=self._now())
         except ValueError as exc:  # not UTF-8, code that does not load, a name that cannot be
             return Refused(path, agent, exc, self._current(agent))
@@ -188,4 +186,4 @@ class Reloader:
             return None
 
     def _now(self) -> int:
-        return int(self._clock() * 1000)
+        return int(self.services.clock() * 1000)

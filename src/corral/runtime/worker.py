@@ -22,17 +22,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from corral.db.raw import Database
 from corral.runtime import wakeups
-from corral.runtime.executor import Claim, Executor, RuntimeConfig
-from corral.runtime.network.fetch import Fetcher
+from corral.runtime.executor import Claim, Executor
 from corral.runtime.records import ExecutionRecord
+from corral.runtime.services import Services
 from corral.sandbox.pool import SandboxPool
 from corral.sandbox.zygote import Zygote
 from corral.sdk.errors import DatabaseUnavailable
-from corral.state import Sweeper
-from corral.state.sql import SqlBackend
-from corral.state.store import Clock
 
 log = logging.getLogger("corral.worker")
 
@@ -51,23 +47,18 @@ class WorkerOptions:
 class Worker:
     def __init__(
         self,
-        database: Database,
+        services: Services,
         *,
         options: WorkerOptions | None = None,
-        config: RuntimeConfig | None = None,
-        clock: Clock = time.time,
         on_record: Callable[[ExecutionRecord], None] | None = None,
-        fetcher: Fetcher | None = None,
     ) -> None:
         self.options = options or WorkerOptions()
-        # None: the executor makes one from the config. Either way close() closes it.
-        self._fetcher = fetcher
         self._on_record = on_record
         if self.options.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.options.concurrency}")
-        self.database = database
-        self.config = config
-        self.clock = clock
+        #: What the worker runs on; its builder closes it, after the worker.
+        self.services = services
+        self.database = services.database
         self._wake = wakeups.Wakeup()
         #: The executions in flight, with what they run.
         self._running: dict[asyncio.Task[None], Claim] = {}
@@ -85,22 +76,15 @@ class Worker:
         pool = SandboxPool(
             self._zygote, strict=self.options.strict, max_processes=self.options.max_processes
         )
-        self.executor = Executor(
-            self.database,
-            pool,
-            config=self.config,
-            clock=self.clock,
-            on_enqueue=self._wake.set,
-            fetcher=self._fetcher,
-            refill=self,
-        )
+        self.executor = Executor(self.services, pool, on_enqueue=self._wake.set, refill=self)
 
     async def close(self) -> None:
+        """Stop the executions in flight, the sandboxes and the zygote. The services
+        stay open: whoever built them closes them (``Services.close``)."""
         self.abandon()
         await asyncio.gather(*self._running, return_exceptions=True)
         if self.executor is not None:
             await self.executor.pool.close()
-            await self.executor.fetcher.close()
         if self._zygote is not None:
             await self._zygote.close()
 
@@ -137,7 +121,7 @@ class Worker:
             await self.start()
         executor = self.executor
         assert executor is not None
-        chores = [asyncio.create_task(Sweeper(SqlBackend(self.database), clock=self.clock).run())]
+        chores = [asyncio.create_task(self.services.sweeper().run())]
         if self.database.postgres:
             chores.append(
                 asyncio.create_task(

@@ -50,12 +50,13 @@ class _Range:
             )
 
 
+#: What each limit accepts, by name; the configuration's limits and ceilings too.
 # The floors: one request, a millisecond (records keep milliseconds), and 16 MiB,
 # the least memory with which docs/sandbox.md shows a fresh process has room to run.
 # The most: a million requests, a day of wall or CPU time, 1 TiB; with these every
 # number derived from a limit (a lease in milliseconds, an rlimit, a memory
 # group's bytes, a timer) stays well inside a 64-bit integer.
-_RANGES = {
+RANGES = {
     "requests": _Range("a whole number", whole=True, floor=1, most=1_000_000),
     "timeout_s": _Range("a number of seconds", whole=False, floor=0.001, most=86_400),
     "cpu_s": _Range("a number of seconds", whole=False, floor=0.001, most=86_400),
@@ -82,7 +83,7 @@ class Limits:
     memory_mb: int = 256
 
     def __post_init__(self) -> None:
-        for name, rule in _RANGES.items():
+        for name, rule in RANGES.items():
             rule.check(name, getattr(self, name), rule.most, "the most Corral allows")
 
     def override(self, overrides: object, ceilings: Limits) -> Limits:
@@ -93,26 +94,16 @@ class Limits:
                 "limits must be a dict of limit names to values, such as {'timeout_s': 120}, "
                 f"got {quoted(overrides)}"
             )
-        unknown = sorted(quoted(name) for name in overrides if name not in _RANGES)
+        unknown = sorted(quoted(name) for name in overrides if name not in RANGES)
         if unknown:
             more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
             raise LimitError(
                 f"unknown limit(s) {', '.join(unknown[:5])}{more}; the limits are "
-                f"{', '.join(sorted(_RANGES))}"
+                f"{', '.join(sorted(RANGES))}"
             )
         for name, value in overrides.items():
-            _RANGES[name].check(name, value, getattr(ceilings, name), "the operator's ceiling")
+            RANGES[name].check(name, value, getattr(ceilings, name), "the operator's ceiling")
         return replace(self, **overrides)
-
-    def check_within(self, ceilings: Limits) -> None:
-        """Raise ``LimitError`` unless every one of these defaults is within ``ceilings``."""
-        for name in _RANGES:
-            value, ceiling = getattr(self, name), getattr(ceilings, name)
-            if value > ceiling:
-                raise LimitError(
-                    f"the default of limit {name} ({_number(value)}) is above its "
-                    f"ceiling ({_number(ceiling)}): lower the default or raise the ceiling"
-                )
 
 
 #: The ceilings unless the operator sets others: what an agent may raise its limits to.

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 
 from corral import codec
-from corral.runtime.executor import RateLimit, RuntimeConfig
+from corral.config import RateLimits, RuntimeConfig
 from tests.runtime.conftest import Runtime, RuntimeFactory, stop
 from tests.support import FakeClock
 
-LIMITED = RuntimeConfig(rate_limits=(RateLimit(5, 300, "5 minutes"),))
+LIMITED = RuntimeConfig(rate_limits=RateLimits(per_5min=5))
 
 FAN_OUT = """
 from corral.sdk import Agent
