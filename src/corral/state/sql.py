@@ -2,7 +2,7 @@
 
 It speaks to the database only through the store's named operations
 (:class:`corral.db.state.StateSQL`), which own the SQL and every difference
-between the backends; what is left here is the same on
+between the backends, how a call runs included; what is left here is the same on
 both: batches of keys made distinct and answered in order, a refused write turned
 into the error its caller sees, and a batch's quota judged by the usage before and
 after it, inside its transaction.
@@ -27,8 +27,8 @@ class SqlBackend:
         self._sql = sql = state_sql(database, deferred=deferred)
         # The operations that need nothing more are the database's own, bound rather
         # than wrapped: a wrapper is one Python call more on the store's hottest paths.
-        self.blocking = database.blocking
-        self.call = database.call_deferred if deferred else database.call
+        self.call = sql.call
+        self.perform = sql.perform
         self.get = sql.get
         self.has = sql.has
         self.usage = sql.usage
