@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -116,37 +117,38 @@ def test_a_reader_never_sees_half_of_a_batch(sql_url: str) -> None:
     assert versions_seen >= 2, f"{reads} reads saw only the final version"
 
 
-CHUNKED_KEYS = [f"k{i:04d}" for i in range(1200)]  # the backend reads these in 3 statements
+MANY_KEYS = [f"k{i:04d}" for i in range(1200)]  # more than a statement could bind one by one
 
 
-async def test_get_many_reads_one_snapshot_even_across_statements(
-    sql_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_get_many_reads_one_snapshot(sql_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch committed while a large get_many is part-way through stays invisible to it.
 
-    The interleaving is forced, not hoped for: right after the reader's first SELECT,
-    another connection commits a new version of every key.
+    The interleaving is forced, not hoped for: right after each statement the reader
+    sends (alone or in a transaction), another connection commits a new version of
+    every key, so a read split over statements that are not one snapshot sees both.
     """
     scope = unique_scope("snapshot")
     reader, writer = SqlBackend.open(sql_url), SqlBackend.open(sql_url)
     try:
-        await Store(writer, scope).set_many({key: 1 for key in CHUNKED_KEYS})
-        version_2 = [(key, codec.encode(2)) for key in CHUNKED_KEYS]
-        execute = reader._execute
-        wrote: list[bool] = []
+        await Store(writer, scope).set_many({key: 1 for key in MANY_KEYS})
+        versions = iter(range(2, 10))
+        database = reader.database
 
-        def execute_then_commit_elsewhere(cursor: Any, sql: str, params: Any) -> Any:
-            result = execute(cursor, sql, params)
-            if not wrote and sql.lstrip().upper().startswith("SELECT"):
-                writer.put_many(scope, version_2)
-                wrote.append(True)
-            return result
+        def then_commit_elsewhere(send: Callable[..., Any]) -> Callable[..., Any]:
+            def sent(*args: Any) -> Any:
+                result = send(*args)
+                version = codec.encode(next(versions))
+                writer.put_many(scope, [(key, version) for key in MANY_KEYS])
+                return result
 
-        monkeypatch.setattr(reader, "_execute", execute_then_commit_elsewhere)
-        values = await Store(reader, scope).get_many(CHUNKED_KEYS)
-        assert wrote, "the concurrent write did not happen"
-        assert Counter(values) in (Counter({1: 1200}), Counter({2: 1200})), Counter(values)
-        assert await Store(writer, scope).get_many(CHUNKED_KEYS[:1]) == [2]
+            return sent
+
+        for name in ("execute", "fetch_one", "fetch_all"):
+            monkeypatch.setattr(database, name, then_commit_elsewhere(getattr(database, name)))
+        values = await Store(reader, scope).get_many(MANY_KEYS)
+        assert len(set(values)) == 1, Counter(values)
+        monkeypatch.undo()
+        assert await Store(writer, scope).get_many(MANY_KEYS[:1]) != [1]  # the writes happened
     finally:
         reader.close()
         writer.close()

@@ -442,6 +442,17 @@ async def test_clear_many_removes_the_listed_keys_and_ignores_unknown_ones(store
     assert await store.keys() == []
 
 
+async def test_batches_find_keys_whatever_characters_they_hold(store: Store) -> None:
+    # SQLite sends a batch's keys as one JSON array: quotes, backslashes, control
+    # characters and keys that read as JSON values must arrive as they were.
+    awkward = ['say "hi"', "back\\slash", "tab\there", "two\nlines", "\x01", "\x7f",
+               "\u2028", "e\u0301", "123", "null", "[1]", *KEY_POOL]  # fmt: skip
+    await store.set_many({key: key for key in awkward})
+    assert await store.get_many(awkward) == awkward
+    await store.clear_many(awkward[::2])
+    assert await store.keys() == sorted(awkward[1::2])
+
+
 async def test_clear_many_with_a_bad_key_removes_nothing(store: Store) -> None:
     await store.set_many({"a": 1, "b": 2})
     with pytest.raises(ValueError, match="store keys must not be empty"):

@@ -22,7 +22,6 @@ class RecordingBackend:
 
     def __init__(self, inner: StoreBackend) -> None:
         self._inner = inner
-        self.blocking = inner.blocking
         self.sweeps: list[int | None] = []
 
     def sweep(self, now: int, limit: int) -> int | None:

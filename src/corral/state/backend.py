@@ -30,12 +30,17 @@ class StoreBackend(Protocol):
     ``quotas.store_keys`` (a write that shrinks or keeps either is never refused).
     """
 
-    #: True when calls may block on the network, so the async layer runs them through
-    #: ``call``.
-    blocking: bool
+    async def call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """``fn(*args, **kwargs)`` (a function of this backend's methods) for async code,
+        run where the backend's work belongs: at once where it answers in microseconds,
+        else where it may wait without stalling the event loop."""
 
-    def call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Awaitable[_T]:
-        """``fn(*args, **kwargs)`` where a blocking backend's work belongs (awaited)."""
+    def perform(
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T | Awaitable[_T]:
+        """``fn(*args, **kwargs)`` done now where the backend answers at once, else an
+        awaitable of it, for callers that can answer in a callback (the sandbox host):
+        a coroutine would cost them more than the call."""
 
     def get(self, scope: str, key: str, now: int) -> bytes | None: ...
 

@@ -8,7 +8,7 @@ counts its bytes and keys as rows come and go, as the database's triggers do.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
@@ -33,13 +33,16 @@ def _size(key: str, value: bytes) -> int:
 
 
 class MemoryBackend:
-    blocking = False
+    def __init__(self) -> None:
+        self._scopes: dict[str, _Scope] = {}
 
     async def call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         return fn(*args, **kwargs)
 
-    def __init__(self) -> None:
-        self._scopes: dict[str, _Scope] = {}
+    def perform(
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T | Awaitable[_T]:
+        return fn(*args, **kwargs)
 
     def _scope(self, scope: str) -> _Scope:
         found = self._scopes.get(scope)

@@ -85,14 +85,13 @@ def _operation(
 ) -> Callable[Concatenate[Store, _P], Coroutine[Any, Any, _T]]:
     """Make a store operation ``async``, written once as a plain function.
 
-    SQLite and memory answer in microseconds: a coroutine would cost more than
-    the call. PostgreSQL waits on the network, so the backend's ``call`` runs it.
+    The backend's ``call`` runs it where its work belongs: at once on SQLite and
+    memory, which answer in microseconds, in a greenlet on the event loop on
+    PostgreSQL.
     """
 
     async def run(self: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        if self._backend.blocking:
-            return await self._backend.call(fn, self, *args, **kwargs)
-        return fn(self, *args, **kwargs)
+        return await self._backend.call(fn, self, *args, **kwargs)
 
     run.__name__, run.__qualname__, run.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
     OPERATIONS[fn.__name__] = fn
@@ -266,9 +265,7 @@ class Store:
     async def usage(self) -> tuple[int, int]:
         """(bytes, keys) the scope holds as its quotas count them: keys' UTF-8 and
         encoded values, of every row, expired ones included until they are removed."""
-        if self._backend.blocking:
-            return await self._backend.call(self._backend.usage, self._scope)
-        return self._backend.usage(self._scope)
+        return await self._backend.call(self._backend.usage, self._scope)
 
     # -- locks ------------------------------------------------------------------
 
@@ -319,16 +316,14 @@ class Store:
     # -- for the sandbox host ---------------------------------------------------
 
     def perform(self, name: str, args: Sequence[Any]) -> Any:
-        """Operation ``name`` done now, or an awaitable of it when the backend blocks.
+        """Operation ``name`` done now, or an awaitable of it where the backend's work
+        must wait (``StoreBackend.perform``).
 
         The sandbox host answers a tool call inside its I/O callback when it can:
         SQLite and memory answer in microseconds, and a coroutine would cost more
         than the call. ``KeyError`` means there is no such operation.
         """
-        operation = OPERATIONS[name]
-        if self._backend.blocking:
-            return self._backend.call(operation, self, *args)
-        return operation(self, *args)
+        return self._backend.perform(OPERATIONS[name], self, *args)
 
     list = keys  # the seeds' name for keys(); defined last so it never shadows the builtin
 

@@ -2,7 +2,8 @@
 
 Readers already ignore expired rows, so the sweeper only reclaims space; it works
 in bounded batches, each its own short transaction, so it never holds the
-database for long, and one process at a time does it (see ``SqlBackend.sweep``).
+database for long, and one process at a time does it (``StateSQL.sweep`` in
+``corral.db.state``).
 """
 
 from __future__ import annotations
@@ -54,10 +55,7 @@ class Sweeper:
         """Sweep every ``interval_s`` until cancelled."""
         while True:
             try:
-                if self._backend.blocking:
-                    swept = await self._backend.call(self.sweep_once)
-                else:
-                    swept = self.sweep_once()
+                swept = await self._backend.call(self.sweep_once)
                 if swept:
                     log.info("swept %d expired store rows", swept)
             except DatabaseUnavailable:

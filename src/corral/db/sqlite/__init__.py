@@ -1,0 +1,2 @@
+"""SQLite's side of the database layer: for each part of Corral whose SQL differs
+between backends, a module with SQLite's statements and ways."""
