@@ -1,11 +1,12 @@
 """The host's side of every tool an agent may call, bound to one execution's instance.
 
-The sandbox sends an operation name and arguments; this module decides whether
-the name is a real operation and runs it against the instance's own store,
-tasks, callbacks and fetch (the instance was bound by the host, never taken from
-the agent). Database work that cannot block (SQLite) is done at once, inside the
-host's I/O callback; PostgreSQL work goes to a thread; a fetch is a coroutine
-the host awaits alongside the execution's other calls.
+The sandbox sends an operation name (a :class:`corral.sdk.operations.Op`) and
+arguments; this module decides whether the name is a real operation and runs it
+against the instance's own store, tasks, callbacks and fetch (the instance was
+bound by the host, never taken from the agent). Database work that cannot block
+(SQLite) is done at once, inside the host's I/O callback; PostgreSQL work goes to
+a thread; a fetch is a coroutine the host awaits alongside the execution's other
+calls.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from corral.db import bridge
 from corral.quotas import Quotas
 from corral.runtime.network.fetch import FetchTool
 from corral.sandbox.process import ToolHandler
-from corral.sdk.http import FETCH_OP
+from corral.sdk.operations import Op
 from corral.state import Store
-from corral.state.store import OPERATIONS, Clock
+from corral.state.store import Clock
 from corral.tasks.callbacks import Callbacks
 from corral.tasks.queue import NO_ARGS, TaskQueue
+
+#: Each store operation the sandbox may call, with the ``Store`` method that does it.
+STORE_METHODS: dict[str, str] = {op: op.partition(".")[2] for op in Op if op.startswith("store.")}
 
 
 class UnknownOperation(PermissionError):
@@ -31,13 +35,13 @@ class UnknownOperation(PermissionError):
 
 
 def store_tools(store: Store) -> ToolHandler:
-    """Only the store: what ``corral exec`` offers."""
+    """Only the store's operations, on ``store``: the part every tool handler shares."""
 
     def handle(op: str, args: list[Any]) -> Any:
-        family, _, name = op.partition(".")
-        if family != "store" or name not in OPERATIONS:
+        method = STORE_METHODS.get(op)
+        if method is None:
             raise UnknownOperation(f"there is no tool operation {op!r}")
-        return store.perform(name, args)
+        return store.perform(method, args)
 
     return handle
 
@@ -47,7 +51,7 @@ def exec_tools(store: Store, fetch: FetchTool) -> ToolHandler:
     stored = store_tools(store)
 
     def handle(op: str, args: list[Any]) -> Any:
-        return fetch(args) if op == FETCH_OP else stored(op, args)
+        return fetch(args) if op == Op.FETCH else stored(op, args)
 
     return handle
 
@@ -88,22 +92,22 @@ class InstanceTools:
         self._database = queue.database
         self._blocking = queue.database.blocking
         self._ops: dict[str, Callable[..., Any]] = {
-            "callbacks.create": self._create_callback,
-            "callbacks.get": self._get_callback,
-            "callbacks.delete": lambda token: callbacks.delete(instance, _text(token, "token")),
-            "callbacks.delete_all": lambda: callbacks.delete_all(instance),
-            "tasks.run_task": self._run_task,
-            "tasks.schedule": self._schedule,
-            "tasks.schedule_recurring": self._schedule_recurring,
-            "tasks.cancel": lambda token: queue.cancel_token(instance, _text(token, "token")),
-            "tasks.cancel_all": lambda: queue.cancel_all(instance),
-            "tasks.cancel_scheduled": lambda key: queue.cancel_key(instance, _text(key, "key")),
+            Op.CALLBACK_CREATE: self._create_callback,
+            Op.CALLBACK_GET: self._get_callback,
+            Op.CALLBACK_DELETE: lambda token: callbacks.delete(instance, _text(token, "token")),
+            Op.CALLBACK_DELETE_ALL: lambda: callbacks.delete_all(instance),
+            Op.TASK_RUN: self._run_task,
+            Op.TASK_SCHEDULE: self._schedule,
+            Op.TASK_SCHEDULE_RECURRING: self._schedule_recurring,
+            Op.TASK_CANCEL: lambda token: queue.cancel_token(instance, _text(token, "token")),
+            Op.TASK_CANCEL_ALL: lambda: queue.cancel_all(instance),
+            Op.TASK_CANCEL_SCHEDULED: lambda key: queue.cancel_key(instance, _text(key, "key")),
         }
 
     def __call__(self, op: str, args: list[Any]) -> Any:
         if op.startswith("store."):
             return self._store(op, args)
-        if op == FETCH_OP:
+        if op == Op.FETCH:
             return self._fetch(args)
         handler = self._ops.get(op)
         if handler is None:
@@ -111,6 +115,11 @@ class InstanceTools:
         if self._blocking:
             return self._database.call_deferred(handler, *args)  # settled durably later
         return handler(*args)
+
+    @property
+    def operations(self) -> frozenset[str]:
+        """Every operation these tools answer (the sandbox host answers ``run.inline``)."""
+        return frozenset({*STORE_METHODS, Op.FETCH, *self._ops})
 
     def _now(self) -> int:
         return math.floor(self._clock() * 1000)
