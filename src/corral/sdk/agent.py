@@ -110,7 +110,8 @@ class Agent:
     async def cancel_all_tasks(self) -> None:
         """Cancel every task this instance queued with ``run_task`` that has not started.
 
-        Keyed and recurring schedules stay (``cancel_scheduled_task`` ends them by key).
+        Keyed and recurring schedules stay (``cancel_scheduled_task`` ends them by key),
+        and so do the platform's own events, such as a lifecycle hook's retry.
         """
         await self._channel.call(Op.TASK_CANCEL_ALL)
 
