@@ -17,7 +17,7 @@ import pytest
 
 from corral.db.raw import close_databases, open_database
 from corral.quotas import Quotas
-from corral.runtime.tools import STORE_METHODS, InstanceTools
+from corral.runtime.tools import STORE_METHODS, ExecTools, InstanceTools
 from corral.sdk.operations import Op
 from corral.state import open_store
 from corral.state.store import OPERATIONS
@@ -59,6 +59,10 @@ def test_the_host_answers_the_operations_the_sdk_sends_and_no_others(
     instance_tools: InstanceTools,
 ) -> None:
     assert host_operations(instance_tools) == set(Op)
+    exec_tools = ExecTools(
+        open_store(None, "exec"), _no_fetch, class_name="A", methods=frozenset(), quotas=Quotas()
+    )
+    assert exec_tools.operations | {Op.RUN_INLINE} == set(Op)
     assert set(STORE_METHODS.values()) <= OPERATIONS.keys()  # each is a Store operation
 
 
