@@ -23,9 +23,7 @@ import argparse
 import asyncio
 from collections import Counter
 
-from corral.runtime.network.allowlist import AllowList
-from corral.runtime.network.fetch import Fetcher
-from corral.runtime.tools import exec_tools
+from corral.runtime.tools import store_tools
 from corral.sandbox.limits import Limits
 from corral.sandbox.zygote import Zygote
 from corral.state import open_store
@@ -48,7 +46,7 @@ class Small(Agent):
 METHODS = ("plain", "stored", "rows")
 
 
-async def _run(zygote: Zygote, fetcher: Fetcher, memory_mb: int, method: str) -> str:
+async def _run(zygote: Zygote, memory_mb: int, method: str) -> str:
     """How one execution in a fresh process with ``memory_mb`` ended."""
     # Built past the floor's check on purpose: this measures below it.
     limits = object.__new__(Limits)
@@ -59,9 +57,7 @@ async def _run(zygote: Zygote, fetcher: Fetcher, memory_mb: int, method: str) ->
     except ConnectionError as exc:
         return type(exc).__name__
     try:
-        tools = exec_tools(
-            open_store(None, "m"), fetcher.bind("m", AllowList.parse([]), time_left_s=60)
-        )
+        tools = store_tools(open_store(None, "m"))
         result = await process.execute(AGENT, method, [], limits, tools)
         return result.outcome.value
     except ConnectionError as exc:
@@ -72,7 +68,6 @@ async def _run(zygote: Zygote, fetcher: Fetcher, memory_mb: int, method: str) ->
 
 async def main(sizes: list[int], rounds: int) -> None:
     zygote = await Zygote.start()
-    fetcher = Fetcher()
     groups = zygote.memory_cgroups
     try:
         for label, use_groups in (("memory group + RLIMIT_AS", True), ("RLIMIT_AS only", False)):
@@ -85,14 +80,11 @@ async def main(sizes: list[int], rounds: int) -> None:
             for size in sizes:
                 cells = []
                 for method in METHODS:
-                    seen = Counter(
-                        [await _run(zygote, fetcher, size, method) for _ in range(rounds)]
-                    )
+                    seen = Counter([await _run(zygote, size, method) for _ in range(rounds)])
                     cells.append(", ".join(f"{n} x {outcome}" for outcome, n in seen.most_common()))
                 print(f"{size:>9}  " + "  ".join(f"{c:<36}" for c in cells))
     finally:
         zygote.memory_cgroups = groups
-        await fetcher.close()
         await zygote.close()
 
 

@@ -32,6 +32,43 @@ BACKENDS = ["memory", "sqlite", "postgres"]
 SQL_BACKENDS = ["sqlite", "postgres"]
 
 
+# -- the tool operations a test exercises ----------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def exercised_operations(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Hold a test marked ``@pytest.mark.exercises(Op.X, ...)`` to its word: it fails
+    unless an agent it ran called each operation it names.
+
+    tests/test_operations.py counts these marks to show that every operation the
+    sandbox can call has a test; this makes a mark on a test that does not call the
+    operation fail, so the count cannot be satisfied by a mark alone. Every call
+    reaches the host's ``SandboxProcess._call``, counted there like a request.
+    """
+    declared = {op for mark in request.node.iter_markers("exercises") for op in mark.args}
+    if not declared:
+        yield
+        return
+    from corral.sandbox.process import SandboxProcess
+
+    called: set[str] = set()
+    handle = SandboxProcess._call
+
+    def recording(self: SandboxProcess, message: list[Any], current: Any) -> None:
+        called.add(message[2])
+        handle(self, message, current)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SandboxProcess, "_call", recording)
+        yield
+    if missing := sorted(declared - called):
+        pytest.fail(
+            f"marked as exercising {', '.join(missing)}, but no agent of this test called "
+            f"{'it' if len(missing) == 1 else 'them'}",
+            pytrace=False,
+        )
+
+
 # -- PostgreSQL -----------------------------------------------------------------------
 
 

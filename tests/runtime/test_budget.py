@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from corral import codec
+from corral.sdk.operations import Op
 from tests.runtime.conftest import Runtime
 
 BUDGET = """
@@ -45,6 +46,7 @@ class Budgeted(Agent):
 """
 
 
+@pytest.mark.exercises(Op.CALLBACK_CREATE, Op.CALLBACK_GET, Op.TASK_RUN)
 async def test_run_shares_the_budget_and_run_task_gets_a_fresh_one(runtime: Runtime) -> None:
     await runtime.deploy("budgeted", BUDGET)
     instance = runtime.install("budgeted")
@@ -95,6 +97,7 @@ async def test_run_of_a_method_charges_its_requests_to_the_caller(runtime: Runti
     assert record["result"]["before"] - record["result"]["inline_left"] >= 5
 
 
+@pytest.mark.exercises(Op.RUN_INLINE)
 async def test_run_of_a_method_counts_as_a_request(runtime: Runtime) -> None:
     record = await _run_direct(runtime)
     assert record["requests_used"] == 1 + 5

@@ -7,9 +7,12 @@ healthy execution would be run a second time beside itself.
 
 from __future__ import annotations
 
+import pytest
+
 from corral import codec
 from corral.config import RuntimeConfig
 from corral.sandbox.limits import Limits
+from corral.tasks.queue import NO_ARGS
 from tests.runtime.conftest import Runtime, RuntimeFactory
 
 AGENT = """
@@ -65,3 +68,27 @@ async def test_the_longest_lease_a_configuration_allows_fits_the_database(
     assert executor.lease_ms == 90_000_000
     assert executor.queue.recover(claimed_at + 90_000_000) == 0
     assert executor.queue.recover(claimed_at + 90_000_001) == 1
+
+
+@pytest.mark.parametrize("put_back", ["recovered", "released"])
+async def test_a_keyed_task_put_back_after_its_key_was_taken_again_waits_without_it(
+    runtime: Runtime, put_back: str
+) -> None:
+    """A key is free once its task runs, so the run may schedule its key again; when the
+    task is then put back (its worker died, or its instance was over its rate), both
+    wait, and the key stays the newer task's: one key holds one pending task."""
+    await runtime.deploy("patient", AGENT.format(timeout_s=30))
+    instance = runtime.install("patient").id
+    await runtime.idle()  # activate
+    executor, now = runtime.executor, runtime.executor.now()
+    executor.queue.schedule(instance, "again", "work", NO_ARGS, run_at=now, now=now)
+    [claim] = await executor.claim(1)
+    assert claim.task.key == "again"
+    executor.queue.schedule(instance, "again", "work", NO_ARGS, run_at=now + 60_000, now=now)
+    if put_back == "recovered":
+        assert executor.queue.recover(now + executor.lease_ms + 1) == 1
+    else:
+        executor.queue.release(claim.task, run_at=now)
+    put, newer = sorted(runtime.tasks(instance), key=lambda task: task.id)
+    assert (put.id, put.key, put.state) == (claim.task.id, None, "queued")
+    assert (newer.key, newer.state, newer.run_at) == ("again", "queued", now + 60_000)

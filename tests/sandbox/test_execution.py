@@ -252,7 +252,7 @@ async def test_memory_limit_is_recorded(zygote: Zygote, store: Store) -> None:
         ("store._backend", [], "there is no tool operation 'store._backend'"),
         ("store.__class__", [], "there is no tool operation 'store.__class__'"),
         ("db.execute", ["select 1"], "there is no tool operation 'db.execute'"),
-        ("store.get", ["count", "inst-b"], "takes 2 positional arguments but 3 were given"),
+        ("store.get_encoded", ["count", "inst-b"], "takes 2 positional arguments but 3 were given"),
     ],
 )
 async def test_no_rpc_trick_reaches_another_scope(

@@ -216,8 +216,9 @@ def exec_(
     """Run METHOD of the agent in PATH once, in a real sandbox, and print the record.
 
     The execution always gets a process that has never run the agent. The store is
-    a throwaway in-memory one unless --db is given. Exits 1 unless the execution's
-    outcome is ok.
+    a throwaway in-memory one unless --db is given. Callbacks the method makes last
+    until it returns; no worker runs here, so run_task and the schedules raise
+    (corral dev runs an agent's tasks). Exits 1 unless the execution's outcome is ok.
     """
     args: list[Any] = []
     for i, raw in enumerate(raw_args, 1):

@@ -1,6 +1,7 @@
 """One execution of one method, start to finish: what ``corral exec`` runs.
 
-Its agent may fetch, under the same allow-list and rate limit as under a worker.
+Its agent may fetch, under the same allow-list and rate limit as under a worker,
+and make and run callbacks; it cannot queue tasks (``ExecTools`` says why).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from corral.runtime.declared import declared
 from corral.runtime.describe import describe_in
 from corral.runtime.network.fetch import Fetcher
 from corral.runtime.records import ExecutionRecord, loaded
-from corral.runtime.tools import exec_tools
+from corral.runtime.tools import ExecTools
 from corral.sandbox.limits import Outcome
 from corral.sandbox.zygote import Zygote
 from corral.state import Store
@@ -34,7 +35,8 @@ async def run_once(
     Two processes because the memory limit is fixed when a process starts, and the
     agent's own ``limits`` are only known once its code has been loaded. The second
     process has never run the agent, as in strict mode; ``strict`` also reports what
-    the execution left in module globals and class attributes.
+    the execution left in module globals and class attributes. The configuration's
+    quotas bound the callbacks it makes (the store was opened with its own).
     """
     base = config.limits
     zygote = await Zygote.start(insecure=insecure)
@@ -52,7 +54,13 @@ async def run_once(
         fetcher = Fetcher(config.fetch)
         try:
             fetch = fetcher.bind(store.scope, rules.network, time_left_s=rules.limits.timeout_s)
-            tools = exec_tools(store, fetch)
+            tools = ExecTools(
+                store,
+                fetch,
+                class_name=rules.class_name,
+                methods=rules.methods,
+                quotas=config.quotas,
+            )
             result = await process.execute(code, method, args, rules.limits, tools, strict=strict)
         finally:
             await process.close()

@@ -1,11 +1,12 @@
 """The host's side of every tool an agent may call, bound to one execution's instance.
 
-The sandbox sends an operation name and arguments; this module decides whether
-the name is a real operation and runs it against the instance's own store,
-tasks, callbacks and fetch (the instance was bound by the host, never taken from
-the agent). Database work that cannot block (SQLite) is done at once, inside the
-host's I/O callback; PostgreSQL work goes to a thread; a fetch is a coroutine
-the host awaits alongside the execution's other calls.
+The sandbox sends an operation name (a :class:`corral.sdk.operations.Op`) and
+arguments; this module decides whether the name is a real operation and runs it
+against the instance's own store, tasks, callbacks and fetch (the instance was
+bound by the host, never taken from the agent). Database work that cannot block
+(SQLite) is done at once, inside the host's I/O callback; PostgreSQL work goes to
+a thread; a fetch is a coroutine the host awaits alongside the execution's other
+calls. ``corral exec``, which has no worker, gets :class:`ExecTools` instead.
 """
 
 from __future__ import annotations
@@ -16,38 +17,35 @@ from typing import Any
 
 from corral import codec
 from corral.db import bridge
-from corral.quotas import Quotas
+from corral.quotas import Quotas, callbacks_exceeded
 from corral.runtime.network.fetch import FetchTool
 from corral.sandbox.process import ToolHandler
-from corral.sdk.http import FETCH_OP
+from corral.sdk.operations import Op
 from corral.state import Store
-from corral.state.store import OPERATIONS, Clock
-from corral.tasks.callbacks import Callbacks
+from corral.state.store import Clock
+from corral.tasks.callbacks import Callbacks, UnknownCallback, new_token
 from corral.tasks.queue import NO_ARGS, TaskQueue
+
+#: Each store operation the sandbox may call, with the ``Store`` method that does it.
+STORE_METHODS: dict[str, str] = {op: op.partition(".")[2] for op in Op if op.startswith("store.")}
 
 
 class UnknownOperation(PermissionError):
     """The sandbox asked for an operation that does not exist."""
 
 
+class NeedsWorker(RuntimeError):
+    """``corral exec`` was asked to queue a task, which only a worker would run."""
+
+
 def store_tools(store: Store) -> ToolHandler:
-    """Only the store: what ``corral exec`` offers."""
+    """Only the store's operations, on ``store``: the part every tool handler shares."""
 
     def handle(op: str, args: list[Any]) -> Any:
-        family, _, name = op.partition(".")
-        if family != "store" or name not in OPERATIONS:
+        method = STORE_METHODS.get(op)
+        if method is None:
             raise UnknownOperation(f"there is no tool operation {op!r}")
-        return store.perform(name, args)
-
-    return handle
-
-
-def exec_tools(store: Store, fetch: FetchTool) -> ToolHandler:
-    """The store and fetch: what ``corral exec`` offers (no worker would run tasks)."""
-    stored = store_tools(store)
-
-    def handle(op: str, args: list[Any]) -> Any:
-        return fetch(args) if op == FETCH_OP else stored(op, args)
+        return store.perform(method, args)
 
     return handle
 
@@ -88,22 +86,22 @@ class InstanceTools:
         self._database = queue.database
         self._blocking = queue.database.blocking
         self._ops: dict[str, Callable[..., Any]] = {
-            "callbacks.create": self._create_callback,
-            "callbacks.get": self._get_callback,
-            "callbacks.delete": lambda token: callbacks.delete(instance, _text(token, "token")),
-            "callbacks.delete_all": lambda: callbacks.delete_all(instance),
-            "tasks.run_task": self._run_task,
-            "tasks.schedule": self._schedule,
-            "tasks.schedule_recurring": self._schedule_recurring,
-            "tasks.cancel": lambda token: queue.cancel_token(instance, _text(token, "token")),
-            "tasks.cancel_all": lambda: queue.cancel_all(instance),
-            "tasks.cancel_scheduled": lambda key: queue.cancel_key(instance, _text(key, "key")),
+            Op.CALLBACK_CREATE: self._create_callback,
+            Op.CALLBACK_GET: self._get_callback,
+            Op.CALLBACK_DELETE: lambda token: callbacks.delete(instance, _text(token, "token")),
+            Op.CALLBACK_DELETE_ALL: lambda: callbacks.delete_all(instance),
+            Op.TASK_RUN: self._run_task,
+            Op.TASK_SCHEDULE: self._schedule,
+            Op.TASK_SCHEDULE_RECURRING: self._schedule_recurring,
+            Op.TASK_CANCEL: lambda token: queue.cancel_token(instance, _text(token, "token")),
+            Op.TASK_CANCEL_ALL: lambda: queue.cancel_all(instance),
+            Op.TASK_CANCEL_SCHEDULED: lambda key: queue.cancel_key(instance, _text(key, "key")),
         }
 
     def __call__(self, op: str, args: list[Any]) -> Any:
         if op.startswith("store."):
             return self._store(op, args)
-        if op == FETCH_OP:
+        if op == Op.FETCH:
             return self._fetch(args)
         handler = self._ops.get(op)
         if handler is None:
@@ -112,13 +110,16 @@ class InstanceTools:
             return self._database.call_deferred(handler, *args)  # settled durably later
         return handler(*args)
 
+    @property
+    def operations(self) -> frozenset[str]:
+        """Every operation these tools answer (the sandbox host answers ``run.inline``)."""
+        return frozenset({*STORE_METHODS, Op.FETCH, *self._ops})
+
     def _now(self) -> int:
         return math.floor(self._clock() * 1000)
 
     def _method(self, name: object) -> str:
-        if type(name) is not str or name not in self._methods:
-            raise ValueError(f"{self._class_name} has no public method {name!r} a callback can run")
-        return name
+        return _callable_method(name, self._class_name, self._methods)
 
     def _create_callback(self, method: object, args: object) -> str:
         return self._callbacks.create(
@@ -189,6 +190,102 @@ class InstanceTools:
             quotas=self._quotas,
         )
         self._on_enqueue()
+
+
+class ExecTools:
+    """What ``corral exec`` offers: the store, fetch, and callbacks kept for this one
+    execution; no tasks, since no worker would ever run them.
+
+    A callback made here works as under a worker for as long as the execution lasts
+    (``run`` it, delete it), held to the same quota. Queueing a task raises
+    :class:`NeedsWorker` saying to run the agent under a worker (``corral dev``), and
+    nothing is queued; cancelling finds nothing pending, which is no error (SPEC §1.2).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        fetch: FetchTool,
+        *,
+        class_name: str,
+        methods: frozenset[str],
+        quotas: Quotas,
+    ) -> None:
+        self._class_name = class_name
+        self._methods = methods
+        self._quotas = quotas
+        self._callbacks: dict[str, tuple[str, bytes]] = {}
+        store_op = store_tools(store)
+        self._ops: dict[str, Callable[..., Any]] = {
+            **{op: lambda *args, op=op: store_op(op, list(args)) for op in STORE_METHODS},
+            Op.FETCH: lambda *args: fetch(list(args)),
+            Op.CALLBACK_CREATE: self._create_callback,
+            Op.CALLBACK_GET: self._get_callback,
+            Op.CALLBACK_DELETE: lambda token: self._callbacks.pop(_text(token, "token"), None),
+            Op.CALLBACK_DELETE_ALL: self._callbacks.clear,
+            Op.TASK_RUN: _needs_worker("run_task"),
+            Op.TASK_SCHEDULE: _needs_worker("schedule_task"),
+            Op.TASK_SCHEDULE_RECURRING: _needs_worker("schedule_recurring"),
+            Op.TASK_CANCEL: _finds_nothing("token"),
+            Op.TASK_CANCEL_ALL: lambda: None,
+            Op.TASK_CANCEL_SCHEDULED: _finds_nothing("key"),
+        }
+
+    def __call__(self, op: str, args: list[Any]) -> Any:
+        handler = self._ops.get(op)
+        if handler is None:
+            raise UnknownOperation(f"there is no tool operation {op!r}")
+        return handler(*args)
+
+    @property
+    def operations(self) -> frozenset[str]:
+        """Every operation these tools answer (the sandbox host answers ``run.inline``)."""
+        return frozenset(self._ops)
+
+    def _create_callback(self, method: object, args: object) -> str:
+        name = _callable_method(method, self._class_name, self._methods)
+        if len(self._callbacks) >= self._quotas.callbacks:
+            raise callbacks_exceeded(self._quotas, len(self._callbacks))
+        token = new_token()
+        self._callbacks[token] = (name, _checked_args(args))
+        return token
+
+    def _get_callback(self, token: object) -> list[Any]:
+        found = self._callbacks.get(_text(token, "token"))
+        if found is None:
+            raise UnknownCallback(
+                f"there is no callback {token!r} in this execution: corral exec keeps the "
+                "callbacks an execution makes until it ends, and this one was deleted or "
+                "made by another"
+            )
+        return list(found)
+
+
+def _needs_worker(method: str) -> Callable[..., None]:
+    def refuse(*args: Any) -> None:
+        raise NeedsWorker(
+            f"{method} needs a worker: corral exec runs one method and no worker, so nothing "
+            "was queued; to see the agent's tasks run, run it with corral dev AGENT.py"
+        )
+
+    return refuse
+
+
+def _finds_nothing(what: str) -> Callable[[object], None]:
+    """A cancel by ``what`` where nothing is ever pending: its argument checked as under
+    a worker, and no error for finding nothing (SPEC §1.2)."""
+
+    def cancel(value: object) -> None:
+        _text(value, what)
+
+    return cancel
+
+
+def _callable_method(name: object, class_name: str, methods: frozenset[str]) -> str:
+    """``name`` when it is a method a callback or task may run; else the agent's error."""
+    if type(name) is not str or name not in methods:
+        raise ValueError(f"{class_name} has no public method {name!r} a callback can run")
+    return name
 
 
 def _text(value: object, what: str) -> str:

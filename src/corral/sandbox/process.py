@@ -27,6 +27,7 @@ from corral.sandbox.errors import SandboxError
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
 from corral.sandbox.memcg import MemoryGroup
 from corral.sdk.errors import RequestLimitExceeded, ResultTooLarge, wire_name
+from corral.sdk.operations import Op
 
 ToolHandler = Callable[[str, list[Any]], Any]
 """Does one tool operation for the execution's instance; the host binds the scope.
@@ -555,7 +556,7 @@ class SandboxProcess(asyncio.Protocol):
                     f"this execution has used its {current.limits.requests}-request budget"
                 ),
             )
-        elif op == protocol.RUN_INLINE:
+        elif op == Op.RUN_INLINE:
             self._reply_value(call_id, None)
         elif self._at_once(sum(map(len, raw_args))):
             self._perform(call_id, op, raw_args, current, None)

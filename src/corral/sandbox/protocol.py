@@ -40,16 +40,12 @@ _UNCOUNTED: Final = 1024
 INVOKE: Final = "invoke"  # [INVOKE, exec_id, spec: dict]
 REPLY: Final = "reply"  # [REPLY, call_id, ok: bool, value bytes | error dict]
 # child -> host
-CALL: Final = "call"  # [CALL, call_id, op: str, [arg bytes, ...]]
+CALL: Final = "call"  # [CALL, call_id, op: str (a corral.sdk.operations.Op), [arg bytes, ...]]
 LOG: Final = "log"  # [LOG, level: str, line: str]
 DONE: Final = "done"  # [DONE, exec_id, result bytes, retire: bool]
 FAIL: Final = "fail"  # [FAIL, exec_id, error dict, retire: bool]
 READY: Final = "ready"  # [READY, pid]
 DROPPED: Final = "dropped"  # [DROPPED, count: int], before DONE/FAIL: log lines not sent
-
-#: The CALL op of ``run(self.method)``: the host answers it itself. It carries no
-#: work, but SPEC §1.6 counts every ``run`` against the budget, and the host counts.
-RUN_INLINE: Final = "run.inline"
 
 _ARITY: Final = {INVOKE: 3, REPLY: 4, CALL: 4, LOG: 3, DONE: 4, FAIL: 4, READY: 2, DROPPED: 2}
 

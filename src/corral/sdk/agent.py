@@ -17,6 +17,7 @@ from corral import codec
 from corral.sdk import http
 from corral.sdk.budget import Budget
 from corral.sdk.channel import ToolChannel
+from corral.sdk.operations import Op
 from corral.sdk.store import StoreClient
 
 LIFECYCLE_HOOKS = frozenset({"activate", "upgrade", "deactivate", "on_activity"})
@@ -69,7 +70,7 @@ class Agent:
         its timeout or raises ``RateLimited``. See docs/fetch.md.
         """
         spec = http.request(url, method, headers, json, data, timeout_s)
-        return http.Response.from_reply(await self._channel.call(http.FETCH_OP, spec))
+        return http.Response.from_reply(await self._channel.call(Op.FETCH, spec))
 
     # -- callbacks and tasks (SPEC §1.2) --------------------------------------------
 
@@ -80,15 +81,15 @@ class Agent:
         the instance's version at that moment.
         """
         args = codec.encode(list(extra_args), path="callback arguments")
-        return str(await self._channel.call("callbacks.create", self._method_name(method), args))
+        return str(await self._channel.call(Op.CALLBACK_CREATE, self._method_name(method), args))
 
     async def run(self, callback: Callback | Callable[..., Any], *args: Any) -> Any:
         """Call it now, inside this execution and its request budget; returns its result."""
         if callable(callback):
             name, extra = self._method_name(callback), []
-            await self._channel.call("run.inline")  # counted, like every run
+            await self._channel.call(Op.RUN_INLINE)  # counted, like every run
         else:
-            name, encoded = await self._channel.call("callbacks.get", callback)
+            name, encoded = await self._channel.call(Op.CALLBACK_GET, callback)
             extra = codec.decode(encoded)
         result = getattr(self, name)(*args, *extra)
         return await result if inspect.isawaitable(result) else result
@@ -98,14 +99,21 @@ class Agent:
     ) -> str | None:
         """Run it in a new execution with a fresh budget; with ``run_at``, a cancel token."""
         return await self._channel.call(  # type: ignore[no-any-return]
-            "tasks.run_task", self._target(callback), _epoch_ms(run_at)
+            Op.TASK_RUN, self._target(callback), _epoch_ms(run_at)
         )
 
     async def cancel_task(self, token: str) -> None:
-        await self._channel.call("tasks.cancel", token)
+        """Cancel the task ``run_task(..., run_at=...)`` gave ``token`` for, unless it has
+        started; no error if it already ran, was cancelled, or never existed."""
+        await self._channel.call(Op.TASK_CANCEL, token)
 
     async def cancel_all_tasks(self) -> None:
-        await self._channel.call("tasks.cancel_all")
+        """Cancel every task this instance queued with ``run_task`` that has not started.
+
+        Keyed and recurring schedules stay (``cancel_scheduled_task`` ends them by key),
+        and so do the platform's own events, such as a lifecycle hook's retry.
+        """
+        await self._channel.call(Op.TASK_CANCEL_ALL)
 
     async def schedule_task(
         self,
@@ -114,9 +122,11 @@ class Agent:
         run_at: datetime,
         coalesce: bool = False,
     ) -> None:
-        """One pending task per key; ``coalesce`` keeps the pending one, only earlier."""
+        """One pending task per key: a pending task under ``key`` is replaced, or with
+        ``coalesce`` kept and only ever moved earlier (to ``run_at``, if sooner). The key
+        is free again once its task starts, so a task may schedule its own successor."""
         await self._channel.call(
-            "tasks.schedule", key, self._target(callback), _epoch_ms(run_at), coalesce
+            Op.TASK_SCHEDULE, key, self._target(callback), _epoch_ms(run_at), coalesce
         )
 
     async def schedule_recurring(
@@ -130,7 +140,7 @@ class Agent:
         if isinstance(interval_ms, timedelta):
             interval_ms = interval_ms / timedelta(milliseconds=1)
         await self._channel.call(
-            "tasks.schedule_recurring",
+            Op.TASK_SCHEDULE_RECURRING,
             key,
             self._target(callback),
             math.ceil(interval_ms),
@@ -138,13 +148,17 @@ class Agent:
         )
 
     async def cancel_scheduled_task(self, key: str) -> None:
-        await self._channel.call("tasks.cancel_scheduled", key)
+        """End the keyed or recurring task under ``key``; no error if there is none."""
+        await self._channel.call(Op.TASK_CANCEL_SCHEDULED, key)
 
     async def delete_callback(self, callback: Callback) -> None:
-        await self._channel.call("callbacks.delete", callback)
+        """Forget the callback: ``run`` or ``run_task`` of its token then raises
+        ``LookupError``. A task already queued from it still runs. No error if unknown."""
+        await self._channel.call(Op.CALLBACK_DELETE, callback)
 
     async def delete_all_callbacks(self) -> None:
-        await self._channel.call("callbacks.delete_all")
+        """Forget every callback of this instance (not of any other)."""
+        await self._channel.call(Op.CALLBACK_DELETE_ALL)
 
     def _method_name(self, method: Callable[..., Any] | str) -> str:
         name = method if isinstance(method, str) else getattr(method, "__name__", None)

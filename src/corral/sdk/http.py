@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-#: The tool operation a fetch is sent as (docs/sandbox-rpc.md).
-FETCH_OP = "network.fetch"
 #: A request body crosses the sandbox channel in one frame (at most 4 MiB) with the rest.
 MAX_REQUEST_BODY = 2 * 1024 * 1024
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from corral import codec
 from corral.sdk.channel import ToolChannel
+from corral.sdk.operations import Op
 
 
 class StoreClient:
@@ -21,55 +22,55 @@ class StoreClient:
         self._channel = channel
 
     async def get(self, key: str) -> Any:
-        return _decode(await self._channel.call("store.get_encoded", key))
+        return _decode(await self._channel.call(Op.STORE_GET, key))
 
     async def get_or_default(self, key: str, fallback: Any) -> Any:
-        data = await self._channel.call("store.get_encoded", key)
+        data = await self._channel.call(Op.STORE_GET, key)
         return fallback if data is None else codec.decode(data)
 
     async def has(self, key: str) -> bool:
-        return bool(await self._channel.call("store.has", key))
+        return bool(await self._channel.call(Op.STORE_HAS, key))
 
     async def get_many(self, keys: Iterable[str]) -> list[Any]:
         keys = key_list(keys)
-        return [_decode(data) for data in await self._channel.call("store.get_many_encoded", keys)]
+        return [_decode(data) for data in await self._channel.call(Op.STORE_GET_MANY, keys)]
 
     async def keys(self, prefix: str = "") -> list[str]:
-        return list(await self._channel.call("store.keys", prefix))
+        return list(await self._channel.call(Op.STORE_KEYS, prefix))
 
     async def list_entries(self, prefix: str = "") -> list[tuple[str, Any]]:
-        entries = await self._channel.call("store.list_entries_encoded", prefix)
+        entries = await self._channel.call(Op.STORE_LIST_ENTRIES, prefix)
         return [(key, _decode(data)) for key, data in entries]
 
     async def set(self, key: str, value: Any) -> None:
-        await self._channel.call("store.set_encoded", key, _encode(key, value))
+        await self._channel.call(Op.STORE_SET, key, _encode(key, value))
 
     async def set_with_ttl(self, key: str, value: Any, ttl_ms: float | timedelta) -> None:
-        await self._channel.call("store.set_with_ttl_encoded", key, _encode(key, value), ttl_ms)
+        await self._channel.call(Op.STORE_SET_WITH_TTL, key, _encode(key, value), ttl_ms)
 
     async def set_many(self, pairs: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
         items = pairs.items() if isinstance(pairs, Mapping) else pair_list(pairs)
         # Pairs as lists, which msgpack writes natively: a tuple is a codec extension,
         # packed on its own, and that once cost more than encoding the values.
         encoded = [[key, _encode(key, value)] for key, value in items]
-        await self._channel.call("store.set_many_encoded", encoded)
+        await self._channel.call(Op.STORE_SET_MANY, encoded)
 
     async def delete(self, key: str) -> None:
-        await self._channel.call("store.delete", key)
+        await self._channel.call(Op.STORE_DELETE, key)
 
     clear = delete
 
     async def clear_many(self, keys: Iterable[str]) -> None:
-        await self._channel.call("store.clear_many", key_list(keys))
+        await self._channel.call(Op.STORE_CLEAR_MANY, key_list(keys))
 
     async def clear_all(self) -> None:
-        await self._channel.call("store.clear_all")
+        await self._channel.call(Op.STORE_CLEAR_ALL)
 
     async def acquire_lock(self, key: str, ttl_ms: float | timedelta) -> bool:
-        return bool(await self._channel.call("store.acquire_lock", key, ttl_ms))
+        return bool(await self._channel.call(Op.STORE_ACQUIRE_LOCK, key, ttl_ms))
 
     async def release_lock(self, key: str) -> None:
-        await self._channel.call("store.release_lock", key)
+        await self._channel.call(Op.STORE_RELEASE_LOCK, key)
 
     list = keys  # the seeds' name for keys(); defined last so it never shadows the builtin
 

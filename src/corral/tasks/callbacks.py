@@ -23,6 +23,11 @@ class UnknownCallback(LookupError):
     """The token names no callback of this instance (deleted, or never made)."""
 
 
+def new_token() -> str:
+    """A fresh callback token: unguessable, since whoever holds it can run the callback."""
+    return "cb_" + secrets.token_urlsafe(18)
+
+
 class Callbacks:
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -32,7 +37,7 @@ class Callbacks:
     ) -> str:
         """A new callback's token; with ``quotas``, refused with ``QuotaExceeded`` when
         the instance already has ``quotas.callbacks`` of them."""
-        token = "cb_" + secrets.token_urlsafe(18)
+        token = new_token()
         params = {"token": token, "instance": instance, "method": method, "args": args, "now": now}
         if quotas is None:
             self.database.write(_INSERT, params)

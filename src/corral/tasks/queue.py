@@ -50,6 +50,15 @@ _INSERT = (
     ":args, :token, :key, :interval_ms, :state, :run_at, 0, :max_attempts, :now)"
 )
 
+#: A running task put back to wait (a retry, a release, a recovery) keeps its key,
+#: unless another task of its instance took the key while it ran (its run scheduled
+#: its successor under it, say; a key is free once its task runs): then it waits
+#: without one, and the key stays the newer task's. One key holds one pending task.
+_REQUEUED_KEY = (
+    "key = CASE WHEN NOT EXISTS (SELECT 1 FROM tasks o WHERE o.instance = tasks.instance "
+    "AND o.key = tasks.key AND o.state IN ('queued', 'recurring')) THEN key END"
+)
+
 # State 'running' from the start: the trigger of migration 0005 wakes no worker for it.
 _INSERT_LEASED = (
     "INSERT INTO tasks (instance, trigger, method, args, state, run_at, attempts, "
@@ -345,8 +354,13 @@ class TaskQueue:
         )
 
     def cancel_all(self, instance: str) -> None:
-        """Every pending one-shot task of the instance (not schedules, not the running)."""
-        self._delete("instance = :instance AND state = 'queued' AND key IS NULL", instance)
+        """Every pending one-shot task the instance queued itself (``run_task``): not its
+        keyed or recurring schedules, not what is running, and not the platform's own
+        events (lifecycle hooks, ticks), which are not the agent's to cancel."""
+        self._delete(
+            "instance = :instance AND state = 'queued' AND key IS NULL AND trigger = 'task'",
+            instance,
+        )
 
     def remove_instance(self, instance: str) -> None:
         self._delete("instance = :instance", instance)
@@ -482,7 +496,7 @@ class TaskQueue:
         if retry and task.attempts < task.max_attempts:
             self._by_id(
                 "UPDATE tasks SET state = 'queued', run_at = :run_at, lease_until = NULL, "
-                "leased_by = NULL, last_error = :error WHERE id = :id",
+                f"leased_by = NULL, last_error = :error, {_REQUEUED_KEY} WHERE id = :id",
                 task.id,
                 run_at=now + self.backoff.delay_ms(task.attempts),
                 error=error,
@@ -503,7 +517,7 @@ class TaskQueue:
         """Give the task back without spending an attempt (its instance is suspended)."""
         self._by_id(
             "UPDATE tasks SET state = 'queued', attempts = attempts - 1, run_at = :run_at, "
-            "lease_until = NULL, leased_by = NULL WHERE id = :id",
+            f"lease_until = NULL, leased_by = NULL, {_REQUEUED_KEY} WHERE id = :id",
             task.id,
             run_at=run_at,
         )
@@ -528,7 +542,7 @@ class TaskQueue:
                 if attempts < max_attempts:
                     sql = (
                         "UPDATE tasks SET state = 'queued', run_at = :run_at, lease_until = NULL, "
-                        "leased_by = NULL, last_error = :error WHERE id = :id"
+                        f"leased_by = NULL, last_error = :error, {_REQUEUED_KEY} WHERE id = :id"
                     )
                     run_at = now + self.backoff.delay_ms(attempts)
                 else:

@@ -20,6 +20,7 @@ from corral import codec
 from corral.config import RuntimeConfig
 from corral.runtime.describe import AgentCodeError, describe_code
 from corral.runtime.network.fetch import FetchConfig, Fetcher
+from corral.sdk.operations import Op
 from tests.runtime.conftest import Runtime, RuntimeFactory
 from tests.support import FakeTimer
 
@@ -200,6 +201,7 @@ async def call(runtime: Runtime, network: list[str], method: str, *args: Any) ->
     return record
 
 
+@pytest.mark.exercises(Op.FETCH)
 async def test_a_fetch_is_one_request_and_returns_the_response(
     runtime: Runtime, site: Site
 ) -> None:
