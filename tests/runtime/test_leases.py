@@ -31,7 +31,7 @@ async def _claimed_work(runtime: Runtime, timeout_s: float) -> int:
     executor = runtime.executor
     executor.queue.enqueue(instance.id, "work", codec.encode([]), now=executor.now())
     claimed_at = executor.now()
-    [claim] = await executor.claim(1)
+    [claim] = await runtime.worker.claim(1)
     assert claim.task.method == "work"
     return claimed_at
 

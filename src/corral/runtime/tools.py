@@ -3,9 +3,10 @@
 The sandbox sends an operation name and arguments; this module decides whether
 the name is a real operation and runs it against the instance's own store,
 tasks, callbacks and fetch (the instance was bound by the host, never taken from
-the agent). Database work that cannot block (SQLite) is done at once, inside the
-host's I/O callback; PostgreSQL work goes to a thread; a fetch is a coroutine
-the host awaits alongside the execution's other calls.
+the agent). Database work is done at once, inside the host's I/O callback, where
+the database answers in microseconds, and awaited where it waits on the network
+(``Database.run_deferred``); a fetch is a coroutine the host awaits alongside the
+execution's other calls.
 """
 
 from __future__ import annotations
@@ -86,7 +87,6 @@ class InstanceTools:
         self._on_enqueue = on_enqueue or (lambda: None)
         self._hand_off = hand_off
         self._database = queue.database
-        self._blocking = queue.database.blocking
         self._ops: dict[str, Callable[..., Any]] = {
             "callbacks.create": self._create_callback,
             "callbacks.get": self._get_callback,
@@ -108,9 +108,7 @@ class InstanceTools:
         handler = self._ops.get(op)
         if handler is None:
             raise UnknownOperation(f"there is no tool operation {op!r}")
-        if self._blocking:
-            return self._database.call_deferred(handler, *args)  # settled durably later
-        return handler(*args)
+        return self._database.run_deferred(handler, *args)  # settled durably later
 
     def _now(self) -> int:
         return math.floor(self._clock() * 1000)

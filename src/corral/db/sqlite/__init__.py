@@ -1,0 +1,1 @@
+"""What the database layer does its own way on SQLite."""
