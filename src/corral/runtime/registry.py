@@ -76,6 +76,9 @@ class Deployed:
 
 
 class Registry:
+    """Deploy, install and uninstall, each one transaction with the lifecycle tasks it
+    queues: a crash anywhere leaves either all of it or none of it."""
+
     def __init__(self, database: Database, queue: TaskQueue) -> None:
         self.database = database
         self.queue = queue
@@ -83,7 +86,10 @@ class Registry:
         self._versions: dict[tuple[str, int], Version] = {}  # immutable once written
 
     def deploy(self, name: str, code: str, description: dict[str, Any], *, now: int) -> Deployed:
-        """Store the code as the agent's current version; upgrade and unsuspend instances."""
+        """Store the code as the agent's current version; upgrade and unsuspend instances.
+
+        A new version and the ``upgrade`` task of each active instance are one commit.
+        """
         if not name or not name.replace("-", "").replace("_", "").isalnum():
             raise ValueError(
                 f"an agent name is letters, digits, '-' and '_', got {name!r}; use --name"
@@ -100,44 +106,48 @@ class Registry:
                 assert current is not None
                 number = current[0]
             live = self._db.lift_suspensions(name, now=now)
-        upgraded = live if created and current is not None else []
-        for instance in upgraded:
-            self.queue.enqueue(instance, "upgrade", NO_ARGS, now=now, trigger="lifecycle")
+            upgraded = live if created and current is not None else []
+            for instance in upgraded:
+                self.queue.enqueue(instance, "upgrade", NO_ARGS, now=now, trigger="lifecycle")
         version = Version(name, number, digest, code, description)
         return Deployed(version, created, upgraded)
 
     def install(self, agent: str, *, priority: str, config: dict[str, Any], now: int) -> Instance:
-        """A new instance of the agent's current version; its ``activate`` is queued."""
+        """A new instance of the agent's current version, and its ``activate`` task (and
+        a plugin's tick schedule): one commit."""
         tick = tick_ms(self.current_version(agent).description)  # the agent must exist
         instance = Instance(
             f"{agent}-{secrets.token_hex(4)}", agent, priority, ACTIVE, None, config, now
         )
-        self._db.add_instance(
-            instance.id, agent, priority=priority, config=json.dumps(config), now=now
-        )
-        self.queue.enqueue(
-            instance.id, "activate", codec.encode([priority]), now=now, trigger="lifecycle"
-        )
-        if tick is not None:  # a plugin: the platform drives decide() on a timer
-            self.queue.schedule_recurring(
-                instance.id,
-                "corral:tick",
-                "on_tick",
-                NO_ARGS,
-                interval_ms=tick,
-                first_run_at=now + tick,
-                now=now,
-                trigger="tick",
+        with self.database.transaction(write=True):
+            self._db.add_instance(
+                instance.id, agent, priority=priority, config=json.dumps(config), now=now
             )
+            self.queue.enqueue(
+                instance.id, "activate", codec.encode([priority]), now=now, trigger="lifecycle"
+            )
+            if tick is not None:  # a plugin: the platform drives decide() on a timer
+                self.queue.schedule_recurring(
+                    instance.id,
+                    "corral:tick",
+                    "on_tick",
+                    NO_ARGS,
+                    interval_ms=tick,
+                    first_run_at=now + tick,
+                    now=now,
+                    trigger="tick",
+                )
         return instance
 
     def uninstall(self, instance_id: str, *, now: int) -> None:
-        """Stop the instance's work, queue ``deactivate``; cleanup follows it."""
-        instance = self.instance(instance_id)
-        if instance.status in (UNINSTALLING, REMOVED):
-            return
-        self.set_status(instance_id, UNINSTALLING, "uninstall requested")
-        self.queue.enqueue(instance_id, "deactivate", NO_ARGS, now=now, trigger="lifecycle")
+        """Stop the instance's work and queue ``deactivate``, one commit; cleanup
+        follows it (``Executor``)."""
+        with self.database.transaction(write=True):
+            instance = self.instance(instance_id)
+            if instance.status in (UNINSTALLING, REMOVED):
+                return
+            self.set_status(instance_id, UNINSTALLING, "uninstall requested")
+            self.queue.enqueue(instance_id, "deactivate", NO_ARGS, now=now, trigger="lifecycle")
 
     def remove(self, instance_id: str) -> None:
         """After ``deactivate``: the instance's state, tasks and callbacks go."""
