@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,11 +182,6 @@ class Registry:
         version = Version(agent, number, digest, code, json.loads(description))
         self._versions[(agent, number)] = version
         return version
-
-    def for_executions(self, instance_ids: Iterable[str]) -> dict[str, tuple[Instance, Version]]:
-        """Each instance and the version it runs now: one read for a batch."""
-        rows = self._db.for_executions(sorted(set(instance_ids)))
-        return dict(self.for_execution_row(row) for row in rows)
 
     def for_execution_row(self, row: Sequence[Any]) -> tuple[str, tuple[Instance, Version]]:
         """An instance and its version from the values of ``EXECUTION_COLUMNS``, as every
