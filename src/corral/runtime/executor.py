@@ -214,7 +214,11 @@ class Executor:
     def leased(self, claimed: list[tuple[ClaimedTask, tuple[Any, ...]]], now: int) -> list[Claim]:
         """Claims of the tasks a lease took (a claim, a settlement's claim, a hand-off),
         each with its instance and version, read with the lease; a longer lease where
-        the version needs one. The one way a leased task becomes something to run."""
+        the version needs one. The one way a leased task becomes something to run.
+
+        The rare lease extensions are statements of their own, after the lease's
+        commit: a crash between leaves the default lease, as a crash after would.
+        """
         found = dict(self.registry.for_execution_row(row) for _, row in claimed)
         for task, _ in claimed:
             self._extend_lease(task, found[task.instance][1], now)

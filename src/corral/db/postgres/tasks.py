@@ -49,6 +49,10 @@ class PostgresTaskDatabase(TaskDatabase):
     _LOCK_DUE = " FOR UPDATE SKIP LOCKED"
 
     def claim(self, leasing: Leasing) -> list[Sequence[Any]]:
+        # One statement in autocommit that reads the instances and versions with the
+        # tasks. Measured in an idle worker's round trip, from wake-up to claimed:
+        # 0.81 ms as a pipelined transaction, 0.54-0.72 ms as one statement.
+        #
         # Even the scalar subquery of CLAIMABLE left PostgreSQL one way to read every
         # due row: a bitmap scan, then a sort. With the statistics of an empty table
         # it chose that (3 ms a claim on 5,000 due tasks, against 0.1). The worker's
