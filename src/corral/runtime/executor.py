@@ -30,7 +30,7 @@ from corral.runtime.history import History, platform_line, record_rows
 from corral.runtime.network.fetch import FetchConfig, Fetcher
 from corral.runtime.outage import Outage
 from corral.runtime.records import ExecutionRecord
-from corral.runtime.registry import ACTIVE, UNINSTALLING, Instance, Registry, Version
+from corral.runtime.registry import ACTIVE, SUSPENDED, UNINSTALLING, Instance, Registry, Version
 from corral.runtime.tools import InstanceTools
 from corral.sandbox.limits import CEILINGS, Limits, Outcome
 from corral.sandbox.pool import SandboxPool
@@ -401,7 +401,7 @@ class Executor:
                     f"auto-suspended: {count} executions in the last {limit.name} (limit "
                     f"{limit.executions}); the next deploy of {instance.agent} lifts it"
                 )
-                await self.db_lasting(self.registry.set_status, instance.id, "suspended", reason)
+                await self.db_lasting(self.registry.set_status, instance.id, SUSPENDED, reason)
                 await self._log(instance.id, reason)
                 return True
         # Counts only grow by executions; far from every limit, this worker may run a
