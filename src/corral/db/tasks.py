@@ -25,6 +25,7 @@ so callers make several of them one commit without knowing the SQL.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,7 +130,7 @@ class Settling:
         return not (self.retried or self.dead or self.removed)
 
 
-class TaskDatabase:
+class TaskDatabase(ABC):
     """Named operations on the tasks table; see the module's docstring for the ones
     each backend writes its own way."""
 
@@ -176,12 +177,12 @@ class TaskDatabase:
         with self.database.transaction(write=True) as cur:
             self.database.execute(cur, _INSERT, params)
 
+    @abstractmethod
     def insert_leased(
         self, instance: str, method: str, args: bytes, *, max_attempts: int, leasing: Leasing
     ) -> Sequence[Any]:
         """A task due now, inserted already leased (a hand-off); its ``LEASED_COLUMNS``
         and its ``EXECUTION_COLUMNS``, as ``claim`` reads them."""
-        raise NotImplementedError
 
     def count_pending(self, instance: str, limit: int) -> int:
         """The instance's pending tasks, inside the caller's write transaction before it
@@ -195,10 +196,7 @@ class TaskDatabase:
         """The id of the instance's pending task under ``key``."""
         row = self.database.fetch_one(
             f"SELECT id FROM tasks WHERE key = :key AND {_PENDING}",
-            {
-                "instance": instance,
-                "key": key,
-            },
+            {"instance": instance, "key": key},
         )
         return None if row is None else int(row[0])
 
@@ -282,10 +280,10 @@ class TaskDatabase:
                 {"id": schedule, "next": run_at},
             )
 
+    @abstractmethod
     def claim(self, leasing: Leasing) -> list[Sequence[Any]]:
         """Lease due tasks of runnable instances, oldest first; each row is the task's
         ``LEASED_COLUMNS``, then its ``EXECUTION_COLUMNS``."""
-        raise NotImplementedError
 
     def extend_leases(self, tasks: Sequence[int], *, until: int, worker: str) -> int:
         """Keep ``worker``'s leases on ``tasks`` until ``until``; how many it still held."""
@@ -352,13 +350,11 @@ class TaskDatabase:
                 self.registry.remove_instance(instance)
             return self.claim(leasing) if leasing is not None else []
 
+    @abstractmethod
     async def listen(self, wake: Callable[[], None], *, delay_ms: Callable[[int], int]) -> None:
         """Call ``wake`` whenever another process enqueues a task, until cancelled, where
         the database can say so; ``delay_ms(failures)`` spaces attempts to listen again.
-
-        Here (a SQLite file) nothing can: it returns at once, and workers find such
-        work by polling.
-        """
+        Where it cannot, return at once: workers find such work by polling."""
 
     # -- for operators ----------------------------------------------------------
 

@@ -7,7 +7,7 @@ a second statement of the same transaction costs microseconds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from corral.db.tasks import CLAIM, CLAIMABLE, INSERT_LEASED, Leasing, TaskDatabase
@@ -37,6 +37,10 @@ class SqliteTaskDatabase(TaskDatabase):
             task = self.database.execute(cur, INSERT_LEASED, params).fetchone()
             (leased,) = self._with_instances([task])
         return leased
+
+    async def listen(self, wake: Callable[[], None], *, delay_ms: Callable[[int], int]) -> None:
+        """Nothing to listen to: a SQLite file has no channel to say that another
+        process wrote to it. Workers poll."""
 
     def _with_instances(self, tasks: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
         """Each task's row followed by its instance's ``EXECUTION_COLUMNS``."""
