@@ -28,7 +28,7 @@ beside the bars and those reference figures, with ratios.
    for one chain.
 3. **Round trip**: with a worker idle, the bench enqueues one task (one
    ``TaskQueue.enqueue``), wakes the worker and waits until the task is done
-   (its execution record written, its row gone: ``Executor.run`` has returned);
+   (its execution record written, its row gone: ``Worker.execute`` has returned);
    p50/p99 over 200, after a warm-up, with the median of its parts beside it.
 
 The workers run as they would in production, one process per CPU, each pinned
@@ -214,7 +214,7 @@ CHAIN_2W = Scenario("chain", 2, chains=1)  # the one the chain bar and reference
 
 @dataclass
 class Completions:
-    """What a worker's executor finished: wraps ``Executor.run``, which returns once the
+    """What a worker finished: wraps ``Worker.execute``, which returns once the
     execution is recorded and its task settled."""
 
     methods: Counter[str] = field(default_factory=Counter)
@@ -260,7 +260,7 @@ async def start_worker(url: str, concurrency: int) -> tuple[Worker, Completions]
     if zygote is not None and (zygote.report.get("insecure") or zygote.report.get("missing")):
         raise RuntimeError(f"the sandbox is not complete: {zygote.report}")
     completions = Completions()
-    executor.run = completions.wrap(executor.run)  # type: ignore[method-assign]
+    worker.execute = completions.wrap(worker.execute)  # type: ignore[method-assign]
     return worker, completions
 
 
@@ -309,7 +309,7 @@ async def round_trips(url: str, count: int, concurrency: int) -> None:
     (instance,) = [i.id for i in executor.registry.instances()]
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[float] | None = None
-    started: list[float] = []  # when Executor.run was entered: the task was claimed
+    started: list[float] = []  # when Worker.execute was entered: the task was claimed
     sandbox_ms: list[float] = []
 
     def finished(claim: Claim, record: ExecutionRecord | None) -> None:
@@ -319,13 +319,13 @@ async def round_trips(url: str, count: int, concurrency: int) -> None:
             waiter.set_result(time.perf_counter())
 
     done.on_done = finished
-    wrapped = executor.run
+    wrapped = worker.execute
 
     async def entered(claim: Claim) -> ExecutionRecord | None:
         started.append(time.perf_counter())
         return await wrapped(claim)
 
-    executor.run = entered  # type: ignore[method-assign]
+    worker.execute = entered  # type: ignore[method-assign]
     serving = asyncio.create_task(worker.run())
     total: list[float] = []
     enqueue: list[float] = []
@@ -450,9 +450,9 @@ def enqueue_many(url: str, instances: Sequence[str], method: str, count: int) ->
     built = services(url)
     db, queue = built.database, built.queue
     now = now_ms()
-    with db.transaction(write=True) as cur:
+    with db.transaction(write=True):
         for i in range(count):
-            queue._insert(cur, instances[i % len(instances)], "task", method, NO_ARGS, now, now)
+            queue.enqueue(instances[i % len(instances)], method, NO_ARGS, now=now)
 
 
 def outcomes(db: Database) -> dict[tuple[str, str], int]:

@@ -21,16 +21,6 @@ DATABASE_LAYER = SOURCE / "db"
 ATTRIBUTES = {"postgres", "blocking"}
 NAMES = {"bitmap_scans", "dialect"}
 
-#: Files that still ask, with the task queue's move behind the database layer under
-#: way (issue 15, item 2). Its owner empties this list as each file moves; nothing is
-#: to be added to it. The store (``corral.state``) asks nowhere.
-STILL_ASKING = {
-    "tasks/queue.py",
-    "runtime/executor.py",
-    "runtime/worker.py",
-    "runtime/tools.py",
-}
-
 
 def backend_questions(path: Path) -> list[str]:
     """``line: code`` of each place in ``path``'s code (not its strings or comments)
@@ -61,26 +51,13 @@ def above_the_database_layer() -> dict[str, list[str]]:
 
 
 def test_no_code_above_the_database_layer_asks_which_backend_it_runs_on() -> None:
-    asking = {
-        name: places
-        for name, places in above_the_database_layer().items()
-        if name not in STILL_ASKING
-    }
+    asking = above_the_database_layer()
     report = "\n".join(
         f"  src/corral/{name}:{place}" for name, places in asking.items() for place in places
     )
     assert not asking, (
         "code above corral/db asks which database backend it runs on; move the "
         f"difference into corral/db (its sqlite/ and postgres/ modules):\n{report}"
-    )
-
-
-def test_the_files_still_asking_are_not_done_yet() -> None:
-    # A file that no longer asks leaves the list, so that it cannot start again.
-    asking = above_the_database_layer()
-    done = sorted(name for name in STILL_ASKING if name not in asking)
-    assert not done, (
-        f"these no longer ask which backend they run on; remove them from STILL_ASKING: {done}"
     )
 
 

@@ -17,9 +17,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from corral.db.postgres.tasks import CLAIM_WITH_INSTANCES
 from corral.db.raw import Database
 from corral.sdk.errors import DatabaseUnavailable
-from corral.tasks.queue import _CLAIM, _CLAIMABLE, NO_ARGS, TaskQueue
+from corral.tasks.queue import NO_ARGS, TaskQueue
 
 _INSERT = "INSERT INTO state (scope, key, value) VALUES ('s', :key, '\\xc0'::bytea)"
 
@@ -103,13 +104,12 @@ async def test_a_claim_walks_the_queue_in_order_and_stops_at_its_limit(
     with database.transaction(write=True):
         for n in range(5_000):
             queue.enqueue("i", "noop", NO_ARGS, now=now - 5_000 + n)
-    statement = _CLAIM.format(select=_CLAIMABLE + " FOR UPDATE OF t SKIP LOCKED")
     params = {"now": now, "limit": 4, "lease_until": now + 1_000, "worker": "test"}
 
     def claim_and_explain() -> tuple[list[Any], str]:
         with database.transaction(write=True) as cur:
             claimed = queue.claim(4, now=now, lease_ms=1_000)  # and its planner setting
-            explained = database.execute(cur, "EXPLAIN (ANALYZE) " + statement, params)
+            explained = database.execute(cur, "EXPLAIN (ANALYZE) " + CLAIM_WITH_INSTANCES, params)
             return claimed, "\n".join(row[0] for row in explained.fetchall())
 
     if caller == "plain":

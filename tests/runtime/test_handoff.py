@@ -1,6 +1,6 @@
 """Hand-offs: a task an execution enqueues, due now, goes to the worker that made it.
 
-``Executor.hand_off`` inserts the row already leased to this worker and starts it
+``Worker.hand_off`` inserts the row already leased to this worker and starts it
 without a claim. What an agent author relies on all the same: it runs the
 instance's *current* version (callbacks resolve by name at execution time), a
 suspended instance's task waits in the queue as any other, and a worker with no
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from corral.runtime.executor import Claim, Executor
+from corral.runtime.executor import Claim
+from corral.runtime.worker import Worker
 from corral.tasks.queue import NO_ARGS, worker_id
 from tests.runtime.conftest import Runtime
 
@@ -34,28 +35,21 @@ class Chain(Agent):
 """
 
 
-class Slots:
-    """The worker's side of a hand-off, as a test double that records what it is given."""
+class Slots(Worker):
+    """A worker that records what is handed to it instead of running it, with or
+    without ``room``, on the runtime's executor."""
 
-    def __init__(self, *, room: bool) -> None:
+    def __init__(self, runtime: Runtime, *, room: bool) -> None:
+        super().__init__(runtime.services)
+        self.executor = runtime.executor
         self.room = room
         self.started: list[Claim] = []
-
-    def wanted(self, finishing: int) -> int:
-        return 0
-
-    def claimed(self, claims: list[Claim], wanted: int) -> None:
-        raise AssertionError("nothing claims here")
 
     def has_room(self) -> bool:
         return self.room
 
-    def handed(self, claim: Claim) -> None:
+    def _start(self, claim: Claim) -> None:
         self.started.append(claim)
-
-
-def executor_with(runtime: Runtime, slots: Slots) -> Executor:
-    return Executor(runtime.services, runtime.executor.pool, refill=slots)
 
 
 async def test_a_chain_hands_each_step_to_its_worker_and_completes(runtime: Runtime) -> None:
@@ -74,10 +68,10 @@ async def test_a_handed_off_task_runs_the_instances_current_version(runtime: Run
     await runtime.deploy("chain", AGENT)
     instance = runtime.install("chain")
     await runtime.deploy("chain", AGENT.replace('"v1"', '"v2"'))  # after the step began
-    slots = Slots(room=True)
-    executor = executor_with(runtime, slots)
+    slots = Slots(runtime, room=True)
+    executor = runtime.executor
 
-    assert executor.hand_off(instance.id, "step", NO_ARGS, executor.now())
+    assert slots.hand_off(instance.id, "step", NO_ARGS, executor.now())
     [claim] = slots.started
     assert (claim.task.method, claim.version.number) == ("step", 2)
     [row] = [t for t in runtime.tasks(instance.id) if t.id == claim.task.id]
@@ -90,10 +84,9 @@ async def test_a_suspended_instances_task_waits_in_the_queue(runtime: Runtime) -
     await runtime.deploy("chain", AGENT)
     instance = runtime.install("chain")
     runtime.executor.registry.set_status(instance.id, "suspended", "for the test")
-    slots = Slots(room=True)
-    executor = executor_with(runtime, slots)
+    slots = Slots(runtime, room=True)
 
-    assert executor.hand_off(instance.id, "step", NO_ARGS, executor.now())
+    assert slots.hand_off(instance.id, "step", NO_ARGS, runtime.executor.now())
     assert slots.started == []
     [row] = [t for t in runtime.tasks(instance.id) if t.method == "step"]
     assert (row.state, row.leased_by, row.attempts) == ("queued", None, 0)
@@ -103,9 +96,9 @@ async def test_a_worker_without_a_free_slot_hands_nothing_off(runtime: Runtime) 
     await runtime.deploy("chain", AGENT)
     instance = runtime.install("chain")
     before = runtime.tasks(instance.id)
-    executor = executor_with(runtime, Slots(room=False))
+    slots = Slots(runtime, room=False)
 
-    assert not executor.hand_off(instance.id, "step", NO_ARGS, executor.now())
+    assert not slots.hand_off(instance.id, "step", NO_ARGS, runtime.executor.now())
     assert runtime.tasks(instance.id) == before
 
 
@@ -113,13 +106,13 @@ async def test_a_worker_without_a_free_slot_hands_nothing_off(runtime: Runtime) 
 async def test_a_hand_off_wakes_no_other_worker(runtime: Runtime) -> None:
     await runtime.deploy("chain", AGENT)
     instance = runtime.install("chain")
-    executor = executor_with(runtime, Slots(room=True))
+    slots, executor = Slots(runtime, room=True), runtime.executor
     listener = runtime.database.engine.raw_connection()
     try:
         connection = listener.dbapi_connection
         connection.autocommit = True
         connection.execute("LISTEN corral_tasks")
-        executor.hand_off(instance.id, "step", NO_ARGS, executor.now())
+        slots.hand_off(instance.id, "step", NO_ARGS, executor.now())
         executor.queue.enqueue(instance.id, "step", NO_ARGS, now=executor.now())
         # Delivered in commit order: a notification for the hand-off would come first.
         heard = list(connection.notifies(timeout=0.5, stop_after=2))

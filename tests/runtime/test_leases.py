@@ -34,7 +34,7 @@ async def _claimed_work(runtime: Runtime, timeout_s: float) -> int:
     executor = runtime.executor
     executor.queue.enqueue(instance.id, "work", codec.encode([]), now=executor.now())
     claimed_at = executor.now()
-    [claim] = await executor.claim(1)
+    [claim] = await runtime.worker.claim(1)
     assert claim.task.method == "work"
     return claimed_at
 
@@ -82,7 +82,7 @@ async def test_a_keyed_task_put_back_after_its_key_was_taken_again_waits_without
     await runtime.idle()  # activate
     executor, now = runtime.executor, runtime.executor.now()
     executor.queue.schedule(instance, "again", "work", NO_ARGS, run_at=now, now=now)
-    [claim] = await executor.claim(1)
+    [claim] = await runtime.worker.claim(1)
     assert claim.task.key == "again"
     executor.queue.schedule(instance, "again", "work", NO_ARGS, run_at=now + 60_000, now=now)
     if put_back == "recovered":

@@ -28,7 +28,7 @@ import corral.db.engine
 from corral import codec
 from corral.config import Retries, RuntimeConfig
 from corral.db.raw import close_databases, open_database
-from corral.runtime.executor import _Settlement
+from corral.runtime.executor import Settlement
 from corral.runtime.history import History
 from corral.runtime.records import ExecutionRecord
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
@@ -70,7 +70,6 @@ import sys
 
 import corral.db.engine
 from corral.config import RateLimits, Retries, RuntimeConfig
-from corral.runtime.executor import _Settlement
 from corral.runtime.services import Services
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
@@ -419,11 +418,11 @@ async def test_a_settlement_written_again_after_its_answer_was_lost_is_written_o
     await runtime.idle()  # activate
     executor = runtime.executor
     executor.queue.enqueue(instance.id, "work", codec.encode([7]), now=executor.now())
-    [claim] = await executor.claim(1)
+    [claim] = await runtime.worker.claim(1)
     result = ExecutionResult(Outcome.OK, result=7)
     record = ExecutionRecord(instance.id, "work", "task", result)
-    settlement = _Settlement(claim.task, record, claim.version.number)
-    write = executor._write_settlements
+    settlement = Settlement(claim.task, record, claim.version.number)
+    write = runtime.worker._write_settlements
     await executor.db(write, [settlement], 0, executor.now())
     await executor.db(write, [settlement], 0, executor.now(), uncertain=True)
     assert [r["result"] for r in runtime.executions(instance.id, "work")] == [7]

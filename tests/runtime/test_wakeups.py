@@ -1,7 +1,7 @@
 """On PostgreSQL, work enqueued by another process wakes an idle worker at once.
 
 The worker here polls once an hour, so only the notification (migration 0003's
-trigger, ``corral.runtime.wakeups``) can make it run a task it did not enqueue
+trigger, ``TaskQueue.listen``) can make it run a task it did not enqueue
 itself within the test's time. The listener is only a shortcut: when its
 connection is lost it says so, the worker polls, and it listens again.
 """
@@ -14,7 +14,6 @@ import pytest
 
 from corral import codec
 from corral.db.raw import Database
-from corral.runtime import wakeups
 from corral.runtime.records import ExecutionRecord
 from corral.tasks.queue import Backoff, TaskQueue
 from tests.runtime.conftest import RuntimeFactory, stop
@@ -69,8 +68,8 @@ async def test_the_listener_outlives_a_lost_connection(
     database = Database(fresh_postgres_url)
     wakes: asyncio.Queue[None] = asyncio.Queue()
     listening = asyncio.create_task(
-        wakeups.listen(
-            database, lambda: wakes.put_nowait(None), backoff=Backoff(base_ms=10, cap_ms=10)
+        TaskQueue(database).listen(
+            lambda: wakes.put_nowait(None), backoff=Backoff(base_ms=10, cap_ms=10)
         )
     )
     try:
@@ -103,7 +102,7 @@ async def test_a_lost_listener_leaves_the_event_loop_watching_nothing_of_it(
     database = Database(fresh_postgres_url)
     wakes: asyncio.Queue[None] = asyncio.Queue()
     listening = asyncio.create_task(  # away for a minute after the loss
-        wakeups.listen(database, lambda: wakes.put_nowait(None), backoff=Backoff(base_ms=60_000))
+        TaskQueue(database).listen(lambda: wakes.put_nowait(None), backoff=Backoff(base_ms=60_000))
     )
     try:
         await asyncio.wait_for(wakes.get(), 10)

@@ -1,26 +1,32 @@
-"""Run one claimed task: resolve its method by name, check limits, execute, record, settle.
+"""Run one claimed task: resolve its method by name, check limits, execute, report.
 
-Everything an execution leaves — its record and log lines, the task's removal,
-retry or dead letter, an auto-suspension — is written here, so a task is only
-ever gone from the queue once what happened to it is in the history.
+The worker claims tasks and hands each to ``Executor.run``, which executes it in
+the sandbox and returns a ``Settlement``: its record and what becomes of its task
+(removed, retried, dead-lettered; and after an uninstall's ``deactivate``, the
+instance removed). The worker commits settlements (``Worker.execute``), so a task
+is only ever gone from the queue in the commit that puts what happened to it in
+the history. What ends a task without an execution (a method that does not
+exist, a rate limit reached) the executor writes itself. It never calls the
+worker: the one way back is ``hand_off``, which the worker gives to a run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from corral import codec
+from corral.db.tasks import Settling
 from corral.runtime.declared import Declared, declared
+from corral.runtime.history import platform_line, record_rows
 from corral.runtime.outage import Outage
 from corral.runtime.records import ExecutionRecord
-from corral.runtime.registry import ACTIVE, UNINSTALLING, Instance, Version
+from corral.runtime.registry import ACTIVE, SUSPENDED, UNINSTALLING, Instance, Version
 from corral.runtime.services import Services
 from corral.runtime.tools import InstanceTools
 from corral.sandbox.limits import Outcome
@@ -49,31 +55,24 @@ class Claim:
 
 
 @dataclass
-class _Settlement:
+class Settlement:
     """What an execution leaves to be committed: its record and its task's fate."""
 
     task: ClaimedTask
     record: ExecutionRecord
     version: int
+    #: The execution was the ``deactivate`` of an instance being uninstalled: the
+    #: instance's state, tasks and callbacks go in the same commit.
+    removes_instance: bool = False
+    #: Done once the settlement is committed (``Worker.execute``).
     committed: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
-class Refill(Protocol):
-    """The worker's side of a settlement commit that also claims (see ``_settle``)."""
-
-    def wanted(self, finishing: int) -> int:
-        """How many tasks to claim, once ``finishing`` executions have been settled."""
-
-    def claimed(self, claims: list[Claim], wanted: int) -> None:
-        """Start what the commit claimed (``wanted`` were asked for)."""
-
-    def has_room(self) -> bool:
-        """Whether a task handed off now could start at once (see ``hand_off``)."""
-
-    def handed(self, claim: Claim) -> None:
-        """Start a task handed off to this worker."""
+#: Who starts a task an execution enqueues, due now, without a claim: given the
+#: instance, method, arguments and now, True if it took the task (``Worker.hand_off``).
+HandOff = Callable[[str, str, bytes, int], bool]
 
 
 class Executor:
@@ -83,7 +82,6 @@ class Executor:
         pool: SandboxPool,
         *,
         on_enqueue: Callable[[], None] | None = None,
-        refill: Refill | None = None,
     ) -> None:
         self.config = services.config
         self.database = database = services.database
@@ -99,12 +97,9 @@ class Executor:
         # worker's own do (see ``db``).
         self._backend = SqlBackend(database, deferred=True)
         self._on_enqueue = on_enqueue
-        self._refill = refill
         #: Executions each instance may start here before its rate windows are counted again.
         self._rate_credit: dict[str, int] = {}
         self._declared: dict[tuple[str, int], Declared] = {}
-        self._unsettled: list[_Settlement] = []
-        self._committing: asyncio.Task[None] | None = None
         #: Corrections of records whose process went on computing (kept until done).
         self._amendments: set[asyncio.Task[None]] = set()
         #: Waits out the database's outages for the worker and its settlements.
@@ -159,72 +154,18 @@ class Executor:
             except DatabaseUnavailable as exc:
                 await self.outage.wait(exc)
 
-    async def claim(self, limit: int) -> list[Claim]:
-        """Lease up to ``limit`` due tasks, with their instances and versions: one transaction."""
-        return await self.db(self._claim, limit, self.now())
+    def leased(self, claimed: list[tuple[ClaimedTask, tuple[Any, ...]]], now: int) -> list[Claim]:
+        """Claims of the tasks a lease took (a claim, a settlement's claim, a hand-off),
+        each with its instance and version, read with the lease; a longer lease where
+        the version needs one. The one way a leased task becomes something to run.
 
-    def _claim(self, limit: int, now: int) -> list[Claim]:
-        # On PostgreSQL the claim is one statement in autocommit that reads the
-        # instances and versions with the tasks; the rare lease extensions after it
-        # are statements of their own (a crash between leaves the default lease, as
-        # a crash after would). Measured in an idle worker's round trip, from wake-up
-        # to claimed: 0.81 ms as a pipelined transaction, 0.54-0.72 ms as one
-        # statement. On SQLite the reads join the claim's transaction.
-        together = (
-            contextlib.nullcontext()
-            if self.database.postgres
-            else self.database.transaction(write=True)
-        )
-        with together:
-            claimed = self.queue.claim(
-                limit, now=now, lease_ms=self.lease_ms, joined=self.registry.EXECUTION_COLUMNS
-            )
-            return self._leased(claimed, now)
-
-    def _leased(self, claimed: list[tuple[ClaimedTask, tuple[Any, ...]]], now: int) -> list[Claim]:
-        """Claims of the tasks a claim leased, each with its instance and version (on
-        PostgreSQL read by the claim itself), and a longer lease where it needs one."""
-        if not claimed:
-            return []
-        if self.database.postgres:
-            found = dict(self.registry.for_execution_row(row) for _, row in claimed)
-        else:
-            found = self.registry.for_executions(task.instance for task, _ in claimed)
+        The rare lease extensions are statements of their own, after the lease's
+        commit: a crash between leaves the default lease, as a crash after would.
+        """
+        found = dict(self.registry.for_execution_row(row) for _, row in claimed)
         for task, _ in claimed:
             self._extend_lease(task, found[task.instance][1], now)
         return [Claim(task, *found[task.instance]) for task, _ in claimed]
-
-    def hand_off(self, instance: str, method: str, args: bytes, now: int) -> bool:
-        """Enqueue a task due now already leased to this worker, and start it: False
-        (nothing enqueued) when the worker has no free slot for it.
-
-        An execution's ``run_task`` comes here first. The next step of a chain then
-        needs no claim, here or in any other worker (none is woken for it), and
-        starts while the step that made it is still being settled.
-        """
-        if self._refill is None or not self._refill.has_room():
-            return False
-        # One statement, in autocommit: on PostgreSQL one round trip, the instance
-        # and its current version read with the insert. The rare cases after it
-        # (suspended meanwhile, a longer timeout) each cost a statement more.
-        task, row = self.queue.enqueue_leased(
-            instance,
-            method,
-            args,
-            now=now,
-            lease_ms=self.lease_ms,
-            joined=self.registry.EXECUTION_COLUMNS,
-        )
-        if self.database.postgres:
-            found = self.registry.for_execution_row(row)[1]
-        else:
-            found = self.registry.for_executions([instance])[instance]
-        if found[0].status != ACTIVE:  # suspended meanwhile: the queue keeps it
-            self.queue.release(task, run_at=now)
-            return True
-        self._extend_lease(task, found[1], now)
-        self._refill.handed(Claim(task, *found))
-        return True
 
     def _extend_lease(self, task: ClaimedTask, version: Version, now: int) -> None:
         """An agent allowed more time than the default keeps its task for that long.
@@ -267,8 +208,12 @@ class Executor:
             for timeout_s, tasks in by_timeout.items()
         )
 
-    async def run(self, claim: Claim) -> ExecutionRecord | None:
-        """Execute the task and settle it; None when it did not run (and why is logged)."""
+    async def run(self, claim: Claim, *, hand_off: HandOff | None = None) -> Settlement | None:
+        """Execute the task; what the worker is to commit of it, or None when it did not
+        run (its task is settled already, and why is logged).
+
+        ``hand_off``: where a task the execution enqueues, due now, may go at once.
+        """
         task, instance, version = claim.task, claim.instance, claim.version
         try:
             rules = self._rules(version)
@@ -297,10 +242,10 @@ class Executor:
             clock=self.clock,
             quotas=self.config.quotas,
             on_enqueue=self._on_enqueue,
-            hand_off=self.hand_off,
+            hand_off=hand_off,
         )
         started = datetime.fromtimestamp(self.clock(), UTC)  # the clock rate limits use
-        settled: list[_Settlement] = []
+        settled: list[Settlement] = []
 
         def overran() -> None:
             # The process went on computing after its result, which the pool has just
@@ -321,106 +266,39 @@ class Executor:
             on_overrun=overran,
         )
         record = ExecutionRecord(instance.id, task.method, task.trigger, result, started)  # type: ignore[arg-type]
-        settled.append(_Settlement(task, record, version.number))
-        await self._settle(settled[0])
-        await self._after(task, instance)
-        return record
+        settled.append(Settlement(task, record, version.number, _removes_instance(task, instance)))
+        return settled[0]
 
-    async def _settle(self, settlement: _Settlement) -> None:
-        """Write the settlement in the next commit; return once it is committed.
-
-        Group commit: while one commit is being written, the executions that finish
-        wait for the next and share it, so a busy worker writes one transaction for
-        several executions and an idle one still commits each at once. The same
-        transaction claims the tasks to take the finished ones' places (``Refill``):
-        a busy worker, or one running a chain, then needs one transaction a round,
-        not two.
-        """
-        self._unsettled.append(settlement)
-        if self._committing is None or self._committing.done():
-            self._committing = asyncio.create_task(self._commit_settlements())
-        await settlement.committed
-
-    async def _commit_settlements(self) -> None:
-        uncertain = False
-        while self._unsettled:
-            batch, self._unsettled = self._unsettled, []
-            wanted = self._refill.wanted(len(batch)) if self._refill is not None else 0
-            try:
-                try:
-                    claims = await self.db(
-                        self._write_settlements, batch, wanted, self.now(), uncertain=uncertain
-                    )
-                except DatabaseUnavailable as exc:
-                    # Not written, or not known to be: kept, and written first once the
-                    # database is back. Their executions wait for that in their slots,
-                    # and the worker leases their tasks anew before it claims again.
-                    await self.outage.wait(exc)
-                    self._unsettled[:0] = batch
-                    uncertain = True
-                    continue
-                uncertain = False
-            except Exception as exc:
-                # Nothing of the batch was written: its tasks stay leased and run again.
-                for settlement in batch:
-                    settlement.committed.set_exception(exc)
-            except BaseException:
-                for settlement in batch + self._unsettled:
-                    settlement.committed.cancel()
-                raise
+    def settling(self, batch: Sequence[Settlement], now: int) -> Settling:
+        """What committing ``batch`` writes: each record, and its task's removal, retry
+        or dead letter (an instance's removal after its uninstall's ``deactivate``)."""
+        executions, lines = record_rows([(s.record, s.version, s.task.id) for s in batch])
+        settling = Settling(executions, lines)
+        for settlement in batch:
+            task, result = settlement.task, settlement.record.result
+            if result.outcome is Outcome.OK:
+                settling.finished.append(task.id)
             else:
-                if wanted:
-                    assert self._refill is not None
-                    self._refill.claimed(claims, wanted)
-                for settlement in batch:
-                    settlement.committed.set_result(None)
+                assert result.error is not None
+                error = f"{result.outcome.value}: {result.error['type']}: {result.error['message']}"
+                retry_at = self.queue.retry_at(task, now=now)
+                if retry_at is not None:
+                    settling.retried.append((task.id, retry_at, error))
+                else:
+                    settling.dead.append((task.id, error))
+                    line = (
+                        f"task {task.id} ({task.method}) dead-lettered after {task.attempts} "
+                        f"attempt(s): {error}"
+                    )
+                    log.warning("%s: %s", task.instance, line)
+                    settling.lines.append(platform_line(task.instance, "warning", line, now=now))
+            if settlement.removes_instance:
+                settling.removed.append(task.instance)
+                settling.lines.append(platform_line(task.instance, "warning", _REMOVED, now=now))
+                log.warning("%s: %s", task.instance, _REMOVED)
+        return settling
 
-    def _write_settlements(
-        self, batch: list[_Settlement], wanted: int, now: int, *, uncertain: bool = False
-    ) -> list[Claim]:
-        """Each record, and its task's removal, retry or dead letter, and the claim of
-        ``wanted`` tasks: one commit for all.
-
-        ``uncertain``: some of the batch may be written already, by a commit whose
-        answer an outage cut off (on PostgreSQL). A settlement is one commit, so a
-        written record means a written settlement: those are left out, and the
-        others written as ever.
-        """
-        if uncertain:
-            written = self.history.recorded([s.record.id for s in batch])
-            batch = [s for s in batch if s.record.id not in written]
-            if not batch:
-                return self._claim(wanted, now) if wanted else []
-        records = [(s.record, s.version, s.task.id) for s in batch]
-        done = [s.task for s in batch if s.record.result.outcome is Outcome.OK]
-        if len(done) == len(batch):
-            # The common case: every execution succeeded. One statement for the
-            # records, the tasks' removal and the claim (on PostgreSQL, where it can
-            # be one). Measured against a pipelined transaction, a one-worker drain on
-            # PostgreSQL side by side: 1,291-1,435 -> 1,488-1,696 tasks/s.
-            statements = self.history.record_statements(records)
-            claim = (
-                self.queue.claim_statement(
-                    wanted, now=now, lease_ms=self.lease_ms, joined=self.registry.EXECUTION_COLUMNS
-                )
-                if wanted
-                else None
-            )
-            if statements is not None and (claim is not None or not wanted):
-                statements.append(self.queue.finish_statement(done))
-                if claim is not None:
-                    statements.append(claim)
-                rows = self.database.write_together(statements, returning=claim is not None)
-                return self._leased(self.queue.claimed(rows), now)
-        with self.database.transaction(write=True):
-            self.history.record(records)
-            self.queue.finish(done)
-            for settlement in batch:
-                if settlement.record.result.outcome is not Outcome.OK:
-                    self._write_failure(settlement.task, settlement.record)
-            return self._claim(wanted, now) if wanted else []
-
-    async def _amend(self, settlement: _Settlement) -> None:
+    async def _amend(self, settlement: Settlement) -> None:
         """Correct a record written before its process was found still computing."""
         try:
             await settlement.committed
@@ -428,24 +306,12 @@ class Executor:
         except Exception as exc:  # the record stays as first written; say so
             log.warning("could not amend execution %s: %s", settlement.record.id, exc)
 
-    def _write_failure(self, task: ClaimedTask, record: ExecutionRecord) -> None:
-        result = record.result
-        assert result.error is not None
-        error = f"{result.outcome.value}: {result.error['type']}: {result.error['message']}"
-        if not self.queue.fail(task, error, now=self.now()):
-            line = (
-                f"task {task.id} ({task.method}) dead-lettered after {task.attempts} "
-                f"attempt(s): {error}"
-            )
-            log.warning("%s: %s", task.instance, line)
-            self.history.log(task.instance, "warning", line, now=self.now())
-
     async def _unresolved(
         self, task: ClaimedTask, instance: Instance, version: Version, methods: frozenset[str]
     ) -> None:
         if task.trigger == "lifecycle" and task.method in LIFECYCLE_HOOKS:
-            await self.db_lasting(self.queue.finish, [task])  # an agent need not define every hook
-            await self._after(task, instance)
+            # An agent need not define every hook: the task is done, as if it ran.
+            await self.db_lasting(self._skip_hook, task, _removes_instance(task, instance))
             return
         await self._dead(
             task,
@@ -476,7 +342,7 @@ class Executor:
                     f"auto-suspended: {count} executions in the last {limit.name} (limit "
                     f"{limit.executions}); the next deploy of {instance.agent} lifts it"
                 )
-                await self.db_lasting(self.registry.set_status, instance.id, "suspended", reason)
+                await self.db_lasting(self.registry.set_status, instance.id, SUSPENDED, reason)
                 await self._log(instance.id, reason)
                 return True
         # Counts only grow by executions; far from every limit, this worker may run a
@@ -486,15 +352,27 @@ class Executor:
         self._rate_credit[instance.id] = headroom // RATE_CHECK_SHARES
         return False
 
-    async def _after(self, task: ClaimedTask, instance: Instance) -> None:
-        if (
-            task.trigger == "lifecycle"
-            and task.method == "deactivate"
-            and instance.status == UNINSTALLING
-        ):
-            await self.db_lasting(self.registry.remove, instance.id)
-            await self._log(instance.id, "uninstalled: state, tasks and callbacks removed")
+    def _skip_hook(self, task: ClaimedTask, removes_instance: bool) -> None:
+        with self.database.transaction(write=True):
+            self.queue.finish([task])
+            if removes_instance:
+                self.registry.remove(task.instance)
+                self.history.log(task.instance, "warning", _REMOVED, now=self.now())
+        if removes_instance:
+            log.warning("%s: %s", task.instance, _REMOVED)
 
     async def _log(self, instance: str, line: str) -> None:
         log.warning("%s: %s", instance, line)
         await self.db_lasting(self.history.log, instance, "warning", line, now=self.now())
+
+
+_REMOVED = "uninstalled: state, tasks and callbacks removed"
+
+
+def _removes_instance(task: ClaimedTask, instance: Instance) -> bool:
+    """Whether settling the task removes its instance: the ``deactivate`` of an uninstall."""
+    return (
+        task.trigger == "lifecycle"
+        and task.method == "deactivate"
+        and instance.status == UNINSTALLING
+    )

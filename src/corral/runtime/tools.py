@@ -1,12 +1,14 @@
 """The host's side of every tool an agent may call, bound to one execution's instance.
 
 The sandbox sends an operation name (a :class:`corral.sdk.operations.Op`) and
-arguments; this module decides whether the name is a real operation and runs it
-against the instance's own store, tasks, callbacks and fetch (the instance was
-bound by the host, never taken from the agent). Database work that cannot block
-(SQLite) is done at once, inside the host's I/O callback; PostgreSQL work goes to
-a thread; a fetch is a coroutine the host awaits alongside the execution's other
-calls. ``corral exec``, which has no worker, gets :class:`ExecTools` instead.
+arguments; this module decides whether
+the name is a real operation and runs it against the instance's own store,
+tasks, callbacks and fetch (the instance was bound by the host, never taken from
+the agent). Database work is done at once, inside the host's I/O callback, where
+the database answers in microseconds, and awaited where it waits on the network
+(``Database.run_deferred``); a fetch is a coroutine the host awaits alongside the
+execution's other calls. ``corral exec``, which has no worker, gets
+:class:`ExecTools` instead.
 """
 
 from __future__ import annotations
@@ -84,7 +86,6 @@ class InstanceTools:
         self._on_enqueue = on_enqueue or (lambda: None)
         self._hand_off = hand_off
         self._database = queue.database
-        self._blocking = queue.database.blocking
         self._ops: dict[str, Callable[..., Any]] = {
             Op.CALLBACK_CREATE: self._create_callback,
             Op.CALLBACK_GET: self._get_callback,
@@ -106,9 +107,7 @@ class InstanceTools:
         handler = self._ops.get(op)
         if handler is None:
             raise UnknownOperation(f"there is no tool operation {op!r}")
-        if self._blocking:
-            return self._database.call_deferred(handler, *args)  # settled durably later
-        return handler(*args)
+        return self._database.run_deferred(handler, *args)  # settled durably later
 
     @property
     def operations(self) -> frozenset[str]:

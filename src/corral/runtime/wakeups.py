@@ -1,29 +1,14 @@
-"""What wakes an idle worker: its ``Wakeup``, and PostgreSQL LISTEN, so that it
-claims work another process enqueued at once.
+"""What wakes an idle worker: its ``Wakeup``.
 
-Migration 0003 makes every inserting statement on ``tasks`` notify channel
-``corral_tasks`` when it commits. Without this, work enqueued by the CLI, a
-webhook or another worker waits for the next poll. The listener is only a
-shortcut: if its connection fails, the worker says so once and keeps polling,
-and the listener tries again after capped exponential delays (the worker's
-``reconnect`` backoff), saying so once more when it listens again.
+Set by whatever may have made work due: an execution's enqueue, a finished
+execution, and, where the database can say so, work another process enqueued
+(``TaskQueue.listen``; on PostgreSQL, LISTEN). Without that, work enqueued by
+the CLI, a webhook or another worker waits for the next poll.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Callable
-
-import psycopg
-
-from corral.db.errors import gist
-from corral.db.raw import Database
-from corral.tasks.queue import Backoff
-
-log = logging.getLogger("corral.wakeups")
-
-CHANNEL = "corral_tasks"
 
 
 class Wakeup:
@@ -72,64 +57,3 @@ class Wakeup:
 def _wake_up(sleeper: asyncio.Future[None]) -> None:
     if not sleeper.done():
         sleeper.set_result(None)
-
-
-async def listen(database: Database, wake: Callable[[], None], *, backoff: Backoff) -> None:
-    """Call ``wake`` on every notification until cancelled."""
-    url = database.engine.url.set(drivername="postgresql")
-    conninfo = url.render_as_string(hide_password=False)
-    failures = 0
-    while True:
-        try:
-            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-                await conn.execute(f"LISTEN {CHANNEL}")
-                if failures:
-                    log.warning("listening for new tasks again")
-                failures = 0
-                wake()  # whatever was enqueued before the LISTEN took effect
-                await _heard(conn.pgconn, wake)
-        except psycopg.Error as exc:
-            if not failures:
-                log.warning(
-                    "not listening for new tasks (%s); polling instead until it listens again",
-                    gist(exc),
-                )
-            failures += 1
-        await asyncio.sleep(backoff.delay_ms(failures) / 1000)
-
-
-async def _heard(pgconn: psycopg.pq.abc.PGconn, wake: Callable[[], None]) -> None:
-    """Call ``wake`` from the socket's own callback when notifications come in; raise
-    when the connection fails.
-
-    Read straight off libpq: psycopg's ``notifies()`` generator cost several loop
-    iterations and selector changes per notification, on the path of every task
-    another process enqueues for an idle worker.
-    """
-    loop = asyncio.get_running_loop()
-    lost: asyncio.Future[None] = loop.create_future()
-
-    def readable() -> None:
-        try:
-            pgconn.consume_input()
-            if pgconn.status != psycopg.pq.ConnStatus.OK:
-                raise psycopg.OperationalError(pgconn.get_error_message() or "connection lost")
-        except psycopg.Error as exc:
-            if not lost.done():
-                lost.set_exception(exc)
-            return
-        heard = False
-        while pgconn.notifies() is not None:
-            heard = True
-        if heard:
-            wake()
-
-    # The descriptor, not ``pgconn.socket`` again at the end: on a lost connection
-    # that raises, and the reader would stay registered for whatever connection
-    # gets the number next (a worker's session, whose own wait then fails).
-    fd = pgconn.socket
-    loop.add_reader(fd, readable)
-    try:
-        await lost
-    finally:
-        loop.remove_reader(fd)

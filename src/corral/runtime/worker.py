@@ -1,10 +1,18 @@
-"""The worker loop: fire schedules, recover lost leases, claim due tasks, run them.
+"""The worker loop: fire schedules, recover lost leases, claim due tasks, run them,
+commit what they leave.
+
+The worker drives: it claims (``claim``), hands each claim to its executor, and
+commits each execution's settlement (``execute``), claiming in the same commit
+the tasks that take the finished ones' places. An execution that enqueues a task
+due now hands it to the worker that runs it (``hand_off``): the same lease as a
+claim's, taken as the task is inserted. docs/architecture.md walks one task
+through all of it.
 
 A worker holds no state the database does not: kill it at any point and
 another (or the same, restarted) finishes its tasks. Work it creates itself
-(``run_task`` from an execution) wakes it at once; on PostgreSQL so does work any
-other process enqueues (``wakeups``); otherwise it is found by polling every
-``poll_s``.
+(``run_task`` from an execution) wakes it at once; where the database can say so
+(PostgreSQL), so does work any other process enqueues (``TaskQueue.listen``);
+otherwise it is found by polling every ``poll_s``.
 
 A database outage stops nothing but the work that needs the database: the loop
 stops claiming and waits (``Executor.outage``) until the database answers again,
@@ -23,8 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from corral.runtime import wakeups
-from corral.runtime.executor import Claim, Executor
+from corral.runtime.executor import Claim, Executor, Settlement
 from corral.runtime.records import ExecutionRecord
+from corral.runtime.registry import ACTIVE
 from corral.runtime.services import Services
 from corral.sandbox.pool import SandboxPool
 from corral.sandbox.zygote import Zygote
@@ -63,8 +72,12 @@ class Worker:
         #: The executions in flight, with what they run.
         self._running: dict[asyncio.Task[None], Claim] = {}
         self._saturated = False
-        #: Whether the loop runs: only then may a settlement commit claim for it.
+        #: Whether the loop runs: only then may a settlement commit or a hand-off start
+        #: work for it.
         self._serving = False
+        #: Settlements waiting for the next commit, and the commit being written.
+        self._unsettled: list[Settlement] = []
+        self._committing: asyncio.Task[None] | None = None
         #: Set while nothing runs and the loop waits for a wake-up or its next poll.
         self.idle = asyncio.Event()
         self.executed = 0
@@ -76,7 +89,7 @@ class Worker:
         pool = SandboxPool(
             self._zygote, strict=self.options.strict, max_processes=self.options.max_processes
         )
-        self.executor = Executor(self.services, pool, on_enqueue=self._wake.set, refill=self)
+        self.executor = Executor(self.services, pool, on_enqueue=self._wake.set)
 
     async def close(self) -> None:
         """Stop the executions in flight, the sandboxes and the zygote. The services
@@ -121,13 +134,12 @@ class Worker:
             await self.start()
         executor = self.executor
         assert executor is not None
-        chores = [asyncio.create_task(self.services.sweeper().run())]
-        if self.database.postgres:
-            chores.append(
-                asyncio.create_task(
-                    wakeups.listen(self.database, self._wake.set, backoff=executor.config.reconnect)
-                )
-            )
+        chores = [
+            asyncio.create_task(self.services.sweeper().run()),
+            asyncio.create_task(
+                executor.queue.listen(self._wake.set, backoff=executor.config.reconnect)
+            ),
+        ]
         housekept = fired = 0.0
         self._serving = True
         try:
@@ -144,7 +156,7 @@ class Worker:
                         fired = time.monotonic()
                         await executor.db(executor.queue.fire_recurring, executor.now())
                     free = self.options.concurrency - len(self._running)
-                    claimed = await executor.claim(free) if free > 0 else []
+                    claimed = await self.claim(free) if free > 0 else []
                     if until_idle and not self._running and not claimed:
                         running, next_at = await executor.db(executor.queue.pending, executor.now())
                         if running == 0 and (next_at is None or next_at > executor.now()):
@@ -155,7 +167,7 @@ class Worker:
                 # A full claim may have left due work behind: look again when a slot frees.
                 self._saturated = free <= 0 or len(claimed) == free
                 for claim in claimed:
-                    self._start(executor, claim)
+                    self._start(claim)
                 if claimed and len(self._running) == len(claimed):
                     # Idle until now: let them send their work to the sandbox before
                     # this loop's next database call. A wake-up often comes in meanwhile
@@ -198,28 +210,135 @@ class Worker:
                 )
             return
 
-    def wanted(self, finishing: int) -> int:
+    async def claim(self, limit: int) -> list[Claim]:
+        """Lease up to ``limit`` due tasks, each with its instance and version."""
+        executor = self._executor
+        return await executor.db(self._claim, limit, executor.now())
+
+    def _claim(self, limit: int, now: int) -> list[Claim]:
+        executor = self._executor
+        leased = executor.queue.claim(limit, now=now, lease_ms=executor.lease_ms)
+        return executor.leased(leased, now)
+
+    async def execute(self, claim: Claim) -> ExecutionRecord | None:
+        """Run the claimed task and commit its settlement; the record, once committed,
+        or None when the task did not run (the executor settled it, and says why)."""
+        settlement = await self._executor.run(claim, hand_off=self.hand_off)
+        if settlement is None:
+            return None
+        await self._settle(settlement)
+        return settlement.record
+
+    async def _settle(self, settlement: Settlement) -> None:
+        """Write the settlement in the next commit; return once it is committed.
+
+        Group commit: while one commit is being written, the executions that finish
+        wait for the next and share it, so a busy worker writes one transaction for
+        several executions and an idle one still commits each at once. The same
+        commit claims the tasks to take the finished ones' places (``_wanted``): a
+        busy worker, or one running a chain, then needs one commit a round, not two.
+        """
+        self._unsettled.append(settlement)
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.create_task(self._commit_settlements())
+        await settlement.committed
+
+    async def _commit_settlements(self) -> None:
+        executor = self._executor
+        uncertain = False
+        while self._unsettled:
+            batch, self._unsettled = self._unsettled, []
+            wanted = self._wanted(len(batch))
+            try:
+                try:
+                    claims = await executor.db(
+                        self._write_settlements, batch, wanted, executor.now(), uncertain=uncertain
+                    )
+                except DatabaseUnavailable as exc:
+                    # Not written, or not known to be: kept, and written first once the
+                    # database is back. Their executions wait for that in their slots,
+                    # and the worker leases their tasks anew before it claims again.
+                    await executor.outage.wait(exc)
+                    self._unsettled[:0] = batch
+                    uncertain = True
+                    continue
+                uncertain = False
+            except Exception as exc:
+                # Nothing of the batch was written: its tasks stay leased and run again.
+                for settlement in batch:
+                    settlement.committed.set_exception(exc)
+            except BaseException:
+                for settlement in batch + self._unsettled:
+                    settlement.committed.cancel()
+                raise
+            else:
+                if wanted:
+                    self._saturated = len(claims) == wanted
+                    for claim in claims:
+                        self._start(claim)
+                for settlement in batch:
+                    settlement.committed.set_result(None)
+
+    def _write_settlements(
+        self, batch: list[Settlement], wanted: int, now: int, *, uncertain: bool = False
+    ) -> list[Claim]:
+        """Each settlement, and the claim of ``wanted`` tasks: one commit for all.
+
+        ``uncertain``: some of the batch may be written already, by a commit whose
+        answer an outage cut off. A settlement is one commit, so a written record
+        means a written settlement: those are left out, and the others written as ever.
+        """
+        executor = self._executor
+        if uncertain:
+            written = executor.history.recorded([s.record.id for s in batch])
+            batch = [s for s in batch if s.record.id not in written]
+        leased = executor.queue.settle(
+            executor.settling(batch, now), claim=wanted, now=now, lease_ms=executor.lease_ms
+        )
+        return executor.leased(leased, now)
+
+    def _wanted(self, finishing: int) -> int:
         """Claim with a settlement commit when due work may be waiting: the last claim
         filled every slot, or something was enqueued since (a chain's next step)."""
         if not self._serving or not (self._saturated or self._wake.is_set()):
             return 0
         return max(0, self.options.concurrency - len(self._running) + finishing)
 
-    def claimed(self, claims: list[Claim], wanted: int) -> None:
-        self._saturated = len(claims) == wanted
-        assert self.executor is not None
-        for claim in claims:
-            self._start(self.executor, claim)
-
     def has_room(self) -> bool:
+        """Whether a task handed off now could start at once."""
         return self._serving and len(self._running) < self.options.concurrency
 
-    def handed(self, claim: Claim) -> None:
-        assert self.executor is not None
-        self._start(self.executor, claim)
+    def hand_off(self, instance: str, method: str, args: bytes, now: int) -> bool:
+        """Enqueue a task due now already leased to this worker, and start it: False
+        (nothing enqueued) when the worker has no free slot for it.
 
-    def _start(self, executor: Executor, claim: Claim) -> None:
-        running = asyncio.create_task(self._execute(executor, claim))
+        An execution's ``run_task`` comes here first (``InstanceTools``). The next
+        step of a chain then needs no claim, here or in any other worker (none is
+        woken for it), and starts while the step that made it is still being settled.
+        The lease is a claim's, taken as the task is inserted and read the same way
+        (``TaskQueue.hand_off``); an instance suspended meanwhile gets its task back
+        in the queue, as a claim would have left it there.
+        """
+        if not self.has_room():
+            return False
+        executor = self._executor
+        lease_ms = executor.lease_ms
+        leased = executor.queue.hand_off(instance, method, args, now=now, lease_ms=lease_ms)
+        [claim] = executor.leased([leased], now)
+        if claim.instance.status != ACTIVE:
+            executor.queue.release(claim.task, run_at=now)
+        else:
+            self._start(claim)
+        return True
+
+    @property
+    def _executor(self) -> Executor:
+        if self.executor is None:
+            raise RuntimeError("the worker is not started: await start() first")
+        return self.executor
+
+    def _start(self, claim: Claim) -> None:
+        running = asyncio.create_task(self._execute(claim))
         self._running[running] = claim
         running.add_done_callback(self._done)
 
@@ -230,9 +349,9 @@ class Worker:
         if self._saturated or not self._running:
             self._wake.set()
 
-    async def _execute(self, executor: Executor, claim: Claim) -> None:
+    async def _execute(self, claim: Claim) -> None:
         try:
-            record = await executor.run(claim)
+            record = await self.execute(claim)
             self.executed += 1
             if record is not None and self._on_record is not None:
                 self._on_record(record)

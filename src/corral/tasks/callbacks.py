@@ -8,15 +8,9 @@ from __future__ import annotations
 
 import secrets
 
+from corral.db.callbacks import CallbackDatabase
 from corral.db.raw import Database
 from corral.quotas import Quotas, callbacks_exceeded
-from corral.tasks.quota import count_before_insert
-
-_MINE = "instance = :instance"
-_INSERT = (
-    "INSERT INTO callbacks (token, instance, method, args, created_at) "
-    "VALUES (:token, :instance, :method, :args, :now)"
-)
 
 
 class UnknownCallback(LookupError):
@@ -31,6 +25,7 @@ def new_token() -> str:
 class Callbacks:
     def __init__(self, database: Database) -> None:
         self.database = database
+        self._db = CallbackDatabase(database)
 
     def create(
         self, instance: str, method: str, args: bytes, *, now: int, quotas: Quotas | None = None
@@ -38,36 +33,28 @@ class Callbacks:
         """A new callback's token; with ``quotas``, refused with ``QuotaExceeded`` when
         the instance already has ``quotas.callbacks`` of them."""
         token = new_token()
-        params = {"token": token, "instance": instance, "method": method, "args": args, "now": now}
         if quotas is None:
-            self.database.write(_INSERT, params)
+            self._db.insert(token, instance, method, args, now=now)
             return token
-        with self.database.transaction(write=True) as cur:
-            mine, limit = {"instance": instance}, quotas.callbacks
-            made = count_before_insert(self.database, cur, "callbacks", _MINE, mine, limit)
+        with self.database.transaction(write=True):
+            made = self._db.count(instance, quotas.callbacks)
             if made >= quotas.callbacks:
                 raise callbacks_exceeded(quotas, made)
-            self.database.execute(cur, _INSERT, params)
+            self._db.insert(token, instance, method, args, now=now)
         return token
 
     def resolve(self, instance: str, token: str) -> tuple[str, bytes]:
         """(method name, encoded extra arguments) of one of this instance's callbacks."""
-        row = self.database.fetch_one(
-            "SELECT method, args FROM callbacks WHERE token = :token AND instance = :instance",
-            {"token": token, "instance": instance},
-        )
-        if row is None:
+        found = self._db.resolve(instance, token)
+        if found is None:
             raise UnknownCallback(
                 f"there is no callback {token!r} for this instance: it was deleted, or it "
                 "belongs to another instance"
             )
-        return row[0], bytes(row[1])
+        return found
 
     def delete(self, instance: str, token: str) -> None:
-        self._delete("instance = :instance AND token = :token", instance=instance, token=token)
+        self._db.delete(instance, token)
 
     def delete_all(self, instance: str) -> None:
-        self._delete(_MINE, instance=instance)
-
-    def _delete(self, where: str, **params: str) -> None:
-        self.database.write(f"DELETE FROM callbacks WHERE {where}", params)
+        self._db.delete_all(instance)

@@ -1,7 +1,7 @@
 """PostgreSQL: a task inserted already leased (a hand-off) wakes no worker.
 
 A worker hands a task an execution enqueues, due now, to itself: the row goes in
-as ``running``, leased to that worker (``TaskQueue.enqueue_leased``). The trigger
+as ``running``, leased to that worker (``TaskQueue.hand_off``). The trigger
 of 0003 notified every listening worker of every insert, and each woken worker
 then ran a claim that found nothing: for a chain of tasks, one wasted claim a step
 in every idle worker. The trigger now looks at the inserted rows (a transition

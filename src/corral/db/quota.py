@@ -1,4 +1,5 @@
-"""Counting an instance's tasks or callbacks against its quota before adding one.
+"""Counting an instance's tasks or callbacks against its quota before adding one
+(``TaskDatabase.count_pending``, ``CallbackDatabase.count``).
 
 The count and the insert after it are one write transaction, which first takes the
 instance's turn (``Database.take_turn``): otherwise two executions of one instance
