@@ -60,6 +60,9 @@ INSERT_LEASED = (
 #: An instance's pending tasks, as its quota counts them: queued or scheduled, not running.
 _PENDING = f"instance = :instance AND state IN ('{QUEUED}', '{RECURRING}')"
 
+# Any fixed number shared by every Corral process, "keyd": "the turn of a task key".
+_KEY_LOCK_CLASS = 0x6B657964
+
 #: A running task put back to wait (a retry, a release, a recovery) keeps its key,
 #: unless another task of its instance took the key while it ran (its run scheduled
 #: its successor under it, say; a key is free once its task runs): then it waits
@@ -202,11 +205,17 @@ class TaskDatabase(ABC):
             )
 
     def keyed(self, instance: str, key: str) -> int | None:
-        """The id of the instance's pending task under ``key``."""
-        row = self.database.fetch_one(
-            f"SELECT id FROM tasks WHERE key = :key AND {_PENDING}",
-            {"instance": instance, "key": key},
-        )
+        """The id of the instance's pending task under ``key``, inside the caller's write
+        transaction, which first takes the key's turn: two schedules of one new key at
+        once (a burst of webhooks debouncing into one task) would otherwise both find
+        none and both insert, and the second would fail on the unique key instead of
+        replacing the first."""
+        params = {"instance": instance, "key": key}
+        with self.database.transaction(write=True) as cur:
+            self.database.take_turn(cur, _KEY_LOCK_CLASS, f"{instance}\n{key}")
+            row = self.database.execute(
+                cur, f"SELECT id FROM tasks WHERE key = :key AND {_PENDING}", params
+            ).fetchone()
         return None if row is None else int(row[0])
 
     def move_earlier(self, task: int, run_at: int) -> None:
