@@ -56,9 +56,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
 import os
 import platform
+import pstats
 import random
 import statistics
 import time
@@ -388,6 +390,50 @@ async def measure(
     return timings, written.writes
 
 
+async def count_work(
+    path: Path, pattern: Pattern, written: Counter, calls: int = 1_000
+) -> tuple[float, float]:
+    """Python function calls and event-loop iterations per call: counted, not timed,
+    so about the same however busy the machine is. Iterations are counted without
+    the profiler, which slows the client enough for the server's answer to be in
+    before it waits (the home-made path then needs no iteration at all)."""
+    rng = random.Random("counts")
+    loop = asyncio.get_running_loop()
+    iterations = 0
+    # Private, but the one place every iteration of asyncio's loop goes through.
+    run_once = loop._run_once  # type: ignore[attr-defined]
+
+    def counted() -> None:
+        nonlocal iterations
+        iterations += 1
+        run_once()
+
+    loop._run_once = counted  # type: ignore[attr-defined]
+    try:
+        await time_calls(path, pattern, random_keys(rng, calls), written)
+    finally:
+        del loop._run_once  # type: ignore[attr-defined]
+    profile = cProfile.Profile()
+    profile.enable()
+    await time_calls(path, pattern, random_keys(rng, calls), written)
+    profile.disable()
+    return pstats.Stats(profile).total_calls / calls, iterations / calls  # type: ignore[attr-defined]
+
+
+async def count(
+    paths: Sequence[Path], patterns: Sequence[Pattern]
+) -> tuple[dict[tuple[str, str], tuple[float, float]], int]:
+    """``count_work`` by (pattern, path) for the single-caller patterns, and the writes made."""
+    written = Counter()
+    counts = {
+        (pattern.name, path.name): await count_work(path, pattern, written)
+        for pattern in patterns
+        if pattern.callers == 1
+        for path in pattern.paths(paths)
+    }
+    return counts, written.writes
+
+
 # -- the database ---------------------------------------------------------------------
 
 
@@ -398,9 +444,15 @@ def prepare(database: Database) -> None:
         database.execute(cur, LOAD, {"value": VALUE, "last": ITEMS - 1})
 
 
-async def run(
-    url: str, patterns: Sequence[Pattern], runs: int, seconds: float
-) -> tuple[dict[tuple[str, str], Timing], list[str]]:
+@dataclass(frozen=True)
+class Results:
+    timings: dict[tuple[str, str], Timing]
+    #: (Python function calls, event-loop iterations) per call, one caller.
+    counts: dict[tuple[str, str], tuple[float, float]]
+    notes: list[str]
+
+
+async def run(url: str, patterns: Sequence[Pattern], runs: int, seconds: float) -> Results:
     database = open_database(url)
     prepare(database)
     conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -423,6 +475,8 @@ async def run(
             if await path.settings() != ("off", "off"):
                 raise RuntimeError(f"{path.name}: not the worker's session settings")
         timings, writes = await measure(paths, patterns, runs, seconds)
+        counts, counted_writes = await count(paths, patterns)
+        writes += counted_writes
         (logged,) = database.fetch_one("SELECT count(*) FROM bench_log")
         if logged != writes:
             raise RuntimeError(f"{writes} writes made {logged} log lines")
@@ -434,7 +488,7 @@ async def run(
         f"psycopg {psycopg.__version__}, psycopg_pool {psycopg_pool.__version__}",
         f"{MAX_SESSIONS} connections per pool",
     ]
-    return timings, notes
+    return Results(timings, counts, notes)
 
 
 # -- the report -------------------------------------------------------------------------
@@ -458,12 +512,9 @@ FIGURES: list[tuple[str, Callable[[Timing], list[float]], Callable[[float], str]
 
 
 def report(
-    timings: dict[tuple[str, str], Timing],
-    patterns: Sequence[Pattern],
-    notes: Sequence[str],
-    runs: int,
-    load: tuple[float, float],
+    results: Results, patterns: Sequence[Pattern], runs: int, load: tuple[float, float]
 ) -> str:
+    timings = results.timings
     names = [HomeMade.name, PsycopgPool.name, PsycopgConnection.name, PsycopgPoolTransaction.name]
     header = ["pattern", "figure", *names, "pool ÷ home-made"]
     rows: list[list[str]] = []
@@ -490,11 +541,31 @@ def report(
         f"each figure the median of {runs} runs with (min{DASH}max) beside it; CPU: this "
         "process's, per call; last column: psycopg pool's median cost over home-made's",
         f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"load average {load[0]:.2f} before, {load[1]:.2f} after; " + "; ".join(notes),
+        f"load average {load[0]:.2f} before, {load[1]:.2f} after; " + "; ".join(results.notes),
         "",
         render(header, rows, left=(0, 1)),
+        "",
+        "Work per call, one caller, counted over 1,000 calls (Python function calls, cProfile's",
+        "count; event-loop iterations, without the profiler):",
+        render(header[:-1], count_rows(results, patterns, names), left=(0, 1)),
     ]
     return "\n".join(lines)
+
+
+def count_rows(results: Results, patterns: Sequence[Pattern], names: list[str]) -> list[list[str]]:
+    rows = []
+    for pattern in patterns:
+        if pattern.callers != 1:
+            continue
+        for n, figure in enumerate(("Python calls", "loop iterations")):
+            cells = [
+                f"{results.counts[pattern.name, name][n]:.{1 if n else 0}f}"
+                if (pattern.name, name) in results.counts
+                else "-"
+                for name in names
+            ]
+            rows.append([pattern.name if n == 0 else "", figure, *cells])
+    return rows
 
 
 # -- command line -----------------------------------------------------------------------
@@ -533,10 +604,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     load_before = os.getloadavg()[0]
     try:
         with fresh_database("postgres", args.postgres_url) as url:
-            timings, notes = asyncio.run(run(url, patterns, args.runs, seconds))
+            results = asyncio.run(run(url, patterns, args.runs, seconds))
     except Skipped as exc:
         raise SystemExit(f"cannot run: {exc}") from None
-    print(report(timings, patterns, notes, args.runs, (load_before, os.getloadavg()[0])))
+    print(report(results, patterns, args.runs, (load_before, os.getloadavg()[0])))
     progress(f"done in {time.perf_counter() - started:.0f} s")
 
 
