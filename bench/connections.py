@@ -393,10 +393,12 @@ async def measure(
 async def count_work(
     path: Path, pattern: Pattern, written: Counter, calls: int = 1_000
 ) -> tuple[float, float]:
-    """Python function calls and event-loop iterations per call: counted, not timed,
-    so about the same however busy the machine is. Iterations are counted without
-    the profiler, which slows the client enough for the server's answer to be in
-    before it waits (the home-made path then needs no iteration at all)."""
+    """Python function calls and event-loop iterations per call: which way each path
+    went, to explain its CPU. Counted, yet not independent of timing: a path that
+    finds the server's answer already in when it looks (the home-made one checks
+    before asking the loop) does less, so the counts move with the machine's load,
+    and the profiler, which slows the client down, makes that likelier (the
+    iterations are counted without it)."""
     rng = random.Random("counts")
     loop = asyncio.get_running_loop()
     iterations = 0
