@@ -34,10 +34,11 @@ worker's calls (``call_deferred``: ``synchronous_commit=off``,
 - ``psycopg conn``: the same, one caller on one ``AsyncConnection`` kept open (no
   pool): what the pool's own checkout costs, by difference. One caller only;
 - ``pool, transaction()``: the single caller's write as psycopg's documentation
-  writes one, ``conn.transaction()`` inside ``conn.pipeline()``, which syncs after
-  BEGIN, after the statements and after COMMIT: three round trips where the others
-  send BEGIN, the statements and COMMIT and sync once (the same messages as
-  ``Database.transaction``'s, checked with libpq's trace).
+  writes one, ``conn.transaction()`` inside ``conn.pipeline()``, whose nested
+  pipelines sync after BEGIN, after the statements and after COMMIT, and the outer
+  one once more: four round trips where the others send BEGIN, the statements and
+  COMMIT and sync once (the same messages as ``Database.transaction``'s, checked
+  with libpq's trace).
 
 Both libraries prepare a statement once per connection (psycopg after its fifth
 use): the warm-up runs every statement on every connection first. Each figure is
@@ -48,8 +49,9 @@ which is what bounds a worker on a 2-core host (the loop, psycopg, the pool; the
 server's CPU is the same statements on every path and not counted).
 
 Run: ``.venv/bin/python bench/connections.py [--runs N] [--quick]
-[--concurrency 16,64] [--postgres-url URL]`` (5 runs, about two minutes;
-``--quick``: 2 short runs). Progress goes to stderr, the report to stdout.
+[--concurrency 16,64] [--postgres-url URL]`` (5 runs, about a minute;
+``--quick``: 2 short runs). Progress goes to stderr, the report to stdout. The
+figures, and what was decided from them: ``docs/database.md``.
 """
 
 from __future__ import annotations
@@ -185,8 +187,8 @@ class Statements:
         self, conn: psycopg.AsyncConnection[Any], key: str, at: int
     ) -> None:
         """``write`` as psycopg's documentation writes it, with ``conn.transaction()``:
-        inside a pipeline that syncs after BEGIN, after the statements and after COMMIT
-        (its nested pipelines), three round trips where ``write`` makes one."""
+        its nested pipelines sync after BEGIN, after the statements and after COMMIT,
+        and the outer one as it closes, four round trips where ``write`` makes one."""
         async with conn.pipeline(), conn.transaction():
             cursor = conn.cursor()
             await cursor.execute(self.update, {"key": key, "value": VALUE})
