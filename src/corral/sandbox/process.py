@@ -4,7 +4,12 @@ Everything an execution does outside its own memory comes through here: each
 CALL frame is counted against the request budget before the host does the work,
 the wall deadline and the CPU budget are enforced from outside (SIGKILL through
 the pidfd cannot be caught or ignored), and CPU time and peak memory are read
-from the kernel, not reported by the sandboxed code.
+from the kernel, not reported by the sandboxed code (``corral.sandbox.accounting``).
+
+Over 500 lines, on purpose: ``SandboxProcess`` is one state machine (frames in, calls
+answered, results, watchdogs before and after the result, death), and each of its
+states is read against the others; split, a reader would follow one protocol across
+modules.
 """
 
 from __future__ import annotations
@@ -23,6 +28,15 @@ from typing import Any
 from corral import codec
 from corral.db import bridge
 from corral.sandbox import protocol
+from corral.sandbox.accounting import (
+    ExitInfo,
+    death_message,
+    out_of_memory,
+    outcome_of_death,
+    peak_rss_bytes,
+    process_cpu_s,
+    reset_peak_rss,
+)
 from corral.sandbox.errors import SandboxError
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
 from corral.sandbox.memcg import MemoryGroup
@@ -55,17 +69,6 @@ _BYTES_ONLY = frozenset({bytes})
 _CORES = os.cpu_count() or 1
 
 
-@dataclass(frozen=True)
-class ExitInfo:
-    status: int
-    cpu_s: float
-    maxrss_bytes: int
-
-    @property
-    def signal(self) -> int | None:
-        return os.WTERMSIG(self.status) if os.WIFSIGNALED(self.status) else None
-
-
 def new_future() -> asyncio.Future[Any]:
     return asyncio.get_running_loop().create_future()
 
@@ -78,27 +81,6 @@ def resolve_future(future: asyncio.Future[Any] | None, value: Any) -> None:
 def reject_future(future: asyncio.Future[Any] | None, exc: BaseException) -> None:
     if future is not None and not future.done():
         future.set_exception(exc)
-
-
-def _process_cpu_s(pid: int) -> float:
-    """The process's CPU time, all threads, from the kernel's per-process CPU clock."""
-    return time.clock_gettime(((~pid) << 3) | 2)  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
-
-
-def _reset_peak_rss(pid: int) -> None:
-    """Reset the process's VmHWM to its current resident set (``clear_refs`` 5), so the
-    peak read after an execution is that execution's own, not the process's lifetime's.
-    Where the kernel refuses, the peak stays the lifetime's (docs/sandbox.md)."""
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/clear_refs", "wb") as refs:
-        refs.write(b"5")
-
-
-def _peak_rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status", "rb") as status:
-        for line in status:
-            if line.startswith(b"VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 @dataclass
@@ -135,7 +117,7 @@ class _CpuWatchdog:
 
     def _check(self) -> None:
         try:
-            used = _process_cpu_s(self._process.pid) - self._cpu_before
+            used = process_cpu_s(self._process.pid) - self._cpu_before
         except OSError:
             return
         if used >= self._cpu_s:
@@ -346,12 +328,12 @@ class SandboxProcess(asyncio.Protocol):
         self.executions += 1
         result = ExecutionResult(Outcome.OK)
         started = time.monotonic()
-        cpu_before = _process_cpu_s(self.pid)
+        cpu_before = process_cpu_s(self.pid)
         if self._memory is not None:
             self._memory.reset_peak()  # so the peak is this execution's own
             self._oom_kills = self._memory.oom_kills()
         else:
-            _reset_peak_rss(self.pid)
+            reset_peak_rss(self.pid)
         spec |= {
             "requests": limits.requests,
             "timeout_ms": limits.timeout_s * 1000,
@@ -420,7 +402,7 @@ class SandboxProcess(asyncio.Protocol):
         if self._cpu_at_done is None or not self.alive:
             return False
         try:
-            used = _process_cpu_s(self.pid) - self._cpu_at_done
+            used = process_cpu_s(self.pid) - self._cpu_at_done
         except OSError:
             return False
         if used <= AFTER_DONE_CPU_S:
@@ -534,7 +516,7 @@ class SandboxProcess(asyncio.Protocol):
             "RequestLimitExceeded": Outcome.REQUEST_LIMIT,
         }.get(info["type"], Outcome.ERROR)
         if result.outcome is Outcome.MEMORY_LIMIT:
-            info["message"] = _out_of_memory(current.limits)
+            info["message"] = out_of_memory(current.limits)
 
     def _call(self, message: list[Any], current: _Execution) -> None:
         _, call_id, op, raw_args = message
@@ -628,12 +610,12 @@ class SandboxProcess(asyncio.Protocol):
         """This execution's peak with a memory group, else the process's lifetime peak."""
         if self._memory is not None:
             return self._memory.peak_bytes()
-        return _peak_rss_bytes(self.pid)
+        return peak_rss_bytes(self.pid)
 
     async def _account(self, result: ExecutionResult, cpu_before: float, limits: Limits) -> None:
         if self.alive:
             try:
-                result.cpu_ms = (_process_cpu_s(self.pid) - cpu_before) * 1000
+                result.cpu_ms = (process_cpu_s(self.pid) - cpu_before) * 1000
                 result.peak_rss_bytes = self._peak_bytes()
                 return
             except OSError:
@@ -650,11 +632,11 @@ class SandboxProcess(asyncio.Protocol):
             if self._memory.oom_kills() > self._oom_kills:
                 self._killed_for = self._killed_for or Outcome.MEMORY_LIMIT
         if result.outcome is Outcome.OK or self._killed_for is not None:
-            result.outcome = self._killed_for or _outcome_of_death(info)
+            result.outcome = self._killed_for or outcome_of_death(info)
         if result.error is None:
             result.error = {
                 "type": result.outcome.value,
-                "message": _death_message(result.outcome, info, limits),
+                "message": death_message(result.outcome, info, limits),
                 "traceback": "",
             }
         self._killed_for = self._killed_for or result.outcome
@@ -669,22 +651,4 @@ def _no_tools(op: str, args: list[Any]) -> Any:
     raise PermissionError("no tools are available while an agent is being described")
 
 
-def _outcome_of_death(info: ExitInfo) -> Outcome:
-    if info.signal == signal.SIGXCPU:
-        return Outcome.CPU_LIMIT
-    return Outcome.KILLED
-
-
-def _out_of_memory(limits: Limits) -> str:
-    return f"the execution ran out of memory (limit {limits.memory_mb} MiB)"
-
-
-def _death_message(outcome: Outcome, info: ExitInfo, limits: Limits) -> str:
-    return {
-        Outcome.TIMEOUT: "the execution ran past its wall-clock timeout and was stopped",
-        Outcome.CPU_LIMIT: "the execution used its whole CPU budget and was stopped",
-        Outcome.MEMORY_LIMIT: _out_of_memory(limits),
-    }.get(outcome, f"the sandboxed process died (wait status {info.status})")
-
-
-__all__ = ["ExitInfo", "SandboxError", "SandboxProcess", "ToolHandler"]
+__all__ = ["SandboxError", "SandboxProcess", "ToolHandler"]

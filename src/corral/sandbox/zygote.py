@@ -18,16 +18,11 @@ from typing import Any
 
 import msgpack
 
+from corral.sandbox.accounting import ExitInfo
 from corral.sandbox.errors import SandboxError, SandboxUnavailable
 from corral.sandbox.limits import Limits
 from corral.sandbox.memcg import MemoryCgroups
-from corral.sandbox.process import (
-    ExitInfo,
-    SandboxProcess,
-    new_future,
-    reject_future,
-    resolve_future,
-)
+from corral.sandbox.process import SandboxProcess, new_future, reject_future, resolve_future
 
 _ZYGOTE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
