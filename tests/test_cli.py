@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from examples.demo.paged_api import PagedApi
 
 from corral.cli import main
 from corral.db.raw import close_databases, open_database
-from corral.demo.paged_api import PagedApi
 from corral.state import close_backends, open_store
 
 

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from corral.sdk.errors import QuotaExceeded
+from corral.errors import QuotaConfigError, QuotaExceeded
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -31,10 +31,6 @@ MAX_QUOTA = 2**62
 _ENV_PREFIX = "CORRAL_QUOTAS_"
 _UNITS = {"": 1, "kib": KiB, "mib": MiB, "gib": GiB}
 _AMOUNT = re.compile(r"\s*(\d+(?:_\d+)*)\s*([kmg]ib)?\s*", re.IGNORECASE)
-
-
-class QuotaConfigError(ValueError):
-    """A quota's setting is not a whole number in range, or names no quota."""
 
 
 @dataclass(frozen=True)

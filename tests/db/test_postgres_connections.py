@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from corral.db.raw import Database
-from corral.sdk.errors import DatabaseUnavailable
+from corral.errors import DatabaseUnavailable
 from corral.tasks.queue import _CLAIM, _CLAIMABLE, NO_ARGS, TaskQueue
 
 _INSERT = "INSERT INTO state (scope, key, value) VALUES ('s', :key, '\\xc0'::bytea)"

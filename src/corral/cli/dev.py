@@ -5,7 +5,7 @@ worker that prints each execution with its log lines, and a watcher that
 redeploys an agent file when it is saved (:mod:`corral.runtime.reloader`).
 The spec puts an HTTP server (webhooks, admin API, dashboard) beside them; none
 is built yet, and when ``corral serve`` is, its app joins ``_Session._serve`` as
-one more service. ``corral run`` (``make run``) is this on the examples folder.
+one more service. ``make run`` is this on the examples folder (``examples/demo/run.py``).
 """
 
 from __future__ import annotations
@@ -18,15 +18,13 @@ from typing import Any
 import click
 
 from corral.cli.output import console
-from corral.db import DatabaseURLError, SchemaOutOfDate
 from corral.db.raw import open_database
-from corral.quotas import QuotaConfigError
+from corral.errors import DatabaseURLError, QuotaConfigError, SandboxUnavailable, SchemaOutOfDate
 from corral.runtime.executor import RuntimeConfig
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import Registry
 from corral.runtime.reloader import Deleted, Deployment, Reload, Reloader
 from corral.runtime.worker import Worker, WorkerOptions
-from corral.sandbox.errors import SandboxUnavailable
 from corral.tasks.queue import TaskQueue
 
 # Never wrapped: piped to a file, a pager or a test, each event stays one line.

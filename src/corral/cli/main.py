@@ -19,14 +19,14 @@ from rich.table import Table
 
 from corral import __version__
 from corral.cli.dev import dev, runtime_config
-from corral.cli.operate import COMMANDS, run_examples
+from corral.cli.operate import COMMANDS
 from corral.cli.output import console, print_json
-from corral.db import DatabaseURLError, SchemaOutOfDate, create_engine, resolve_url, upgrade
+from corral.db import create_engine, resolve_url, upgrade
 from corral.db.engine import DEFAULT_URL, URL_ENV
+from corral.errors import DatabaseURLError, SandboxUnavailable, SchemaOutOfDate
 from corral.quotas import Quotas
 from corral.runtime.once import run_once
 from corral.runtime.records import ExecutionRecord
-from corral.sandbox.errors import SandboxUnavailable
 from corral.sandbox.limits import Outcome
 from corral.sandbox.support import probe_support
 from corral.state import Store, open_store
@@ -224,24 +224,6 @@ def _print_record(record: ExecutionRecord) -> None:
         console.print(f"[dim]log[/dim] {line['level']}: {line['line']}")  # type: ignore[index,call-overload]
     if error and error.get("traceback"):
         console.print(error["traceback"], markup=False)
-
-
-@main.command()
-@click.option(
-    "--examples",
-    "folder",
-    default="examples",
-    show_default=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-)
-@click.pass_obj
-def run(obj: Context, folder: Path) -> None:
-    """Run the example agents: `corral dev` on the examples folder (what `make run` does).
-
-    Each agent is deployed and installed once (priority "examples"), a worker prints
-    each execution, and saving an example deploys its new version. Ctrl-C stops.
-    """
-    run_examples(obj.url, folder)
 
 
 for _command in [*COMMANDS, dev]:

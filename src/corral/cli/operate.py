@@ -18,23 +18,29 @@ import click
 from rich.table import Table
 
 from corral import codec
-from corral.cli.dev import develop, runtime_config
+from corral.cli.dev import runtime_config
 from corral.cli.output import console, print_json
-from corral.db import DatabaseURLError, SchemaOutOfDate
 from corral.db.errors import DATABASE_ERRORS, gist, unavailable
 from corral.db.raw import Database, open_database
-from corral.demo.paged_api import PAGES, PER_PAGE, PagedApi, PortTaken
+from corral.errors import (
+    AgentCodeError,
+    DatabaseUnavailable,
+    DatabaseURLError,
+    DeclarationError,
+    SandboxUnavailable,
+    SchemaOutOfDate,
+    UnknownAgent,
+    UnknownInstance,
+    UnknownTask,
+)
 from corral.runtime.affinity import pin_to_cpu
-from corral.runtime.declared import DeclarationError
-from corral.runtime.describe import AgentCodeError, describe_code
+from corral.runtime.describe import describe_code
 from corral.runtime.history import History
-from corral.runtime.registry import Registry, UnknownAgent, UnknownInstance
+from corral.runtime.registry import Registry
 from corral.runtime.reloader import agent_name
 from corral.runtime.worker import Worker, WorkerOptions
-from corral.sandbox.errors import SandboxUnavailable
-from corral.sdk.errors import DatabaseUnavailable
 from corral.tagged_json import to_tagged
-from corral.tasks.queue import TaskQueue, UnknownTask
+from corral.tasks.queue import TaskQueue
 
 
 def _database(url: str) -> Database:
@@ -306,24 +312,6 @@ def _stopped(exc: Exception) -> str:
         f"the worker stopped on a database error that waiting would not fix: "
         f"{type(exc).__name__}: {gist(exc)}; check the database URL, its user's rights and "
         "the schema (corral migrate), then start the worker again"
-    )
-
-
-def run_examples(url: str, folder: Path) -> None:
-    """What `make run` does: `corral dev` on the examples, installed for priority "examples"."""
-    _serve_demo_api()
-    develop(url, folder, priority="examples")
-
-
-def _serve_demo_api() -> None:
-    """The fake paginated API examples/batched_sync.py pages, until this process ends."""
-    try:
-        api = PagedApi()
-    except (PortTaken, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(
-        f"  demo paginated API up: {api.url}/items?page=1..{PAGES}, {PER_PAGE} items a page "
-        "(batched-sync pages through it)"
     )
 
 

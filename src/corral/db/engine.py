@@ -16,15 +16,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
+from corral.errors import DatabaseURLError
+
 DEFAULT_URL = "sqlite:///./.corral/corral.db"
 URL_ENV = "CORRAL_DATABASE_URL"
 
 # How long a SQLite writer waits for another process's write to finish.
 SQLITE_BUSY_TIMEOUT_S = 30.0
-
-
-class DatabaseURLError(ValueError):
-    """The database URL names something Corral cannot use."""
 
 
 def resolve_url(url: str | None) -> str:

@@ -8,9 +8,9 @@ throttled sandboxed process, and what comes out (``loaded``) is checked
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
+from corral.errors import AgentCodeError
 from corral.runtime.declared import declared
 from corral.runtime.records import loaded
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
@@ -24,19 +24,6 @@ async def describe_in(zygote: Zygote, code: str, limits: Limits) -> ExecutionRes
         return await probe.describe(code, limits)
     finally:
         await probe.close()
-
-
-class AgentCodeError(ValueError):
-    """The code cannot be deployed: it does not load, or declares bad limits."""
-
-    def __init__(self, message: str, *, line: int | None = None) -> None:
-        super().__init__(message)
-        #: The line of the agent's code the error points at, when it points at one.
-        self.line = line
-
-    def where(self, path: Path) -> str:
-        """Where the error is, as editors and terminals link it: ``path:line`` or ``path``."""
-        return f"{path}:{self.line}" if self.line is not None else str(path)
 
 
 # Agent code runs as a module whose file is named "<agent LABEL>": the traceback

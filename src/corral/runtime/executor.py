@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from corral import codec
 from corral.db.raw import Database
+from corral.errors import DatabaseUnavailable
 from corral.quotas import Quotas
 from corral.runtime.declared import Declared, declared
 from corral.runtime.history import History
@@ -29,7 +30,6 @@ from corral.runtime.registry import ACTIVE, UNINSTALLING, Instance, Registry, Ve
 from corral.runtime.tools import InstanceTools
 from corral.sandbox.limits import CEILINGS, Limits, Outcome
 from corral.sandbox.pool import SandboxPool
-from corral.sdk.errors import DatabaseUnavailable
 from corral.state import Store
 from corral.state.sql import SqlBackend
 from corral.state.store import Clock

@@ -16,18 +16,11 @@ from typing import Any
 
 from corral import codec
 from corral.db.raw import Database
+from corral.errors import UnknownAgent, UnknownInstance
 from corral.runtime.declared import tick_ms
 from corral.tasks.queue import NO_ARGS, TaskQueue
 
 ACTIVE, SUSPENDED, UNINSTALLING, REMOVED = "active", "suspended", "uninstalling", "removed"
-
-
-class UnknownAgent(LookupError):
-    """No agent of that name has been deployed."""
-
-
-class UnknownInstance(LookupError):
-    """No instance has that id."""
 
 
 @dataclass(frozen=True)

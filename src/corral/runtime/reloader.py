@@ -23,8 +23,9 @@ from pathlib import Path
 
 from watchfiles import Change, awatch
 
-from corral.runtime.describe import AgentCodeError, describe_code
-from corral.runtime.registry import Deployed, Instance, Registry, UnknownAgent, Version
+from corral.errors import AgentCodeError, UnknownAgent
+from corral.runtime.describe import describe_code
+from corral.runtime.registry import Deployed, Instance, Registry, Version
 from corral.sandbox.zygote import Zygote
 from corral.state.store import Clock
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from corral import codec
 from corral.db import bridge
+from corral.errors import DecodeLimitExceeded, UnknownOperation
 from corral.quotas import Quotas
 from corral.runtime.network.fetch import FetchTool
 from corral.sandbox.process import ToolHandler
@@ -24,10 +25,6 @@ from corral.state import Store
 from corral.state.store import OPERATIONS, Clock
 from corral.tasks.callbacks import Callbacks
 from corral.tasks.queue import NO_ARGS, TaskQueue
-
-
-class UnknownOperation(PermissionError):
-    """The sandbox asked for an operation that does not exist."""
 
 
 def store_tools(store: Store) -> ToolHandler:
@@ -214,7 +211,7 @@ def _checked_args(args: object) -> bytes:
 def _decoded(data: bytes) -> Any:
     try:
         return codec.decode(data, pacing=codec.Pacing(bridge.pause))
-    except codec.DecodeLimitExceeded as exc:
+    except DecodeLimitExceeded as exc:
         raise ValueError(f"callback arguments cannot be decoded: {exc}") from None
     except Exception:
         raise ValueError("callback arguments must be an encoded list") from None

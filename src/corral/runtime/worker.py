@@ -23,13 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from corral.db.raw import Database
+from corral.errors import DatabaseUnavailable
 from corral.runtime import wakeups
 from corral.runtime.executor import Claim, Executor, RuntimeConfig
 from corral.runtime.network.fetch import Fetcher
 from corral.runtime.records import ExecutionRecord
 from corral.sandbox.pool import SandboxPool
 from corral.sandbox.zygote import Zygote
-from corral.sdk.errors import DatabaseUnavailable
 from corral.state import Sweeper
 from corral.state.sql import SqlBackend
 from corral.state.store import Clock

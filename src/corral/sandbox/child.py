@@ -28,15 +28,16 @@ import types
 from typing import Any, TextIO
 
 from corral import codec
-from corral.sandbox import audit, protocol
-from corral.sdk.agent import Agent, callable_methods
-from corral.sdk.errors import (
+from corral.errors import (
     AgentDefinitionError,
+    ProtocolError,
     RequestLimitExceeded,
     ResultTooLarge,
     UnknownMethod,
-    from_wire,
 )
+from corral.sandbox import audit, protocol
+from corral.sdk.agent import Agent, callable_methods
+from corral.sdk.errors import from_wire
 
 # Keep a few compiled agent versions: a warm process serves one instance, and an
 # instance has one version at a time, but a deploy may race an execution.
@@ -271,7 +272,7 @@ class ChildRuntime(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             messages = self._frames.feed(data)
-        except protocol.ProtocolError:
+        except ProtocolError:
             self._stop()  # the host never sends garbage; give up rather than guess
             return
         for message in messages:

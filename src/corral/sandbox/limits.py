@@ -7,9 +7,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-
-class LimitError(ValueError):
-    """A limit's value is not one Corral accepts; the message names the limit and its range."""
+from corral.errors import LimitError
 
 
 class _Quoted(reprlib.Repr):

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-from corral.sandbox.errors import SandboxError, SandboxUnavailable
+from corral.errors import SandboxError, SandboxUnavailable
 from corral.sandbox.limits import Limits
 from corral.sandbox.memcg import MemoryCgroups
 from corral.sandbox.process import (

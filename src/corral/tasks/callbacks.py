@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 
 from corral.db.raw import Database
+from corral.errors import UnknownCallback
 from corral.quotas import Quotas, callbacks_exceeded
 from corral.tasks.quota import count_before_insert
 
@@ -17,10 +18,6 @@ _INSERT = (
     "INSERT INTO callbacks (token, instance, method, args, created_at) "
     "VALUES (:token, :instance, :method, :args, :now)"
 )
-
-
-class UnknownCallback(LookupError):
-    """The token names no callback of this instance (deleted, or never made)."""
 
 
 class Callbacks:

@@ -30,6 +30,7 @@ from typing import Any
 
 from corral import codec
 from corral.db.raw import Database
+from corral.errors import UnknownTask
 from corral.quotas import Quotas, tasks_exceeded
 from corral.tasks.quota import count_before_insert
 
@@ -137,10 +138,6 @@ class TaskInfo:
     leased_by: str | None
     last_error: str | None
     created_at: int
-
-
-class UnknownTask(LookupError):
-    """No task has that id (it ran, was cancelled, or never existed)."""
 
 
 class TaskQueue:

@@ -17,7 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from corral import codec
-from corral.runtime.describe import AgentCodeError, describe_code
+from corral.errors import AgentCodeError
+from corral.runtime.describe import describe_code
 from corral.runtime.executor import RuntimeConfig
 from corral.runtime.network.fetch import FetchConfig, Fetcher
 from tests.runtime.conftest import Runtime, RuntimeFactory
