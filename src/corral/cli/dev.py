@@ -11,32 +11,21 @@ one more service. ``make run`` is this on the examples folder (``examples/demo/r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from pathlib import Path
-from typing import Any
 
 import click
 
+from corral.cli.context import Context, runtime_config
 from corral.cli.output import console
 from corral.db.raw import open_database
-from corral.errors import DatabaseURLError, QuotaConfigError, SandboxUnavailable, SchemaOutOfDate
 from corral.runtime.executor import RuntimeConfig
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import Registry
 from corral.runtime.reloader import Deleted, Deployment, Reload, Reloader
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.tasks.queue import TaskQueue
-
-# Never wrapped: piped to a file, a pager or a test, each event stays one line.
-
-
-def runtime_config() -> RuntimeConfig:
-    """The configuration of a command that runs agents (``corral dev``, ``worker``,
-    ``exec``), from the environment; a bad value is one clear line, no traceback."""
-    try:
-        return RuntimeConfig.from_environment()
-    except QuotaConfigError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def print_execution(record: ExecutionRecord) -> None:
@@ -109,7 +98,7 @@ def print_reload(reload: Reload) -> None:
 )
 @click.option("--insecure-sandbox", is_flag=True, help="Run even where sandbox layers are missing.")
 @click.pass_obj
-def dev(obj: Any, path: Path, priority: str, insecure_sandbox: bool) -> None:
+def dev(obj: Context, path: Path, priority: str, insecure_sandbox: bool) -> None:
     """Deploy the agents in PATH, run them here, and redeploy each file you save.
 
     PATH is an agent file or a folder of them (its *.py files; names starting with
@@ -138,12 +127,9 @@ def develop(url: str, path: Path, *, priority: str = "default", insecure: bool =
     """Run ``corral dev`` on PATH until Ctrl-C or SIGTERM."""
     config = runtime_config()
     console.print(f"Corral: database {url}", markup=False)
-    try:
+    # Ctrl-C before the session took the signal over: nothing had started.
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_Session(url, path, config, priority=priority, insecure=insecure).run())
-    except (DatabaseURLError, SchemaOutOfDate, SandboxUnavailable) as exc:
-        raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
-        pass  # Ctrl-C before the session took the signal over: nothing had started
     console.print("stopped")
 
 
@@ -245,3 +231,6 @@ class _Session:
         )
         if self._work is not None:
             self._work.cancel()
+
+
+COMMANDS = [dev]

@@ -1,0 +1,122 @@
+"""The queue and who works it: ``tasks`` (list, retry, cancel) and ``worker``."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+
+import click
+from rich.table import Table
+
+from corral import codec
+from corral.cli.context import Context, now_ms, runtime_config
+from corral.cli.output import console, json_option, print_json, when
+from corral.db.errors import DATABASE_ERRORS, gist, unavailable
+from corral.errors import DatabaseUnavailable
+from corral.runtime.affinity import pin_to_cpu
+from corral.runtime.worker import Worker, WorkerOptions
+from corral.tagged_json import to_tagged
+
+
+@click.command(
+    context_settings={"ignore_unknown_options": False},
+    help="Pending tasks, or dead-lettered ones with --dead.\n\n"
+    "corral tasks [INSTANCE] [--dead] · corral tasks retry ID · corral tasks cancel ID",
+)
+@click.argument("words", nargs=-1, metavar="[INSTANCE | retry ID | cancel ID]")
+@click.option("--dead", is_flag=True, help="Dead-lettered tasks instead of pending ones.")
+@json_option
+@click.pass_obj
+def tasks(obj: Context, words: tuple[str, ...], dead: bool, as_json: bool) -> None:
+    # One command rather than a group: a group's optional INSTANCE would swallow
+    # the words "retry" and "cancel".
+    queue = obj.queue()
+    if words and words[0] in ("retry", "cancel"):
+        if len(words) != 2 or not words[1].isdigit():
+            raise click.UsageError(f"usage: corral tasks {words[0]} ID (a task id, a number)")
+        task_id = int(words[1])
+        if words[0] == "retry":
+            queue.retry_dead(task_id, now=now_ms())
+        else:
+            queue.cancel(task_id)
+        click.echo(f"task {task_id} {'queued again' if words[0] == 'retry' else 'cancelled'}")
+        return
+    if len(words) > 1:
+        raise click.UsageError("give at most one INSTANCE")
+    found = queue.list(words[0] if words else None, dead=dead)
+    if as_json:
+        print_json(
+            [{**asdict(t), "args": to_tagged(codec.decode(t.args)), "token": None} for t in found]
+        )
+        return
+    table = Table("id", "instance", "method", "trigger", "state", "run at", "attempts", "error")
+    for t in found:
+        table.add_row(
+            str(t.id),
+            t.instance,
+            t.method,
+            t.trigger,
+            t.state + (f" every {t.interval_ms} ms" if t.interval_ms else ""),
+            when(t.run_at),
+            f"{t.attempts}/{t.max_attempts}",
+            (t.last_error or "")[:80],
+        )
+    console.print(table)
+
+
+@click.command()
+@click.option("--concurrency", default=4, show_default=True, help="Executions at once.")
+@click.option("--until-idle", is_flag=True, help="Exit once no task is due or running.")
+@click.option("--cpu", type=int, help="Pin this worker and its sandboxes to the N-th CPU.")
+@click.option("--insecure-sandbox", is_flag=True, help="Run even where sandbox layers are missing.")
+@click.pass_obj
+def worker(
+    obj: Context, concurrency: int, until_idle: bool, cpu: int | None, insecure_sandbox: bool
+) -> None:
+    """Claim due tasks and run them in sandboxes until stopped (Ctrl-C).
+
+    A database outage pauses it (it says so, and again when the database is back);
+    a database error that waiting would not fix stops it, with that error.
+
+    Each instance's quotas come from CORRAL_QUOTAS_STORE_BYTES, _STORE_KEYS,
+    _PENDING_TASKS and _CALLBACKS (docs/store.md, Quotas).
+    """
+    if cpu is not None:
+        click.echo(f"pinned to CPU {pin_to_cpu(cpu)}", err=True)
+    options = WorkerOptions(concurrency=concurrency, insecure=insecure_sandbox)
+    config = runtime_config()
+
+    async def serve() -> int:
+        runner = Worker(obj.database(), options=options, config=config)
+        try:
+            await runner.run(until_idle=until_idle)
+        finally:
+            await runner.close()
+        return runner.executed
+
+    try:
+        executed = asyncio.run(serve())
+    except DATABASE_ERRORS as exc:
+        raise click.ClickException(_stopped(exc)) from None
+    except KeyboardInterrupt:
+        return
+    click.echo(f"idle: {executed} execution(s) run", err=True)
+
+
+def _stopped(exc: Exception) -> str:
+    """Why the worker stopped on a database error: unreachable as it started (once
+    running, it waits an outage out), or an error that waiting would not fix."""
+    cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else exc
+    if isinstance(exc, DatabaseUnavailable) or unavailable(exc) is not None:
+        return (
+            f"cannot start the worker: the database is unreachable ({gist(cause or exc)}); "
+            "start it again once the database is up"
+        )
+    return (
+        f"the worker stopped on a database error that waiting would not fix: "
+        f"{type(exc).__name__}: {gist(exc)}; check the database URL, its user's rights and "
+        "the schema (corral migrate), then start the worker again"
+    )
+
+
+COMMANDS = [tasks, worker]
