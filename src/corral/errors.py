@@ -14,8 +14,8 @@
     ├── AgentCodeError (ValueError)      an agent's code cannot be deployed or run as written
     │   ├── AgentDefinitionError   [agent]   no Agent class, several, or a syntax error
     │   ├── DeclarationError                 its class, methods or tick are malformed
-    │   ├── LimitError                       a limit out of its range
     │   └── NetworkPatternError              a `network` entry that is no pattern
+    ├── LimitError (ValueError)      a limit out of its range: an agent's, or the operator's
     ├── ExecutionError               what an execution runs into, raised in agent code
     │   ├── RequestLimitExceeded   [agent]   the request budget is spent
     │   ├── RateLimited            [agent]   outbound requests over the instance's rate
@@ -123,12 +123,14 @@ class DeclarationError(AgentCodeError):
     """A description that no agent class gives: its class, methods or tick are malformed."""
 
 
-class LimitError(AgentCodeError):
-    """A limit's value is not one Corral accepts; the message names the limit and its range."""
-
-
 class NetworkPatternError(AgentCodeError):
     """A ``network`` entry is not a pattern Corral understands."""
+
+
+class LimitError(CorralError, ValueError):
+    """A limit's value is not one Corral accepts: one an agent declares in ``limits``,
+    or an operator's default over its ceiling; the message names the limit and its range.
+    """
 
 
 # -- executions -------------------------------------------------------------------------

@@ -8,5 +8,5 @@ from corral.cli import main
 
 
 def corral(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args))
+    result = CliRunner().invoke(main, list(args), prog_name="corral")
     return result.exit_code, result.stdout, result.stderr

@@ -225,3 +225,14 @@ def test_install_refuses_config_that_is_not_a_json_object(db: str, tmp_path: Pat
     code, _, err = corral("--db", db, "install", "x", "--config", "[1]")
     assert code == 2
     assert "--config must be a JSON object" in err
+
+
+def test_deploy_of_a_file_that_is_not_text_says_so(db: str, tmp_path: Path) -> None:
+    binary = tmp_path / "binary.py"
+    binary.write_bytes(bytes(range(256)))
+    assert corral("--db", db, "deploy", str(binary)) == (
+        1,
+        "",
+        f"Error: cannot deploy {binary}:2: not UTF-8 text (byte 128 is 0x80): an agent is "
+        "Python source, saved as UTF-8\n",
+    )

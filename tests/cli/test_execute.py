@@ -13,8 +13,8 @@ from tests.cli.invoke import corral
 EXAMPLE = Path(__file__).parents[2] / "examples" / "greeter.py"
 
 
-def test_exec_prints_the_execution_record(db: str) -> None:
-    args = ["--db", db, "exec", str(EXAMPLE), "greet", "--arg", '"ann"', "--instance", "demo"]
+def test_exec_prints_the_execution_record(db: str, instance: str) -> None:
+    args = ["--db", db, "exec", str(EXAMPLE), "greet", "--arg", '"ann"', "--instance", instance]
     code, out, _ = corral(*args, "--json")
     record = json.loads(out)
     assert code == 0
@@ -22,7 +22,7 @@ def test_exec_prints_the_execution_record(db: str) -> None:
     assert record["result"] == {"message": "Hello, ann!", "visits": 1, "requests_left": 96}
     assert record["requests_used"] == 4
     assert record["trigger"] == "exec"
-    assert record["instance"] == "demo"
+    assert record["instance"] == instance
     assert record["logs"] == [{"level": "info", "line": "greeting ann (visit 1)"}]
     assert record["cpu_ms"] > 0
     assert record["peak_rss_bytes"] > 0
@@ -32,6 +32,25 @@ def test_exec_prints_the_execution_record(db: str) -> None:
     code, out, _ = corral(*args, "--json")  # the store persisted in --db
     assert json.loads(out)["result"]["visits"] == 2
     assert json.loads(out)["result"]["message"] == "hi ann"  # within the TTL cooldown
+
+
+def test_exec_with_an_instance_uses_the_database_of_the_environment(
+    db: str, instance: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CORRAL_DATABASE_URL", db)
+    args = ["exec", str(EXAMPLE), "greet", "--arg", '"ann"', "--instance", instance, "--json"]
+    assert [json.loads(corral(*args)[1])["result"]["visits"] for _ in range(2)] == [1, 2]
+    assert corral("state", "get", instance, "visits:ann") == (0, "2\n", "")
+
+
+def test_exec_without_an_instance_uses_a_throwaway_store(db: str, instance: str) -> None:
+    args = ["--db", db, "exec", str(EXAMPLE), "greet", "--arg", '"ann"', "--json"]
+    assert [json.loads(corral(*args)[1])["result"]["visits"] for _ in range(2)] == [1, 1]
+    code, _, err = corral("--db", db, "state", "get", instance, "visits:ann")
+    assert (code, err) == (
+        1,
+        f"Error: no key 'visits:ann' in {instance} (never set, deleted, or expired)\n",
+    )
 
 
 def test_exec_failure_exits_1_and_shows_the_error(tmp_path: Path) -> None:
@@ -141,3 +160,46 @@ def test_exec_strict_reports_state_left_in_globals(tmp_path: Path) -> None:
     ]
     code, out, _ = corral("exec", str(agent), "bump", "--json")
     assert json.loads(out)["logs"] == []  # only strict mode looks
+
+
+def test_a_traceback_names_the_agents_file(tmp_path: Path) -> None:
+    agent = tmp_path / "failing.py"
+    agent.write_text(
+        "from corral import Agent\n\nclass A(Agent):\n    def f(self):\n"
+        "        raise ValueError('the upstream said no')\n"
+    )
+    code, out, _ = corral("exec", str(agent), "f", "--json")
+    assert code == 1
+    assert json.loads(out)["error"]["traceback"] == (
+        "Traceback (most recent call last):\n"
+        f'  File "{agent}", line 5, in f\n'
+        "    raise ValueError('the upstream said no')\n"
+        "ValueError: the upstream said no\n"
+    )
+
+
+@pytest.mark.parametrize("call", ['["id"]', '["id"], capture_output=True'])
+def test_starting_a_program_says_agents_cannot(tmp_path: Path, call: str) -> None:
+    agent = tmp_path / "shell.py"
+    agent.write_text(
+        "import subprocess\nfrom corral import Agent\n\nclass A(Agent):\n    def f(self):\n"
+        f"        return subprocess.run({call}).returncode\n"
+    )
+    code, out, _ = corral("exec", str(agent), "f", "--json")
+    assert code == 1
+    error = json.loads(out)["error"]
+    assert (error["type"], error["message"]) == (
+        "PermissionError",
+        "agents cannot start processes or threads of other programs: use self.run_task",
+    )
+
+
+def test_exec_of_a_file_that_is_not_text_says_so(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.py"
+    binary.write_bytes(b"from corral import Agent\n\x7fELF\x02\x01\x01\xd0\n")
+    code, out, err = corral("exec", str(binary), "f")
+    assert (code, out) == (1, "")
+    assert err == (
+        f"Error: cannot run {binary}:2: not UTF-8 text (byte 32 is 0xd0): an agent is Python "
+        "source, saved as UTF-8\n"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import socket
 import sqlite3
@@ -82,3 +83,28 @@ def test_task_commands_name_what_is_wrong(db: str) -> None:
     code, _, err = corral("--db", db, "uninstall", "nobody-1")
     assert code == 1
     assert "there is no instance 'nobody-1' (see corral instances)" in err
+
+
+def test_times_in_json_are_iso_dates_as_in_executions(db: str, tmp_path: Path) -> None:
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    agent = tmp_path / "hello.py"
+    agent.write_text(
+        "from corral import Agent\nclass A(Agent):\n    def activate(self, p):\n        pass\n"
+    )
+    assert corral("--db", db, "deploy", str(agent))[0] == 0
+    instance = json.loads(corral("--db", db, "install", "hello", "--json")[1])["id"]
+    _, out, _ = corral("--db", db, "tasks", instance, "--json")
+    [activate] = json.loads(out)
+    _, out, _ = corral("--db", db, "instances", "--json")
+    [installed] = json.loads(out)
+    assert corral("--db", db, "worker", "--until-idle")[0] == 0
+    _, out, _ = corral("--db", db, "executions", instance, "--json")
+    [executed] = json.loads(out)
+    times = [
+        activate["run_at"],
+        activate["created_at"],
+        installed["created_at"],
+        executed["started_at"],
+    ]
+    assert all(before <= dt.datetime.fromisoformat(t) <= dt.datetime.now(dt.UTC) for t in times)
+    assert (activate["lease_until"], installed["limits_reset_at"]) == (None, None)

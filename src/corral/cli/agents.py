@@ -8,12 +8,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from corral.cli.context import Context, now_ms
-from corral.cli.output import console, json_option, print_json, when
+from corral.cli.output import iso, json_option, print_json, print_table, table, when
 from corral.errors import AgentCodeError, DeclarationError, SandboxUnavailable
-from corral.runtime.describe import describe_code
+from corral.runtime.describe import agent_source, describe_code
 from corral.runtime.reloader import agent_name
 
 
@@ -27,10 +26,12 @@ def deploy(
     obj: Context, path: Path, name: str | None, insecure_sandbox: bool, as_json: bool
 ) -> None:
     """Store PATH as the agent's new version; upgrade its instances, lift suspensions."""
-    code = path.read_text()
     agent = name or agent_name(path)
     try:
-        description = asyncio.run(describe_code(code, insecure=insecure_sandbox))
+        code = agent_source(path.read_bytes())
+        description = asyncio.run(
+            describe_code(code, insecure=insecure_sandbox, filename=str(path))
+        )
         deployed = obj.registry().deploy(agent, code, description, now=now_ms())
     except AgentCodeError as exc:
         raise click.ClickException(f"cannot deploy {exc.where(path)}: {exc}") from None
@@ -97,14 +98,23 @@ def instances(obj: Context, as_json: bool) -> None:
     """Installed instances and their status."""
     found = obj.registry().instances()
     if as_json:
-        print_json([asdict(i) for i in found])
+        print_json(
+            [
+                {
+                    **asdict(i),
+                    "created_at": iso(i.created_at),
+                    "limits_reset_at": iso(i.limits_reset_at),
+                }
+                for i in found
+            ]
+        )
         return
-    table = Table("instance", "agent", "priority", "status", "reason", "installed")
+    shown = table("instance", "agent", "priority", "status", "reason", "installed", text="reason")
     for i in found:
-        table.add_row(
+        shown.add_row(
             i.id, i.agent, i.priority, i.status, i.status_reason or "", when(i.created_at)
         )
-    console.print(table)
+    print_table(shown)
 
 
 COMMANDS = [deploy, install, uninstall, instances]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from corral.cli.context import Context, runtime_config
+from corral.cli.context import Context
 from corral.cli.output import console
 from corral.db.raw import open_database
 from corral.runtime.executor import RuntimeConfig
@@ -37,8 +37,8 @@ def print_execution(record: ExecutionRecord) -> None:
     )
     for _, line in r.logs:
         console.print(f"    {line}", markup=False)
-    if r.error is not None:
-        console.print(f"    {r.error['type']}: {r.error['message']}", style="red", markup=False)
+    if r.failure_line is not None:
+        console.print(f"    {r.failure_line}", style="red", markup=False)
 
 
 def print_reload(reload: Reload) -> None:
@@ -120,12 +120,12 @@ def dev(obj: Context, path: Path, priority: str, insecure_sandbox: bool) -> None
     No HTTP server runs yet (webhooks, admin API, dashboard): that is `corral serve`,
     still to come, and it will run here beside the worker.
     """
-    develop(obj.url, path, priority=priority, insecure=insecure_sandbox)
+    develop(obj.usable_url(), path, priority=priority, insecure=insecure_sandbox)
 
 
 def develop(url: str, path: Path, *, priority: str = "default", insecure: bool = False) -> None:
     """Run ``corral dev`` on PATH until Ctrl-C or SIGTERM."""
-    config = runtime_config()
+    config = RuntimeConfig.from_environment()
     console.print(f"Corral: database {url}", markup=False)
     # Ctrl-C before the session took the signal over: nothing had started.
     with contextlib.suppress(KeyboardInterrupt):

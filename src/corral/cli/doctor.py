@@ -10,7 +10,7 @@ from rich.table import Table
 
 from corral.cli.context import Context
 from corral.cli.output import console, print_json
-from corral.db import create_engine, upgrade
+from corral.db import upgrade
 from corral.errors import SandboxUnavailable
 from corral.sandbox.support import probe_support
 
@@ -48,11 +48,11 @@ def doctor(as_json: bool) -> None:
 @click.pass_obj
 def migrate(obj: Context) -> None:
     """Create the database schema, or upgrade it to this version of Corral."""
-    before, after = upgrade(create_engine(obj.url))
+    before, after = upgrade(obj.engine())
     if before == after:
-        click.echo(f"{obj.url}: schema already at revision {after}")
+        click.echo(f"{obj.shown_url}: schema already at revision {after}")
     else:
-        click.echo(f"{obj.url}: schema upgraded from {before or 'empty'} to revision {after}")
+        click.echo(f"{obj.shown_url}: schema upgraded from {before or 'empty'} to revision {after}")
 
 
 COMMANDS = [doctor, migrate]

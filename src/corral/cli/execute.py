@@ -9,14 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
+from rich.markup import escape
 
-from corral.cli.context import Context, runtime_config
-from corral.cli.output import console, print_json
+from corral.cli.context import Context
+from corral.cli.output import console, print_json, print_table, table
+from corral.errors import AgentCodeError
+from corral.runtime.describe import agent_source
+from corral.runtime.executor import RuntimeConfig
 from corral.runtime.once import run_once
 from corral.runtime.records import ExecutionRecord
 from corral.sandbox.limits import Outcome
 from corral.state import open_store
+
+#: The scope of the throwaway in-memory store an execution without --instance gets.
+THROWAWAY_SCOPE = "exec"
 
 
 @click.command("exec")
@@ -25,7 +31,12 @@ from corral.state import open_store
 @click.option(
     "--arg", "raw_args", multiple=True, metavar="JSON", help="A positional argument (repeatable)."
 )
-@click.option("--instance", default="exec", show_default=True, help="The store scope to use.")
+@click.option(
+    "--instance",
+    metavar="ID",
+    help="Use this installed instance's store in the database (see corral instances) "
+    "instead of a throwaway in-memory one.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @click.option(
     "--strict",
@@ -42,16 +53,17 @@ def exec_(
     path: Path,
     method: str,
     raw_args: tuple[str, ...],
-    instance: str,
+    instance: str | None,
     as_json: bool,
     strict: bool,
     insecure_sandbox: bool,
 ) -> None:
     """Run METHOD of the agent in PATH once, in a real sandbox, and print the record.
 
-    The execution always gets a process that has never run the agent. The store is
-    a throwaway in-memory one unless --db is given. Exits 1 unless the execution's
-    outcome is ok.
+    The execution always gets a process that has never run the agent. Its store is a
+    throwaway in-memory one, or with --instance that instance's store in the database
+    (--db, else $CORRAL_DATABASE_URL, else the default). Exits 1 unless the
+    execution's outcome is ok.
     """
     args: list[Any] = []
     for i, raw in enumerate(raw_args, 1):
@@ -59,17 +71,28 @@ def exec_(
             args.append(json.loads(raw))
         except json.JSONDecodeError as exc:
             raise click.BadParameter(f"argument {i} is not JSON ({exc}): {raw!r}") from None
+    try:
+        code = agent_source(path.read_bytes())
+    except AgentCodeError as exc:
+        raise click.ClickException(f"cannot run {exc.where(path)}: {exc}") from None
     # The agent's writes are held to the quotas a worker would hold them to.
-    quotas = runtime_config().quotas
-    if obj.explicit_url:
-        store = obj.store(instance, quotas)
+    quotas = RuntimeConfig.from_environment().quotas
+    if instance is None:
+        store = open_store(None, THROWAWAY_SCOPE, quotas=quotas)
     else:
-        store = open_store(None, instance, quotas=quotas)
-    code = path.read_text()
+        obj.instance(instance)
+        store = obj.store(instance, quotas)
     record = asyncio.run(
-        run_once(code, method, args, store, insecure=insecure_sandbox, strict=strict)
+        run_once(
+            code,
+            method,
+            args,
+            store,
+            insecure=insecure_sandbox,
+            strict=strict,
+            filename=str(path),
+        )
     )
-    record.instance = instance
     if as_json:
         print_json(record.to_json())
     else:
@@ -80,16 +103,17 @@ def exec_(
 
 def _print_record(record: ExecutionRecord) -> None:
     data = record.to_json()
-    table = Table(show_header=False, title=f"execution {data['id']}")
+    shown = table("field", "value", text="value", title=f"execution {data['id']}")
+    shown.show_header = False
     for name in ("method", "outcome", "requests_used", "cpu_ms", "peak_rss_bytes", "duration_ms"):
-        table.add_row(name, str(data[name]))
-    table.add_row("result", json.dumps(data["result"], ensure_ascii=False))
+        shown.add_row(name, str(data[name]))
+    shown.add_row("result", json.dumps(data["result"], ensure_ascii=False))
+    if record.result.failure_line is not None:
+        shown.add_row("error", record.result.failure_line)
+    print_table(shown)
+    for level, line in record.result.logs:
+        console.print(f"[dim]log[/dim] {escape(level)}: {escape(line)}")  # the agent's text
     error = record.result.error
-    if error:
-        table.add_row("error", f"{error['type']}: {error['message']}")
-    console.print(table)
-    for line in data["logs"]:  # type: ignore[union-attr]
-        console.print(f"[dim]log[/dim] {line['level']}: {line['line']}")  # type: ignore[index,call-overload]
     if error and error.get("traceback"):
         console.print(error["traceback"], markup=False)
 

@@ -6,28 +6,41 @@ import json
 import time
 
 import click
-from rich.table import Table
 
 from corral.cli.context import Context
-from corral.cli.output import console, json_option, print_json
+from corral.cli.output import json_option, print_json, print_table, table
 from corral.runtime.history import History
+from corral.sandbox.limits import failure_line
 
 
 @click.command()
 @click.argument("instance", required=False)
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
 @json_option
 @click.pass_obj
 def executions(obj: Context, instance: str | None, limit: int, as_json: bool) -> None:
-    """Execution records, newest first."""
+    """Execution records, newest first; an execution that failed says why."""
+    if instance is not None:
+        obj.instance(instance)
     records = History(obj.database()).executions(instance, limit=limit)
     if as_json:
         print_json(records)
         return
-    table = Table("started", "instance", "method", "trigger", "outcome", "requests", "cpu ms", "ms")
+    shown = table(
+        "started",
+        "instance",
+        "method",
+        "trigger",
+        "outcome",
+        "requests",
+        "cpu ms",
+        "ms",
+        "error",
+        text="error",
+    )
     for r in records:
-        table.add_row(
-            r["started_at"][:19],
+        shown.add_row(
+            r["started_at"][:19].replace("T", " "),
             r["instance"],
             r["method"],
             r["trigger"],
@@ -35,8 +48,9 @@ def executions(obj: Context, instance: str | None, limit: int, as_json: bool) ->
             str(r["requests_used"]),
             f"{r['cpu_ms']:.1f}",
             f"{r['duration_ms']:.1f}",
+            failure_line(r["outcome"], r["error"]) or "",
         )
-    console.print(table)
+    print_table(shown)
 
 
 @click.command()
@@ -45,7 +59,12 @@ def executions(obj: Context, instance: str | None, limit: int, as_json: bool) ->
 @json_option
 @click.pass_obj
 def logs(obj: Context, instance: str | None, follow: bool, as_json: bool) -> None:
-    """Log lines of executions and of the platform, oldest first."""
+    """Log lines of executions and of the platform, oldest first.
+
+    A failed execution's last line is its error (level "error").
+    """
+    if instance is not None:
+        obj.instance(instance)
     history = History(obj.database())
     after = 0
     while True:
@@ -54,7 +73,8 @@ def logs(obj: Context, instance: str | None, follow: bool, as_json: bool) -> Non
             if as_json:
                 click.echo(json.dumps(line, ensure_ascii=False))
             else:
-                click.echo(f"{line['at'][:19]} {line['instance']} {line['level']}: {line['line']}")
+                at = line["at"][:19].replace("T", " ")
+                click.echo(f"{at} {line['instance']} {line['level']}: {line['line']}")
             after = line["id"]
         if not follow:
             return

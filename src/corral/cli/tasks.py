@@ -6,21 +6,21 @@ import asyncio
 from dataclasses import asdict
 
 import click
-from rich.table import Table
 
 from corral import codec
-from corral.cli.context import Context, now_ms, runtime_config
-from corral.cli.output import console, json_option, print_json, when
+from corral.cli.context import Context, now_ms
+from corral.cli.output import iso, json_option, print_json, print_table, table, when
 from corral.db.errors import DATABASE_ERRORS, gist, unavailable
 from corral.errors import DatabaseUnavailable
 from corral.runtime.affinity import pin_to_cpu
+from corral.runtime.executor import RuntimeConfig
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.tagged_json import to_tagged
 
 
 @click.command(
     context_settings={"ignore_unknown_options": False},
-    help="Pending tasks, or dead-lettered ones with --dead.\n\n"
+    help="Pending tasks, or dead-lettered ones with --dead; times are UTC.\n\n"
     "corral tasks [INSTANCE] [--dead] · corral tasks retry ID · corral tasks cancel ID",
 )
 @click.argument("words", nargs=-1, metavar="[INSTANCE | retry ID | cancel ID]")
@@ -43,15 +43,30 @@ def tasks(obj: Context, words: tuple[str, ...], dead: bool, as_json: bool) -> No
         return
     if len(words) > 1:
         raise click.UsageError("give at most one INSTANCE")
-    found = queue.list(words[0] if words else None, dead=dead)
+    instance = words[0] if words else None
+    if instance is not None:
+        obj.instance(instance)
+    found = queue.list(instance, dead=dead)
     if as_json:
         print_json(
-            [{**asdict(t), "args": to_tagged(codec.decode(t.args)), "token": None} for t in found]
+            [
+                {
+                    **asdict(t),
+                    "args": to_tagged(codec.decode(t.args)),
+                    "token": None,  # a callback's secret: never printed
+                    "run_at": iso(t.run_at),
+                    "lease_until": iso(t.lease_until),
+                    "created_at": iso(t.created_at),
+                }
+                for t in found
+            ]
         )
         return
-    table = Table("id", "instance", "method", "trigger", "state", "run at", "attempts", "error")
+    shown = table(
+        "id", "instance", "method", "trigger", "state", "run at", "attempts", "error", text="error"
+    )
     for t in found:
-        table.add_row(
+        shown.add_row(
             str(t.id),
             t.instance,
             t.method,
@@ -59,15 +74,25 @@ def tasks(obj: Context, words: tuple[str, ...], dead: bool, as_json: bool) -> No
             t.state + (f" every {t.interval_ms} ms" if t.interval_ms else ""),
             when(t.run_at),
             f"{t.attempts}/{t.max_attempts}",
-            (t.last_error or "")[:80],
+            t.last_error or "",
         )
-    console.print(table)
+    print_table(shown)
 
 
 @click.command()
-@click.option("--concurrency", default=4, show_default=True, help="Executions at once.")
+@click.option(
+    "--concurrency",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Executions at once.",
+)
 @click.option("--until-idle", is_flag=True, help="Exit once no task is due or running.")
-@click.option("--cpu", type=int, help="Pin this worker and its sandboxes to the N-th CPU.")
+@click.option(
+    "--cpu",
+    type=click.IntRange(min=0),
+    help="Pin this worker and its sandboxes to the N-th CPU (counting from 0, wrapping round).",
+)
 @click.option("--insecure-sandbox", is_flag=True, help="Run even where sandbox layers are missing.")
 @click.pass_obj
 def worker(
@@ -84,7 +109,7 @@ def worker(
     if cpu is not None:
         click.echo(f"pinned to CPU {pin_to_cpu(cpu)}", err=True)
     options = WorkerOptions(concurrency=concurrency, insecure=insecure_sandbox)
-    config = runtime_config()
+    config = RuntimeConfig.from_environment()
 
     async def serve() -> int:
         runner = Worker(obj.database(), options=options, config=config)

@@ -49,6 +49,26 @@ def _normalise(url: str) -> URL:
     )
 
 
+def refuse_missing_folder(url: str) -> None:
+    """Raise ``DatabaseURLError`` if ``url`` names a SQLite file in a folder that does
+    not exist.
+
+    Opening such a URL makes the folder, which suits a program (a test, the default
+    ``./.corral``); for a URL a person typed (``--db``, ``CORRAL_DATABASE_URL``) a
+    missing folder is far likelier a mistyped path than a wish for a new, empty
+    database somewhere unexpected.
+    """
+    parsed = _normalise(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return
+    folder = Path(parsed.database).expanduser().parent
+    if not folder.is_dir():
+        raise DatabaseURLError(
+            f"cannot open the SQLite database {url!r}: the folder {folder} does not exist "
+            "(create it first, or check the path)"
+        )
+
+
 def _enable_wal(cursor: Any) -> None:
     """Switch the file to WAL mode (it stays so), waiting out other processes.
 

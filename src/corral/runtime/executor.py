@@ -377,6 +377,7 @@ class Executor:
             limits,
             tools,
             on_overrun=overran,
+            filename=f"<{version.label}>",  # what the agent's tracebacks call its code
         )
         record = ExecutionRecord(instance.id, task.method, task.trigger, result, started)  # type: ignore[arg-type]
         settled.append(_Settlement(task, record, version.number))
@@ -487,9 +488,8 @@ class Executor:
             log.warning("could not amend execution %s: %s", settlement.record.id, exc)
 
     def _write_failure(self, task: ClaimedTask, record: ExecutionRecord) -> None:
-        result = record.result
-        assert result.error is not None
-        error = f"{result.outcome.value}: {result.error['type']}: {result.error['message']}"
+        error = record.result.failure_line
+        assert error is not None
         if not self.queue.fail(task, error, now=self.now()):
             line = (
                 f"task {task.id} ({task.method}) dead-lettered after {task.attempts} "

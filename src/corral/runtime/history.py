@@ -79,6 +79,8 @@ def _rows(records: Sequence[Recorded]) -> tuple[list[dict[str, Any]], list[dict[
             started,
         )
         rows.append(dict(zip(_FIELDS, values, strict=True)))
+        failure = r.failure_line
+        logged = r.logs if failure is None else [*r.logs, ("error", failure)]
         lines.extend(
             {
                 "instance": record.instance,
@@ -87,7 +89,7 @@ def _rows(records: Sequence[Recorded]) -> tuple[list[dict[str, Any]], list[dict[
                 "level": level,
                 "line": line,
             }
-            for level, line in r.logs
+            for level, line in logged
         )
     return rows, lines
 
@@ -112,7 +114,8 @@ class History:
 
     def record(self, records: Sequence[Recorded]) -> None:
         """Records (each with its version and task id) and their log lines, in one
-        transaction. ``executemany``: psycopg sends the rows in one go (a multi-row
+        transaction. A failed execution's error is its last log line, so ``corral
+        logs`` says why it failed. ``executemany``: psycopg sends the rows in one go (a multi-row
         INSERT, with more than 50 parameters, was parsed anew on every call)."""
         if not records:
             return
@@ -137,8 +140,9 @@ class History:
 
     def amend(self, record: ExecutionRecord) -> None:
         """Rewrite a recorded execution's outcome, error and CPU from its (amended)
-        result, and add its error as a log line of the execution: its process was
-        found computing after the record was written (``SandboxProcess.execute``)."""
+        result, and add its error as a log line of the execution, as ``record`` does:
+        its process was found computing after the record was written
+        (``SandboxProcess.execute``)."""
         r = record.result
         with self.database.transaction(write=True) as cur:
             self.database.execute(
@@ -161,7 +165,7 @@ class History:
                         "execution_id": record.id,
                         "at": int(record.started_at.timestamp() * 1000),
                         "level": "error",
-                        "line": r.error["message"],
+                        "line": r.failure_line,
                     },
                 )
 

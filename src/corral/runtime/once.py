@@ -13,6 +13,7 @@ from corral.runtime.network.fetch import Fetcher
 from corral.runtime.records import ExecutionRecord, loaded
 from corral.runtime.tools import exec_tools
 from corral.sandbox.limits import Limits, Outcome
+from corral.sandbox.process import AGENT_FILENAME
 from corral.sandbox.zygote import Zygote
 from corral.state import Store
 
@@ -26,18 +27,20 @@ async def run_once(
     insecure: bool = False,
     limits: Limits | None = None,
     strict: bool = False,
+    filename: str = AGENT_FILENAME,
 ) -> ExecutionRecord:
     """Load the agent in one sandboxed process to learn its limits, run it in another.
 
     Two processes because the memory limit is fixed when a process starts, and the
     agent's own ``limits`` are only known once its code has been loaded. The second
     process has never run the agent, as in strict mode; ``strict`` also reports what
-    the execution left in module globals and class attributes.
+    the execution left in module globals and class attributes. ``filename`` is what
+    tracebacks call the code: the agent's file, for ``corral exec``.
     """
     base = limits or Limits()
     zygote = await Zygote.start(insecure=insecure)
     try:
-        description = await describe_in(zygote, code, base)
+        description = await describe_in(zygote, code, base, filename=filename)
         if description.outcome is not Outcome.OK:
             return ExecutionRecord(store.scope, method, "exec", description)
         try:
@@ -51,7 +54,9 @@ async def run_once(
         try:
             fetch = fetcher.bind(store.scope, rules.network, time_left_s=rules.limits.timeout_s)
             tools = exec_tools(store, fetch)
-            result = await process.execute(code, method, args, rules.limits, tools, strict=strict)
+            result = await process.execute(
+                code, method, args, rules.limits, tools, strict=strict, filename=filename
+            )
         finally:
             await process.close()
             await fetcher.close()

@@ -24,7 +24,7 @@ from pathlib import Path
 from watchfiles import Change, awatch
 
 from corral.errors import AgentCodeError, UnknownAgent
-from corral.runtime.describe import describe_code
+from corral.runtime.describe import agent_source, describe_code
 from corral.runtime.registry import Deployed, Instance, Registry, Version
 from corral.sandbox.zygote import Zygote
 from corral.state.store import Clock
@@ -163,8 +163,8 @@ class Reloader:
         # The registry's calls block the loop; on PostgreSQL that is a few round trips
         # per save, which a development process can afford.
         try:
-            code = source.decode()
-            description = await describe_code(code, zygote=self._zygote)
+            code = agent_source(source)
+            description = await describe_code(code, zygote=self._zygote, filename=str(path))
             deployed = self.registry.deploy(agent, code, description, now=self._now())
         except ValueError as exc:  # not UTF-8, code that does not load, a name that cannot be
             return Refused(path, agent, exc, self._current(agent))

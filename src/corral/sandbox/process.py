@@ -28,6 +28,9 @@ from corral.sandbox.limits import ExecutionResult, Limits, Outcome
 from corral.sandbox.memcg import MemoryGroup
 from corral.sdk.errors import wire_name
 
+#: What tracebacks call agent code whose caller gave it no name.
+AGENT_FILENAME = "<agent>"
+
 ToolHandler = Callable[[str, list[Any]], Any]
 """Does one tool operation for the execution's instance; the host binds the scope.
 
@@ -303,9 +306,12 @@ class SandboxProcess(asyncio.Protocol):
 
     # -- executions ----------------------------------------------------------------
 
-    async def describe(self, code: str, limits: Limits) -> ExecutionResult:
+    async def describe(
+        self, code: str, limits: Limits, *, filename: str = AGENT_FILENAME
+    ) -> ExecutionResult:
         """Load the agent and report its class, methods, limits and network list."""
-        return await self._run({"code": code, "describe": True}, limits, _no_tools)
+        spec = {"code": code, "filename": filename, "describe": True}
+        return await self._run(spec, limits, _no_tools)
 
     async def execute(
         self,
@@ -317,19 +323,28 @@ class SandboxProcess(asyncio.Protocol):
         *,
         strict: bool = False,
         on_overrun: Callable[[], None] | None = None,
+        filename: str = AGENT_FILENAME,
     ) -> ExecutionResult:
         """Run ``method(*args)`` of the agent in ``code`` under ``limits``.
 
-        ``strict`` asks the process to report what the execution left behind in
-        module globals or class attributes: state that a fresh process would lose.
+        ``filename`` is what the code is called in tracebacks: the author's file where
+        it is known (``corral exec``), else the agent and its version. ``strict`` asks
+        the process to report what the execution left behind in module globals or class
+        attributes: state that a fresh process would lose.
 
         The result is returned as soon as the process reports it. Should the process
         go on computing after that (see :data:`AFTER_DONE_CPU_S`), it is killed, the
         returned result is amended in place (outcome ``killed``, the CPU charged) and
         ``on_overrun`` is called, so that a record already written can be corrected.
         """
-        spec = {"code": code, "method": method, "args": codec.encode(args, path="arguments")}
-        return await self._run(spec | {"strict": strict}, limits, tools, on_overrun)
+        spec = {
+            "code": code,
+            "filename": filename,
+            "method": method,
+            "args": codec.encode(args, path="arguments"),
+            "strict": strict,
+        }
+        return await self._run(spec, limits, tools, on_overrun)
 
     async def _run(
         self,
