@@ -236,3 +236,17 @@ def test_deploy_of_a_file_that_is_not_text_says_so(db: str, tmp_path: Path) -> N
         f"Error: cannot deploy {binary}:2: not UTF-8 text (byte 128 is 0x80): an agent is "
         "Python source, saved as UTF-8\n",
     )
+
+
+def test_the_instances_table_never_cuts_an_id_or_a_date(db: str, tmp_path: Path) -> None:
+    agent = tmp_path / "agent.py"
+    agent.write_text("from corral import Agent\nclass A(Agent):\n    def f(self):\n        pass\n")
+    name = "an-agent-whose-name-is-long-enough-to-widen-the-table"
+    assert corral("--db", db, "deploy", str(agent), "--name", name)[0] == 0
+    instance = json.loads(corral("--db", db, "install", name, "--json")[1])["id"]
+    code, out, _ = corral("--db", db, "instances")
+    assert code == 0
+    [row] = [line for line in out.splitlines() if instance in line]
+    cells = [cell.strip() for cell in row.split("│")[1:-1]]
+    assert cells[:5] == [instance, name, "default", "active", ""]
+    assert len(cells[5]) == len("2026-12-07 20:01:45")  # the installation time, whole

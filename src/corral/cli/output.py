@@ -51,10 +51,11 @@ def print_table(shown: Table) -> None:
     """Print a table made by :func:`table`, as wide as its uncut cells need."""
     text = [column for column in shown.columns if not column.no_wrap]
     for column in text:  # measured at its floor: its text wraps into whatever is left
-        longest = max((len(str(cell)) for cell in column.cells), default=0)
+        longest = max(len(str(cell)) for cell in [column.header, *column.cells])
         column.min_width = column.max_width = min(TEXT_MIN_WIDTH, longest)
+    # The other columns whole: their widest cell (a minimum would break at spaces).
     unbounded = console.options.update(max_width=sys.maxsize)
-    needed = Measurement.get(console, unbounded, shown).minimum
+    needed = Measurement.get(console, unbounded, shown).maximum
     for column in text:
         column.max_width = None
     width = console.width
