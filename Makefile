@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/corral run
+	$(BIN)/python -m examples.demo.run
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples

@@ -39,6 +39,7 @@ import msgpack
 
 from corral import codec
 from corral.db import bridge
+from corral.errors import DecodeLimitExceeded
 from corral.sandbox import process, protocol
 from tables import DASH, Figures, ms, progress, render
 
@@ -115,7 +116,7 @@ async def measure(decode: Callable[[], None], *, paced: bool) -> tuple[float, fl
     def outcome() -> str:
         try:
             decode()
-        except codec.DecodeLimitExceeded as exc:
+        except DecodeLimitExceeded as exc:
             return f"refused: {str(exc)[:40]}..."
         return "decoded"
 

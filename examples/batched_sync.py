@@ -5,8 +5,8 @@ items, and hands the next page to ``run_task``, which starts a fresh execution
 with a fresh budget: about 6 of its 1,000 requests per page, however many pages
 there are.
 
-``corral run`` (``make run``) serves the API this pages, a fake one
-(``corral.demo.paged_api``): ``GET /items?page=N`` answers 50 items and the next
+``make run`` serves the API this pages, a fake one (``examples/demo/paged_api.py``):
+``GET /items?page=N`` answers 50 items and the next
 page's number, null after page 20. An agent cannot read the host's environment,
 so its address is written here; if you moved the API with CORRAL_DEMO_API_PORT,
 change API to match.

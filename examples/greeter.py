@@ -1,8 +1,9 @@
 """A small agent to try `corral exec` on: it remembers visitors in its store.
 
-    corral exec examples/greeter.py greet --arg '"ann"'
-    corral --db sqlite:///./.corral/corral.db exec examples/greeter.py greet --arg '"ann"' \
-        --instance demo        # run it twice: the count persists
+corral exec examples/greeter.py greet --arg '"ann"'      # a throwaway store
+corral deploy examples/greeter.py && corral install greeter     # prints its id
+corral exec examples/greeter.py greet --arg '"ann"' --instance greeter-XXXXXXXX
+# run the last one twice: the count persists in the instance's store
 """
 
 from datetime import UTC, datetime

@@ -24,6 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from corral import codec
+from corral.errors import DecodeLimitExceeded
 from tests.support import assert_identical
 
 
@@ -526,14 +527,14 @@ def test_a_set_whose_members_hashes_collide_is_refused_before_it_is_built(
         "a set has 39,999 members whose hash equals another member's; at most 8 may "
         "(each one makes building the set slower)"
     )
-    with pytest.raises(codec.DecodeLimitExceeded, match=re.escape(message)):
+    with pytest.raises(DecodeLimitExceeded, match=re.escape(message)):
         codec.decode(data)
-    with pytest.raises(codec.DecodeLimitExceeded, match=re.escape(message)):
+    with pytest.raises(DecodeLimitExceeded, match=re.escape(message)):
         codec.decode(data, pacing=counted_pauses()[0])
 
 
 def test_equal_members_written_into_a_set_count_as_collisions_too() -> None:
-    with pytest.raises(codec.DecodeLimitExceeded, match="a set has 9 members whose hash"):
+    with pytest.raises(DecodeLimitExceeded, match="a set has 9 members whose hash"):
         codec.decode(_set_of(3, ["same"] * 10))
 
 
@@ -558,7 +559,7 @@ def test_tuples_nested_as_deep_as_encode_writes_decode_and_deeper_is_refused() -
     # Each level copies the bytes beneath it: a thousand levels would copy them a
     # thousand times.
     with pytest.raises(
-        codec.DecodeLimitExceeded,
+        DecodeLimitExceeded,
         match=r"^tuples and sets are nested more than 100 deep; flatten the value$",
     ):
         codec.decode(_nested_tuples(codec.MAX_DEPTH + 1))
@@ -600,14 +601,14 @@ def test_paced_decodes_sharing_a_pacing_share_the_container_budget() -> None:
         "more than 1,048,576 lists, dicts, tuples, sets and other containers; split the "
         "value across several keys"
     )
-    with pytest.raises(codec.DecodeLimitExceeded, match=re.escape(message)):
+    with pytest.raises(DecodeLimitExceeded, match=re.escape(message)):
         codec.decode(half, pacing=pacing)
     assert len(codec.decode(half, pacing=counted_pauses()[0])) == codec.MAX_CONTAINERS // 2
 
 
 def test_the_fields_of_a_datetime_count_against_the_budget() -> None:
     payload = msgpack.packb([[]] * codec.MAX_CONTAINERS)
-    with pytest.raises(codec.DecodeLimitExceeded):
+    with pytest.raises(DecodeLimitExceeded):
         codec.decode(msgpack.packb(msgpack.ExtType(5, payload)), pacing=counted_pauses()[0])
 
 

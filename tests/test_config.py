@@ -13,8 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from corral.cli import main
-from corral.config import KEYS, ConfigError, RuntimeConfig
+from corral.config import KEYS, RuntimeConfig
 from corral.db.raw import close_databases
+from corral.errors import ConfigError
 from corral.quotas import MAX_QUOTA, Quotas
 from corral.sandbox.limits import Limits
 from corral.state import close_backends

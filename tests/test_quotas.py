@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from corral.quotas import QuotaConfigError, Quotas, store_exceeded
-from corral.sdk.errors import CorralError, QuotaExceeded, from_wire, wire_name
+from corral.errors import CorralError, QuotaConfigError, QuotaExceeded
+from corral.quotas import Quotas, store_exceeded
+from corral.sdk.errors import from_wire, wire_name
 
 
 def test_the_defaults() -> None:

@@ -44,6 +44,17 @@ def test_datetime_keeps_offset_and_zone_name() -> None:
     assert to_tagged(dt.datetime(2026, 1, 1)) == {"$datetime": "2026-01-01T00:00:00"}
 
 
+def test_an_integer_of_any_size_reads_back_exactly() -> None:
+    """Python writes at most 4,300 decimal digits of an int, and takes minutes for the
+    2.5 million digits of one that fills a stored value: those are written in hex."""
+    assert to_tagged(-(2**13_999)) == {"$int": str(-(2**13_999))}  # 14,000 bits: decimal
+    assert to_tagged(2**14_000) == {"$int": hex(2**14_000)}  # past them: hexadecimal
+    for value in (10**4299, 10**5000, -(10**5000), (1 << (8 << 20)) - 1):
+        tagged = to_tagged(value)
+        assert isinstance(tagged, dict)
+        assert int(json.loads(json.dumps(tagged))["$int"], 0) == value
+
+
 def test_unknown_type_is_refused() -> None:
     with pytest.raises(TypeError, match="cannot show a value of type object"):
         to_tagged(object())

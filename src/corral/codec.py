@@ -42,7 +42,9 @@ from zoneinfo import ZoneInfo
 
 import msgpack
 
-__all__ = ["DecodeLimitExceeded", "Pacing", "decode", "encode"]
+from corral.errors import DecodeLimitExceeded
+
+__all__ = ["Pacing", "decode", "encode"]
 
 # Extension type codes. They are part of the on-disk format: never renumber.
 _EXT_BIGINT: Final = 1
@@ -333,10 +335,6 @@ def _pack(obj: Any) -> bytes:
 # innermost bytes N times. And a byte can be a whole container (an empty list): the
 # time and the garbage collector's work go with the containers built, which a paced
 # decode counts.
-
-
-class DecodeLimitExceeded(ValueError):
-    """The bytes would cost more to decode than a value may: see :func:`decode`."""
 
 
 #: Members of one set that may share their hash value with another member. Distinct

@@ -35,10 +35,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from corral.db.engine import DEFAULT_URL
+from corral.errors import ConfigError
 from corral.quotas import MAX_QUOTA, GiB, KiB, MiB, Quotas
 from corral.runtime.network.fetch import FetchConfig
 from corral.sandbox.limits import CEILINGS, RANGES, Limits
-from corral.sdk.errors import CorralError
 from corral.tasks.queue import Backoff
 
 #: Names the TOML file when ``--config`` does not.
@@ -47,11 +47,6 @@ CONFIG_ENV = "CORRAL_CONFIG"
 DEFAULT = "default"
 #: With the longest timeout a ``Limits`` allows, a lease stays far inside an int64 of ms.
 MAX_LEASE_GRACE_S = 3600
-
-
-class ConfigError(CorralError):
-    """A setting Corral cannot use: the message says where it was set (variable, or
-    file and key), its value, and what is expected."""
 
 
 # -- the sections ---------------------------------------------------------------------

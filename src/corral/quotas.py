@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from corral.sdk.errors import QuotaExceeded
+from corral.errors import QuotaConfigError, QuotaExceeded
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -24,10 +24,6 @@ GiB = 1024 * MiB
 
 #: The largest quota accepted: sums of sizes stay far inside the databases' 64-bit integers.
 MAX_QUOTA = 2**62
-
-
-class QuotaConfigError(ValueError):
-    """A quota given in code is not a whole number in range."""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 For people and scripts reading state through the CLI or the admin API: a tuple,
 a set, bytes or a datetime must not silently turn into a list or a string, so
-each travels as a one-key object such as ``{"$tuple": [...]}``. A plain dict
+each travels as a one-key object such as ``{"$tuple": [...]}``. An integer
+JavaScript cannot hold exactly is ``{"$int": "..."}``: decimal digits, or ``0x``
+and hexadecimal ones past 14,000 bits (Python's ``int(text, 0)`` reads both). A plain dict
 whose keys start with ``$`` is wrapped in ``{"$dict": ...}`` so it cannot be
 mistaken for a tag.
 """
@@ -20,6 +22,10 @@ JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "Jso
 
 # Integers beyond this lose precision in JavaScript and many JSON parsers.
 _SAFE_INT = 2**53
+# Integers up to this size are written in decimal: well within the 4,300 digits Python
+# converts by default, and in microseconds. Larger ones are written in hexadecimal,
+# whose conversion takes linear time: a 1 MiB integer in decimal takes minutes.
+_DECIMAL_MAX_BITS = 14_000
 
 
 def to_tagged(value: Any) -> JsonValue:
@@ -28,7 +34,10 @@ def to_tagged(value: Any) -> JsonValue:
     if value is None or kind is bool or kind is str:
         return value  # type: ignore[no-any-return]
     if kind is int:
-        return value if -_SAFE_INT <= value <= _SAFE_INT else {"$int": str(value)}
+        if -_SAFE_INT <= value <= _SAFE_INT:
+            return value  # type: ignore[no-any-return]
+        big = value.bit_length() > _DECIMAL_MAX_BITS
+        return {"$int": hex(value) if big else str(value)}
     if kind is float:
         return value if math.isfinite(value) else {"$float": repr(value)}
     if kind is list:

@@ -20,7 +20,7 @@ import pytest
 from corral.db import bridge, sessions
 from corral.db.raw import Database
 from corral.db.sessions import MAX_SESSIONS
-from corral.sdk.errors import DatabaseUnavailable
+from corral.errors import DatabaseUnavailable
 
 _INSERT = "INSERT INTO state (scope, key, value) VALUES ('s', :key, '\\xc0'::bytea)"
 

@@ -10,16 +10,9 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from corral.db import (
-    DEFAULT_URL,
-    DatabaseURLError,
-    SchemaOutOfDate,
-    create_engine,
-    ensure_schema,
-    resolve_url,
-    upgrade,
-)
+from corral.db import DEFAULT_URL, create_engine, ensure_schema, resolve_url, upgrade
 from corral.db.migrate import _config, current_revision, head_revision
+from corral.errors import DatabaseURLError, SchemaOutOfDate
 from corral.state import SqlBackend, open_backend, open_store
 from tests.support import SPAWN, run_in_processes
 from tests.support import TABLES as DATA_TABLES

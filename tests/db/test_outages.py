@@ -21,7 +21,7 @@ import sqlalchemy as sa
 import corral.db.engine
 from corral.db.errors import unavailable
 from corral.db.raw import Database
-from corral.sdk.errors import DatabaseUnavailable
+from corral.errors import DatabaseUnavailable
 from tests.support import TcpProxy
 
 

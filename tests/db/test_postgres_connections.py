@@ -19,7 +19,7 @@ import pytest
 
 from corral.db.postgres.tasks import CLAIM_WITH_INSTANCES
 from corral.db.raw import Database
-from corral.sdk.errors import DatabaseUnavailable
+from corral.errors import DatabaseUnavailable
 from corral.tasks.queue import NO_ARGS, TaskQueue
 
 _INSERT = "INSERT INTO state (scope, key, value) VALUES ('s', :key, '\\xc0'::bytea)"

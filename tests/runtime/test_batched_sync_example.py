@@ -1,18 +1,19 @@
-"""examples/batched_sync.py over the demo paginated API, as `corral run` runs it."""
+"""examples/batched_sync.py over the demo paginated API, as `make run` runs it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from corral.demo import paged_api
-from corral.demo.paged_api import PagedApi
+from examples.demo import paged_api
+from examples.demo.paged_api import PagedApi
+
 from tests.runtime.conftest import Runtime
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "batched_sync.py"
 
 
 async def test_the_example_syncs_every_page_one_task_each(runtime: Runtime) -> None:
-    api = PagedApi(port=0)  # not the fixed port: a `corral run` may hold it
+    api = PagedApi(port=0)  # not the fixed port: a `make run` may hold it
     try:
         code = EXAMPLE.read_text()
         assert code.count(f"127.0.0.1:{paged_api.DEFAULT_PORT}") == 1

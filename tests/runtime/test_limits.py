@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from corral import codec
-from corral.config import ConfigError, RuntimeConfig
+from corral.config import RuntimeConfig
+from corral.errors import ConfigError
 from corral.sandbox.limits import Limits
 from tests.runtime.conftest import Runtime, RuntimeFactory
 

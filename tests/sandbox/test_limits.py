@@ -12,7 +12,8 @@ import math
 
 import pytest
 
-from corral.sandbox.limits import CEILINGS, LimitError, Limits
+from corral.errors import LimitError
+from corral.sandbox.limits import CEILINGS, Limits
 
 
 @pytest.mark.parametrize(

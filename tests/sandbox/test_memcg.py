@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from corral.sandbox.errors import SandboxError
+from corral.errors import SandboxError
 from corral.sandbox.memcg import MemoryCgroups
 from tests.sandbox.conftest import NO_MEMCG, unavailable
 

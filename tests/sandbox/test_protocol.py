@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from corral.errors import ProtocolError
 from corral.sandbox import protocol
 
 MESSAGES: list[list[Any]] = [
@@ -36,7 +37,7 @@ def test_a_frame_longer_than_the_limit_is_refused_from_its_header() -> None:
     reader = protocol.FrameReader()
     header = protocol.HEADER.pack(protocol.MAX_FRAME + 1)
     assert reader.feed(protocol.pack(MESSAGES[0]) + header[:2]) == [MESSAGES[0]]
-    with pytest.raises(protocol.ProtocolError, match="exceeds the 4194304-byte limit"):
+    with pytest.raises(ProtocolError, match="exceeds the 4194304-byte limit"):
         reader.feed(header[2:])  # before waiting for a body it would never accept
 
 
@@ -47,11 +48,11 @@ def test_a_frame_holding_more_lists_and_maps_than_any_message_is_refused() -> No
     # The message, the list in it and 14 empty lists: 16 in all.
     allowed = ["log", "info", [[] for _ in range(protocol.MAX_FRAME_CONTAINERS - 2)], padding]
     body = msgpack.packb(allowed)
-    with pytest.raises(protocol.ProtocolError, match="unknown or malformed message"):
+    with pytest.raises(ProtocolError, match="unknown or malformed message"):
         protocol.unpack(body)  # decoded, then refused for its shape
     body = msgpack.packb([*allowed[:2], [[] for _ in range(1_000_000)], padding])
     with pytest.raises(
-        protocol.ProtocolError,
+        ProtocolError,
         match=r"^a frame holds more than 16 lists and maps; agent values travel encoded, as bytes$",
     ):
         protocol.unpack(body)

@@ -8,8 +8,8 @@ import signal
 
 import pytest
 
+from corral.errors import SandboxUnavailable
 from corral.sandbox.capabilities import capabilities, no_new_privs
-from corral.sandbox.errors import SandboxUnavailable
 from corral.sandbox.layers import Layer
 from corral.sandbox.namespaces import network_namespace
 from corral.sandbox.seccomp import filter_mode

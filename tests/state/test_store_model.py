@@ -31,8 +31,8 @@ from hypothesis.stateful import (
 )
 
 from corral import codec
+from corral.errors import QuotaExceeded
 from corral.quotas import Quotas, store_exceeded
-from corral.sdk.errors import QuotaExceeded
 from corral.state import Store, StoreBackend
 from tests.support import FakeClock, assert_identical, unique_scope
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from corral import codec
+from corral.errors import QuotaExceeded
 from corral.quotas import Quotas
-from corral.sdk.errors import QuotaExceeded
 from corral.state import SqlBackend, Store, StoreBackend, Sweeper, open_backend, open_store
 from tests.state.test_store_model import stored_rows, totals
 from tests.support import SPAWN, FakeClock, run_in_processes, unique_scope

@@ -49,3 +49,6 @@ def config(obj: Any, as_json: bool) -> None:
         width = max(len(line) for line, _ in lines)
         for line, source in lines:
             click.echo(f"{line:<{width}}  # {source}")
+
+
+COMMANDS = [config]

@@ -5,28 +5,25 @@ worker that prints each execution with its log lines, and a watcher that
 redeploys an agent file when it is saved (:mod:`corral.runtime.reloader`).
 The spec puts an HTTP server (webhooks, admin API, dashboard) beside them; none
 is built yet, and when ``corral serve`` is, its app joins ``_Session._serve`` as
-one more service. ``corral run`` (``make run``) is this on the examples folder.
+one more service. ``make run`` is this on the examples folder (``examples/demo/run.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from pathlib import Path
-from typing import Any
 
 import click
 
+from corral.cli.context import Context
 from corral.cli.output import console
 from corral.config import RuntimeConfig
-from corral.db import DatabaseURLError, SchemaOutOfDate
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.reloader import Deleted, Deployment, Reload, Reloader
 from corral.runtime.services import Services
 from corral.runtime.worker import Worker, WorkerOptions
-from corral.sandbox.errors import SandboxUnavailable
-
-# Never wrapped: piped to a file, a pager or a test, each event stays one line.
 
 
 def print_execution(record: ExecutionRecord) -> None:
@@ -38,8 +35,8 @@ def print_execution(record: ExecutionRecord) -> None:
     )
     for _, line in r.logs:
         console.print(f"    {line}", markup=False)
-    if r.error is not None:
-        console.print(f"    {r.error['type']}: {r.error['message']}", style="red", markup=False)
+    if r.failure_line is not None:
+        console.print(f"    {r.failure_line}", style="red", markup=False)
 
 
 def print_reload(reload: Reload) -> None:
@@ -99,7 +96,7 @@ def print_reload(reload: Reload) -> None:
 )
 @click.option("--insecure-sandbox", is_flag=True, help="Run even where sandbox layers are missing.")
 @click.pass_obj
-def dev(obj: Any, path: Path, priority: str, insecure_sandbox: bool) -> None:
+def dev(obj: Context, path: Path, priority: str, insecure_sandbox: bool) -> None:
     """Deploy the agents in PATH, run them here, and redeploy each file you save.
 
     PATH is an agent file or a folder of them (its *.py files; names starting with
@@ -121,6 +118,7 @@ def dev(obj: Any, path: Path, priority: str, insecure_sandbox: bool) -> None:
     No HTTP server runs yet (webhooks, admin API, dashboard): that is `corral serve`,
     still to come, and it will run here beside the worker.
     """
+    obj.usable_url()  # a SQLite file in a missing folder is refused, not made
     develop(obj.config, path, priority=priority, insecure=insecure_sandbox)
 
 
@@ -129,12 +127,9 @@ def develop(
 ) -> None:
     """Run ``corral dev`` on PATH until Ctrl-C or SIGTERM."""
     console.print(f"Corral: database {config.database_url}", markup=False)
-    try:
+    # Ctrl-C before the session took the signal over: nothing had started.
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_Session(path, config, priority=priority, insecure=insecure).run())
-    except (DatabaseURLError, SchemaOutOfDate, SandboxUnavailable) as exc:
-        raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
-        pass  # Ctrl-C before the session took the signal over: nothing had started
     console.print("stopped")
 
 
@@ -227,3 +222,6 @@ class _Session:
         )
         if self._work is not None:
             self._work.cancel()
+
+
+COMMANDS = [dev]

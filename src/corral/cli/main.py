@@ -1,83 +1,89 @@
-"""The ``corral`` command: operate a Corral database from the shell.
+"""The ``corral`` group, and the one place a user error becomes one line on stderr.
 
 Every listing prints a table for people and, with ``--json``, JSON for scripts.
 The database and every other setting come from the configuration
 (:mod:`corral.config`): ``--db``, else ``CORRAL_DATABASE_URL``, else
 ``database_url`` in the ``--config`` file, else the SQLite file
 ``./.corral/corral.db``.
+
+A command raises what went wrong and lets it rise; here it becomes one line on
+stderr and a non-zero exit, never a traceback. A :class:`CorralError` is written
+for people already and is printed as it is. A database driver's error (no
+server on that port, no such database, a file that is no database) is said in
+one line naming the database. A malformed argument or option is click's
+message, on one line with where to read the command's help (exit status 2).
+Anything else is a bug, and keeps its traceback.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
-from dataclasses import asdict
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
+import sqlalchemy as sa
 
 from corral import __version__
-from corral.cli.config import config
-from corral.cli.dev import dev
-from corral.cli.operate import COMMANDS, run_examples
-from corral.cli.output import console, print_json
-from corral.config import CONFIG_ENV, ConfigError, RuntimeConfig
-from corral.db import DatabaseURLError, SchemaOutOfDate, create_engine, upgrade
+from corral.cli import agents, config, dev, doctor, execute, history, state, tasks
+from corral.cli.context import Context
+from corral.config import CONFIG_ENV
 from corral.db.engine import DEFAULT_URL, URL_ENV
-from corral.quotas import Quotas
-from corral.runtime.once import run_once
-from corral.runtime.records import ExecutionRecord
-from corral.runtime.services import Services
-from corral.sandbox.errors import SandboxUnavailable
-from corral.sandbox.limits import Outcome
-from corral.sandbox.support import probe_support
-from corral.state import Store, open_store
-from corral.tagged_json import to_tagged
+from corral.db.errors import DATABASE_ERRORS, gist, unavailable
+from corral.errors import CorralError, DatabaseUnavailable
 
 
-class Context:
-    """What every command runs with: the configuration, loaded once when first needed
-    (``corral doctor`` needs none), and the runtime built from it."""
+class _UsageLine(click.ClickException):
+    """A usage error said in one line; exit status 2, as click gives usage errors."""
 
-    def __init__(self, db: str | None, config_file: Path | None) -> None:
-        self.explicit_url = db
-        self._config_file = config_file
+    exit_code = 2
 
-    @cached_property
-    def config(self) -> RuntimeConfig:
+
+def _usage_line(exc: click.UsageError) -> _UsageLine:
+    command = exc.ctx.command_path if exc.ctx is not None else "corral"
+    return _UsageLine(f"{exc.format_message().rstrip('.')} (see {command} --help)")
+
+
+class _Corral(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
-            return RuntimeConfig.load(config_file=self._config_file, database_url=self.explicit_url)
-        except ConfigError as exc:
-            raise click.ClickException(str(exc)) from None
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:  # an option of the group's own: --db
+            raise _usage_line(exc) from None
 
-    @property
-    def url(self) -> str:
-        return self.config.database_url
-
-    @cached_property
-    def services(self) -> Services:
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return Services(self.config)
-        except (DatabaseURLError, SchemaOutOfDate) as exc:
+            return super().invoke(ctx)
+        except click.UsageError as exc:  # the command, its arguments and options
+            raise _usage_line(exc) from None
+        except DatabaseUnavailable as exc:
+            raise click.ClickException(_database_trouble(ctx.obj, exc)) from None
+        except CorralError as exc:
             raise click.ClickException(str(exc)) from None
+        except DATABASE_ERRORS as exc:
+            raise click.ClickException(_database_trouble(ctx.obj, exc)) from None
 
-    def store(self, scope: str, quotas: Quotas | None = None) -> Store:
-        try:
-            return open_store(self.url, scope, quotas=quotas)
-        except (DatabaseURLError, SchemaOutOfDate) as exc:
-            raise click.ClickException(str(exc)) from None
+
+def _database_trouble(obj: Context | None, exc: BaseException) -> str:
+    """A database error in one line: which database, and what its driver said."""
+    where = "the database" if obj is None else f"the database {obj.shown_url}"
+    cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) and exc.__cause__ else exc
+    if isinstance(cause, sa.exc.DBAPIError) and cause.orig is not None:
+        cause = cause.orig  # SQLAlchemy's wrapper: its text adds a link and the statement
+    said = gist(cause)
+    # libpq prefixes the server's refusal with where it tried to connect; the URL says that.
+    said = said.partition("FATAL:")[2].strip() or said
+    if isinstance(exc, DatabaseUnavailable) or unavailable(exc) is not None:
+        return f"cannot reach {where}: {said}"
+    return f"cannot use {where}: {said}"
 
 
 @click.group(
+    cls=_Corral,
     help=f"Run and operate sandboxed, event-driven Python agents.\n\n"
     f"The database is --db URL, else ${URL_ENV}, else database_url in the configuration "
     f"file, else {DEFAULT_URL}. Every other setting is a CORRAL_* variable or a key of "
     f"the configuration file: corral config lists them, their values and where each "
-    "came from (docs/configuration.md)."
+    "came from (docs/configuration.md).",
 )
 @click.version_option(__version__, prog_name="corral")
 @click.option("--db", metavar="URL", help="sqlite:///path or postgresql://user@host/db")
@@ -93,196 +99,6 @@ def main(ctx: click.Context, db: str | None, config_file: Path | None) -> None:
     ctx.obj = Context(db, config_file)
 
 
-@main.command()
-@click.pass_obj
-def migrate(obj: Context) -> None:
-    """Create the database schema, or upgrade it to this version of Corral."""
-    try:
-        engine = create_engine(obj.url)
-        before, after = upgrade(engine)
-    except (DatabaseURLError, SchemaOutOfDate) as exc:
-        raise click.ClickException(str(exc)) from None
-    if before == after:
-        click.echo(f"{obj.url}: schema already at revision {after}")
-    else:
-        click.echo(f"{obj.url}: schema upgraded from {before or 'empty'} to revision {after}")
-
-
-@main.group()
-def state() -> None:
-    """Read an instance's store (its scope is the instance id)."""
-
-
-@state.command("ls")
-@click.argument("instance")
-@click.option("--prefix", default="", help="Only keys starting with this.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-@click.pass_obj
-def state_ls(obj: Context, instance: str, prefix: str, as_json: bool) -> None:
-    """List the live keys of INSTANCE, ascending, with their values."""
-    store = obj.store(instance)
-    entries = asyncio.run(store.list_entries(prefix))
-    if as_json:
-        print_json([{"key": key, "value": to_tagged(value)} for key, value in entries])
-        return
-    title = f"state of {instance}" + (f" (keys starting {prefix!r})" if prefix else "")
-    table = Table("key", "value", title=title)
-    for key, value in entries:
-        table.add_row(key, json.dumps(to_tagged(value), ensure_ascii=False))
-    console.print(table)
-    used_bytes, used_keys = asyncio.run(store.usage())
-    # The quotas' measure of the whole store (expired keys count until swept).
-    console.print(f"{len(entries)} key(s); the store holds {used_keys:,}, {used_bytes:,} bytes")
-
-
-@state.command("get")
-@click.argument("instance")
-@click.argument("key")
-@click.option("--json", "as_json", is_flag=True, help="Print the value as tagged JSON.")
-@click.pass_obj
-def state_get(obj: Context, instance: str, key: str, as_json: bool) -> None:
-    """Print the value of KEY in INSTANCE's store; exit 1 when it is missing."""
-    missing = object()  # a stored None is present; only this sentinel means absent
-    try:
-        value = asyncio.run(obj.store(instance).get_or_default(key, missing))
-    except (TypeError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-    if value is missing:
-        click.echo(f"no key {key!r} in {instance} (never set, deleted, or expired)", err=True)
-        sys.exit(1)
-    if as_json:
-        print_json(to_tagged(value))
-    else:
-        console.print(repr(value))
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def doctor(as_json: bool) -> None:
-    """Check which sandbox layers this machine supports; exit 1 if any is missing.
-
-    Each layer is tried in a throwaway child process; this process is not changed.
-    Corral refuses to run agent code while a layer is missing, unless started with
-    --insecure-sandbox.
-    """
-    report = probe_support()
-    if as_json:
-        print_json([asdict(layer) for layer in report])
-    else:
-        table = Table("layer", "status", "detail", title="sandbox layers on this machine")
-        for layer in report:
-            status = "[green]ok[/green]" if layer.available else "[red]MISSING[/red]"
-            detail = layer.detail + (f"\nfix: {layer.remedy}" if not layer.available else "")
-            table.add_row(layer.name, status, detail)
-        console.print(table)
-        if report.complete:
-            console.print("Every layer works: agents run fully sandboxed.")
-    if not report.complete:
-        try:
-            report.require()
-        except SandboxUnavailable as exc:
-            click.echo(str(exc), err=True)
-        sys.exit(1)
-
-
-@main.command("exec")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("method")
-@click.option(
-    "--arg", "raw_args", multiple=True, metavar="JSON", help="A positional argument (repeatable)."
-)
-@click.option("--instance", default="exec", show_default=True, help="The store scope to use.")
-@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
-@click.option(
-    "--strict",
-    is_flag=True,
-    help="Warn about module globals and class attributes the execution changed: state "
-    "a fresh process would not have.",
-)
-@click.option(
-    "--insecure-sandbox", is_flag=True, help="Run even where kernel sandbox layers are missing."
-)
-@click.pass_obj
-def exec_(
-    obj: Context,
-    path: Path,
-    method: str,
-    raw_args: tuple[str, ...],
-    instance: str,
-    as_json: bool,
-    strict: bool,
-    insecure_sandbox: bool,
-) -> None:
-    """Run METHOD of the agent in PATH once, in a real sandbox, and print the record.
-
-    The execution always gets a process that has never run the agent. The store is
-    a throwaway in-memory one unless --db is given. Callbacks the method makes last
-    until it returns; no worker runs here, so run_task and the schedules raise
-    (corral dev runs an agent's tasks). Exits 1 unless the execution's outcome is ok.
-    """
-    args: list[Any] = []
-    for i, raw in enumerate(raw_args, 1):
-        try:
-            args.append(json.loads(raw))
-        except json.JSONDecodeError as exc:
-            raise click.BadParameter(f"argument {i} is not JSON ({exc}): {raw!r}") from None
-    # The agent's writes are held to the quotas a worker would hold them to.
-    quotas = obj.config.quotas
-    if obj.explicit_url:
-        store = obj.store(instance, quotas)
-    else:
-        store = open_store(None, instance, quotas=quotas)
-    code = path.read_text()
-    try:
-        record = asyncio.run(
-            run_once(
-                code, method, args, store, obj.config, insecure=insecure_sandbox, strict=strict
-            )
-        )
-    except SandboxUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
-    record.instance = instance
-    if as_json:
-        print_json(record.to_json())
-    else:
-        _print_record(record)
-    if record.result.outcome is not Outcome.OK:
-        sys.exit(1)
-
-
-def _print_record(record: ExecutionRecord) -> None:
-    data = record.to_json()
-    table = Table(show_header=False, title=f"execution {data['id']}")
-    for name in ("method", "outcome", "requests_used", "cpu_ms", "peak_rss_bytes", "duration_ms"):
-        table.add_row(name, str(data[name]))
-    table.add_row("result", json.dumps(data["result"], ensure_ascii=False))
-    error = record.result.error
-    if error:
-        table.add_row("error", f"{error['type']}: {error['message']}")
-    console.print(table)
-    for line in data["logs"]:  # type: ignore[union-attr]
-        console.print(f"[dim]log[/dim] {line['level']}: {line['line']}")  # type: ignore[index,call-overload]
-    if error and error.get("traceback"):
-        console.print(error["traceback"], markup=False)
-
-
-@main.command()
-@click.option(
-    "--examples",
-    "folder",
-    default="examples",
-    show_default=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-)
-@click.pass_obj
-def run(obj: Context, folder: Path) -> None:
-    """Run the example agents: `corral dev` on the examples folder (what `make run` does).
-
-    Each agent is deployed and installed once (priority "examples"), a worker prints
-    each execution, and saving an example deploys its new version. Ctrl-C stops.
-    """
-    run_examples(obj.config, folder)
-
-
-for _command in [*COMMANDS, dev, config]:
-    main.add_command(_command)
+for _module in (agents, config, history, tasks, state, execute, doctor, dev):
+    for _command in _module.COMMANDS:
+        main.add_command(_command)

@@ -16,15 +16,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
+from corral.errors import DatabaseURLError
+
 DEFAULT_URL = "sqlite:///./.corral/corral.db"
 URL_ENV = "CORRAL_DATABASE_URL"
 
 # How long a SQLite writer waits for another process's write to finish.
 SQLITE_BUSY_TIMEOUT_S = 30.0
-
-
-class DatabaseURLError(ValueError):
-    """The database URL names something Corral cannot use."""
 
 
 def resolve_url(url: str | None) -> str:
@@ -49,6 +47,26 @@ def _normalise(url: str) -> URL:
         f"unsupported database {backend!r} in {url!r}: Corral runs on SQLite "
         "(sqlite:///path) or PostgreSQL (postgresql://...)"
     )
+
+
+def refuse_missing_folder(url: str) -> None:
+    """Raise ``DatabaseURLError`` if ``url`` names a SQLite file in a folder that does
+    not exist.
+
+    Opening such a URL makes the folder, which suits a program (a test, the default
+    ``./.corral``); for a URL a person typed (``--db``, ``CORRAL_DATABASE_URL``) a
+    missing folder is far likelier a mistyped path than a wish for a new, empty
+    database somewhere unexpected.
+    """
+    parsed = _normalise(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return
+    folder = Path(parsed.database).expanduser().parent
+    if not folder.is_dir():
+        raise DatabaseURLError(
+            f"cannot open the SQLite database {url!r}: the folder {folder} does not exist "
+            "(create it first, or check the path)"
+        )
 
 
 def _enable_wal(cursor: Any) -> None:

@@ -21,7 +21,7 @@ import sqlite3
 import psycopg
 import sqlalchemy as sa
 
-from corral.sdk.errors import DatabaseUnavailable
+from corral.errors import DatabaseUnavailable
 
 # SQLite's primary result codes for "another connection holds the lock".
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6

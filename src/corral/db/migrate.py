@@ -17,14 +17,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from corral.db.engine import write_options
+from corral.errors import SchemaOutOfDate
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 # Any fixed number; it only has to be the same in every Corral process.
 _ADVISORY_LOCK_MIGRATE = 0x636F7272_0001
-
-
-class SchemaOutOfDate(RuntimeError):
-    """The database was migrated by a newer Corral than this one."""
 
 
 def _config() -> Config:

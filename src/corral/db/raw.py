@@ -42,10 +42,11 @@ import psycopg
 import sqlalchemy as sa
 
 from corral.db import bridge
-from corral.db.engine import DatabaseURLError, create_engine
+from corral.db.engine import create_engine
 from corral.db.errors import raise_if_unavailable
 from corral.db.migrate import ensure_schema
 from corral.db.sessions import PARAMETER, LoopConnection, Rows, Session, SessionPool
+from corral.errors import DatabaseURLError
 
 log = logging.getLogger(__name__)
 

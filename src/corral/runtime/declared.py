@@ -14,15 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from corral.errors import DeclarationError
 from corral.runtime.network.allowlist import AllowList
 from corral.sandbox.limits import CEILINGS, Limits, quoted
 
 #: A plugin's timer: at most a tick a day apart.
 MAX_TICK_MS = 86_400_000
-
-
-class DeclarationError(ValueError):
-    """A description that no agent class gives: its class, methods or tick are malformed."""
 
 
 @dataclass(frozen=True)

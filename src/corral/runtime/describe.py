@@ -8,40 +8,39 @@ throttled sandboxed process, and what comes out (``loaded``) is checked
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
+from corral.errors import AgentCodeError
 from corral.runtime.declared import declared
 from corral.runtime.records import loaded
 from corral.sandbox.limits import CEILINGS, ExecutionResult, Limits, Outcome
+from corral.sandbox.process import AGENT_FILENAME
 from corral.sandbox.zygote import Zygote
 
 
-async def describe_in(zygote: Zygote, code: str, limits: Limits) -> ExecutionResult:
+async def describe_in(
+    zygote: Zygote, code: str, limits: Limits, *, filename: str = AGENT_FILENAME
+) -> ExecutionResult:
     """Load the code in a throwaway sandboxed process: the host never runs agent code."""
     probe = await zygote.spawn(limits)
     try:
-        return await probe.describe(code, limits)
+        return await probe.describe(code, limits, filename=filename)
     finally:
         await probe.close()
 
 
-class AgentCodeError(ValueError):
-    """The code cannot be deployed: it does not load, or declares bad limits."""
-
-    def __init__(self, message: str, *, line: int | None = None) -> None:
-        super().__init__(message)
-        #: The line of the agent's code the error points at, when it points at one.
-        self.line = line
-
-    def where(self, path: Path) -> str:
-        """Where the error is, as editors and terminals link it: ``path:line`` or ``path``."""
-        return f"{path}:{self.line}" if self.line is not None else str(path)
-
-
-# Agent code runs as a module whose file is named "<agent LABEL>": the traceback
-# from the sandbox is the only place an error's line travels.
-_AGENT_FRAME = re.compile(r'File "<agent [^>]*>", line (\d+)')
+def agent_source(data: bytes) -> str:
+    """The text of an agent file, or ``AgentCodeError`` at the line of its first byte
+    that is not UTF-8 (a binary file, a file in another encoding)."""
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise AgentCodeError(
+            f"not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}): an agent is "
+            "Python source, saved as UTF-8",
+            line=line,
+        ) from None
 
 
 async def describe_code(
@@ -51,26 +50,33 @@ async def describe_code(
     ceilings: Limits = CEILINGS,
     insecure: bool = False,
     zygote: Zygote | None = None,
+    filename: str = AGENT_FILENAME,
 ) -> dict[str, Any]:
     """The agent's class, methods, limits, network list and tick, learned in a sandbox
     under ``limits`` (default: the default limits); an ``AgentCodeError`` when the
     code does not load, or declares limits above ``ceilings``.
 
-    Pass a running ``zygote`` to save starting one (about 0.2 s) for each call.
+    Pass a running ``zygote`` to save starting one (about 0.2 s) for each call, and
+    the code's ``filename`` for its tracebacks and for the line an error points at.
     """
     limits = limits or Limits()
     if zygote is None:
         own = await Zygote.start(insecure=insecure)
         try:
-            return await describe_code(code, limits=limits, ceilings=ceilings, zygote=own)
+            return await describe_code(
+                code, limits=limits, ceilings=ceilings, zygote=own, filename=filename
+            )
         finally:
             await own.close()
-    result = await describe_in(zygote, code, limits)
+    result = await describe_in(zygote, code, limits, filename=filename)
     if result.outcome is not Outcome.OK:
         error = result.error or {}
-        frames = _AGENT_FRAME.findall(error.get("traceback", ""))
+        # The traceback from the sandbox is the only place an error's line travels.
+        frames = re.findall(
+            rf'File "{re.escape(filename)}", line (\d+)', error.get("traceback", "")
+        )
         raise AgentCodeError(
-            f"{error.get('type', result.outcome.value)}: {error.get('message')}",
+            result.failure_line or result.outcome.value,
             line=int(frames[-1]) if frames else None,  # the innermost of the agent's frames
         )
     description = loaded(result)

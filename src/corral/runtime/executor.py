@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from corral import codec
 from corral.db.tasks import Settling
+from corral.errors import DatabaseUnavailable
 from corral.runtime.declared import Declared, declared
 from corral.runtime.history import platform_line, record_rows
 from corral.runtime.outage import Outage
@@ -31,7 +32,6 @@ from corral.runtime.services import Services
 from corral.runtime.tools import InstanceTools
 from corral.sandbox.limits import Outcome
 from corral.sandbox.pool import SandboxPool
-from corral.sdk.errors import DatabaseUnavailable
 from corral.state import Store
 from corral.state.sql import SqlBackend
 from corral.tasks.queue import ClaimedTask
@@ -264,6 +264,7 @@ class Executor:
             limits,
             tools,
             on_overrun=overran,
+            filename=f"<{version.label}>",  # what the agent's tracebacks call its code
         )
         record = ExecutionRecord(instance.id, task.method, task.trigger, result, started)  # type: ignore[arg-type]
         settled.append(Settlement(task, record, version.number, _removes_instance(task, instance)))
@@ -280,7 +281,7 @@ class Executor:
                 settling.finished.append(task.id)
             else:
                 assert result.error is not None
-                error = f"{result.outcome.value}: {result.error['type']}: {result.error['message']}"
+                error = result.failure_line or result.outcome.value
                 retry_at = self.queue.retry_at(task, now=now)
                 if retry_at is not None:
                     settling.retried.append((task.id, retry_at, error))

@@ -45,8 +45,10 @@ def record_rows(records: Sequence[Recorded]) -> tuple[list[Row], list[Row]]:
             started,
         )
         rows.append(dict(zip(EXECUTION_FIELDS, values, strict=True)))
+        failure = r.failure_line
+        logged = r.logs if failure is None else [*r.logs, ("error", failure)]
         lines.extend(
-            _line(record.instance, record.id, started, level, line) for level, line in r.logs
+            _line(record.instance, record.id, started, level, line) for level, line in logged
         )
     return rows, lines
 
@@ -71,13 +73,15 @@ class History:
 
     def record(self, records: Sequence[Recorded]) -> None:
         """Records (each with its version and task id) and their log lines, in one
-        transaction."""
+        transaction. A failed execution's error is its last log line, so ``corral
+        logs`` says why it failed."""
         self._db.insert(*record_rows(records))
 
     def amend(self, record: ExecutionRecord) -> None:
         """Rewrite a recorded execution's outcome, error and CPU from its (amended)
-        result, and add its error as a log line of the execution: its process was
-        found computing after the record was written (``SandboxProcess.execute``)."""
+        result, and add its error as a log line of the execution, as ``record`` does:
+        its process was found computing after the record was written
+        (``SandboxProcess.execute``)."""
         r = record.result
         with self.database.transaction(write=True):
             self._db.amend(
@@ -88,7 +92,7 @@ class History:
             )
             if r.error is not None:
                 started = _ms(record.started_at)
-                line = _line(record.instance, record.id, started, "error", r.error["message"])
+                line = _line(record.instance, record.id, started, "error", r.failure_line or "")
                 self._db.insert([], [line])
 
     def recorded(self, ids: Sequence[str]) -> set[str]:

@@ -15,6 +15,7 @@ from corral.runtime.network.fetch import Fetcher
 from corral.runtime.records import ExecutionRecord, loaded
 from corral.runtime.tools import ExecTools
 from corral.sandbox.limits import Outcome
+from corral.sandbox.process import AGENT_FILENAME
 from corral.sandbox.zygote import Zygote
 from corral.state import Store
 
@@ -28,6 +29,7 @@ async def run_once(
     *,
     insecure: bool = False,
     strict: bool = False,
+    filename: str = AGENT_FILENAME,
 ) -> ExecutionRecord:
     """Load the agent in one sandboxed process to learn its limits, run it in another,
     under the configuration's limits, ceilings and fetch settings, as a worker would.
@@ -37,11 +39,12 @@ async def run_once(
     process has never run the agent, as in strict mode; ``strict`` also reports what
     the execution left in module globals and class attributes. The configuration's
     quotas bound the callbacks it makes (the store was opened with its own).
+    ``filename`` is what tracebacks call the code: the agent's file, for ``corral exec``.
     """
     base = config.limits
     zygote = await Zygote.start(insecure=insecure)
     try:
-        description = await describe_in(zygote, code, base)
+        description = await describe_in(zygote, code, base, filename=filename)
         if description.outcome is not Outcome.OK:
             return ExecutionRecord(store.scope, method, "exec", description)
         try:
@@ -61,7 +64,9 @@ async def run_once(
                 methods=rules.methods,
                 quotas=config.quotas,
             )
-            result = await process.execute(code, method, args, rules.limits, tools, strict=strict)
+            result = await process.execute(
+                code, method, args, rules.limits, tools, strict=strict, filename=filename
+            )
         finally:
             await process.close()
             await fetcher.close()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from corral.db.errors import gist
-from corral.sdk.errors import DatabaseUnavailable
+from corral.errors import DatabaseUnavailable
 from corral.tasks.queue import Backoff
 
 log = logging.getLogger("corral.worker")

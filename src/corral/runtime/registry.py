@@ -17,6 +17,7 @@ from typing import Any
 from corral import codec
 from corral.db.raw import Database
 from corral.db.registry import ACTIVE, REMOVED, SUSPENDED, UNINSTALLING, RegistryDatabase
+from corral.errors import UnknownAgent, UnknownInstance
 from corral.runtime.declared import tick_ms
 from corral.tasks.queue import NO_ARGS, TaskQueue
 
@@ -32,14 +33,6 @@ __all__ = [
     "UnknownInstance",
     "Version",
 ]
-
-
-class UnknownAgent(LookupError):
-    """No agent of that name has been deployed."""
-
-
-class UnknownInstance(LookupError):
-    """No instance has that id."""
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from watchfiles import Change, awatch
 
-from corral.runtime.describe import AgentCodeError
-from corral.runtime.registry import Deployed, Instance, UnknownAgent, Version
+from corral.errors import AgentCodeError, UnknownAgent
+from corral.runtime.describe import agent_source
+from corral.runtime.registry import Deployed, Instance, Version
 from corral.runtime.services import Services
 from corral.sandbox.zygote import Zygote
 
@@ -160,8 +161,10 @@ class Reloader:
         # The registry's calls block the loop; on PostgreSQL that is a few round trips
         # per save, which a development process can afford.
         try:
-            code = source.decode()
-            description = await self.services.describe(code, zygote=self._zygote)
+            code = agent_source(source)
+            description = await self.services.describe(
+                code, zygote=self._zygote, filename=str(path)
+            )
             deployed = self.registry.deploy(agent, code, description, now=self._now())
         except ValueError as exc:  # not UTF-8, code that does not load, a name that cannot be
             return Refused(path, agent, exc, self._current(agent))

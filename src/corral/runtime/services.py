@@ -20,6 +20,7 @@ from corral.runtime.describe import describe_code
 from corral.runtime.history import History
 from corral.runtime.network.fetch import Fetcher
 from corral.runtime.registry import Registry
+from corral.sandbox.process import AGENT_FILENAME
 from corral.sandbox.zygote import Zygote
 from corral.state import Sweeper
 from corral.state.sql import SqlBackend
@@ -66,16 +67,23 @@ class Services:
         return Sweeper(SqlBackend(self.database), clock=self.clock)
 
     async def describe(
-        self, code: str, *, insecure: bool = False, zygote: Zygote | None = None
+        self,
+        code: str,
+        *,
+        insecure: bool = False,
+        zygote: Zygote | None = None,
+        filename: str = AGENT_FILENAME,
     ) -> dict[str, Any]:
         """What ``code`` declares, learned in a sandbox and checked against this
-        configuration's limits and ceilings: what a deploy stores (``AgentCodeError``)."""
+        configuration's limits and ceilings: what a deploy stores (``AgentCodeError``);
+        ``filename`` is what its tracebacks call the code."""
         return await describe_code(
             code,
             limits=self.config.limits,
             ceilings=self.config.ceilings,
             insecure=insecure,
             zygote=zygote,
+            filename=filename,
         )
 
     async def close(self) -> None:

@@ -19,25 +19,18 @@ from typing import Any
 
 from corral import codec
 from corral.db import bridge
+from corral.errors import DecodeLimitExceeded, NeedsWorker, UnknownCallback, UnknownOperation
 from corral.quotas import Quotas, callbacks_exceeded
 from corral.runtime.network.fetch import FetchTool
 from corral.sandbox.process import ToolHandler
 from corral.sdk.operations import Op
 from corral.state import Store
 from corral.state.store import Clock
-from corral.tasks.callbacks import Callbacks, UnknownCallback, new_token
+from corral.tasks.callbacks import Callbacks, new_token
 from corral.tasks.queue import NO_ARGS, TaskQueue
 
 #: Each store operation the sandbox may call, with the ``Store`` method that does it.
 STORE_METHODS: dict[str, str] = {op: op.partition(".")[2] for op in Op if op.startswith("store.")}
-
-
-class UnknownOperation(PermissionError):
-    """The sandbox asked for an operation that does not exist."""
-
-
-class NeedsWorker(RuntimeError):
-    """``corral exec`` was asked to queue a task, which only a worker would run."""
 
 
 def store_tools(store: Store) -> ToolHandler:
@@ -310,7 +303,7 @@ def _checked_args(args: object) -> bytes:
 def _decoded(data: bytes) -> Any:
     try:
         return codec.decode(data, pacing=codec.Pacing(bridge.pause))
-    except codec.DecodeLimitExceeded as exc:
+    except DecodeLimitExceeded as exc:
         raise ValueError(f"callback arguments cannot be decoded: {exc}") from None
     except Exception:
         raise ValueError("callback arguments must be an encoded list") from None

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from corral.errors import DatabaseUnavailable
 from corral.runtime import wakeups
 from corral.runtime.executor import Claim, Executor, Settlement
 from corral.runtime.records import ExecutionRecord
@@ -37,7 +38,6 @@ from corral.runtime.registry import ACTIVE
 from corral.runtime.services import Services
 from corral.sandbox.pool import SandboxPool
 from corral.sandbox.zygote import Zygote
-from corral.sdk.errors import DatabaseUnavailable
 
 log = logging.getLogger("corral.worker")
 

@@ -80,6 +80,11 @@ def make_hook(readable: Sequence[str]) -> Callable[[str, tuple[Any, ...]], None]
             raise PermissionError(f"{NO_FILES} (tried to {change} {_target(args[0])})")
         if event == "open":
             path, mode, flags = args
+            if isinstance(path, int):
+                # A descriptor the process holds already (a pipe's end, as
+                # subprocess opens before it asks to start the program): no file
+                # is opened, and refusing here would name a number, not the mistake.
+                return
             writing = (mode is not None and any(c in mode for c in "wax+")) or (
                 flags & _WRITE_FLAGS
             )

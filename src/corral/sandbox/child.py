@@ -28,15 +28,16 @@ import types
 from typing import Any, TextIO
 
 from corral import codec
-from corral.sandbox import audit, protocol
-from corral.sdk.agent import Agent, callable_methods
-from corral.sdk.errors import (
+from corral.errors import (
     AgentDefinitionError,
+    ProtocolError,
     RequestLimitExceeded,
     ResultTooLarge,
     UnknownMethod,
-    from_wire,
 )
+from corral.sandbox import audit, protocol
+from corral.sdk.agent import Agent, callable_methods
+from corral.sdk.errors import from_wire
 
 # Keep a few compiled agent versions: a warm process serves one instance, and an
 # instance has one version at a time, but a deploy may race an execution.
@@ -58,16 +59,17 @@ def error_info(exc: BaseException) -> dict[str, str]:
     }
 
 
-def load_agent_class(code: str, label: str) -> type[Agent]:
+def load_agent_class(code: str, digest: str, filename: str) -> type[Agent]:
     """Execute agent source in a fresh module and find its Agent class.
 
     A module may define helper base classes; the agent is the one Agent subclass
-    that no other class in the module extends.
+    that no other class in the module extends. ``filename`` is what tracebacks call
+    the code: the author's file, or the agent and version the host ran.
     """
-    module = types.ModuleType(f"corral_agent_{label}")
-    module.__file__ = f"<agent {label}>"
-    # Tracebacks then quote the agent's own lines although no file exists.
-    linecache.cache[module.__file__] = (len(code), None, code.splitlines(True), module.__file__)
+    module = types.ModuleType(f"corral_agent_{digest}")
+    module.__file__ = filename
+    # Tracebacks then quote the agent's own lines although no file exists here.
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     try:
         exec(compile(code, module.__file__, "exec"), module.__dict__)
     except SyntaxError as exc:
@@ -205,8 +207,9 @@ class ChildRuntime(asyncio.Protocol):
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
         self._serve_task: asyncio.Task[None] | None = None
-        # Loaded agent versions by code digest: the class and the methods it may run.
-        self._agents: dict[str, tuple[type[Agent], frozenset[str]]] = {}
+        # Loaded agent versions by code digest and file name: the class and the methods
+        # it may run.
+        self._agents: dict[tuple[str, str], tuple[type[Agent], frozenset[str]]] = {}
         # Per-invocation budget, readable by the agent through self.budget.
         self._requests_left = 0
         self._deadline = 0.0
@@ -271,7 +274,7 @@ class ChildRuntime(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             messages = self._frames.feed(data)
-        except protocol.ProtocolError:
+        except ProtocolError:
             self._stop()  # the host never sends garbage; give up rather than guess
             return
         for message in messages:
@@ -324,14 +327,15 @@ class ChildRuntime(asyncio.Protocol):
 
     def _agent(self, spec: dict[str, Any]) -> tuple[type[Agent], frozenset[str]]:
         code: str = spec["code"]
+        filename = str(spec.get("filename", "<agent>"))
         digest = hashlib.sha256(code.encode()).hexdigest()[:16]
-        agent = self._agents.get(digest)
+        agent = self._agents.get((digest, filename))
         if agent is None:
-            cls = load_agent_class(code, digest)
+            cls = load_agent_class(code, digest, filename)
             agent = (cls, callable_methods(cls))
             if len(self._agents) >= _MODULE_CACHE_SIZE:
                 del self._agents[next(iter(self._agents))]
-            self._agents[digest] = agent
+            self._agents[(digest, filename)] = agent
         return agent
 
     async def _invoke(self, exec_id: int, spec: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
 
-from corral.sandbox.errors import SandboxUnavailable
+from corral.errors import SandboxUnavailable
 from corral.sandbox.syscalls import require_single_thread, syscall
 
 ABI_TCP = 4

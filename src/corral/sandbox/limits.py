@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-
-class LimitError(ValueError):
-    """A limit's value is not one Corral accepts; the message names the limit and its range."""
+from corral.errors import LimitError
 
 
 class _Quoted(reprlib.Repr):
@@ -147,6 +146,27 @@ class ExecutionResult:
         }
 
     @property
+    def failure_line(self) -> str | None:
+        """How the execution failed, in one line; None if it did not."""
+        return failure_line(self.outcome.value, self.error)
+
+    @property
     def breached(self) -> bool:
         """True when the process must not serve another execution."""
         return self.outcome not in (Outcome.OK, Outcome.ERROR, Outcome.REQUEST_LIMIT)
+
+
+def failure_line(outcome: str, error: Mapping[str, str] | None) -> str | None:
+    """How an execution failed, in one line, for a log, a table or a task's last error.
+
+    The agent's own exception reads as Python prints it (``ValueError: no``); a limit
+    that stopped the execution leads (``memory_limit: MemoryError: ...``). When the
+    kernel ended the process, its error's type is the outcome itself: said once.
+    """
+    if error is None:
+        return None
+    said = [outcome] if outcome != Outcome.ERROR else []
+    if error.get("type") and error["type"] != outcome:
+        said.append(error["type"])
+    said.append(error.get("message", ""))
+    return ": ".join(said)

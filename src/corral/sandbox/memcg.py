@@ -22,7 +22,7 @@ import time
 import weakref
 from pathlib import Path
 
-from corral.sandbox.errors import SandboxError
+from corral.errors import SandboxError
 
 #: How long :meth:`MemoryGroup.remove` waits for a killed process to leave its group.
 _REMOVE_DEADLINE = 0.1

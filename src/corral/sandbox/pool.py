@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.sandbox.limits import ExecutionResult, Limits
-from corral.sandbox.process import SandboxProcess, ToolHandler
+from corral.sandbox.process import AGENT_FILENAME, SandboxProcess, ToolHandler
 from corral.sandbox.zygote import Zygote
 
 
@@ -79,17 +79,26 @@ class SandboxPool:
         tools: ToolHandler,
         *,
         on_overrun: Callable[[], None] | None = None,
+        filename: str = AGENT_FILENAME,
     ) -> ExecutionResult:
         """Run one execution in an idle warm process of the instance, starting one if needed.
 
-        ``on_overrun``: see :meth:`SandboxProcess.execute`; it may be called before this
-        returns (a process retired at once is closed here) or at any time after.
+        ``on_overrun`` and ``filename``: see :meth:`SandboxProcess.execute`; the former
+        may be called before this returns (a process retired at once is closed here) or
+        at any time after.
         """
         entry = await self._checkout(instance, version, limits)
         self.running += 1
         try:
             result = await entry.process.execute(
-                code, method, args, limits, tools, strict=self.strict, on_overrun=on_overrun
+                code,
+                method,
+                args,
+                limits,
+                tools,
+                strict=self.strict,
+                on_overrun=on_overrun,
+                filename=filename,
             )
         except BaseException:
             await self._retire(entry)

@@ -27,6 +27,7 @@ from typing import Any
 
 from corral import codec
 from corral.db import bridge
+from corral.errors import ProtocolError, RequestLimitExceeded, ResultTooLarge, SandboxError
 from corral.sandbox import protocol
 from corral.sandbox.accounting import (
     ExitInfo,
@@ -37,11 +38,13 @@ from corral.sandbox.accounting import (
     process_cpu_s,
     reset_peak_rss,
 )
-from corral.sandbox.errors import SandboxError
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
 from corral.sandbox.memcg import MemoryGroup
-from corral.sdk.errors import RequestLimitExceeded, ResultTooLarge, wire_name
+from corral.sdk.errors import wire_name
 from corral.sdk.operations import Op
+
+#: What tracebacks call agent code whose caller gave it no name.
+AGENT_FILENAME = "<agent>"
 
 ToolHandler = Callable[[str, list[Any]], Any]
 """Does one tool operation for the execution's instance; the host binds the scope.
@@ -187,7 +190,7 @@ class SandboxProcess(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             messages = self._frames.feed(data)
-        except protocol.ProtocolError as exc:
+        except ProtocolError as exc:
             self._violation(exc)
             return
         if self._held is None:
@@ -204,7 +207,7 @@ class SandboxProcess(asyncio.Protocol):
                 if self._held is not None:  # that one is being decoded in steps
                     self._held += unhandled
                     return
-        except protocol.ProtocolError as exc:
+        except ProtocolError as exc:
             self._violation(exc)
 
     def _in_steps(self, step: Callable[[], None]) -> None:
@@ -219,7 +222,7 @@ class SandboxProcess(asyncio.Protocol):
         def run() -> None:
             try:
                 step()
-            except protocol.ProtocolError as exc:  # nobody is left to raise it to
+            except ProtocolError as exc:  # nobody is left to raise it to
                 self._violation(exc)
 
         over: asyncio.Future[None] = new_future()
@@ -286,9 +289,12 @@ class SandboxProcess(asyncio.Protocol):
 
     # -- executions ----------------------------------------------------------------
 
-    async def describe(self, code: str, limits: Limits) -> ExecutionResult:
+    async def describe(
+        self, code: str, limits: Limits, *, filename: str = AGENT_FILENAME
+    ) -> ExecutionResult:
         """Load the agent and report its class, methods, limits and network list."""
-        return await self._run({"code": code, "describe": True}, limits, _no_tools)
+        spec = {"code": code, "filename": filename, "describe": True}
+        return await self._run(spec, limits, _no_tools)
 
     async def execute(
         self,
@@ -300,19 +306,28 @@ class SandboxProcess(asyncio.Protocol):
         *,
         strict: bool = False,
         on_overrun: Callable[[], None] | None = None,
+        filename: str = AGENT_FILENAME,
     ) -> ExecutionResult:
         """Run ``method(*args)`` of the agent in ``code`` under ``limits``.
 
-        ``strict`` asks the process to report what the execution left behind in
-        module globals or class attributes: state that a fresh process would lose.
+        ``filename`` is what the code is called in tracebacks: the author's file where
+        it is known (``corral exec``), else the agent and its version. ``strict`` asks
+        the process to report what the execution left behind in module globals or class
+        attributes: state that a fresh process would lose.
 
         The result is returned as soon as the process reports it. Should the process
         go on computing after that (see :data:`AFTER_DONE_CPU_S`), it is killed, the
         returned result is amended in place (outcome ``killed``, the CPU charged) and
         ``on_overrun`` is called, so that a record already written can be corrected.
         """
-        spec = {"code": code, "method": method, "args": codec.encode(args, path="arguments")}
-        return await self._run(spec | {"strict": strict}, limits, tools, on_overrun)
+        spec = {
+            "code": code,
+            "filename": filename,
+            "method": method,
+            "args": codec.encode(args, path="arguments"),
+            "strict": strict,
+        }
+        return await self._run(spec, limits, tools, on_overrun)
 
     async def _run(
         self,
@@ -354,7 +369,7 @@ class SandboxProcess(asyncio.Protocol):
                 await asyncio.wait_for(asyncio.shield(self.exited), timeout=1)
             except TimeoutError:
                 self.kill(Outcome.KILLED)
-        except protocol.ProtocolError as exc:
+        except ProtocolError as exc:
             self.kill(Outcome.KILLED)
             result.error = {"type": "ProtocolError", "message": str(exc), "traceback": ""}
         finally:
@@ -421,7 +436,7 @@ class SandboxProcess(asyncio.Protocol):
         if on_overrun is not None:
             on_overrun()
 
-    def _violation(self, exc: protocol.ProtocolError) -> None:
+    def _violation(self, exc: ProtocolError) -> None:
         """A broken frame: the execution ends with the error; the process is killed."""
         self._frames = protocol.FrameReader()  # nothing more it sends is trusted
         if self._held:
@@ -453,13 +468,11 @@ class SandboxProcess(asyncio.Protocol):
                 current.dropped_logs += 1
         elif kind == protocol.DROPPED:
             if type(message[1]) is not int or not 0 <= message[1] < 2**63:
-                raise protocol.ProtocolError("a DROPPED message needs a count")
+                raise ProtocolError("a DROPPED message needs a count")
             current.dropped_logs += message[1]
         elif kind in (protocol.DONE, protocol.FAIL):
             if message[1] != current.exec_id:
-                raise protocol.ProtocolError(
-                    f"{kind!r} for execution {message[1]!r}, not {current.exec_id}"
-                )
+                raise ProtocolError(f"{kind!r} for execution {message[1]!r}, not {current.exec_id}")
             self.wants_retirement = bool(message[3])
             if kind == protocol.FAIL:
                 self._failed(message[2], current)
@@ -473,7 +486,7 @@ class SandboxProcess(asyncio.Protocol):
             else:
                 self._in_steps(lambda: self._done(message[2], current, _paced()))
         else:
-            raise protocol.ProtocolError(f"unexpected {kind!r} message during an execution")
+            raise ProtocolError(f"unexpected {kind!r} message during an execution")
 
     def _at_once(self, size: int) -> bool:
         """Whether ``size`` more bytes may be decoded at once in this turn."""
@@ -495,7 +508,7 @@ class SandboxProcess(asyncio.Protocol):
             try:
                 result.result = codec.decode(encoded, pacing=pacing)
             except Exception as exc:  # garbage where a value should be
-                raise protocol.ProtocolError(
+                raise ProtocolError(
                     f"the result cannot be decoded: {str(exc) or type(exc).__name__}"
                 ) from None
         if not current.finished.done():  # it may have timed out while decoded in steps
@@ -504,7 +517,7 @@ class SandboxProcess(asyncio.Protocol):
     @staticmethod
     def _failed(error: Any, current: _Execution) -> None:
         if type(error) is not dict:
-            raise protocol.ProtocolError("a FAIL message needs an error object")
+            raise ProtocolError("a FAIL message needs an error object")
         info = {
             k: str(error.get(k, ""))[: protocol.MAX_ERROR_TEXT]
             for k in ("type", "message", "traceback")
@@ -526,7 +539,7 @@ class SandboxProcess(asyncio.Protocol):
             or len(raw_args) > MAX_CALL_ARGS
             or not _BYTES_ONLY.issuperset(map(type, raw_args))
         ):
-            raise protocol.ProtocolError(
+            raise ProtocolError(
                 f"a CALL needs an operation name and a list of at most {MAX_CALL_ARGS} "
                 "encoded arguments"
             )

@@ -16,6 +16,8 @@ from typing import Any, Final
 
 import msgpack
 
+from corral.errors import ProtocolError
+
 HEADER: Final = struct.Struct(">I")
 #: Largest frame either side accepts: a 1 MiB value plus generous room for the rest.
 MAX_FRAME: Final = 4 * 1024 * 1024
@@ -48,10 +50,6 @@ READY: Final = "ready"  # [READY, pid]
 DROPPED: Final = "dropped"  # [DROPPED, count: int], before DONE/FAIL: log lines not sent
 
 _ARITY: Final = {INVOKE: 3, REPLY: 4, CALL: 4, LOG: 3, DONE: 4, FAIL: 4, READY: 2, DROPPED: 2}
-
-
-class ProtocolError(Exception):
-    """A frame broke the protocol: too large, not msgpack, or not a known message."""
 
 
 def pack(message: list[Any]) -> bytes:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
+from corral.errors import SandboxUnavailable
 from corral.sandbox import landlock, seccomp
 from corral.sandbox.capabilities import (
     bounding_set,
@@ -27,7 +28,6 @@ from corral.sandbox.capabilities import (
     no_new_privs,
     set_no_new_privs,
 )
-from corral.sandbox.errors import SandboxUnavailable
 from corral.sandbox.layers import Layer, Layers
 from corral.sandbox.namespaces import enter_private_network, network_namespace
 from corral.sandbox.rlimits import ResourceLimits, address_space_for

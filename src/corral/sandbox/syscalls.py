@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
-from corral.sandbox.errors import SandboxError, SandboxUnavailable
+from corral.errors import SandboxError, SandboxUnavailable
 
 # Only the calls the sandbox makes or filters. Numbers from the kernel's
 # arch/x86/entry/syscalls/syscall_64.tbl and include/uapi/asm-generic/unistd.h (aarch64;

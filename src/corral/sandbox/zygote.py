@@ -18,8 +18,8 @@ from typing import Any
 
 import msgpack
 
+from corral.errors import SandboxError, SandboxUnavailable
 from corral.sandbox.accounting import ExitInfo
-from corral.sandbox.errors import SandboxError, SandboxUnavailable
 from corral.sandbox.limits import Limits
 from corral.sandbox.memcg import MemoryCgroups
 from corral.sandbox.process import SandboxProcess, new_future, reject_future, resolve_future

@@ -28,10 +28,11 @@ from typing import Any
 
 import msgpack
 
+from corral.errors import SandboxUnavailable
+
 # Imported before forking so that children start with them loaded and shared.
 from corral.sandbox import child, confine
 from corral.sandbox.confine import Confinement
-from corral.sandbox.errors import SandboxUnavailable
 
 _MAX_MESSAGE = 65536
 _CLOSE_ALL_ABOVE = 1 << 20

@@ -1,8 +1,6 @@
 """What agent code imports. It runs inside the sandbox and never imports host code."""
 
-from corral.sdk.agent import Agent, Callback, Twist
-from corral.sdk.budget import Budget
-from corral.sdk.errors import (
+from corral.errors import (
     AgentDefinitionError,
     CorralError,
     DatabaseUnavailable,
@@ -14,6 +12,8 @@ from corral.sdk.errors import (
     ResponseTooLarge,
     UnknownMethod,
 )
+from corral.sdk.agent import Agent, Callback, Twist
+from corral.sdk.budget import Budget
 from corral.sdk.http import Response
 from corral.sdk.plugin import Plugin, PluginContext
 

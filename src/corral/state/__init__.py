@@ -7,8 +7,8 @@ opening many scopes costs one engine, not one each.
 
 from __future__ import annotations
 
-from corral.db.engine import DatabaseURLError
 from corral.db.raw import close_databases, open_database
+from corral.errors import DatabaseURLError
 from corral.quotas import Quotas
 from corral.state.backend import StoreBackend
 from corral.state.memory import MemoryBackend

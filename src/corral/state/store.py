@@ -15,6 +15,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from corral import codec
 from corral.db import bridge
+from corral.errors import DecodeLimitExceeded
 from corral.quotas import Quotas
 from corral.sdk.store import key_list, pair_list
 from corral.state.backend import StoreBackend
@@ -146,7 +147,7 @@ class Store:
         self._sized(key, data)
         try:
             codec.decode(data, pacing=pacing)
-        except codec.DecodeLimitExceeded as exc:
+        except DecodeLimitExceeded as exc:
             raise ValueError(
                 f"the value for key {key!r} cannot be stored: {exc} (nothing was written)"
             ) from None

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 
-from corral.sdk.errors import DatabaseUnavailable
+from corral.errors import DatabaseUnavailable
 from corral.state.backend import StoreBackend
 from corral.state.store import Clock
 

@@ -10,11 +10,8 @@ import secrets
 
 from corral.db.callbacks import CallbackDatabase
 from corral.db.raw import Database
+from corral.errors import UnknownCallback
 from corral.quotas import Quotas, callbacks_exceeded
-
-
-class UnknownCallback(LookupError):
-    """The token names no callback of this instance (deleted, or never made)."""
 
 
 def new_token() -> str:

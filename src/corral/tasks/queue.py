@@ -30,6 +30,7 @@ from typing import Any
 from corral import codec
 from corral.db.raw import Database
 from corral.db.tasks import Leasing, Settling, task_database
+from corral.errors import UnknownTask
 from corral.quotas import Quotas, tasks_exceeded
 
 #: The arguments of a task that takes none: an encoded empty list.
@@ -88,10 +89,6 @@ class TaskInfo:
     leased_by: str | None
     last_error: str | None
     created_at: int
-
-
-class UnknownTask(LookupError):
-    """No task has that id (it ran, was cancelled, or never existed)."""
 
 
 class TaskQueue:

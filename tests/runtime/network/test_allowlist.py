@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corral.runtime.network.allowlist import AllowList, NetworkPatternError
+from corral.errors import NetworkPatternError
+from corral.runtime.network.allowlist import AllowList
 
 
 def allowed(pattern: str, url: str) -> bool:

@@ -18,7 +18,8 @@ import pytest
 
 from corral import codec
 from corral.config import RuntimeConfig
-from corral.runtime.describe import AgentCodeError, describe_code
+from corral.errors import AgentCodeError
+from corral.runtime.describe import describe_code
 from corral.runtime.network.fetch import FetchConfig, Fetcher
 from corral.sdk.operations import Op
 from tests.runtime.conftest import Runtime, RuntimeFactory

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from corral.errors import RateLimited
 from corral.runtime.network import throttle
 from corral.runtime.network.throttle import Throttle
-from corral.sdk.errors import RateLimited
 from tests.support import FakeTimer
 
 

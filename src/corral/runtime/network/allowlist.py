@@ -27,14 +27,12 @@ from dataclasses import dataclass
 
 import httpx
 
+from corral.errors import NetworkPatternError
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _EXAMPLES = "'*', 'https://*.example.com' or 'https://api.example.com/v1/*'"
 # What a pattern's path may hold: characters that travel unencoded in a URL path.
 _PATH_CHARS = frozenset(string.ascii_letters + string.digits + "-._~!$&'()+,;=:@/")
-
-
-class NetworkPatternError(ValueError):
-    """A ``network`` entry is not a pattern this module understands."""
 
 
 _Refusal = Callable[[str], NetworkPatternError]

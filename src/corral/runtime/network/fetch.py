@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 
 from corral import __version__
+from corral.errors import FetchError, FetchTimeout, ResponseTooLarge
 from corral.runtime.network.allowlist import AllowList, display
 from corral.runtime.network.throttle import SystemTimer, Throttle, Timer
 from corral.sandbox.protocol import MAX_FRAME
-from corral.sdk.errors import FetchError, FetchTimeout, ResponseTooLarge
 
 FetchTool = Callable[[list[Any]], Awaitable[dict[str, Any]]]
 """One execution's fetch: the tool request's arguments in, the reply for the SDK out."""

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from corral.sdk.errors import RateLimited
+from corral.errors import RateLimited
 
 #: Above this many buckets, full ones are dropped: an idle instance costs nothing.
 _KEEP_BUCKETS = 1024

@@ -1,5 +1,8 @@
 """A fake paginated HTTP API for the batched-sync example: 20 pages of 50 items.
 
+Not part of Corral: ``make run`` (``examples/demo/run.py``) serves it beside the
+example agents, and the example's tests serve it on a free port.
+
 ``GET /items?page=N`` answers ``{"page": N, "pages": 20, "items": [...],
 "next_page": N + 1}``, with ``next_page`` null on the last page. The items are
 computed from their number, so every run serves the same data and a test can
@@ -92,7 +95,7 @@ class PagedApi:
                 raise
             raise PortTaken(
                 f"cannot serve the demo API on {HOST}:{chosen}: the port is taken (another "
-                f"`corral run`?). Stop that, or set {PORT_ENV} to a free port and change API "
+                f"`make run`?). Stop that, or set {PORT_ENV} to a free port and change API "
                 "in examples/batched_sync.py to match"
             ) from None
         self._server.daemon_threads = True

@@ -1,4 +1,4 @@
-"""The fake paginated API that `corral run` serves for the batched-sync example."""
+"""The fake paginated API that `make run` serves for the batched-sync example."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from corral.demo import paged_api
-from corral.demo.paged_api import PagedApi, PortTaken
+from examples.demo import paged_api
+from examples.demo.paged_api import PagedApi, PortTaken
 
 
 @pytest.fixture
@@ -63,7 +62,7 @@ def test_a_taken_port_says_how_to_move_the_api(
         PagedApi()
     assert str(taken.value) == (
         f"cannot serve the demo API on 127.0.0.1:{api.port}: the port is taken (another "
-        "`corral run`?). Stop that, or set CORRAL_DEMO_API_PORT to a free port and change "
+        "`make run`?). Stop that, or set CORRAL_DEMO_API_PORT to a free port and change "
         "API in examples/batched_sync.py to match"
     )
     monkeypatch.setenv(paged_api.PORT_ENV, "http")

@@ -1,0 +1,83 @@
+"""What every ``corral`` command is given: the configuration, and the runtime built
+from it, each made only when a command first needs it (``corral doctor`` needs none)."""
+
+from __future__ import annotations
+
+import time
+from functools import cached_property
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from corral.config import RuntimeConfig
+from corral.db import DEFAULT_URL, create_engine
+from corral.db.engine import refuse_missing_folder
+from corral.db.raw import Database
+from corral.quotas import Quotas
+from corral.runtime.registry import Instance, Registry
+from corral.runtime.services import Services
+from corral.state import Store, open_store
+from corral.tasks.queue import TaskQueue
+
+
+class Context:
+    """The configuration (``--db`` and ``--config`` over ``CORRAL_*`` over the file over
+    the defaults, :mod:`corral.config`) and the services every command shares."""
+
+    def __init__(self, db: str | None, config_file: Path | None) -> None:
+        self._db = db
+        self._config_file = config_file
+        self._checked = False
+
+    @cached_property
+    def config(self) -> RuntimeConfig:
+        """Loaded once; a bad setting is a ``ConfigError`` naming it."""
+        return RuntimeConfig.load(config_file=self._config_file, database_url=self._db)
+
+    @property
+    def url(self) -> str:
+        return self.config.database_url
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as messages print it: its password, if any, as ``***``."""
+        return sa.make_url(self.url).render_as_string(hide_password=True)
+
+    def usable_url(self) -> str:
+        """The URL, once it is known not to name a SQLite file in a missing folder (a
+        URL someone typed; the default's folder is made)."""
+        if not self._checked and self.url != DEFAULT_URL:
+            refuse_missing_folder(self.url)
+        self._checked = True
+        return self.url
+
+    def engine(self) -> sa.Engine:
+        return create_engine(self.usable_url())
+
+    @cached_property
+    def services(self) -> Services:
+        """The one wiring (``corral.runtime.services``), on the checked URL."""
+        self.usable_url()
+        return Services(self.config)
+
+    def database(self) -> Database:
+        return self.services.database
+
+    def registry(self) -> Registry:
+        return self.services.registry
+
+    def queue(self) -> TaskQueue:
+        return self.services.queue
+
+    def instance(self, instance_id: str) -> Instance:
+        """The instance, uninstalled ones included (their history stays); an id that
+        names none raises ``UnknownInstance``, so no command answers a mistyped id
+        with an empty listing."""
+        return self.registry().instance(instance_id)
+
+    def store(self, scope: str, quotas: Quotas | None = None) -> Store:
+        return open_store(self.usable_url(), scope, quotas=quotas)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
