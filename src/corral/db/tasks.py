@@ -119,6 +119,20 @@ class Leasing:
             "worker": self.worker,
         }
 
+    def hand_off_params(
+        self, instance: str, method: str, args: bytes, max_attempts: int
+    ) -> dict[str, Any]:
+        """``INSERT_LEASED``'s parameters: one task, due now, leased as a claim is."""
+        return {
+            "instance": instance,
+            "method": method,
+            "args": args,
+            "max_attempts": max_attempts,
+            "now": self.now,
+            "lease_until": self.until,
+            "worker": self.worker,
+        }
+
 
 @dataclass
 class Settling:

@@ -75,15 +75,7 @@ class PostgresTaskDatabase(TaskDatabase):
         # version read with the insert.
         row: Sequence[Any] = self.database.fetch_one(
             _INSERT_LEASED_WITH_INSTANCE,
-            {
-                "instance": instance,
-                "method": method,
-                "args": args,
-                "max_attempts": max_attempts,
-                "now": leasing.now,
-                "lease_until": leasing.until,
-                "worker": leasing.worker,
-            },
+            leasing.hand_off_params(instance, method, args, max_attempts),
         )
         return row
 

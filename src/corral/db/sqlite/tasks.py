@@ -24,15 +24,7 @@ class SqliteTaskDatabase(TaskDatabase):
     def insert_leased(
         self, instance: str, method: str, args: bytes, *, max_attempts: int, leasing: Leasing
     ) -> Sequence[Any]:
-        params = {
-            "instance": instance,
-            "method": method,
-            "args": args,
-            "max_attempts": max_attempts,
-            "now": leasing.now,
-            "lease_until": leasing.until,
-            "worker": leasing.worker,
-        }
+        params = leasing.hand_off_params(instance, method, args, max_attempts)
         with self.database.transaction(write=True) as cur:
             task = self.database.execute(cur, INSERT_LEASED, params).fetchone()
             (leased,) = self._with_instances([task])
