@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from corral.cli import main
 from corral.config import KEYS, RuntimeConfig
+from corral.db import DEFAULT_URL
 from corral.db.raw import close_databases
 from corral.errors import ConfigError
 from corral.quotas import MAX_QUOTA, Quotas
@@ -105,6 +106,15 @@ def test_db_wins_over_the_environment_which_wins_over_the_file(toml: Path) -> No
     assert (config.database_url, config.source("database_url")) == (
         "sqlite:///from-option.db",
         "--db",
+    )
+
+
+def test_the_database_url_comes_from_the_argument_then_the_environment_then_the_default() -> None:
+    assert load({}).database_url == DEFAULT_URL == "sqlite:///./.corral/corral.db"
+    environ = {"CORRAL_DATABASE_URL": "postgresql://from-env/db"}
+    assert load(environ).database_url == "postgresql://from-env/db"
+    assert load(environ, database_url="sqlite:///explicit.db").database_url == (
+        "sqlite:///explicit.db"
     )
 
 

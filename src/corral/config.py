@@ -196,7 +196,7 @@ class _Text:
         return raw.strip() if isinstance(raw, str) else raw
 
 
-def _without_password(url: str) -> str:
+def without_password(url: str) -> str:
     """``url`` as it may be shown: a password in it is ``***``."""
     parts = urlsplit(url)
     if parts.password is None:
@@ -255,7 +255,7 @@ KEYS: tuple[_Key, ...] = (
         "",
         "database_url",
         _Text("a database URL (sqlite:///path or postgresql://…)", bool),
-        effective=lambda config: _without_password(config.database_url),
+        effective=lambda config: without_password(config.database_url),
     ),
     *_limit_keys("limits"),
     *_limit_keys("ceilings"),

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from corral.db import DEFAULT_URL, create_engine, ensure_schema, resolve_url, upgrade
+from corral.db import create_engine, ensure_schema, upgrade
 from corral.db.migrate import _config, current_revision, head_revision
 from corral.errors import DatabaseURLError, SchemaOutOfDate
 from corral.state import SqlBackend, open_backend, open_store
@@ -167,13 +167,3 @@ def test_postgres_scheme_spellings_all_mean_postgresql() -> None:
         assert engine.dialect.name == "postgresql"
         assert engine.dialect.driver == "psycopg"
         engine.dispose()
-
-
-def test_the_database_url_comes_from_the_argument_then_the_environment_then_the_default(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("CORRAL_DATABASE_URL", raising=False)
-    assert resolve_url(None) == DEFAULT_URL == "sqlite:///./.corral/corral.db"
-    monkeypatch.setenv("CORRAL_DATABASE_URL", "postgresql://from-env/db")
-    assert resolve_url(None) == "postgresql://from-env/db"
-    assert resolve_url("sqlite:///explicit.db") == "sqlite:///explicit.db"

@@ -32,7 +32,7 @@ def deploy(
         description = asyncio.run(
             obj.services.describe(code, insecure=insecure_sandbox, filename=str(path))
         )
-        deployed = obj.registry().deploy(agent, code, description, now=now_ms())
+        deployed = obj.services.registry.deploy(agent, code, description, now=now_ms())
     except AgentCodeError as exc:
         raise click.ClickException(f"cannot deploy {exc.where(path)}: {exc}") from None
     except (ValueError, SandboxUnavailable) as exc:
@@ -70,7 +70,9 @@ def install(obj: Context, agent: str, priority: str, raw_config: str, as_json: b
     if not isinstance(config, dict):
         raise click.BadParameter("--config must be a JSON object")
     try:
-        instance = obj.registry().install(agent, priority=priority, config=config, now=now_ms())
+        instance = obj.services.registry.install(
+            agent, priority=priority, config=config, now=now_ms()
+        )
     except DeclarationError as exc:  # a version stored before deploy checked its tick
         raise click.ClickException(
             f"cannot install {agent}: {exc}; deploy a version that fixes it"
@@ -87,7 +89,7 @@ def install(obj: Context, agent: str, priority: str, raw_config: str, as_json: b
 @click.pass_obj
 def uninstall(obj: Context, instance: str) -> None:
     """Run INSTANCE's deactivate, then remove its state, tasks and callbacks."""
-    obj.registry().uninstall(instance, now=now_ms())
+    obj.services.registry.uninstall(instance, now=now_ms())
     click.echo(f"{instance}: uninstalling (deactivate queued; a worker finishes it)")
 
 
@@ -96,7 +98,7 @@ def uninstall(obj: Context, instance: str) -> None:
 @click.pass_obj
 def instances(obj: Context, as_json: bool) -> None:
     """Installed instances and their status."""
-    found = obj.registry().instances()
+    found = obj.services.registry.instances()
     if as_json:
         print_json(
             [

@@ -9,15 +9,13 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from corral.config import RuntimeConfig
+from corral.config import RuntimeConfig, without_password
 from corral.db import DEFAULT_URL, create_engine
 from corral.db.engine import refuse_missing_folder
-from corral.db.raw import Database
 from corral.quotas import Quotas
-from corral.runtime.registry import Instance, Registry
+from corral.runtime.registry import Instance
 from corral.runtime.services import Services
 from corral.state import Store, open_store
-from corral.tasks.queue import TaskQueue
 
 
 class Context:
@@ -41,7 +39,7 @@ class Context:
     @property
     def shown_url(self) -> str:
         """The URL as messages print it: its password, if any, as ``***``."""
-        return sa.make_url(self.url).render_as_string(hide_password=True)
+        return without_password(self.url)
 
     def usable_url(self) -> str:
         """The URL, once it is known not to name a SQLite file in a missing folder (a
@@ -60,20 +58,11 @@ class Context:
         self.usable_url()
         return Services(self.config)
 
-    def database(self) -> Database:
-        return self.services.database
-
-    def registry(self) -> Registry:
-        return self.services.registry
-
-    def queue(self) -> TaskQueue:
-        return self.services.queue
-
     def instance(self, instance_id: str) -> Instance:
         """The instance, uninstalled ones included (their history stays); an id that
         names none raises ``UnknownInstance``, so no command answers a mistyped id
         with an empty listing."""
-        return self.registry().instance(instance_id)
+        return self.services.registry.instance(instance_id)
 
     def store(self, scope: str, quotas: Quotas | None = None) -> Store:
         return open_store(self.usable_url(), scope, quotas=quotas)

@@ -29,7 +29,7 @@ from corral.tagged_json import to_tagged
 def tasks(obj: Context, words: tuple[str, ...], dead: bool, as_json: bool) -> None:
     # One command rather than a group: a group's optional INSTANCE would swallow
     # the words "retry" and "cancel".
-    queue = obj.queue()
+    queue = obj.services.queue
     if words and words[0] in ("retry", "cancel"):
         if len(words) != 2 or not words[1].isdigit():
             raise click.UsageError(f"usage: corral tasks {words[0]} ID (a task id, a number)")

@@ -7,7 +7,6 @@ processes at once (WAL, a busy timeout, explicit ``BEGIN`` control).
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from pathlib import Path
@@ -23,11 +22,6 @@ URL_ENV = "CORRAL_DATABASE_URL"
 
 # How long a SQLite writer waits for another process's write to finish.
 SQLITE_BUSY_TIMEOUT_S = 30.0
-
-
-def resolve_url(url: str | None) -> str:
-    """Apply the documented precedence: explicit URL, then the environment, then the default."""
-    return url or os.environ.get(URL_ENV) or DEFAULT_URL
 
 
 def _normalise(url: str) -> URL:
