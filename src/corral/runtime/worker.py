@@ -67,7 +67,6 @@ class Worker:
             raise ValueError(f"concurrency must be at least 1, got {self.options.concurrency}")
         #: What the worker runs on; its builder closes it, after the worker.
         self.services = services
-        self.database = services.database
         self._wake = wakeups.Wakeup()
         #: The executions in flight, with what they run.
         self._running: dict[asyncio.Task[None], Claim] = {}
