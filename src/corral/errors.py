@@ -32,6 +32,9 @@
     ├── SandboxError                 the sandbox could not be set up or used as asked
     │   ├── SandboxUnavailable               a sandbox layer is missing on this machine
     │   └── ProtocolError                    a frame on the RPC channel broke the protocol
+    ├── WebhookError (ValueError)    a webhook delivery that cannot be taken as it is
+    │   ├── WebhookBodyError       [agent]   a JSON content type over a body that does not parse
+    │   └── WebhookVerificationError [agent] a signature missing, wrong or stale
     ├── UnknownOperation (PermissionError)  the sandbox asked for an operation there is none of
     └── DecodeLimitExceeded (ValueError)    encoded bytes would cost too much to decode
 
@@ -241,6 +244,19 @@ class ProtocolError(SandboxError):
 
 
 # -- the boundary between host and agent ------------------------------------------------
+
+
+class WebhookError(CorralError, ValueError):
+    """A webhook delivery that cannot be taken as it is; the message says why, for the
+    sender (the server's 4xx) or for the agent's own ``verify``."""
+
+
+class WebhookBodyError(WebhookError):
+    """A body whose Content-Type says JSON does not parse: the server answers 400."""
+
+
+class WebhookVerificationError(WebhookError):
+    """A delivery's signature is missing, wrong or stale: the server answers 401."""
 
 
 class UnknownOperation(CorralError, PermissionError):

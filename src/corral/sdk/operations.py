@@ -35,6 +35,10 @@ class Op(enum.StrEnum):
 
     # The network (SPEC §1.3).
     FETCH = "network.fetch"
+    #: ``self.tools.network``: a webhook of this instance, made, deleted, listed.
+    WEBHOOK_CREATE = "network.create_webhook"
+    WEBHOOK_DELETE = "network.delete_webhook"
+    WEBHOOK_LIST = "network.list_webhooks"
 
     # Callbacks and tasks (SPEC §1.2).
     CALLBACK_CREATE = "callbacks.create"
