@@ -19,8 +19,8 @@ from corral.sandbox.pool import SandboxPool
 from corral.sandbox.process import Delivery
 from corral.sandbox.zygote import Zygote
 from corral.sdk.webhooks import request_wire
-from corral.webhooks import GitHubSignature
 from corral.state import open_store
+from corral.webhooks import GitHubSignature
 
 AGENT = """
 from corral import Agent
