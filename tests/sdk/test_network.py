@@ -71,6 +71,11 @@ async def test_create_defaults_and_callback_tokens() -> None:
     ]
 
 
+class MyGitHub(GitHubSignature):
+    def verify(self, request: Any, *, now: float | None = None) -> None:
+        pass
+
+
 class Other(Agent):
     async def elsewhere(self, request: Any) -> None:
         pass
@@ -94,6 +99,12 @@ class Other(Agent):
             lambda a: a.tools.network.create_webhook(a.on_issue, verify=GitHubSignature),
             TypeError,
             "or None; got ABCMeta",
+        ),
+        (
+            lambda a: a.tools.network.create_webhook(a.on_issue, verify=MyGitHub("s")),
+            TypeError,
+            "or None; got MyGitHub: the server rebuilds the verifier from its scheme, so a "
+            "subclass's own code would not run there",
         ),
         *(
             (

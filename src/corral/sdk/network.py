@@ -58,11 +58,17 @@ class NetworkTools:
         """
         if mode not in MODES:
             raise ValueError(f"mode must be 'async' or 'sync'; got {mode!r:.40}")
-        if verify is not None and not isinstance(verify, WebhookVerifier):
+        if verify is not None and type(verify) not in SCHEMES.values():
             names = ", ".join(cls.__name__ for cls in SCHEMES.values())
             raise TypeError(
                 f"verify must be a verifier from corral.webhooks ({names}) or None; "
                 f"got {type(verify).__name__}"
+                + (
+                    ": the server rebuilds the verifier from its scheme, so a subclass's "
+                    "own code would not run there"
+                    if isinstance(verify, WebhookVerifier)
+                    else ""
+                )
             )
         if max_body_bytes is not None and (
             not isinstance(max_body_bytes, int)
