@@ -28,9 +28,10 @@ from typing import Any
 
 import msgpack
 
+# Imported before forking so that children start with them loaded and shared
+# (``corral.webhooks``: what an agent imports to verify a delivery itself).
+import corral.webhooks  # noqa: F401
 from corral.errors import SandboxUnavailable
-
-# Imported before forking so that children start with them loaded and shared.
 from corral.sandbox import child, confine
 from corral.sandbox.confine import Confinement
 
