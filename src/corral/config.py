@@ -119,7 +119,8 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class Retention:
-    """How long history is kept; read by the server's cleanup, which is not built yet."""
+    """How long history is kept: deliveries are purged by the workers' housekeeping; the
+    cleanup of executions and logs is not built yet."""
 
     executions_days: int = 30
     logs_days: int = 30
