@@ -18,6 +18,7 @@ from corral import codec
 from corral.config import RateLimits, Retries, RuntimeConfig
 from corral.runtime.registry import Instance
 from corral.runtime.webhooks import Delivery, Webhook, Webhooks, token_of
+from corral.runtime.worker import DAY_MS
 from corral.sdk.operations import Op
 from tests.runtime.conftest import Runtime, RuntimeFactory
 
@@ -399,3 +400,27 @@ async def test_a_sync_webhook_over_the_rate_limits_suspends_and_runs_nothing(
     assert reason is not None
     assert "auto-suspended" in reason
     assert len(runtime.executions(instance.id, "on_event")) == 1
+
+
+async def test_workers_delete_deliveries_past_retention(runtime_factory: RuntimeFactory) -> None:
+    first = await runtime_factory()
+    instance = await installed(first)
+    webhooks = first.services.webhooks
+    webhook = webhooks.create(
+        instance.id,
+        "on_event",
+        codec.encode([]),
+        mode="sync",
+        verify=None,
+        max_body_bytes=None,
+        now=first.executor.now(),
+        quotas=None,
+    )
+    deliver(first, webhook.url(webhooks.public_url))
+    first.clock.advance(29 * DAY_MS)
+    later = await runtime_factory()  # a worker that has not purged yet
+    await later.idle()
+    assert len(webhooks.deliveries(webhook.id)) == 1
+    first.clock.advance(2 * DAY_MS)
+    await (await runtime_factory()).idle()
+    assert webhooks.deliveries(webhook.id) == []
