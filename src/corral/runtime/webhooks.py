@@ -38,8 +38,6 @@ from corral.tasks.queue import ClaimedTask, TaskQueue
 MODES = ("async", "sync")
 #: Where the delivery log lists a webhook's deliveries: newest first, this many at most.
 MAX_LISTED = 1000
-#: The headers a sender's delivery id is read from, the first present (SPEC §1.3).
-DEDUPE_HEADERS = ("webhook-id", "svix-id", "x-github-delivery", "idempotency-key")
 #: What a delivery task carries: the delivery's id, alone.
 DELIVERY_PREFIX = "dl_"
 
@@ -87,7 +85,7 @@ class Delivery:
     id: str
     webhook_id: str
     instance: str
-    #: The sender's delivery id, when it gave one (``DEDUPE_HEADERS``).
+    #: The sender's delivery id, when it gave one (``[webhooks] dedupe_headers``).
     dedupe_key: str | None
     received_at: int
     method: str
@@ -144,10 +142,9 @@ class DeliveryView:
         return None
 
 
-def dedupe_key(
-    headers: Iterable[tuple[str, str]], names: Sequence[str] = DEDUPE_HEADERS
-) -> str | None:
-    """The sender's delivery id: the value of the first of ``names`` present."""
+def dedupe_key(headers: Iterable[tuple[str, str]], names: Sequence[str]) -> str | None:
+    """The sender's delivery id: the value of the first of ``names`` present
+    (``Webhooks.dedupe_key`` reads the configured ones)."""
     values: dict[str, str] = {}
     for name, value in headers:
         values.setdefault(name.lower(), value)
@@ -265,6 +262,11 @@ class Webhooks:
         self._db.tombstone_all(instance, now=now)
 
     # -- for intake -------------------------------------------------------------------
+
+    def dedupe_key(self, headers: Iterable[tuple[str, str]]) -> str | None:
+        """The sender's delivery id, from the first of the configured headers present
+        (``[webhooks] dedupe_headers``)."""
+        return dedupe_key(headers, self.config.webhooks.dedupe_header_names)
 
     def lookup(self, token: str) -> tuple[Webhook, Instance] | None:
         """The webhook with this token (live or a tombstone) and its instance."""
