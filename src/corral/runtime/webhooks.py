@@ -26,7 +26,12 @@ from corral import codec
 from corral.config import RuntimeConfig
 from corral.db.history import HistoryDatabase
 from corral.db.raw import Database
-from corral.db.webhooks import DELIVERY_COLUMNS, WEBHOOK_COLUMNS, WebhookDatabase
+from corral.db.webhooks import (
+    DELIVERY_COLUMNS,
+    INSERTED_COLUMNS,
+    WEBHOOK_COLUMNS,
+    WebhookDatabase,
+)
 from corral.errors import UnknownDelivery, UnknownWebhook
 from corral.quotas import Quotas, webhooks_exceeded
 from corral.runtime.history import record_rows
@@ -270,11 +275,7 @@ class Webhooks:
 
     def lookup(self, token: str) -> tuple[Webhook, Instance] | None:
         """The webhook with this token (live or a tombstone) and its instance."""
-        found = self._db.by_token(token)
-        if found is None:
-            return None
-        webhook, instance = found
-        return _webhook(webhook), instance_from_row(instance)
+        return _with_instance(self._db.with_instance(token=token))
 
     def find_duplicate(self, webhook_id: str, dedupe_key: str, since_ms: int) -> Delivery | None:
         """The first delivery to the webhook with this sender's id received since
@@ -321,7 +322,7 @@ class Webhooks:
             duplicates=0,
         )
         row = {
-            **{column: getattr(delivery, column) for column in DELIVERY_COLUMNS[:11]},
+            **{column: getattr(delivery, column) for column in INSERTED_COLUMNS},
             "headers": codec.encode([list(pair) for pair in delivery.headers]),
         }
         with self.database.transaction(write=True):
@@ -408,10 +409,8 @@ class Webhooks:
                 f"deliveries are kept {self.config.retention.deliveries_days} days)"
             )
         original = _delivery(found[0])
-        webhook_row = self._db.by_id_or_token(original.webhook_id)
-        assert webhook_row is not None  # the join above found it
-        found_webhook = self.lookup(_webhook(webhook_row).token)
-        assert found_webhook is not None
+        found_webhook = _with_instance(self._db.with_instance(webhook_id=original.webhook_id))
+        assert found_webhook is not None  # the join above found it
         webhook, instance = found_webhook
         if webhook.deleted_at is not None:
             raise UnknownWebhook(
@@ -442,6 +441,15 @@ def _webhook(row: Sequence[Any]) -> Webhook:
     values["args"] = bytes(values["args"])
     values["verify"] = None if values["verify"] is None else json.loads(values["verify"])
     return Webhook(**values)
+
+
+def _with_instance(
+    found: tuple[Sequence[Any], Sequence[Any]] | None,
+) -> tuple[Webhook, Instance] | None:
+    if found is None:
+        return None
+    webhook, instance = found
+    return _webhook(webhook), instance_from_row(instance)
 
 
 def _delivery(row: Sequence[Any]) -> Delivery:
