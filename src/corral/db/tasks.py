@@ -345,9 +345,13 @@ class TaskDatabase(ABC):
         )
 
     def dead_letter(self, task: int, error: str) -> None:
-        """Keep the task, out of the queue, until an operator retries or cancels it."""
+        """Keep the task, out of the queue, until an operator retries or cancels it.
+
+        An agent's cancel token is spent (the task started); a delivery's task keeps
+        its token, by which the delivery log finds the task's state."""
         self.database.write(
-            f"UPDATE tasks SET state = '{DEAD}', key = NULL, token = NULL, lease_until = NULL, "
+            f"UPDATE tasks SET state = '{DEAD}', key = NULL, lease_until = NULL, "
+            "token = CASE WHEN trigger = 'task' THEN NULL ELSE token END, "
             "leased_by = NULL, last_error = :error WHERE id = :id",
             {"id": task, "error": error},
         )

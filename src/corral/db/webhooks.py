@@ -39,7 +39,7 @@ DELIVERY_COLUMNS = (
     "body",
     "mode",
     "replay_of",
-    "task_id",
+    "task_token",
     "execution_id",
     "response_status",
     "response_headers",
@@ -48,7 +48,7 @@ DELIVERY_COLUMNS = (
     "duplicates",
 )
 #: What a delivery is inserted with: the rest is NULL (or 0) until it is answered.
-INSERTED_COLUMNS = DELIVERY_COLUMNS[:11]
+INSERTED_COLUMNS = DELIVERY_COLUMNS[:12]
 
 #: The webhooks an agent made itself: what its quota counts and its tools see.
 _AGENTS_LIVE = "instance = :instance AND kind = 'webhook' AND deleted_at IS NULL"
@@ -157,21 +157,13 @@ class WebhookDatabase:
                 )
         return row
 
-    def insert_delivery(self, row: dict[str, Any], *, task_args: bytes | None) -> None:
-        """A delivery as received. ``task_args``: the arguments of the task just queued
-        for it in this transaction, which are its alone (they name the delivery), so
-        the row takes that task's id without waiting for the insert's answer."""
+    def insert_delivery(self, row: dict[str, Any]) -> None:
+        """A delivery as received; an async one names the task queued for it by the
+        task's token (``task_token``), which is unique and never reused, where a
+        task's id may be on SQLite once the task is done."""
         columns = ", ".join(INSERTED_COLUMNS)
         values = ", ".join(":" + column for column in INSERTED_COLUMNS)
-        task = "NULL"
-        if task_args is not None:
-            task = "(SELECT max(id) FROM tasks WHERE instance = :instance AND args = :task_args)"
-        with self.database.transaction(write=True) as cur:
-            self.database.execute(
-                cur,
-                f"INSERT INTO deliveries ({columns}, task_id) VALUES ({values}, {task})",
-                {**row, "task_args": task_args},
-            )
+        self.database.write(f"INSERT INTO deliveries ({columns}) VALUES ({values})", row)
 
     def delivery(self, delivery_id: str) -> tuple[Row, bytes] | None:
         """The delivery's ``DELIVERY_COLUMNS`` and its webhook's extra arguments, or None
@@ -214,7 +206,7 @@ class WebhookDatabase:
         the task queued for each (None once it is gone, or for a sync one)."""
         return self.database.fetch_all(
             f"SELECT {', '.join('d.' + c for c in DELIVERY_COLUMNS)}, t.state "
-            "FROM deliveries d LEFT JOIN tasks t ON t.id = d.task_id "
+            "FROM deliveries d LEFT JOIN tasks t ON t.token = d.task_token "
             "WHERE d.webhook_id = :webhook ORDER BY d.received_at DESC, d.id LIMIT :limit",
             {"webhook": webhook_id, "limit": limit},
         )

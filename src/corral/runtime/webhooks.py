@@ -99,7 +99,8 @@ class Delivery:
     body: bytes
     mode: str
     replay_of: str | None
-    task_id: int | None
+    #: The token of the task an async delivery was queued as (its state, while it lasts).
+    task_token: str | None
     execution_id: str | None
     response: Response | None
     #: Repeats answered from this delivery.
@@ -316,23 +317,28 @@ class Webhooks:
             body=bytes(body),
             mode=mode,
             replay_of=replay_of,
-            task_id=None,
+            task_token=None,
             execution_id=None,
             response=None,
             duplicates=0,
         )
-        row = {
-            **{column: getattr(delivery, column) for column in INSERTED_COLUMNS},
-            "headers": codec.encode([list(pair) for pair in delivery.headers]),
-        }
         with self.database.transaction(write=True):
-            task_args = None
             if mode == "async":
-                task_args = codec.encode([delivery.id])
-                self.queue.enqueue(
-                    instance.id, webhook.method, task_args, now=now, trigger=webhook.trigger
+                token = self.queue.enqueue(
+                    instance.id,
+                    webhook.method,
+                    codec.encode([delivery.id]),
+                    now=now,
+                    trigger=webhook.trigger,
+                    with_token=True,
                 )
-            self._db.insert_delivery(row, task_args=task_args)
+                delivery = replace(delivery, task_token=token)
+            self._db.insert_delivery(
+                {
+                    **{column: getattr(delivery, column) for column in INSERTED_COLUMNS},
+                    "headers": codec.encode([list(pair) for pair in delivery.headers]),
+                }
+            )
         return delivery
 
     def answer(

@@ -52,7 +52,7 @@ def upgrade() -> None:
         sa.Column("body", sa.LargeBinary, nullable=False),
         sa.Column("mode", sa.Text, nullable=False),
         sa.Column("replay_of", sa.Text, nullable=True),
-        sa.Column("task_id", sa.BigInteger, nullable=True),
+        sa.Column("task_token", sa.Text, nullable=True),
         sa.Column("execution_id", sa.Text, nullable=True),
         sa.Column("response_status", sa.Integer, nullable=True),
         sa.Column("response_headers", sa.LargeBinary, nullable=True),
