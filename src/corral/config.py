@@ -272,7 +272,7 @@ KEYS: tuple[_Key, ...] = (
     _Key("webhooks", "sync_deadline_s", _Number("a number of seconds", 0.001, 86_400, whole=False)),
     _Key("webhooks", "dedupe_window_h", _Number("a number of hours", 0, 8_760, whole=False)),
     _Key("server", "host", _Text("a host name or IP address", lambda s: bool(s) and " " not in s)),
-    _Key("server", "port", _Number("a whole number", 1, 65_535, whole=True)),
+    _Key("server", "port", _Number("a whole number (0: any free port)", 0, 65_535, whole=True)),
     _Key(
         "server",
         "public_url",

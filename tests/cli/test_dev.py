@@ -60,6 +60,8 @@ class Dev:
         self.process = subprocess.Popen(
             [CORRAL, "--db", db, "dev", path],
             cwd=cwd,
+            # Its server on a free port: tests run beside each other and `make run`.
+            env={**os.environ, "CORRAL_SERVER_PORT": "0"},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
