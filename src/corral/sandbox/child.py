@@ -38,6 +38,7 @@ from corral.errors import (
 from corral.sandbox import audit, protocol
 from corral.sdk.agent import Agent, callable_methods
 from corral.sdk.errors import from_wire
+from corral.sdk.webhooks import WebhookRequest, check_wire
 
 # Keep a few compiled agent versions: a warm process serves one instance, and an
 # instance has one version at a time, but a deploy may race an execution.
@@ -93,6 +94,28 @@ def load_agent_class(code: str, digest: str, filename: str) -> type[Agent]:
             f"the agent code must define exactly one Agent (or Twist) class; found {names}"
         )
     return leaves[0]
+
+
+def delivered(kind: str, args: list[Any]) -> list[Any]:
+    """``args`` with the webhook delivery in front (a ``request_wire``) replaced by what
+    the handler gets: the ``WebhookRequest`` (``kind`` "request") or its parsed body
+    ("body"). The body is parsed here, so a ``WebhookBodyError`` is the execution's failure,
+    as any error of the agent's is. A malformed delivery is the host's bug: it fails the
+    execution with a ``ProtocolError`` that says so, and the process serves on.
+    """
+    try:
+        if kind not in ("request", "body"):
+            raise ValueError(f"unknown kind {kind!r}")
+        if not args:
+            raise ValueError("no request in front of the arguments")
+        check_wire(args[0])
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(
+            f"the host sent a malformed webhook delivery ({exc}); this is a bug in Corral, "
+            "not in the agent"
+        ) from None
+    request = WebhookRequest.from_wire(args[0])
+    return [request if kind == "request" else request.body, *args[1:]]
 
 
 def describe(cls: type[Agent], methods: frozenset[str]) -> dict[str, Any]:
@@ -356,7 +379,10 @@ class ChildRuntime(asyncio.Protocol):
                 )
             leftovers = _Leftovers(cls) if spec.get("strict") else None
             agent = cls(self)
-            result = getattr(agent, method)(*codec.decode(spec["args"]))
+            args = codec.decode(spec["args"])
+            if spec.get("delivery") is not None:
+                args = delivered(spec["delivery"], args)
+            result = getattr(agent, method)(*args)
             if inspect.isawaitable(result):
                 result = await result
             payload = codec.encode(result, path="return value")

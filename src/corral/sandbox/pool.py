@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.sandbox.limits import ExecutionResult, Limits
-from corral.sandbox.process import AGENT_FILENAME, SandboxProcess, ToolHandler
+from corral.sandbox.process import AGENT_FILENAME, Delivery, SandboxProcess, ToolHandler
 from corral.sandbox.zygote import Zygote
 
 
@@ -80,12 +80,13 @@ class SandboxPool:
         *,
         on_overrun: Callable[[], None] | None = None,
         filename: str = AGENT_FILENAME,
+        delivery: Delivery | None = None,
     ) -> ExecutionResult:
         """Run one execution in an idle warm process of the instance, starting one if needed.
 
-        ``on_overrun`` and ``filename``: see :meth:`SandboxProcess.execute`; the former
-        may be called before this returns (a process retired at once is closed here) or
-        at any time after.
+        ``on_overrun``, ``filename`` and ``delivery``: see :meth:`SandboxProcess.execute`;
+        ``on_overrun`` may be called before this returns (a process retired at once is
+        closed here) or at any time after.
         """
         entry = await self._checkout(instance, version, limits)
         self.running += 1
@@ -99,6 +100,7 @@ class SandboxPool:
                 strict=self.strict,
                 on_overrun=on_overrun,
                 filename=filename,
+                delivery=delivery,
             )
         except BaseException:
             await self._retire(entry)

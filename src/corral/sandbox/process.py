@@ -23,7 +23,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from corral import codec
 from corral.db import bridge
@@ -51,6 +51,13 @@ ToolHandler = Callable[[str, list[Any]], Any]
 
 It returns the operation's value, or an awaitable of it when the work has to wait
 (a PostgreSQL round trip, an HTTP request); a plain value is answered at once.
+"""
+
+Delivery = Literal["request", "body"]
+"""What a webhook delivery's handler gets as its first argument, which the host passes as
+``corral.sdk.webhooks.request_wire``: the ``WebhookRequest`` ("request"), or only its
+parsed body ("body": a plugin's posted tick). The sandbox builds either, so a body that
+does not parse fails in the agent's execution, where its author sees why.
 """
 
 #: CPU a process may use after it reported its result: the runtime's own bookkeeping
@@ -307,6 +314,7 @@ class SandboxProcess(asyncio.Protocol):
         strict: bool = False,
         on_overrun: Callable[[], None] | None = None,
         filename: str = AGENT_FILENAME,
+        delivery: Delivery | None = None,
     ) -> ExecutionResult:
         """Run ``method(*args)`` of the agent in ``code`` under ``limits``.
 
@@ -319,6 +327,9 @@ class SandboxProcess(asyncio.Protocol):
         go on computing after that (see :data:`AFTER_DONE_CPU_S`), it is killed, the
         returned result is amended in place (outcome ``killed``, the CPU charged) and
         ``on_overrun`` is called, so that a record already written can be corrected.
+
+        ``delivery`` set: ``args[0]`` is a webhook delivery's ``request_wire``, which the
+        sandbox hands the method as a ``WebhookRequest`` or its parsed body (:data:`Delivery`).
         """
         spec = {
             "code": code,
@@ -326,6 +337,7 @@ class SandboxProcess(asyncio.Protocol):
             "method": method,
             "args": codec.encode(args, path="arguments"),
             "strict": strict,
+            "delivery": delivery,
         }
         return await self._run(spec, limits, tools, on_overrun)
 

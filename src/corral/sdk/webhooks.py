@@ -93,7 +93,12 @@ class WebhookRequest:
 
     @classmethod
     def from_wire(cls, wire: Mapping[str, Any]) -> WebhookRequest:
-        """The request ``request_wire`` describes (its body parsed here)."""
+        """The request ``request_wire`` describes (its body parsed here).
+
+        A wire form that ``request_wire`` does not make raises as ``check_wire`` says; a
+        JSON body that does not parse raises ``WebhookBodyError``.
+        """
+        check_wire(wire)
         headers = Headers(tuple(pair) for pair in wire["headers"])
         raw: bytes = wire["body"]
         return cls(
@@ -104,6 +109,48 @@ class WebhookRequest:
             raw_body=raw,
             delivery_id=wire["delivery_id"],
             received_at=datetime.fromtimestamp(wire["received_at"] / 1000, UTC),
+        )
+
+
+_WIRE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "method": str,
+    "headers": (list, tuple),
+    "query": str,
+    "body": bytes,
+    "delivery_id": str,
+    "received_at": int,
+}
+# Any millisecond time a datetime can hold (years 1..9999), checked before converting.
+_MS_RANGE = range(-62_135_596_800_000, 253_402_300_800_000)
+
+
+def check_wire(wire: Mapping[str, Any]) -> None:
+    """Raise ``TypeError`` (``ValueError`` for a time out of range) naming what is wrong
+    unless ``wire`` is what ``request_wire`` makes, rather than a KeyError or
+    AttributeError halfway through building the request that says nothing of where."""
+    if not isinstance(wire, Mapping):
+        raise TypeError(f"a webhook request's wire form is a dict, not {type(wire).__name__}")
+    for name, kind in _WIRE_FIELDS.items():
+        if name not in wire:
+            raise TypeError(f"a webhook request's wire form has no {name!r}")
+        value = wire[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TypeError(
+                f"a webhook request's wire form has {name!r} of type {type(value).__name__}"
+            )
+    for pair in wire["headers"]:
+        if not (
+            isinstance(pair, (list, tuple))
+            and len(pair) == 2
+            and all(isinstance(part, str) for part in pair)
+        ):
+            raise TypeError(
+                f"a webhook request's wire form has a header that is not a [name, value] "
+                f"pair of str: {pair!r:.100}"
+            )
+    if wire["received_at"] not in _MS_RANGE:
+        raise ValueError(
+            f"a webhook request's wire form has 'received_at' out of range: {wire['received_at']}"
         )
 
 
@@ -196,6 +243,7 @@ __all__ = [
     "Params",
     "WebhookRequest",
     "WebhookVerifier",
+    "check_wire",
     "is_json",
     "parse_body",
     "request_wire",
