@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -36,7 +36,7 @@ from corral.errors import WebhookBodyError, WebhookVerificationError
 from corral.runtime.executor import Executor
 from corral.runtime.registry import REMOVED, SUSPENDED, UNINSTALLING, Instance
 from corral.runtime.services import Services
-from corral.runtime.webhooks import Delivery, Webhook
+from corral.runtime.webhooks import Delivery, Webhook, dedupe_key
 from corral.sandbox.limits import Outcome
 from corral.sdk.webhooks import Headers, Params, WebhookRequest, parse_body, verifier_from_spec
 from corral.server.responses import (
@@ -138,7 +138,7 @@ class Intake:
             unparsed: WebhookBodyError | None = None
         except WebhookBodyError as exc:
             parsed, unparsed = body, exc
-        dedupe_key = self._dedupe_key(headers)
+        sender_id = dedupe_key(headers)
         if webhook.verify is not None:
             seen = WebhookRequest(
                 method=method,
@@ -146,7 +146,7 @@ class Intake:
                 params=Params(parse_qsl(query, keep_blank_values=True)),
                 body=parsed,
                 raw_body=body,
-                delivery_id=dedupe_key or "",
+                delivery_id=sender_id or "",
                 received_at=datetime.fromtimestamp(received_at / 1000, UTC),
             )
             try:
@@ -157,15 +157,15 @@ class Intake:
             return SUSPENDED_ANSWER
         if unparsed is not None:
             return error_answer(400, "bad_body", str(unparsed))
-        if dedupe_key is not None and len(dedupe_key) > MAX_DELIVERY_ID:
+        if sender_id is not None and len(sender_id) > MAX_DELIVERY_ID:
             return error_answer(
                 400,
                 "bad_delivery_id",
-                f"the delivery id is {len(dedupe_key)} characters long; at most "
+                f"the delivery id is {len(sender_id)} characters long; at most "
                 f"{MAX_DELIVERY_ID} are taken",
             )
-        if dedupe_key is not None:
-            repeat = await self._repeat(webhook, dedupe_key, received_at)
+        if sender_id is not None:
+            repeat = await self._repeat(webhook, sender_id, received_at)
             if repeat is not None:
                 return repeat
         delivery = await self.database.call(
@@ -176,7 +176,7 @@ class Intake:
             headers=headers,
             query=query,
             body=body,
-            dedupe_key=dedupe_key,
+            dedupe_key=sender_id,
             now=received_at,
         )
         if webhook.mode != "sync":
@@ -185,31 +185,20 @@ class Intake:
             return _queued(delivery.id)
         return await self._run(webhook, instance, delivery)
 
-    def _dedupe_key(self, headers: Sequence[tuple[str, str]]) -> str | None:
-        """The sender's delivery id: the first of the configured headers present."""
-        by_name = {}
-        for name, value in headers:
-            by_name.setdefault(name.lower(), value)
-        for name in self.config.dedupe_headers:
-            value = by_name.get(name.lower())
-            if value:
-                return value
-        return None
-
-    async def _repeat(self, webhook: Webhook, dedupe_key: str, now: int) -> Answer | None:
+    async def _repeat(self, webhook: Webhook, sender_id: str, now: int) -> Answer | None:
         """The first answer again, for a delivery id seen within the window; None to
         take the delivery as new."""
         since = now - math.floor(self.config.dedupe_window_h * 3600 * 1000)
         first: Delivery | None = await self.database.call(
-            self.webhooks.find_duplicate, webhook.id, dedupe_key, since
+            self.webhooks.find_duplicate, webhook.id, sender_id, since
         )
         if first is None:
             return None
         if first.mode != "sync":
             return _queued(first.id, duplicate=True)
         if first.response is not None:
-            status, headers, body = first.response
-            return Answer(status, tuple((n, v) for n, v in headers), body)
+            said = first.response
+            return Answer(said.status, tuple((n, v) for n, v in said.headers), said.body)
         stale_ms = STALE_RUNS * self.config.sync_deadline_s * 1000
         if now - first.received_at > stale_ms:
             return None  # its server stopped mid-run: run it again
