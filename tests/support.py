@@ -103,6 +103,8 @@ TABLES = (
     "callbacks",
     "executions",
     "logs",
+    "webhooks",
+    "deliveries",
 )
 
 

@@ -10,7 +10,9 @@
     │   ├── UnknownAgent                     no agent of that name is deployed
     │   ├── UnknownInstance                  no instance has that id
     │   ├── UnknownTask                      no task has that id
-    │   └── UnknownCallback                  no callback has that token
+    │   ├── UnknownCallback                  no callback has that token
+    │   ├── UnknownWebhook                   no webhook has that id, token or URL
+    │   └── UnknownDelivery                  no delivery has that id
     ├── AgentCodeError (ValueError)      an agent's code cannot be deployed or run as written
     │   ├── AgentDefinitionError   [agent]   no Agent class, several, or a syntax error
     │   ├── DeclarationError                 its class, methods or tick are malformed
@@ -23,6 +25,7 @@
     │   ├── UnknownMethod          [agent]   the agent has no such method
     │   ├── ResultTooLarge         [agent]   a return value over the size a record keeps
     │   ├── NeedsWorker (RuntimeError)       `corral exec` was asked to queue a task
+    │   ├── NeedsServer (RuntimeError)       `corral exec` was asked to make a webhook
     │   └── FetchError (ConnectionError) [agent]  a fetch got no complete response
     │       ├── FetchTimeout (TimeoutError) [agent]
     │       └── ResponseTooLarge   [agent]
@@ -102,6 +105,14 @@ class UnknownCallback(NotFound):
     """The token names no callback of this instance (deleted, or never made)."""
 
 
+class UnknownWebhook(NotFound):
+    """No webhook has that id, token or URL (never made, or gone past retention)."""
+
+
+class UnknownDelivery(NotFound):
+    """No delivery has that id (never received, or gone past retention)."""
+
+
 # -- agent code -------------------------------------------------------------------------
 
 
@@ -177,6 +188,11 @@ class ResultTooLarge(ExecutionError):
 class NeedsWorker(ExecutionError, RuntimeError):
     """``corral exec`` was asked to queue a task, which only a worker would run; the
     agent sees a ``RuntimeError`` that says to run it under ``corral dev``."""
+
+
+class NeedsServer(ExecutionError, RuntimeError):
+    """``corral exec`` was asked to make a webhook, which only a server would receive;
+    the agent sees a ``RuntimeError`` that says to run it under ``corral dev``."""
 
 
 class FetchError(ExecutionError, ConnectionError):

@@ -1,4 +1,4 @@
-"""What one instance may keep: its store's size, its pending tasks, its callbacks.
+"""What one instance may keep: its store's size, its pending tasks, callbacks, webhooks.
 
 Limits (:mod:`corral.sandbox.limits`) bound one execution; quotas bound what an
 instance accumulates across all of them, which nothing else does: an execution
@@ -38,8 +38,8 @@ class Quotas:
     pending_tasks: int = 1_000
     #: Callbacks the instance has made and not deleted.
     callbacks: int = 1_000
-    #: Webhooks the instance has made and not deleted. Webhooks (SPEC §1.3) are not
-    #: built yet: this is held for them, and checked where one is created.
+    #: Webhooks the instance has made and not deleted (a plugin's tick endpoint,
+    #: the platform's, is not counted).
     webhooks: int = 100
 
     def __post_init__(self) -> None:
@@ -96,6 +96,15 @@ def callbacks_exceeded(quotas: Quotas, made: int) -> QuotaExceeded:
     return QuotaExceeded(
         f"this instance has {made:,} callbacks, and its quota is {quotas.callbacks:,}: "
         "delete those it no longer needs (delete_callback) before making more "
+        "(nothing was made)"
+    )
+
+
+def webhooks_exceeded(quotas: Quotas, made: int) -> QuotaExceeded:
+    """The error for a new webhook when the instance already has ``made``."""
+    return QuotaExceeded(
+        f"this instance has {made:,} webhooks, and its quota is {quotas.webhooks:,}: "
+        "delete those it no longer needs (delete_webhook) before making more "
         "(nothing was made)"
     )
 

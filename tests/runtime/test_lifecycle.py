@@ -44,8 +44,10 @@ COMMAND = textwrap.dedent(
     import os
     import sys
 
+    from corral.config import RuntimeConfig
     from corral.db.raw import open_database
     from corral.runtime.registry import Registry
+    from corral.runtime.webhooks import Webhooks
     from corral.tasks.queue import TaskQueue
 
     url, command = sys.argv[1], sys.argv[2]
@@ -59,7 +61,7 @@ COMMAND = textwrap.dedent(
 
 
     queue.enqueue = die
-    registry = Registry(database, queue)
+    registry = Registry(database, queue, Webhooks(database, queue, RuntimeConfig()))
     if command == "install":
         registry.install(argument, priority="default", config={{}}, now=now)
     elif command == "deploy":

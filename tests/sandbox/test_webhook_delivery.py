@@ -20,10 +20,11 @@ from corral.sandbox.process import Delivery
 from corral.sandbox.zygote import Zygote
 from corral.sdk.webhooks import request_wire
 from corral.state import open_store
+from corral.webhooks import GitHubSignature
 
 AGENT = """
-from corral.sdk import Agent
-from corral.sdk.webhooks import WebhookRequest
+from corral import Agent
+from corral.webhooks import GitHubSignature, WebhookRequest, WebhookVerificationError
 
 class Hooks(Agent):
     async def on_hook(self, request, label="none"):
@@ -44,6 +45,13 @@ class Hooks(Agent):
 
     def tick(self, payload):
         return {"payload": payload}
+
+    def check(self, request, secret):
+        try:
+            GitHubSignature(secret).verify(request)
+        except WebhookVerificationError as exc:
+            return str(exc)
+        return "genuine"
 """
 
 RECEIVED_MS = 1_765_000_000_123
@@ -116,6 +124,20 @@ async def test_raw_body_is_byte_exact_and_a_non_utf8_body_stays_bytes(pool: Sand
     result = await deliver(pool, "on_hook", [wire(text, "text/plain")], "request")
     assert result.result["body"] == " héllo\n"
     assert result.result["raw"] == text
+
+
+async def test_agent_code_verifies_a_signature_itself_with_corral_webhooks(
+    pool: SandboxPool,
+) -> None:
+    body = b'{"zen": "Keep it logically awesome."}'
+    signed = wire(body) | {"headers": [["X-Hub-Signature-256", GitHubSignature("s3").sign(body)]]}
+    result = await deliver(pool, "check", [signed, "s3"], "request")
+    assert result.result == "genuine"
+    result = await deliver(pool, "check", [signed, "not-s3"], "request")
+    assert result.result == (
+        "the X-Hub-Signature-256 signature does not match: the body was changed, or the "
+        "webhook's secret is not the one set in GitHub"
+    )
 
 
 async def test_a_plugin_tick_gets_the_parsed_body(pool: SandboxPool) -> None:

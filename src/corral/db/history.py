@@ -29,6 +29,7 @@ EXECUTION_FIELDS = (
     "peak_rss_bytes",
     "duration_ms",
     "started_at",
+    "delivery_id",
 )
 #: A log line's columns: ``execution_id`` is None for the platform's own lines.
 LINE_FIELDS = ("instance", "execution_id", "at", "level", "line")
@@ -122,7 +123,8 @@ class HistoryDatabase:
             rows = self.database.execute(
                 cur,
                 "SELECT id, instance, method, trigger, outcome, result, error, requests_used, "
-                f"cpu_ms, peak_rss_bytes, duration_ms, started_at, version FROM executions {where} "
+                "cpu_ms, peak_rss_bytes, duration_ms, started_at, version, delivery_id "
+                f"FROM executions {where} "
                 "ORDER BY started_at DESC, id LIMIT :limit",
                 {"instance": instance, "limit": limit},
             ).fetchall()

@@ -43,6 +43,7 @@ def record_rows(records: Sequence[Recorded]) -> tuple[list[Row], list[Row]]:
             r.peak_rss_bytes,
             r.duration_ms,
             started,
+            record.delivery_id,
         )
         rows.append(dict(zip(EXECUTION_FIELDS, values, strict=True)))
         failure = r.failure_line
@@ -129,6 +130,7 @@ class History:
                 "started_at": datetime.fromtimestamp(row[11] / 1000, UTC).isoformat(),
                 "version": row[12],
                 "logs": logs[row[0]],
+                "delivery_id": row[13],
             }
             for row in rows
         ]

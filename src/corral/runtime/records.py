@@ -21,6 +21,8 @@ class ExecutionRecord:
     result: ExecutionResult
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: The webhook delivery that caused it, if one did.
+    delivery_id: str | None = None
 
     def to_json(self) -> dict[str, JsonValue]:
         r = self.result
@@ -39,6 +41,7 @@ class ExecutionRecord:
             "duration_ms": round(r.duration_ms, 3),
             "started_at": self.started_at.isoformat(),
             "logs": [{"level": level, "line": line} for level, line in r.logs],
+            "delivery_id": self.delivery_id,
         }
 
 

@@ -12,7 +12,7 @@ import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral import codec
 from corral.db.raw import Database
@@ -20,6 +20,9 @@ from corral.db.registry import ACTIVE, REMOVED, SUSPENDED, UNINSTALLING, Registr
 from corral.errors import UnknownAgent, UnknownInstance
 from corral.runtime.declared import tick_ms
 from corral.tasks.queue import NO_ARGS, TaskQueue
+
+if TYPE_CHECKING:
+    from corral.runtime.webhooks import Webhooks
 
 __all__ = [
     "ACTIVE",
@@ -68,13 +71,18 @@ class Deployed:
     upgraded: list[str]
 
 
+#: The method a plugin's ticks run, timed or posted.
+TICK_METHOD = "on_tick"
+
+
 class Registry:
     """Deploy, install and uninstall, each one transaction with the lifecycle tasks it
     queues: a crash anywhere leaves either all of it or none of it."""
 
-    def __init__(self, database: Database, queue: TaskQueue) -> None:
+    def __init__(self, database: Database, queue: TaskQueue, webhooks: Webhooks) -> None:
         self.database = database
         self.queue = queue
+        self.webhooks = webhooks
         self._db = RegistryDatabase(database)
         self._versions: dict[tuple[str, int], Version] = {}  # immutable once written
 
@@ -107,8 +115,9 @@ class Registry:
 
     def install(self, agent: str, *, priority: str, config: dict[str, Any], now: int) -> Instance:
         """A new instance of the agent's current version, and its ``activate`` task (and
-        a plugin's tick schedule): one commit."""
-        tick = tick_ms(self.current_version(agent).description)  # the agent must exist
+        a plugin's tick schedule and tick endpoint): one commit."""
+        description = self.current_version(agent).description  # the agent must exist
+        tick = tick_ms(description)
         instance = Instance(
             f"{agent}-{secrets.token_hex(4)}", agent, priority, ACTIVE, None, config, now
         )
@@ -123,23 +132,37 @@ class Registry:
                 self.queue.schedule_recurring(
                     instance.id,
                     "corral:tick",
-                    "on_tick",
+                    TICK_METHOD,
                     NO_ARGS,
                     interval_ms=tick,
                     first_run_at=now + tick,
                     now=now,
                     trigger="tick",
                 )
+            if TICK_METHOD in description.get("methods", ()):
+                # A plugin: ticks may also be posted to its endpoint (corral webhooks).
+                self.webhooks.create(
+                    instance.id,
+                    TICK_METHOD,
+                    NO_ARGS,
+                    mode="async",
+                    verify=None,
+                    max_body_bytes=None,
+                    now=now,
+                    quotas=None,
+                    kind="tick",
+                )
         return instance
 
     def uninstall(self, instance_id: str, *, now: int) -> None:
-        """Stop the instance's work and queue ``deactivate``, one commit; cleanup
-        follows it (``Executor``)."""
+        """Stop the instance's work, tombstone its webhooks (their URLs answer 410) and
+        queue ``deactivate``, one commit; cleanup follows it (``Executor``)."""
         with self.database.transaction(write=True):
             instance = self.instance(instance_id)
             if instance.status in (UNINSTALLING, REMOVED):
                 return
             self.set_status(instance_id, UNINSTALLING, "uninstall requested")
+            self.webhooks.delete_all(instance_id, now=now)
             self.queue.enqueue(instance_id, "deactivate", NO_ARGS, now=now, trigger="lifecycle")
 
     def remove(self, instance_id: str) -> None:
@@ -153,10 +176,12 @@ class Registry:
         row = self._db.instance(instance_id)
         if row is None:
             raise UnknownInstance(f"there is no instance {instance_id!r} (see corral instances)")
-        return _instance(row)
+        return instance_from_row(row)
 
     def instances(self, *, include_removed: bool = False) -> list[Instance]:
-        return [_instance(row) for row in self._db.instances(include_removed=include_removed)]
+        return [
+            instance_from_row(row) for row in self._db.instances(include_removed=include_removed)
+        ]
 
     def current_version(self, agent: str) -> Version:
         number = self._db.current_version_number(agent)
@@ -179,7 +204,7 @@ class Registry:
     def for_execution_row(self, row: Sequence[Any]) -> tuple[str, tuple[Instance, Version]]:
         """An instance and its version from the values of ``EXECUTION_COLUMNS``, as every
         lease reads them with its task (``TaskQueue.claim``)."""
-        instance = _instance(row[:8])
+        instance = instance_from_row(row[:8])
         return instance.id, (instance, self.version(instance.agent, row[8]))
 
     def agents(self) -> list[tuple[str, int, int]]:
@@ -187,5 +212,6 @@ class Registry:
         return self._db.agents()
 
 
-def _instance(row: Any) -> Instance:
+def instance_from_row(row: Any) -> Instance:
+    """An instance from the values of ``INSTANCE_COLUMNS``."""
     return Instance(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7])

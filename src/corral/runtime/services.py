@@ -20,6 +20,7 @@ from corral.runtime.describe import describe_code
 from corral.runtime.history import History
 from corral.runtime.network.fetch import Fetcher
 from corral.runtime.registry import Registry
+from corral.runtime.webhooks import Webhooks
 from corral.sandbox.process import AGENT_FILENAME
 from corral.sandbox.zygote import Zygote
 from corral.state import Sweeper
@@ -50,7 +51,8 @@ class Services:
             backoff=config.retries.backoff,
         )
         self.callbacks = Callbacks(self.database)
-        self.registry = Registry(self.database, self.queue)
+        self.webhooks = Webhooks(self.database, self.queue, config)
+        self.registry = Registry(self.database, self.queue, self.webhooks)
         self.history = History(self.database)
         self._fetcher = fetcher
 

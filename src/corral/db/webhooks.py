@@ -1,0 +1,241 @@
+"""The webhooks' statements: webhooks, their deliveries, and what the log derives.
+
+Both backends run the same SQL here. Rows come back in the order of
+``WEBHOOK_COLUMNS`` and ``DELIVERY_COLUMNS``; ``corral.runtime.webhooks`` makes
+them into ``Webhook`` and ``Delivery``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from corral.db.quota import count_before_insert
+from corral.db.raw import Database
+from corral.db.registry import INSTANCE_COLUMNS
+
+WEBHOOK_COLUMNS = (
+    "id",
+    "token",
+    "instance",
+    "method",
+    "args",
+    "mode",
+    "kind",
+    "verify",
+    "max_body_bytes",
+    "created_at",
+    "deleted_at",
+)
+DELIVERY_COLUMNS = (
+    "id",
+    "webhook_id",
+    "instance",
+    "dedupe_key",
+    "received_at",
+    "method",
+    "query",
+    "headers",
+    "body",
+    "mode",
+    "replay_of",
+    "task_id",
+    "execution_id",
+    "response_status",
+    "response_headers",
+    "response_body",
+    "answered_at",
+    "duplicates",
+)
+#: What a delivery is inserted with: the rest is NULL (or 0) until it is answered.
+_INSERTED = DELIVERY_COLUMNS[:11]
+
+#: The webhooks an agent made itself: what its quota counts and its tools see.
+_AGENTS_LIVE = "instance = :instance AND kind = 'webhook' AND deleted_at IS NULL"
+
+_SELECT_WEBHOOK = f"SELECT {', '.join(WEBHOOK_COLUMNS)} FROM webhooks"
+_SELECT_DELIVERY = f"SELECT {', '.join(DELIVERY_COLUMNS)} FROM deliveries"
+
+Row = Sequence[Any]
+
+
+class WebhookDatabase:
+    """Named operations on the webhooks and deliveries tables."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    # -- webhooks ---------------------------------------------------------------------
+
+    def count_live(self, instance: str, limit: int) -> int:
+        """The instance's own live webhooks, inside the caller's write transaction before
+        it adds one (``count_before_insert``)."""
+        with self.database.transaction(write=True) as cur:
+            return count_before_insert(
+                self.database, cur, "webhooks", _AGENTS_LIVE, {"instance": instance}, limit
+            )
+
+    def insert(self, row: dict[str, Any]) -> None:
+        with self.database.transaction(write=True) as cur:
+            self.database.execute(
+                cur,
+                f"INSERT INTO webhooks ({', '.join(WEBHOOK_COLUMNS)}) "
+                f"VALUES ({', '.join(':' + column for column in WEBHOOK_COLUMNS)})",
+                row,
+            )
+
+    def tombstone(self, instance: str, token: str, *, now: int) -> None:
+        """One of the instance's own webhooks answers 410 from now on."""
+        self.database.write(
+            f"UPDATE webhooks SET deleted_at = :now WHERE {_AGENTS_LIVE} AND token = :token",
+            {"instance": instance, "token": token, "now": now},
+        )
+
+    def tombstone_all(self, instance: str, *, now: int) -> None:
+        """Every webhook of the instance, its tick endpoint too (an uninstall)."""
+        self.database.write(
+            "UPDATE webhooks SET deleted_at = :now WHERE instance = :instance "
+            "AND deleted_at IS NULL",
+            {"instance": instance, "now": now},
+        )
+
+    def agents_live(self, instance: str) -> list[Row]:
+        """The instance's own live webhooks, oldest first."""
+        return self.database.fetch_all(
+            f"{_SELECT_WEBHOOK} WHERE {_AGENTS_LIVE} ORDER BY created_at, id",
+            {"instance": instance},
+        )
+
+    def live(self, instance: str | None) -> list[Row]:
+        """Every live webhook (tick endpoints too), of one instance or all, oldest first."""
+        where = "deleted_at IS NULL" + ("" if instance is None else " AND instance = :instance")
+        return self.database.fetch_all(
+            f"{_SELECT_WEBHOOK} WHERE {where} ORDER BY created_at, id", {"instance": instance}
+        )
+
+    def by_token(self, token: str) -> tuple[Row, Row] | None:
+        """The webhook with this token and its instance's ``INSTANCE_COLUMNS``, or None."""
+        row = self.database.fetch_one(
+            f"SELECT {', '.join('w.' + c for c in WEBHOOK_COLUMNS)}, "
+            f"{', '.join('i.' + c for c in INSTANCE_COLUMNS)} "
+            "FROM webhooks w JOIN instances i ON i.id = w.instance WHERE w.token = :token",
+            {"token": token},
+        )
+        if row is None:
+            return None
+        split = len(WEBHOOK_COLUMNS)
+        return row[:split], row[split:]
+
+    def by_id_or_token(self, ref: str) -> Row | None:
+        row: Row | None = self.database.fetch_one(
+            f"{_SELECT_WEBHOOK} WHERE id = :ref OR token = :ref", {"ref": ref}
+        )
+        return row
+
+    # -- deliveries -------------------------------------------------------------------
+
+    def find_duplicate(self, webhook_id: str, dedupe_key: str, since: int) -> Row | None:
+        """The first delivery to the webhook with this key received at ``since`` or
+        later, counted as repeated once more; None if there is none. Its
+        ``duplicates`` is read before the count: the caller adds the one."""
+        with self.database.transaction(write=True) as cur:
+            row: Row | None = self.database.execute(
+                cur,
+                f"{_SELECT_DELIVERY} WHERE webhook_id = :webhook AND dedupe_key = :key "
+                "AND received_at >= :since ORDER BY received_at, id LIMIT 1",
+                {"webhook": webhook_id, "key": dedupe_key, "since": since},
+            ).fetchone()
+            if row is not None:
+                self.database.execute(
+                    cur,
+                    "UPDATE deliveries SET duplicates = duplicates + 1 WHERE id = :id",
+                    {"id": row[0]},
+                )
+        return row
+
+    def insert_delivery(self, row: dict[str, Any], *, task_args: bytes | None) -> None:
+        """A delivery as received. ``task_args``: the arguments of the task just queued
+        for it in this transaction, which are its alone (they name the delivery), so
+        the row takes that task's id without waiting for the insert's answer."""
+        columns = ", ".join(_INSERTED)
+        values = ", ".join(":" + column for column in _INSERTED)
+        task = "NULL"
+        if task_args is not None:
+            task = "(SELECT max(id) FROM tasks WHERE instance = :instance AND args = :task_args)"
+        with self.database.transaction(write=True) as cur:
+            self.database.execute(
+                cur,
+                f"INSERT INTO deliveries ({columns}, task_id) VALUES ({values}, {task})",
+                {**row, "task_args": task_args},
+            )
+
+    def delivery(self, delivery_id: str) -> tuple[Row, bytes] | None:
+        """The delivery's ``DELIVERY_COLUMNS`` and its webhook's extra arguments, or None
+        (either gone)."""
+        row = self.database.fetch_one(
+            f"SELECT {', '.join('d.' + c for c in DELIVERY_COLUMNS)}, w.args FROM deliveries d "
+            "JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = :id",
+            {"id": delivery_id},
+        )
+        return None if row is None else (row[:-1], bytes(row[-1]))
+
+    def answer(
+        self,
+        delivery_id: str,
+        *,
+        execution_id: str | None,
+        status: int,
+        headers: bytes,
+        body: bytes,
+        now: int,
+    ) -> None:
+        with self.database.transaction(write=True) as cur:
+            self.database.execute(
+                cur,
+                "UPDATE deliveries SET execution_id = :execution, response_status = :status, "
+                "response_headers = :headers, response_body = :body, answered_at = :now "
+                "WHERE id = :id",
+                {
+                    "id": delivery_id,
+                    "execution": execution_id,
+                    "status": status,
+                    "headers": headers,
+                    "body": body,
+                    "now": now,
+                },
+            )
+
+    def deliveries(self, webhook_id: str, *, limit: int) -> list[Row]:
+        """The webhook's newest deliveries first: ``DELIVERY_COLUMNS`` and the state of
+        the task queued for each (None once it is gone, or for a sync one)."""
+        return self.database.fetch_all(
+            f"SELECT {', '.join('d.' + c for c in DELIVERY_COLUMNS)}, t.state "
+            "FROM deliveries d LEFT JOIN tasks t ON t.id = d.task_id "
+            "WHERE d.webhook_id = :webhook ORDER BY d.received_at DESC, d.id LIMIT :limit",
+            {"webhook": webhook_id, "limit": limit},
+        )
+
+    def executions(self, delivery_ids: Sequence[str]) -> list[Row]:
+        """(delivery id, execution id, outcome, started_at, duration_ms) of every
+        execution these deliveries caused, oldest first."""
+        if not delivery_ids:
+            return []
+        placeholders = ", ".join(f":d{n}" for n in range(len(delivery_ids)))
+        return self.database.fetch_all(
+            "SELECT delivery_id, id, outcome, started_at, duration_ms FROM executions "
+            f"WHERE delivery_id IN ({placeholders}) ORDER BY started_at, id",
+            {f"d{n}": delivery for n, delivery in enumerate(delivery_ids)},
+        )
+
+    def purge(self, before: int) -> int:
+        """Deliveries received, and tombstones made, before ``before``: gone. Running
+        it twice at once deletes nothing twice. Returns how many deliveries went."""
+        with self.database.transaction(write=True) as cur:
+            self.database.execute(
+                cur, "DELETE FROM deliveries WHERE received_at < :before", {"before": before}
+            )
+            purged = self.database.rows_touched(cur)
+            self.database.execute(
+                cur, "DELETE FROM webhooks WHERE deleted_at < :before", {"before": before}
+            )
+        return purged

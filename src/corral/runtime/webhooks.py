@@ -1,0 +1,476 @@
+"""Webhooks: URLs that turn an HTTP request into an execution of an instance's method.
+
+A webhook belongs to its instance; its token is the capability (whoever holds the
+URL can deliver). Every delivery is stored as received before it is answered:
+an async one with its task in the same transaction, so a 202 always means a task
+that will run; a sync one alone, then its answer with its execution's record, so
+a repeat gets the same answer. The delivery log derives each delivery's status,
+latency and execution from the executions it caused (``executions.delivery_id``)
+and its task, at read time: nothing is kept twice.
+
+Methods here are synchronous database work: async callers (the server, the
+tools) run them through ``Database.call`` so that what is answered has been
+committed durably first.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from corral import codec
+from corral.config import RuntimeConfig
+from corral.db.history import HistoryDatabase
+from corral.db.raw import Database
+from corral.db.webhooks import DELIVERY_COLUMNS, WEBHOOK_COLUMNS, WebhookDatabase
+from corral.errors import UnknownDelivery, UnknownWebhook
+from corral.quotas import Quotas, webhooks_exceeded
+from corral.runtime.history import record_rows
+from corral.runtime.records import ExecutionRecord
+from corral.runtime.registry import Instance, instance_from_row
+from corral.sdk.webhooks import request_wire, verifier_from_spec
+from corral.tasks.queue import ClaimedTask, TaskQueue
+
+MODES = ("async", "sync")
+#: Where the delivery log lists a webhook's deliveries: newest first, this many at most.
+MAX_LISTED = 1000
+#: The headers a sender's delivery id is read from, the first present (SPEC §1.3).
+DEDUPE_HEADERS = ("webhook-id", "svix-id", "x-github-delivery", "idempotency-key")
+#: What a delivery task carries: the delivery's id, alone.
+DELIVERY_PREFIX = "dl_"
+
+Kind = Literal["webhook", "tick"]
+
+
+@dataclass(frozen=True)
+class Webhook:
+    id: str
+    token: str
+    instance: str
+    #: The method a delivery runs (a callback's, resolved when the webhook was made).
+    method: str
+    #: Encoded list of extra arguments, given after the request.
+    args: bytes
+    mode: str
+    kind: str
+    #: ``verifier.spec()`` of the verifier intake checks, or None.
+    verify: dict[str, Any] | None
+    max_body_bytes: int | None
+    created_at: int
+    #: When it was deleted (its URL answers 410), or None while it is live.
+    deleted_at: int | None
+
+    def url(self, public_url: str) -> str:
+        return f"{public_url.rstrip('/')}/hooks/{self.token}"
+
+    @property
+    def trigger(self) -> str:
+        """The trigger of the executions its deliveries cause."""
+        return "tick" if self.kind == "tick" else "webhook"
+
+
+@dataclass(frozen=True)
+class Response:
+    """What a sync delivery's sender was answered: repeated to its duplicates."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: str
+    webhook_id: str
+    instance: str
+    #: The sender's delivery id, when it gave one (``DEDUPE_HEADERS``).
+    dedupe_key: str | None
+    received_at: int
+    method: str
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    mode: str
+    replay_of: str | None
+    task_id: int | None
+    execution_id: str | None
+    response: Response | None
+    #: Repeats answered from this delivery.
+    duplicates: int
+    answered_at: int | None = None
+
+    @property
+    def delivery_id(self) -> str:
+        """The id its handler sees: the sender's when given, else Corral's."""
+        return self.dedupe_key or self.id
+
+    def request_wire(self) -> dict[str, Any]:
+        """What crosses into the sandbox for it (``WebhookRequest.from_wire``)."""
+        return request_wire(
+            method=self.method,
+            headers=self.headers,
+            query=self.query,
+            body=self.body,
+            delivery_id=self.delivery_id,
+            received_at_ms=self.received_at,
+        )
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    """One line of the delivery log."""
+
+    delivery: Delivery
+    #: ``queued``, ``running``, ``dead``, ``cancelled``, ``not_run``, or the outcome of its
+    #: latest execution (``ok``, ``error``, ``timeout``...).
+    status: str
+    #: Received to answered (sync), or to the end of its latest execution (async).
+    latency_ms: float | None
+    #: Its latest execution's id.
+    execution: str | None
+
+
+def dedupe_key(
+    headers: Iterable[tuple[str, str]], names: Sequence[str] = DEDUPE_HEADERS
+) -> str | None:
+    """The sender's delivery id: the value of the first of ``names`` present."""
+    values: dict[str, str] = {}
+    for name, value in headers:
+        values.setdefault(name.lower(), value)
+    return next((values[name.lower()] for name in names if values.get(name.lower())), None)
+
+
+def delivery_of(task: ClaimedTask) -> str | None:
+    """The delivery a task runs for: a webhook's, or a tick's posted to its endpoint
+    (a timer tick carries no arguments)."""
+    if task.trigger not in ("webhook", "tick"):
+        return None
+    args = codec.decode(task.args)
+    if len(args) == 1 and isinstance(args[0], str) and args[0].startswith(DELIVERY_PREFIX):
+        return args[0]
+    return None
+
+
+def token_of(url_or_token: str) -> str:
+    """The token of a webhook URL (``…/hooks/<token>``), or the token itself."""
+    _, found, after = url_or_token.rpartition("/hooks/")
+    token = after if found else url_or_token
+    return token.split("?", 1)[0].split("#", 1)[0].strip("/")
+
+
+class Webhooks:
+    """Webhooks and deliveries, for agents' tools, the server's intake and operators."""
+
+    def __init__(self, database: Database, queue: TaskQueue, config: RuntimeConfig) -> None:
+        self.database = database
+        self.queue = queue
+        self.config = config
+        self._db = WebhookDatabase(database)
+        self._history = HistoryDatabase(database)
+
+    @property
+    def public_url(self) -> str:
+        """The base every webhook URL is given out under."""
+        return self.config.server.effective_public_url
+
+    # -- for the tools ----------------------------------------------------------------
+
+    def create(
+        self,
+        instance: str,
+        method: str,
+        args: bytes,
+        *,
+        mode: str,
+        verify: dict[str, Any] | None,
+        max_body_bytes: int | None,
+        now: int,
+        quotas: Quotas | None,
+        kind: Kind = "webhook",
+    ) -> Webhook:
+        """A new webhook of the instance; ``ValueError`` naming what is wrong with a
+        mode, verifier or body cap, ``QuotaExceeded`` over the instance's quota (with
+        ``quotas``; the platform's tick endpoint is not counted)."""
+        self._check(mode, verify, max_body_bytes)
+        webhook = Webhook(
+            id="wh_" + secrets.token_urlsafe(9),
+            token=secrets.token_urlsafe(32),
+            instance=instance,
+            method=method,
+            args=args,
+            mode=mode,
+            kind=kind,
+            verify=verify,
+            max_body_bytes=max_body_bytes,
+            created_at=now,
+            deleted_at=None,
+        )
+        row = {
+            **{column: getattr(webhook, column) for column in WEBHOOK_COLUMNS},
+            "verify": None if verify is None else json.dumps(verify),
+        }
+        with self.database.transaction(write=True):
+            if quotas is not None:
+                made = self._db.count_live(instance, quotas.webhooks)
+                if made >= quotas.webhooks:
+                    raise webhooks_exceeded(quotas, made)
+            self._db.insert(row)
+        return webhook
+
+    def _check(self, mode: str, verify: dict[str, Any] | None, max_body_bytes: int | None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"a webhook's mode is 'async' or 'sync', got {mode!r}")
+        ceiling = self.config.webhooks.max_body_bytes
+        if max_body_bytes is not None and (
+            type(max_body_bytes) is not int or not 1 <= max_body_bytes <= ceiling
+        ):
+            raise ValueError(
+                f"max_body_bytes must be a whole number from 1 to {ceiling:,} (the server's "
+                f"maximum, [webhooks] max_body_bytes), or None, got {max_body_bytes!r}"
+            )
+        if verify is not None:
+            if not isinstance(verify, dict):
+                raise ValueError(
+                    "verify must be a verifier from corral.webhooks (StandardWebhooks, "
+                    f"GitHubSignature, StripeSignature), got {type(verify).__name__}"
+                )
+            verifier_from_spec(verify)  # ValueError for a spec no verifier gives
+
+    def delete(self, instance: str, url_or_token: str, *, now: int) -> None:
+        """Tombstone one of the instance's webhooks (its URL answers 410); one it does
+        not have is no error."""
+        self._db.tombstone(instance, token_of(url_or_token), now=now)
+
+    def list(self, instance: str) -> list[Webhook]:
+        """The instance's own live webhooks (not its tick endpoint), oldest first."""
+        return [_webhook(row) for row in self._db.agents_live(instance)]
+
+    def delete_all(self, instance: str, *, now: int) -> None:
+        """Tombstone every webhook of the instance (an uninstall), in the caller's
+        transaction."""
+        self._db.tombstone_all(instance, now=now)
+
+    # -- for intake -------------------------------------------------------------------
+
+    def lookup(self, token: str) -> tuple[Webhook, Instance] | None:
+        """The webhook with this token (live or a tombstone) and its instance."""
+        found = self._db.by_token(token)
+        if found is None:
+            return None
+        webhook, instance = found
+        return _webhook(webhook), instance_from_row(instance)
+
+    def find_duplicate(self, webhook_id: str, dedupe_key: str, since_ms: int) -> Delivery | None:
+        """The first delivery to the webhook with this sender's id received since
+        ``since_ms``, counted as repeated once more; None if there is none."""
+        row = self._db.find_duplicate(webhook_id, dedupe_key, since_ms)
+        if row is None:
+            return None
+        first = _delivery(row)
+        return replace(first, duplicates=first.duplicates + 1)
+
+    def accept(
+        self,
+        webhook: Webhook,
+        instance: Instance,
+        *,
+        method: str,
+        headers: Sequence[tuple[str, str]],
+        query: str,
+        body: bytes,
+        dedupe_key: str | None,
+        now: int,
+        replay_of: str | None = None,
+        mode: str | None = None,
+    ) -> Delivery:
+        """Store a delivery as received. Async: with its task, one transaction. Sync:
+        alone, waiting for ``answer``. ``mode``: the webhook's unless given (a replay
+        is always queued)."""
+        mode = mode or webhook.mode
+        delivery = Delivery(
+            id=DELIVERY_PREFIX + secrets.token_urlsafe(12),
+            webhook_id=webhook.id,
+            instance=instance.id,
+            dedupe_key=dedupe_key,
+            received_at=now,
+            method=method,
+            query=query,
+            headers=[(str(name), str(value)) for name, value in headers],
+            body=bytes(body),
+            mode=mode,
+            replay_of=replay_of,
+            task_id=None,
+            execution_id=None,
+            response=None,
+            duplicates=0,
+        )
+        row = {
+            **{column: getattr(delivery, column) for column in DELIVERY_COLUMNS[:11]},
+            "headers": codec.encode([list(pair) for pair in delivery.headers]),
+        }
+        with self.database.transaction(write=True):
+            task_args = None
+            if mode == "async":
+                task_args = codec.encode([delivery.id])
+                self.queue.enqueue(
+                    instance.id, webhook.method, task_args, now=now, trigger=webhook.trigger
+                )
+            self._db.insert_delivery(row, task_args=task_args)
+        return delivery
+
+    def answer(
+        self,
+        delivery_id: str,
+        record: ExecutionRecord | None,
+        version: int | None,
+        status: int,
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+        now: int,
+    ) -> None:
+        """A sync delivery's execution record (with its log lines) and the response its
+        sender got, one commit; ``record`` None when nothing ran (the instance was
+        suspended on the way)."""
+        with self.database.transaction(write=True):
+            if record is not None:
+                self._history.insert(*record_rows([(record, version, None)]))
+            self._db.answer(
+                delivery_id,
+                execution_id=None if record is None else record.id,
+                status=status,
+                headers=codec.encode([list(pair) for pair in headers]),
+                body=bytes(body),
+                now=now,
+            )
+
+    # -- for the executor -------------------------------------------------------------
+
+    def delivery(self, delivery_id: str) -> tuple[Delivery, builtins.list[Any]] | None:
+        """A delivery and its webhook's extra arguments (decoded); None if either is gone."""
+        found = self._db.delivery(delivery_id)
+        if found is None:
+            return None
+        row, extra = found
+        return _delivery(row), codec.decode(extra)
+
+    # -- for operators ----------------------------------------------------------------
+
+    def webhooks(self, instance: str | None = None) -> builtins.list[Webhook]:
+        """Every live webhook, tick endpoints too, of one instance or all."""
+        return [_webhook(row) for row in self._db.live(instance)]
+
+    def webhook(self, ref: str) -> Webhook:
+        """The webhook ``ref`` names: its id, its token or its URL."""
+        ref = ref.strip()
+        row = self._db.by_id_or_token(token_of(ref) if "/hooks/" in ref else ref)
+        if row is None:
+            raise UnknownWebhook(
+                f"there is no webhook {ref!r}: give its id (wh_...), token or URL "
+                "(see corral webhooks)"
+            )
+        return _webhook(row)
+
+    def deliveries(self, webhook_ref: str, *, limit: int = 50) -> builtins.list[DeliveryView]:
+        """The webhook's newest deliveries first, each with its status, latency and
+        latest execution."""
+        if not 1 <= limit <= MAX_LISTED:
+            raise ValueError(f"limit must be from 1 to {MAX_LISTED}, got {limit}")
+        webhook = self.webhook(webhook_ref)
+        with self.database.transaction(write=False):
+            rows = self._db.deliveries(webhook.id, limit=limit)
+            executions = self._db.executions([row[0] for row in rows])
+        # Oldest first: each delivery keeps its latest.
+        latest = {row[0]: (row[1], row[2], row[3], row[4]) for row in executions}
+        return [_view(_delivery(row[:-1]), row[-1], latest.get(row[0])) for row in rows]
+
+    def replay(self, delivery_id: str, *, now: int) -> Delivery:
+        """A new delivery like this one (``replay_of`` it), queued to run as a task."""
+        found = self._db.delivery(delivery_id)
+        if found is None:
+            raise UnknownDelivery(
+                f"there is no delivery {delivery_id!r} (see corral webhooks deliveries WEBHOOK; "
+                f"deliveries are kept {self.config.retention.deliveries_days} days)"
+            )
+        original = _delivery(found[0])
+        webhook_row = self._db.by_id_or_token(original.webhook_id)
+        assert webhook_row is not None  # the join above found it
+        found_webhook = self.lookup(_webhook(webhook_row).token)
+        assert found_webhook is not None
+        webhook, instance = found_webhook
+        if webhook.deleted_at is not None:
+            raise UnknownWebhook(
+                f"delivery {delivery_id!r} cannot be replayed: its webhook {webhook.id} was "
+                "deleted (or its instance uninstalled)"
+            )
+        return self.accept(
+            webhook,
+            instance,
+            method=original.method,
+            headers=original.headers,
+            query=original.query,
+            body=original.body,
+            dedupe_key=original.dedupe_key,
+            now=now,
+            replay_of=original.id,
+            mode="async",
+        )
+
+    def purge(self, before_ms: int) -> int:
+        """Delete deliveries received and tombstones made before ``before_ms``; how many
+        deliveries went. Safe to run from every worker at once."""
+        return self._db.purge(before_ms)
+
+
+def _webhook(row: Sequence[Any]) -> Webhook:
+    values = dict(zip(WEBHOOK_COLUMNS, row, strict=True))
+    values["args"] = bytes(values["args"])
+    values["verify"] = None if values["verify"] is None else json.loads(values["verify"])
+    return Webhook(**values)
+
+
+def _delivery(row: Sequence[Any]) -> Delivery:
+    values = dict(zip(DELIVERY_COLUMNS, row, strict=True))
+    status = values.pop("response_status")
+    headers = values.pop("response_headers")
+    body = values.pop("response_body")
+    values["headers"] = [(name, value) for name, value in codec.decode(bytes(values["headers"]))]
+    values["body"] = bytes(values["body"])
+    values["response"] = (
+        None
+        if status is None
+        else Response(
+            int(status),
+            [(name, value) for name, value in codec.decode(bytes(headers))],
+            bytes(body),
+        )
+    )
+    return Delivery(**values)
+
+
+def _view(
+    delivery: Delivery, task_state: str | None, latest: tuple[str, str, int, float] | None
+) -> DeliveryView:
+    """A delivery's status and latency, derived from what it caused."""
+    if delivery.mode == "sync":
+        if delivery.answered_at is None:
+            return DeliveryView(delivery, "running", None, None)
+        latency = float(delivery.answered_at - delivery.received_at)
+        if latest is None:
+            return DeliveryView(delivery, "not_run", latency, None)
+        return DeliveryView(delivery, latest[1], latency, latest[0])
+    if task_state == "dead":
+        status = "dead"
+    elif latest is not None and task_state != "running":
+        status = latest[1]
+    elif task_state is not None:
+        status = "running" if task_state == "running" else "queued"
+    else:
+        status = "cancelled"
+    if latest is None:
+        return DeliveryView(delivery, status, None, None)
+    execution, _, started, took = latest
+    return DeliveryView(delivery, status, started + took - delivery.received_at, execution)
