@@ -52,12 +52,12 @@ class Served:
     client: httpx.AsyncClient
 
     async def install(self, name: str, code: str) -> str:
-        """Deploy and install the agent, run its ``activate``; the instance's id."""
+        """Deploy and install the agent, run its ``activate`` (if it has one); its id."""
         await self.runtime.deploy(name, code)
         instance = self.runtime.install(name).id
         await self.runtime.idle()
         records = self.runtime.executions(instance, "activate")
-        assert [r["outcome"] for r in records] == ["ok"], records
+        assert all(r["outcome"] == "ok" for r in records), records
         return instance
 
     async def stored(self, instance: str, key: str) -> Any:

@@ -14,9 +14,10 @@ import time
 
 import pytest
 
+from corral import codec
 from corral.config import RuntimeConfig, WebhookSettings
 from corral.runtime.registry import SUSPENDED
-from tests.server.agents import GITHUB_SECRET, HOOKS, STANDARD_SECRET, STRIPE_SECRET
+from tests.server.agents import GITHUB_SECRET, HOOKS, STANDARD_SECRET, STRIPE_SECRET, WEBHOOKS
 from tests.server.conftest import Serve, Served, path_of
 
 NOT_FOUND = {"error": {"code": "not_found", "message": "no such webhook"}}
@@ -28,8 +29,19 @@ async def hooks(serve: Serve, config: RuntimeConfig | None = None) -> tuple[Serv
 
 
 async def webhook(served: Served, instance: str, name: str) -> str:
-    url = await served.stored(instance, name)
-    assert isinstance(url, str)
+    """The path of a new webhook of the instance, made as ``WEBHOOKS[name]`` says."""
+    method, extra, options = WEBHOOKS[name]
+    made = served.runtime.services.webhooks.create(
+        instance,
+        method,
+        codec.encode(extra),
+        mode=str(options.get("mode", "async")),
+        verify=options.get("verify"),  # type: ignore[arg-type]
+        max_body_bytes=options.get("max_body_bytes"),  # type: ignore[arg-type]
+        now=served.runtime.clock.now_ms,
+        quotas=None,
+    )
+    url = made.url(served.runtime.services.webhooks.public_url)
     assert url.startswith(f"{served.url}/hooks/")  # the URL names the server's port
     return path_of(url)
 
@@ -269,7 +281,11 @@ def standard(body: bytes, *, msg_id: str = "msg_s", at: float | None = None) -> 
     key = base64.b64decode(STANDARD_SECRET.removeprefix("whsec_"))
     signed = f"{msg_id}.{timestamp}.".encode() + body
     signature = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    return {"webhook-id": msg_id, "webhook-timestamp": timestamp, "webhook-signature": f"v1,{signature}"}
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": timestamp,
+        "webhook-signature": f"v1,{signature}",
+    }
 
 
 def stripe(body: bytes, *, at: float | None = None) -> dict[str, str]:
@@ -363,8 +379,7 @@ async def test_a_sync_handler_that_raises_is_a_generic_500_and_the_traceback_is_
     assert response.json() == {
         "error": {
             "code": "handler_failed",
-            "message": "the webhook's handler failed; its owner can see why in the "
-            "instance's log",
+            "message": "the webhook's handler failed; its owner can see why in the instance's log",
         }
     }
     assert "the handler broke" not in response.text
@@ -377,7 +392,10 @@ async def test_a_sync_handler_that_raises_is_a_generic_500_and_the_traceback_is_
 @pytest.mark.parametrize(
     ("shape", "reason"),
     [
-        ("bad_status", "the status of the returned (status, body) is 99; it must be from 200 to 599"),
+        (
+            "bad_status",
+            "the status of the returned (status, body) is 99; it must be from 200 to 599",
+        ),
         ("bad_header", "the value of the returned header X-Split is 'a\\r\\nInjected: yes'"),
         ("not_json", "the return value cannot be sent as JSON: Object of type datetime"),
         ("int", "the return value is a int; a webhook handler returns a dict or list"),
@@ -415,7 +433,9 @@ async def test_a_repeated_sync_delivery_gets_the_stored_response_without_running
     headers = {"Idempotency-Key": "once"}
     first = await served.client.post(f"{path}?shape=triple", headers=headers)
     again = await served.client.post(f"{path}?shape=dict", headers=headers)
-    assert (again.status_code, again.content) == (first.status_code, first.content) == (202, b"taken")
+    assert (
+        (again.status_code, again.content) == (first.status_code, first.content) == (202, b"taken")
+    )
     assert again.headers["x-corral-test"] == "yes"
     assert await served.stored(instance, "runs:once") == 1
     assert len(served.runtime.executions(instance, "reply")) == 1
@@ -435,4 +455,3 @@ async def test_errors_are_json_and_never_5xx_for_bad_requests(serve: Serve) -> N
     assert json.loads((await served.client.post("/healthz")).text)["error"]["code"] == (
         "method_not_allowed"
     )
-

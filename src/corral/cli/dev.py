@@ -18,8 +18,8 @@ from pathlib import Path
 import click
 
 from corral.cli.context import Context
-from corral.cli.serve import listened
 from corral.cli.output import console
+from corral.cli.serve import listened
 from corral.config import RuntimeConfig
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.reloader import Deleted, Deployment, Reload, Reloader

@@ -103,7 +103,7 @@ def create_app(
 
     return Starlette(
         routes=[
-            Route("/hooks/{token}", intake.handle, methods=None),
+            Route("/hooks/{token:path}", intake),  # any path under it: 404 unless a token
             Route("/healthz", healthz, methods=["GET"]),
         ],
         exception_handlers={
@@ -120,7 +120,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
     message = "no such resource" if exc.status_code == 404 else str(exc.detail)
-    return error_answer(exc.status_code, code, message, headers=list((exc.headers or {}).items())).response()
+    return error_answer(
+        exc.status_code, code, message, headers=list((exc.headers or {}).items())
+    ).response()
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:

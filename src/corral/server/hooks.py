@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from corral import codec
 from corral.errors import WebhookBodyError, WebhookVerificationError
@@ -57,7 +57,7 @@ METHODS = ("POST", "PUT", "PATCH", "GET", "DELETE")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 #: The longest sender's delivery id kept for dedupe; a longer one is refused (400).
 MAX_DELIVERY_ID = 256
-#: A sync delivery still running is answered 409 this long (× the deadline); after
+#: A sync delivery still running is answered 409 for this many times the deadline; after
 #: that its server is taken to be gone, and a repeat runs it again.
 STALE_RUNS = 2
 #: Seconds a sender is asked to wait before trying a suspended instance again.
@@ -100,9 +100,11 @@ class Intake:
     def now(self) -> int:
         return math.floor(self.services.clock() * 1000)
 
-    async def handle(self, request: Request) -> Response:
-        """The endpoint."""
-        return (await self.answer(request)).response()
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The endpoint, as an ASGI app: a route to a function takes GET alone unless
+        told its methods, and this one answers every method (405 for most)."""
+        request = Request(scope, receive)
+        await (await self.answer(request)).response()(scope, receive, send)
 
     async def answer(self, request: Request) -> Answer:
         method = request.method

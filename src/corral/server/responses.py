@@ -102,9 +102,9 @@ def handler_answer(value: Any) -> Answer:
         headers = _headers(value[2]) if len(value) == 3 else []
         if status in _BODILESS and body:
             raise HandlerReturnError(f"status {status} has no body, but the handler gave one")
-        if content_type is not None and status not in _BODILESS:
-            if not any(name.lower() == "content-type" for name, _ in headers):
-                headers.insert(0, ("content-type", content_type))
+        typed = any(name.lower() == "content-type" for name, _ in headers)
+        if content_type is not None and status not in _BODILESS and not typed:
+            headers.insert(0, ("content-type", content_type))
         return Answer(status, tuple(headers), body)
     content_type, body = _body(value, "the return value")
     if content_type is None:
