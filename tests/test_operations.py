@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from corral.config import RuntimeConfig
 from corral.db.raw import close_databases, open_database
 from corral.quotas import Quotas
 from corral.runtime.tools import STORE_METHODS, ExecTools, InstanceTools
+from corral.runtime.webhooks import Webhooks
 from corral.sdk.operations import Op
 from corral.state import open_store
 from corral.state.store import OPERATIONS
@@ -35,10 +37,12 @@ def _no_fetch(args: list[object]) -> None:
 def instance_tools(tmp_path: Path) -> Iterator[InstanceTools]:
     """The tools a worker gives an execution, on a SQLite database."""
     database = open_database(f"sqlite:///{tmp_path}/ops.db")
+    queue = TaskQueue(database)
     yield InstanceTools(
         open_store(None, "inst"),
-        TaskQueue(database),
+        queue,
         Callbacks(database),
+        Webhooks(database, queue, RuntimeConfig()),
         _no_fetch,
         instance="inst",
         class_name="A",

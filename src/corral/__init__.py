@@ -22,6 +22,7 @@ from corral.sdk import (
     ResponseTooLarge,
     Twist,
     UnknownMethod,
+    WebhookRequest,
 )
 
 __version__ = "0.1.0"
@@ -44,5 +45,6 @@ __all__ = [
     "ResponseTooLarge",
     "Twist",
     "UnknownMethod",
+    "WebhookRequest",
     "__version__",
 ]

@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 
+from corral import codec
 from corral.runtime.tools import store_tools
 from corral.sandbox.limits import ExecutionResult, Limits, Outcome
 from corral.sandbox.pool import SandboxPool
 from corral.sandbox.process import Delivery
 from corral.sandbox.zygote import Zygote
+from corral.sdk.operations import Op
 from corral.sdk.webhooks import request_wire
 from corral.state import open_store
 from corral.webhooks import GitHubSignature
@@ -45,6 +47,13 @@ class Hooks(Agent):
 
     def tick(self, payload):
         return {"payload": payload}
+
+    async def make_hooks(self):
+        url = await self.tools.network.create_webhook(
+            self.on_hook, "acme", mode="sync", verify=GitHubSignature("s3"), max_body_bytes=512
+        )
+        await self.tools.network.delete_webhook(url)
+        return await self.tools.network.list_webhooks()
 
     def check(self, request, secret):
         try:
@@ -138,6 +147,34 @@ async def test_agent_code_verifies_a_signature_itself_with_corral_webhooks(
         "the X-Hub-Signature-256 signature does not match: the body was changed, or the "
         "webhook's secret is not the one set in GitHub"
     )
+
+
+async def test_the_network_tools_send_the_wire_the_host_expects(pool: SandboxPool) -> None:
+    received: list[tuple[str, list[Any]]] = []
+    listed = [{"url": "http://h/hooks/t", "method": "on_hook", "mode": "sync", "created_at": 5}]
+
+    def host(op: str, args: list[Any]) -> Any:
+        received.append((op, args))
+        return {Op.WEBHOOK_CREATE: "http://h/hooks/t", Op.WEBHOOK_LIST: listed}.get(Op(op))
+
+    result = await pool.execute("inst-hooks", "v1", AGENT, "make_hooks", [], Limits(), host)
+    assert result.outcome is Outcome.OK, result.error
+    assert result.result == listed
+    assert received == [
+        (
+            Op.WEBHOOK_CREATE,
+            [
+                ["method", "on_hook"],
+                codec.encode(["acme"]),
+                "sync",
+                GitHubSignature("s3").spec(),
+                512,
+            ],
+        ),
+        (Op.WEBHOOK_DELETE, ["http://h/hooks/t"]),
+        (Op.WEBHOOK_LIST, []),
+    ]
+    assert result.requests_used == 3
 
 
 async def test_a_plugin_tick_gets_the_parsed_body(pool: SandboxPool) -> None:

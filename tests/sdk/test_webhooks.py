@@ -469,3 +469,13 @@ def test_a_malformed_spec_is_a_clear_value_error(spec: Any, message: str) -> Non
         verifier_from_spec(spec)
     assert KEY not in str(caught.value)
     assert GH_SECRET not in str(caught.value)
+
+
+def test_agent_code_finds_the_names_where_the_docs_say() -> None:
+    import corral
+    import corral.sdk
+    import corral.webhooks
+
+    assert corral.WebhookRequest is corral.sdk.WebhookRequest is corral.webhooks.WebhookRequest
+    assert corral.webhooks.GitHubSignature is GitHubSignature
+    assert corral.webhooks.WebhookVerificationError is WebhookVerificationError

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -30,8 +30,10 @@ from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import ACTIVE, SUSPENDED, UNINSTALLING, Instance, Version
 from corral.runtime.services import Services
 from corral.runtime.tools import InstanceTools
-from corral.sandbox.limits import Outcome
+from corral.runtime.webhooks import delivery_of
+from corral.sandbox.limits import ExecutionResult, Limits, Outcome
 from corral.sandbox.pool import SandboxPool
+from corral.sandbox.process import Delivery
 from corral.state import Store
 from corral.state.sql import SqlBackend
 from corral.tasks.queue import ClaimedTask
@@ -93,6 +95,7 @@ class Executor:
         self.callbacks = services.callbacks
         self.registry = services.registry
         self.history = services.history
+        self.webhooks = services.webhooks
         # Executions' store writes commit without waiting for the disk, as the
         # worker's own do (see ``db``).
         self._backend = SqlBackend(database, deferred=True)
@@ -230,21 +233,22 @@ class Executor:
         if instance.status == ACTIVE and await self._over_rate(instance):
             await self.db_lasting(self.queue.release, task, run_at=self.now())
             return None
-        limits = rules.limits
-        tools = InstanceTools(
-            Store(self._backend, instance.id, clock=self.clock, quotas=self.config.quotas),
-            self.queue,
-            self.callbacks,
-            self.fetcher.bind(instance.id, rules.network, time_left_s=limits.timeout_s),
-            instance=instance.id,
-            class_name=rules.class_name,
-            methods=rules.methods,
-            clock=self.clock,
-            quotas=self.config.quotas,
-            on_enqueue=self._on_enqueue,
-            hand_off=hand_off,
-        )
-        started = datetime.fromtimestamp(self.clock(), UTC)  # the clock rate limits use
+        args = codec.decode(task.args)
+        delivery_id = delivery_of(task)
+        delivery: Delivery | None = None
+        if delivery_id is not None:
+            loaded = await self.db_lasting(self.webhooks.delivery, delivery_id)
+            if loaded is None:
+                await self._dead(
+                    task,
+                    f"its webhook delivery {delivery_id} is gone (deliveries are kept "
+                    f"{self.config.retention.deliveries_days} days), so {task.method} has "
+                    "no request to run with",
+                )
+                return None
+            request, extra = loaded
+            args = [request.request_wire(), *extra]
+            delivery = "body" if task.trigger == "tick" else "request"
         settled: list[Settlement] = []
 
         def overran() -> None:
@@ -255,20 +259,125 @@ class Executor:
                 self._amendments.add(amendment)
                 amendment.add_done_callback(self._amendments.discard)
 
+        result, started = await self._execute(
+            instance,
+            version,
+            rules,
+            task.method,
+            args,
+            rules.limits,
+            hand_off=hand_off,
+            on_overrun=overran,
+            delivery=delivery,
+        )
+        record = ExecutionRecord(
+            instance.id,
+            task.method,
+            task.trigger,  # type: ignore[arg-type]
+            result,
+            started,
+            delivery_id=delivery_id,
+        )
+        settled.append(Settlement(task, record, version.number, _removes_instance(task, instance)))
+        return settled[0]
+
+    async def run_inline(
+        self,
+        instance: Instance,
+        version: Version,
+        method: str,
+        args: list[Any],
+        *,
+        delivery_id: str,
+        deadline_s: float,
+        delivery: Delivery = "request",
+    ) -> ExecutionRecord | None:
+        """Run a sync webhook's handler now, in the request, under the version's limits
+        with its timeout cut to ``deadline_s``; its record, which the caller writes with
+        the delivery's answer (``Webhooks.answer``), or None when the instance's rate
+        limits suspend it instead (nothing ran).
+
+        The rules are ``run``'s. A version that cannot run, or lacks the method, gives a
+        failed record saying why (there is no task to dead-letter): the sender gets the
+        generic failure, the instance's log the reason.
+        """
+        try:
+            rules = self._rules(version)
+        except ValueError as exc:
+            reason = f"{version.label} cannot run: {exc}; deploy a version that fixes it"
+            return self._refused(instance, method, delivery_id, "AgentCodeError", reason)
+        if method not in rules.methods:
+            reason = (
+                f"{version.label} has no method {method!r} (its methods: "
+                f"{', '.join(sorted(rules.methods)) or 'none'}); deploy a version that has it"
+            )
+            return self._refused(instance, method, delivery_id, "UnknownMethod", reason)
+        if instance.status == ACTIVE and await self._over_rate(instance):
+            return None
+        limits = replace(rules.limits, timeout_s=min(rules.limits.timeout_s, deadline_s))
+        result, started = await self._execute(
+            instance, version, rules, method, args, limits, delivery=delivery
+        )
+        return ExecutionRecord(
+            instance.id, method, "webhook", result, started, delivery_id=delivery_id
+        )
+
+    def _refused(
+        self, instance: Instance, method: str, delivery_id: str, kind: str, reason: str
+    ) -> ExecutionRecord:
+        """The record of a sync delivery whose method could not be run at all."""
+        log.warning("%s: %s", instance.id, reason)
+        result = ExecutionResult(
+            Outcome.ERROR, error={"type": kind, "message": reason, "traceback": ""}
+        )
+        started = datetime.fromtimestamp(self.clock(), UTC)
+        return ExecutionRecord(
+            instance.id, method, "webhook", result, started, delivery_id=delivery_id
+        )
+
+    async def _execute(
+        self,
+        instance: Instance,
+        version: Version,
+        rules: Declared,
+        method: str,
+        args: list[Any],
+        limits: Limits,
+        *,
+        hand_off: HandOff | None = None,
+        on_overrun: Callable[[], None] | None = None,
+        delivery: Delivery | None = None,
+    ) -> tuple[ExecutionResult, datetime]:
+        """One execution in the instance's sandbox with its tools bound; its result and
+        when it started (by the clock rate limits use)."""
+        tools = InstanceTools(
+            Store(self._backend, instance.id, clock=self.clock, quotas=self.config.quotas),
+            self.queue,
+            self.callbacks,
+            self.webhooks,
+            self.fetcher.bind(instance.id, rules.network, time_left_s=limits.timeout_s),
+            instance=instance.id,
+            class_name=rules.class_name,
+            methods=rules.methods,
+            clock=self.clock,
+            quotas=self.config.quotas,
+            on_enqueue=self._on_enqueue,
+            hand_off=hand_off,
+        )
+        started = datetime.fromtimestamp(self.clock(), UTC)
         result = await self.pool.execute(
             instance.id,
             f"{version.agent}@{version.number}",
             version.code,
-            task.method,
-            codec.decode(task.args),
+            method,
+            args,
             limits,
             tools,
-            on_overrun=overran,
+            on_overrun=on_overrun,
             filename=f"<{version.label}>",  # what the agent's tracebacks call its code
+            delivery=delivery,
         )
-        record = ExecutionRecord(instance.id, task.method, task.trigger, result, started)  # type: ignore[arg-type]
-        settled.append(Settlement(task, record, version.number, _removes_instance(task, instance)))
-        return settled[0]
+        return result, started
 
     def settling(self, batch: Sequence[Settlement], now: int) -> Settling:
         """What committing ``batch`` writes: each record, and its task's removal, retry

@@ -19,9 +19,16 @@ from typing import Any
 
 from corral import codec
 from corral.db import bridge
-from corral.errors import DecodeLimitExceeded, NeedsWorker, UnknownCallback, UnknownOperation
+from corral.errors import (
+    DecodeLimitExceeded,
+    NeedsServer,
+    NeedsWorker,
+    UnknownCallback,
+    UnknownOperation,
+)
 from corral.quotas import Quotas, callbacks_exceeded
 from corral.runtime.network.fetch import FetchTool
+from corral.runtime.webhooks import Webhooks
 from corral.sandbox.process import ToolHandler
 from corral.sdk.operations import Op
 from corral.state import Store
@@ -46,7 +53,7 @@ def store_tools(store: Store) -> ToolHandler:
 
 
 class InstanceTools:
-    """Store, fetch, tasks and callbacks for one execution of one instance.
+    """Store, fetch, tasks, callbacks and webhooks for one execution of one instance.
 
     What the agent adds is held to ``quotas`` (its new tasks and callbacks here, its
     store writes by the store it was given).
@@ -57,6 +64,7 @@ class InstanceTools:
         store: Store,
         queue: TaskQueue,
         callbacks: Callbacks,
+        webhooks: Webhooks,
         fetch: FetchTool,
         *,
         instance: str,
@@ -71,6 +79,7 @@ class InstanceTools:
         self._fetch = fetch
         self._queue = queue
         self._callbacks = callbacks
+        self._webhooks = webhooks
         self._instance = instance
         self._class_name = class_name
         self._methods = methods
@@ -90,6 +99,9 @@ class InstanceTools:
             Op.TASK_CANCEL: lambda token: queue.cancel_token(instance, _text(token, "token")),
             Op.TASK_CANCEL_ALL: lambda: queue.cancel_all(instance),
             Op.TASK_CANCEL_SCHEDULED: lambda key: queue.cancel_key(instance, _text(key, "key")),
+            Op.WEBHOOK_CREATE: self._create_webhook,
+            Op.WEBHOOK_DELETE: self._delete_webhook,
+            Op.WEBHOOK_LIST: self._list_webhooks,
         }
 
     def __call__(self, op: str, args: list[Any]) -> Any:
@@ -130,6 +142,41 @@ class InstanceTools:
         if type(target) is list and len(target) == 2 and target[0] == "method":
             return self._method(target[1]), NO_ARGS
         return self._callbacks.resolve(self._instance, _text(target, "callback"))
+
+    def _create_webhook(
+        self, target: object, args: object, mode: object, verify: object, max_body_bytes: object
+    ) -> str:
+        """The new webhook's URL. A callback's extra arguments come before the ones
+        given here; the request comes before both."""
+        method, bound = self._target(target)
+        extra = _checked_args(args, "webhook")
+        if bound != NO_ARGS:
+            extra = codec.encode([*codec.decode(bound), *codec.decode(extra)])
+        webhook = self._webhooks.create(
+            self._instance,
+            method,
+            extra,
+            mode=mode,  # type: ignore[arg-type]  # checked there, with the message
+            verify=verify,  # type: ignore[arg-type]
+            max_body_bytes=max_body_bytes,  # type: ignore[arg-type]
+            now=self._now(),
+            quotas=self._quotas,
+        )
+        return webhook.url(self._webhooks.public_url)
+
+    def _delete_webhook(self, url: object) -> None:
+        self._webhooks.delete(self._instance, _text(url, "webhook URL"), now=self._now())
+
+    def _list_webhooks(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "url": webhook.url(self._webhooks.public_url),
+                "method": webhook.method,
+                "mode": webhook.mode,
+                "created_at": webhook.created_at,
+            }
+            for webhook in self._webhooks.list(self._instance)
+        ]
 
     def _run_task(self, target: object, run_at: object) -> str | None:
         method, args = self._target(target)
@@ -186,12 +233,15 @@ class InstanceTools:
 
 class ExecTools:
     """What ``corral exec`` offers: the store, fetch, and callbacks kept for this one
-    execution; no tasks, since no worker would ever run them.
+    execution; no tasks, since no worker would ever run them, and no webhooks, since
+    no server would ever receive them.
 
     A callback made here works as under a worker for as long as the execution lasts
     (``run`` it, delete it), held to the same quota. Queueing a task raises
     :class:`NeedsWorker` saying to run the agent under a worker (``corral dev``), and
     nothing is queued; cancelling finds nothing pending, which is no error (SPEC §1.2).
+    Making a webhook raises :class:`NeedsServer` likewise; there are none to list, and
+    deleting one finds nothing, which is no error.
     """
 
     def __init__(
@@ -221,6 +271,9 @@ class ExecTools:
             Op.TASK_CANCEL: _finds_nothing("token"),
             Op.TASK_CANCEL_ALL: lambda: None,
             Op.TASK_CANCEL_SCHEDULED: _finds_nothing("key"),
+            Op.WEBHOOK_CREATE: _needs_server,
+            Op.WEBHOOK_DELETE: _finds_nothing("webhook URL"),
+            Op.WEBHOOK_LIST: lambda: [],
         }
 
     def __call__(self, op: str, args: list[Any]) -> Any:
@@ -263,6 +316,13 @@ def _needs_worker(method: str) -> Callable[..., None]:
     return refuse
 
 
+def _needs_server(*args: Any) -> None:
+    raise NeedsServer(
+        "create_webhook needs a server: corral exec runs one method and no server, so no "
+        "webhook was made; to receive webhooks, run the agent with corral dev AGENT.py"
+    )
+
+
 def _finds_nothing(what: str) -> Callable[[object], None]:
     """A cancel by ``what`` where nothing is ever pending: its argument checked as under
     a worker, and no error for finding nothing (SPEC §1.2)."""
@@ -294,16 +354,16 @@ def _time(value: object, default: int) -> int:
     return value
 
 
-def _checked_args(args: object) -> bytes:
-    if type(args) is not bytes or type(_decoded(args)) is not list:
-        raise ValueError("callback arguments must be an encoded list")
+def _checked_args(args: object, what: str = "callback") -> bytes:
+    if type(args) is not bytes or type(_decoded(args, what)) is not list:
+        raise ValueError(f"{what} arguments must be an encoded list")
     return args
 
 
-def _decoded(data: bytes) -> Any:
+def _decoded(data: bytes, what: str) -> Any:
     try:
         return codec.decode(data, pacing=codec.Pacing(bridge.pause))
     except DecodeLimitExceeded as exc:
-        raise ValueError(f"callback arguments cannot be decoded: {exc}") from None
+        raise ValueError(f"{what} arguments cannot be decoded: {exc}") from None
     except Exception:
-        raise ValueError("callback arguments must be an encoded list") from None
+        raise ValueError(f"{what} arguments must be an encoded list") from None

@@ -133,6 +133,16 @@ class DeliveryView:
     #: Its latest execution's id.
     execution: str | None
 
+    @property
+    def code(self) -> int | None:
+        """The HTTP status its sender got: a sync one's stored answer, 202 for an async
+        one; None while a sync one runs, and for a replay, which nobody sent."""
+        if self.delivery.response is not None:
+            return self.delivery.response.status
+        if self.delivery.mode == "async" and self.delivery.replay_of is None:
+            return 202
+        return None
+
 
 def dedupe_key(
     headers: Iterable[tuple[str, str]], names: Sequence[str] = DEDUPE_HEADERS

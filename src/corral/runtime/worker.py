@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from corral.sandbox.zygote import Zygote
 
 log = logging.getLogger("corral.worker")
 
+DAY_MS = 86_400_000
+
 
 @dataclass(frozen=True)
 class WorkerOptions:
@@ -48,6 +51,8 @@ class WorkerOptions:
     poll_s: float = 0.05
     #: How often lost leases are looked for and idle sandboxes retired.
     housekeeping_s: float = 1.0
+    #: How often webhook deliveries past their retention are deleted.
+    purge_s: float = 60.0
     insecure: bool = False
     strict: bool = False
     max_processes: int = 32
@@ -80,6 +85,8 @@ class Worker:
         #: Set while nothing runs and the loop waits for a wake-up or its next poll.
         self.idle = asyncio.Event()
         self.executed = 0
+        #: When (monotonic) deliveries past retention were last deleted.
+        self._purged_at = -math.inf
         self._zygote: Zygote | None = None
         self.executor: Executor | None = None
 
@@ -364,3 +371,10 @@ class Worker:
         if recovered:
             log.warning("put back %d task(s) whose worker stopped", recovered)
         await executor.pool.retire_idle()
+        if time.monotonic() - self._purged_at >= self.options.purge_s:
+            # Every worker does it: deleting what another just deleted deletes nothing.
+            self._purged_at = time.monotonic()
+            days = executor.config.retention.deliveries_days
+            purged = await executor.db(executor.webhooks.purge, executor.now() - days * DAY_MS)
+            if purged:
+                log.info("deleted %d webhook deliveries older than %d days", purged, days)

@@ -16,6 +16,7 @@ from corral.sdk.agent import Agent, Callback, Twist
 from corral.sdk.budget import Budget
 from corral.sdk.http import Response
 from corral.sdk.plugin import Plugin, PluginContext
+from corral.sdk.webhooks import WebhookRequest
 
 __all__ = [
     "Agent",
@@ -35,4 +36,5 @@ __all__ = [
     "ResponseTooLarge",
     "Twist",
     "UnknownMethod",
+    "WebhookRequest",
 ]

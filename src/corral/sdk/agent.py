@@ -17,6 +17,7 @@ from corral import codec
 from corral.sdk import http
 from corral.sdk.budget import Budget
 from corral.sdk.channel import ToolChannel
+from corral.sdk.network import Tools
 from corral.sdk.operations import Op
 from corral.sdk.store import StoreClient
 
@@ -34,6 +35,8 @@ class Agent:
         self._channel = channel
         self.store = StoreClient(channel)
         self.budget = Budget(channel)
+        #: The platform's tool groups: ``self.tools.network.create_webhook(...)``.
+        self.tools = Tools(channel, self._target)
 
     # The four store shortcuts of the seeds.
     async def get(self, key: str) -> Any:

@@ -225,10 +225,6 @@ class WebhookVerifier(ABC):
     #: The name ``spec`` carries; one per class.
     scheme: ClassVar[str]
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        SCHEMES[cls.scheme] = cls
-
     @abstractmethod
     def verify(self, request: WebhookRequest, *, now: float | None = None) -> None:
         """Raise ``WebhookVerificationError`` unless ``request`` is signed as the scheme
@@ -258,9 +254,6 @@ class WebhookVerifier(ABC):
         shown = ", ".join(f"{k}={v!r}" for k, v in self.spec().items() if k not in _HIDDEN)
         return f"{type(self).__name__}(secret=<hidden>{', ' if shown else ''}{shown})"
 
-
-#: Every verifier class, by its scheme (each registers itself when defined).
-SCHEMES: dict[str, type[WebhookVerifier]] = {}
 
 # Fields of a spec that are never shown.
 _HIDDEN = frozenset({"scheme", "key"})
@@ -339,12 +332,12 @@ def _check_time(timestamp: int, now: float | None, tolerance_s: float, where: st
     if age > tolerance_s:
         raise WebhookVerificationError(
             f"the signature is too old: {where} is {age:.0f} s ago, more than the "
-            f"{tolerance_s:g} s allowed (a replayed request, or a clock that is wrong)"
+            f"{tolerance_s:.10g} s allowed (a replayed request, or a clock that is wrong)"
         )
     if -age > tolerance_s:
         raise WebhookVerificationError(
             f"the signature's time is in the future: {where} is {-age:.0f} s ahead, more "
-            f"than the {tolerance_s:g} s allowed (the sender's clock or this one is wrong)"
+            f"than the {tolerance_s:.10g} s allowed (the sender's clock or this one is wrong)"
         )
 
 
@@ -543,8 +536,15 @@ class StripeSignature(WebhookVerifier):
         )
 
 
+#: The verifiers the server can rebuild from a spec, by scheme. Only these: the server
+#: runs no agent code, so a subclass's own ``verify`` could never run there.
+SCHEMES: dict[str, type[WebhookVerifier]] = {
+    cls.scheme: cls for cls in (StandardWebhooks, GitHubSignature, StripeSignature)
+}
+
 __all__ = [
     "DEFAULT_TOLERANCE_S",
+    "SCHEMES",
     "GitHubSignature",
     "Headers",
     "Params",
