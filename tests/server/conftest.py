@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import queue
 import re
@@ -18,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,9 +28,12 @@ from typing import Any
 import httpx
 import pytest
 
+from corral import codec
 from corral.config import RuntimeConfig, ServerSettings
+from corral.runtime.services import Services
 from corral.server.app import create_app
 from corral.server.serving import HttpServer, Listener
+from tests.cli.invoke import corral
 from tests.runtime.conftest import (  # noqa: F401  (fixtures)
     Runtime,
     RuntimeFactory,
@@ -37,6 +42,7 @@ from tests.runtime.conftest import (  # noqa: F401  (fixtures)
     runtime_factory,
     sandbox,
 )
+from tests.server.agents import HOOKS, WEBHOOKS
 
 CORRAL = str(Path(sys.executable).with_name("corral"))
 #: For any one wait on a process: generous, as the suite shares two cores.
@@ -195,3 +201,39 @@ def start_server(start: Callable[..., Process], db: str) -> tuple[Process, str]:
     """``corral serve --port 0`` on ``db``; the process and its URL, once it serves."""
     server = start("--db", db, "serve", "--port", "0")
     return server, server.expect(r"^server: (http://\S+)$")[1]
+
+
+def prepare_hooks(url: str, folder: Path, *names: str) -> dict[str, str]:
+    """The test agent (tests/server/agents.py) deployed and installed through the CLI, as
+    an operator would, and the named webhooks made for it: their paths by name (and
+    the instance's id under ``"instance"``)."""
+    agent = folder / "hooks.py"
+    agent.write_text(HOOKS)
+    code, _, err = corral("--db", url, "deploy", str(agent))
+    assert code == 0, err
+    code, out, err = corral("--db", url, "install", "hooks", "--json")
+    assert code == 0, err
+    instance = json.loads(out)["id"]
+    webhooks = Services(RuntimeConfig(database_url=url)).webhooks
+    made = {"instance": instance}
+    for name in names:
+        method, extra, options = WEBHOOKS[name]
+        webhook = webhooks.create(
+            instance,
+            method,
+            codec.encode(extra),
+            mode=str(options.get("mode", "async")),
+            verify=options.get("verify"),  # type: ignore[arg-type]
+            max_body_bytes=options.get("max_body_bytes"),  # type: ignore[arg-type]
+            now=int(time.time() * 1000),
+            quotas=None,
+        )
+        made[name] = f"/hooks/{webhook.token}"
+    return made
+
+
+def state(url: str, instance: str, key: str) -> Any:
+    """A value of the instance's store, read with ``corral state get --json``."""
+    code, out, err = corral("--db", url, "state", "get", instance, key, "--json")
+    assert code == 0, err
+    return json.loads(out)

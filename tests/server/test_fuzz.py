@@ -10,7 +10,6 @@ server must log no traceback. The test prints how many requests it sent.
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import socket
@@ -22,12 +21,7 @@ from urllib.parse import quote, urlsplit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corral import codec
-from corral.config import RuntimeConfig
-from corral.runtime.services import Services
-from tests.cli.invoke import corral
-from tests.server.agents import HOOKS, WEBHOOKS
-from tests.server.conftest import Process, start_server
+from tests.server.conftest import Process, prepare_hooks, start_server
 
 EXAMPLES = 500
 STATUS = re.compile(rb"^HTTP/1\.[01] (\d{3}) ", re.MULTILINE)
@@ -149,37 +143,10 @@ def _requests(paths: list[str]) -> st.SearchStrategy[dict[str, object]]:
     )
 
 
-def _prepare(db_url: str, folder: Path) -> list[str]:
-    """The agent deployed and installed, its webhooks made; their paths."""
-    agent = folder / "hooks.py"
-    agent.write_text(HOOKS)
-    code, _, err = corral("--db", db_url, "deploy", str(agent))
-    assert code == 0, err
-    code, out, err = corral("--db", db_url, "install", "hooks", "--json")
-    assert code == 0, err
-    instance = json.loads(out)["id"]
-    services = Services(RuntimeConfig(database_url=db_url))
-    paths = []
-    for name in ("async", "sync", "small", "github"):
-        method, extra, options = WEBHOOKS[name]
-        made = services.webhooks.create(
-            instance,
-            method,
-            codec.encode(extra),
-            mode=str(options.get("mode", "async")),
-            verify=options.get("verify"),  # type: ignore[arg-type]
-            max_body_bytes=options.get("max_body_bytes"),  # type: ignore[arg-type]
-            now=0,
-            quotas=None,
-        )
-        paths.append(f"/hooks/{made.token}")
-    return paths
-
-
 def test_no_request_to_hooks_gets_a_5xx(
     db_url: str, processes: Callable[..., Process], tmp_path: Path
 ) -> None:
-    paths = _prepare(db_url, tmp_path)
+    paths = list(prepare_hooks(db_url, tmp_path, "async", "sync", "small", "github").values())
     server, url = start_server(processes, db_url)
     address = urlsplit(url)
     target = (address.hostname or "", address.port or 0)
