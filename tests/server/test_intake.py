@@ -455,3 +455,31 @@ async def test_errors_are_json_and_never_5xx_for_bad_requests(serve: Serve) -> N
     assert json.loads((await served.client.post("/healthz")).text)["error"]["code"] == (
         "method_not_allowed"
     )
+
+
+# -- plugins ----------------------------------------------------------------------------------
+
+TICKED = """
+from corral import Plugin
+
+class Ticked(Plugin):
+    async def decide(self, ctx):
+        await ctx.state.set("ticks", [*await ctx.state.get_or_default("ticks", []), ctx.tick])
+        return "ok"
+"""
+
+
+async def test_a_tick_posted_to_a_plugin_s_endpoint_is_what_decide_sees(serve: Serve) -> None:
+    served = await serve()
+    instance = await served.install("ticked", TICKED)
+    webhooks = served.runtime.services.webhooks
+    [endpoint] = [w for w in webhooks.webhooks(instance) if w.kind == "tick"]
+    assert endpoint.method == "on_tick"
+    path = path_of(endpoint.url(webhooks.public_url))
+    tick = {"price": 101.5, "symbol": "ACME", "at": [1, 2]}
+    response = await served.client.post(path, json=tick)
+    assert response.status_code == 202
+    await served.runtime.idle()
+    assert await served.stored(instance, "ticks") == [tick]
+    [execution] = served.runtime.executions(instance, "on_tick")
+    assert (execution["trigger"], execution["outcome"]) == ("tick", "ok")
