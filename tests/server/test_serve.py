@@ -81,8 +81,8 @@ def test_servers_on_one_database_share_deliveries_and_duplicates(
     db_url: str, processes: Callable[..., Process], tmp_path: Path
 ) -> None:
     hooks = prepare_hooks(db_url, tmp_path, "async")
-    first, first_url = start_server(processes, db_url)
-    second, second_url = start_server(processes, db_url)
+    _, first_url = start_server(processes, db_url)
+    _, second_url = start_server(processes, db_url)
     assert first_url != second_url
     with httpx.Client(timeout=TIMEOUT_S) as client:
         sent = client.post(first_url + hooks["async"], headers={"webhook-id": "shared"})

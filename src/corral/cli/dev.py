@@ -192,7 +192,12 @@ class _Session:
 
     async def _serve(self, worker: Worker, reloader: Reloader) -> None:
         stop = asyncio.Event()  # the watcher's thread checks it; cancelling cannot reach it
-        app = create_app(worker.services, executor=worker.executor, on_accept=worker.wake)
+        app = create_app(
+            worker.services,
+            executor=worker.executor,
+            on_accept=worker.wake,
+            on_record=print_execution,
+        )
         http = self._http = HttpServer(
             app,
             self.listener,
@@ -227,8 +232,10 @@ class _Session:
     def _on_signal(self) -> None:
         self._signals += 1
         worker = self._worker
-        if self._http is not None:
-            self._http.stop()  # the second time, requests in flight are dropped
+        if self._http is not None and self._signals > 1:
+            self._http.stop_now()  # requests in flight are dropped
+        elif self._http is not None:
+            self._http.stop()
         if self._signals > 1:
             if worker is not None and (abandoned := worker.abandon()):
                 console.print(

@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from corral.errors import DatabaseUnavailable
 from corral.runtime.executor import Executor
+from corral.runtime.records import ExecutionRecord
 from corral.runtime.services import Services
 from corral.sandbox.pool import SandboxPool
 from corral.sandbox.zygote import Zygote
@@ -71,19 +72,21 @@ def create_app(
     executor: Executor | None = None,
     insecure: bool = False,
     on_accept: Callable[[], None] | None = None,
+    on_record: Callable[[ExecutionRecord], None] | None = None,
 ) -> Starlette:
     """The app. Without an ``executor``, its lifespan starts one (``server_executor``)
     and closes it at shutdown; one given stays its owner's to close.
 
     ``on_accept``: called after each async delivery is queued (``corral dev`` wakes
-    its worker with it; other workers learn of it from the database).
+    its worker with it; other workers learn of it from the database). ``on_record``:
+    given each sync webhook's execution record once written (``corral dev`` prints it).
     """
     running: list[Executor] = [executor] if executor is not None else []
 
     def current() -> Executor:
         return running[0]
 
-    intake = Intake(services, current, on_accept=on_accept)
+    intake = Intake(services, current, on_accept=on_accept, on_record=on_record)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -34,6 +34,7 @@ from starlette.types import Receive, Scope, Send
 from corral import codec
 from corral.errors import WebhookBodyError, WebhookVerificationError
 from corral.runtime.executor import Executor
+from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import REMOVED, SUSPENDED, UNINSTALLING, Instance
 from corral.runtime.services import Services
 from corral.runtime.webhooks import Delivery, Webhook, dedupe_key
@@ -88,6 +89,7 @@ class Intake:
         executor: Callable[[], Executor],
         *,
         on_accept: Callable[[], None] | None = None,
+        on_record: Callable[[ExecutionRecord], None] | None = None,
     ) -> None:
         self.services = services
         self.webhooks = services.webhooks
@@ -96,6 +98,8 @@ class Intake:
         self._executor = executor
         #: Told of each async delivery queued (``corral dev``: wake the worker beside us).
         self._on_accept = on_accept
+        #: Told of each sync execution once written (``corral dev`` prints it).
+        self._on_record = on_record
 
     def now(self) -> int:
         return math.floor(self.services.clock() * 1000)
@@ -250,6 +254,8 @@ class Intake:
             await self.database.call(
                 self.services.history.log, instance.id, "warning", problem, now=now
             )
+        if record is not None and self._on_record is not None:
+            self._on_record(record)
         return answer
 
 

@@ -90,6 +90,13 @@ class HttpServer(uvicorn.Server):
 
     async def run_until_stopped(self) -> None:
         await self.serve(sockets=[self.listener.socket])
+        if self.started and self.force_exit:
+            # uvicorn leaves both behind when stopped at once: the requests in flight
+            # are dropped, and the app still shuts down (its sandboxes closed).
+            for task in self.server_state.tasks:
+                task.cancel()
+            await asyncio.gather(*self.server_state.tasks, return_exceptions=True)
+            await self.lifespan.shutdown()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -97,10 +104,18 @@ class HttpServer(uvicorn.Server):
             self._on_ready()
 
     def stop(self) -> None:
-        """Stop taking requests, finish those in flight, shut down; again: stop now."""
-        if self.should_exit:
-            self.force_exit = True
+        """Stop taking requests, finish those in flight, then shut the app down."""
         self.should_exit = True
+
+    def stop_now(self) -> None:
+        """Stop without waiting for the requests in flight (a second Ctrl-C)."""
+        self.should_exit = self.force_exit = True
+
+    def _on_signal(self) -> None:
+        if self.should_exit:
+            self.stop_now()
+        else:
+            self.stop()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -111,7 +126,7 @@ class HttpServer(uvicorn.Server):
             return
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self.stop)
+            loop.add_signal_handler(signum, self._on_signal)
         try:
             yield
         finally:
