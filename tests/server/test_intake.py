@@ -7,6 +7,7 @@ PostgreSQL; the agent in tests/server/agents.py makes the webhooks.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -483,3 +484,25 @@ async def test_a_tick_posted_to_a_plugin_s_endpoint_is_what_decide_sees(serve: S
     assert await served.stored(instance, "ticks") == [tick]
     [execution] = served.runtime.executions(instance, "on_tick")
     assert (execution["trigger"], execution["outcome"]) == ("tick", "ok")
+
+
+async def test_a_repeat_while_the_first_sync_run_is_in_flight_is_409_until_it_is_stale(
+    serve: Serve,
+) -> None:
+    served, instance = await hooks(serve)
+    path = await webhook(served, instance, "sync")
+    headers = {"webhook-id": "twice"}
+    first = asyncio.create_task(served.client.post(f"{path}?shape=slow&s=2", headers=headers))
+    while not await served.stored(instance, "slow_started"):  # the first is running
+        await asyncio.sleep(0.01)
+    repeat = await served.client.post(f"{path}?shape=dict", headers=headers)
+    assert repeat.status_code == 409
+    assert repeat.headers["retry-after"] == "1"
+    assert repeat.json()["error"]["code"] == "in_progress"
+
+    # Twice the deadline later it counts as lost (its server gone): a repeat runs again.
+    served.runtime.clock.advance(21_000)
+    rerun = await served.client.post(f"{path}?shape=str", headers=headers)
+    assert (rerun.status_code, rerun.text) == (200, "plain text, é")
+    assert (await first).text == "slept"
+    assert await served.stored(instance, "runs:twice") == 2
