@@ -493,7 +493,8 @@ async def test_a_repeat_while_the_first_sync_run_is_in_flight_is_409_until_it_is
     path = await webhook(served, instance, "sync")
     headers = {"webhook-id": "twice"}
     first = asyncio.create_task(served.client.post(f"{path}?shape=slow&s=2", headers=headers))
-    while not await served.stored(instance, "slow_started"):  # the first is running
+    # The handler's own store write is the one sign that it runs, from its sandbox.
+    while not await served.stored(instance, "slow_started"):  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     repeat = await served.client.post(f"{path}?shape=dict", headers=headers)
     assert repeat.status_code == 409
