@@ -101,6 +101,13 @@ class WebhookSettings:
     sync_deadline_s: float = 10.0
     #: A delivery id seen again within this many hours is a duplicate.
     dedupe_window_h: float = 72.0
+    #: The headers a sender's delivery id is read from, the first present; by commas.
+    dedupe_headers: str = "webhook-id, svix-id, X-GitHub-Delivery, Idempotency-Key"
+
+    @property
+    def dedupe_header_names(self) -> tuple[str, ...]:
+        """``dedupe_headers``, one name each."""
+        return _header_names(self.dedupe_headers)
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,8 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class Retention:
-    """How long history is kept; read by the server's cleanup, which is not built yet."""
+    """How long history is kept: deliveries are purged by the workers' housekeeping; the
+    cleanup of executions and logs is not built yet."""
 
     executions_days: int = 30
     logs_days: int = 30
@@ -204,6 +212,18 @@ def without_password(url: str) -> str:
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
+def _header_names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(","))
+
+
+#: What an HTTP header's name may hold (RFC 9110's token).
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _are_header_names(text: str) -> bool:
+    return all(_HEADER_NAME.fullmatch(name) for name in _header_names(text))
+
+
 def _is_http_url(text: str) -> bool:
     parts = urlsplit(text)
     return parts.scheme in ("http", "https") and bool(parts.netloc) and not parts.query
@@ -271,6 +291,9 @@ KEYS: tuple[_Key, ...] = (
     _Key("webhooks", "max_body_bytes", _BODY_BYTES),
     _Key("webhooks", "sync_deadline_s", _Number("a number of seconds", 0.001, 86_400, whole=False)),
     _Key("webhooks", "dedupe_window_h", _Number("a number of hours", 0, 8_760, whole=False)),
+    _Key(
+        "webhooks", "dedupe_headers", _Text("header names separated by commas", _are_header_names)
+    ),
     _Key("server", "host", _Text("a host name or IP address", lambda s: bool(s) and " " not in s)),
     _Key("server", "port", _Number("a whole number (0: any free port)", 0, 65_535, whole=True)),
     _Key(

@@ -9,6 +9,7 @@ in the request (``Executor.run_inline``). Everything runs in the real sandbox.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from corral import codec
 from corral.config import RateLimits, Retries, RuntimeConfig
 from corral.runtime.registry import Instance
 from corral.runtime.webhooks import Delivery, Webhook, Webhooks, token_of
+from corral.runtime.worker import DAY_MS
 from corral.sdk.operations import Op
 from tests.runtime.conftest import Runtime, RuntimeFactory
 
@@ -27,14 +29,39 @@ from corral.sdk import Agent
 from corral.sdk.operations import Op
 
 class Hooks(Agent):
+    async def hook(self, *extra):
+        try:
+            url = await self.tools.network.create_webhook(self.on_event, *extra)
+        except Exception as exc:
+            await self.set("error", f"{type(exc).__name__}: {exc}")
+            return
+        await self.set("url", url)
+
+    async def hook_callback(self):
+        callback = await self.callback(self.on_event, "from-callback")
+        await self.set("url", await self.tools.network.create_webhook(callback))
+
+    async def hook_callback_with_more(self):
+        callback = await self.callback(self.on_event, "from-callback")
+        try:
+            await self._channel.call(
+                Op.WEBHOOK_CREATE, callback, codec.encode(["more"]), "async", None, None
+            )
+        except TypeError as exc:
+            await self.set("error", str(exc))
+
+    async def listed(self):
+        await self.set("listed", await self.tools.network.list_webhooks())
+
+    async def drop(self, url):
+        await self.tools.network.delete_webhook(url)
+
+    # What the tools would never send, which agent code still can: the host checks too.
+
     async def make(self, target, extra, mode="async", verify=None, max_body_bytes=None):
-        if target == "callback":
-            target = await self.callback(self.on_event, "from-callback")
-        else:
-            target = ["method", target]
         try:
             url = await self._channel.call(
-                Op.WEBHOOK_CREATE, target, codec.encode(extra), mode, verify, max_body_bytes
+                Op.WEBHOOK_CREATE, ["method", target], extra, mode, verify, max_body_bytes
             )
         except Exception as exc:
             await self.set("error", f"{type(exc).__name__}: {exc}")
@@ -42,10 +69,7 @@ class Hooks(Agent):
         await self.set("url", url)
         return url
 
-    async def listed(self):
-        await self.set("listed", await self._channel.call(Op.WEBHOOK_LIST))
-
-    async def drop(self, url):
+    async def drop_raw(self, url):
         try:
             await self._channel.call(Op.WEBHOOK_DELETE, url)
         except Exception as exc:
@@ -122,7 +146,7 @@ async def test_a_delivery_runs_the_handler_with_the_request_and_extra_arguments(
     runtime: Runtime,
 ) -> None:
     instance = await installed(runtime)
-    await call(runtime, instance, "make", "on_event", ["extra", 2])
+    await call(runtime, instance, "hook", "extra", 2)
     url = await runtime.store(instance.id).get("url")
     assert url.startswith("http://127.0.0.1:8000/hooks/")
 
@@ -137,37 +161,56 @@ async def test_a_delivery_runs_the_handler_with_the_request_and_extra_arguments(
     assert view.latency_ms is not None
 
     await call(runtime, instance, "listed")
+    _, webhook, _ = hook_of(runtime, url)
     (listed,) = await runtime.store(instance.id).get("listed")
     assert (listed["url"], listed["method"], listed["mode"]) == (url, "on_event", "async")
+    assert listed["created_at"] == datetime.fromtimestamp(webhook.created_at / 1000, UTC)
     await call(runtime, instance, "drop", url)
     await call(runtime, instance, "listed")
     assert await runtime.store(instance.id).get("listed") == []
     _, webhook, _ = hook_of(runtime, url)
     assert webhook.deleted_at is not None
+    await call(runtime, instance, "drop", url)  # gone already: no error
+    assert runtime.tasks(instance.id, dead=True) == []
 
 
 @pytest.mark.exercises(Op.WEBHOOK_CREATE)
-async def test_a_callback_webhook_gets_the_callbacks_arguments_then_its_own(
-    runtime: Runtime,
-) -> None:
+async def test_a_callback_webhook_gets_the_callbacks_arguments(runtime: Runtime) -> None:
     instance = await installed(runtime)
-    await call(runtime, instance, "make", "callback", ["own"])
+    await call(runtime, instance, "hook_callback")
     deliver(runtime, await runtime.store(instance.id).get("url"))
     await runtime.idle()
     seen = await runtime.store(instance.id).get("seen")
-    assert seen[-1] == ["from-callback", "own"]
+    assert seen[-1] == ["from-callback"]
+    await call(runtime, instance, "hook_callback_with_more")
+    assert await runtime.store(instance.id).get("error") == (
+        "a callback carries its own extra arguments: pass them to self.callback(...), "
+        "or pass the method itself to create_webhook with them"
+    )
+    assert len(runtime.services.webhooks.list(instance.id)) == 1
 
 
 @pytest.mark.exercises(Op.WEBHOOK_CREATE)
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["nope", []], "ValueError: Hooks has no public method 'nope' a callback can run"),
-        (["on_event", [], "later"], "ValueError: a webhook's mode is 'async' or 'sync'"),
-        (["on_event", [], "async", None, 0], "ValueError: max_body_bytes must be a whole number"),
-        (["on_event", [], "async", "secret"], "ValueError: verify must be a verifier"),
+        (["nope", codec.encode([])], "ValueError: Hooks has no public method 'nope' a callback"),
+        (["on_event", b"junk"], "ValueError: webhook arguments must be an encoded list"),
+        (["on_event", "junk"], "ValueError: webhook arguments must be an encoded list"),
         (
-            ["on_event", [], "async", {"scheme": "nope"}],
+            ["on_event", codec.encode([]), "later"],
+            "ValueError: a webhook's mode is 'async' or 'sync'",
+        ),
+        (
+            ["on_event", codec.encode([]), "async", None, 0],
+            "ValueError: max_body_bytes must be a whole number",
+        ),
+        (
+            ["on_event", codec.encode([]), "async", "secret"],
+            "ValueError: verify must be a verifier",
+        ),
+        (
+            ["on_event", codec.encode([]), "async", {"scheme": "nope"}],
             "ValueError: ",  # verifier_from_spec's own message names the scheme
         ),
     ],
@@ -188,8 +231,8 @@ async def test_the_webhooks_quota_is_the_agents_error(runtime_factory: RuntimeFa
         replace(RuntimeConfig(), quotas=replace(RuntimeConfig().quotas, webhooks=1))
     )
     instance = await installed(runtime)
-    await call(runtime, instance, "make", "on_event", [])
-    await call(runtime, instance, "make", "on_event", [])
+    await call(runtime, instance, "hook")
+    await call(runtime, instance, "hook")
     error = await runtime.store(instance.id).get("error")
     assert error.startswith("QuotaExceeded: this instance has 1 webhooks, and its quota is 1")
 
@@ -199,7 +242,7 @@ async def test_deleting_a_webhook_by_something_not_a_url_is_the_agents_error(
     runtime: Runtime,
 ) -> None:
     instance = await installed(runtime)
-    await call(runtime, instance, "drop", 5)
+    await call(runtime, instance, "drop_raw", 5)
     error = await runtime.store(instance.id).get("error")
     assert error == "TypeError: a webhook URL must be a non-empty str, got int"
 
@@ -357,3 +400,27 @@ async def test_a_sync_webhook_over_the_rate_limits_suspends_and_runs_nothing(
     assert reason is not None
     assert "auto-suspended" in reason
     assert len(runtime.executions(instance.id, "on_event")) == 1
+
+
+async def test_workers_delete_deliveries_past_retention(runtime_factory: RuntimeFactory) -> None:
+    first = await runtime_factory()
+    instance = await installed(first)
+    webhooks = first.services.webhooks
+    webhook = webhooks.create(
+        instance.id,
+        "on_event",
+        codec.encode([]),
+        mode="sync",
+        verify=None,
+        max_body_bytes=None,
+        now=first.executor.now(),
+        quotas=None,
+    )
+    deliver(first, webhook.url(webhooks.public_url))
+    first.clock.advance(29 * DAY_MS)
+    later = await runtime_factory()  # a worker that has not purged yet
+    await later.idle()
+    assert len(webhooks.deliveries(webhook.id)) == 1
+    first.clock.advance(2 * DAY_MS)
+    await (await runtime_factory()).idle()
+    assert webhooks.deliveries(webhook.id) == []

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from corral import codec
-from corral.errors import QuotaExceeded, UnknownDelivery, UnknownWebhook
+from corral.config import RuntimeConfig
+from corral.errors import ConfigError, QuotaExceeded, UnknownDelivery, UnknownWebhook
 from corral.quotas import Quotas
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import Instance
@@ -128,7 +129,7 @@ async def test_an_async_delivery_is_stored_with_its_task(runtime: Runtime) -> No
         headers=headers,
         query="a=1&a=2",
         body=b'{"n": 1}',
-        dedupe_key=dedupe_key(headers),
+        dedupe_key=webhooks.dedupe_key(headers),
         now=runtime.executor.now(),
     )
     assert delivery.id.startswith("dl_")
@@ -289,12 +290,21 @@ async def test_unknown_webhooks_and_bad_limits_are_said(runtime: Runtime) -> Non
         webhooks.deliveries("wh_nope", limit=0)
 
 
+def test_the_sender_delivery_id_is_read_from_the_configured_headers() -> None:
+    config = RuntimeConfig.load(environ={"CORRAL_WEBHOOKS_DEDUPE_HEADERS": "X-Request-Id"})
+    assert config.webhooks.dedupe_header_names == ("X-Request-Id",)
+    with pytest.raises(ConfigError, match="header names separated by commas"):
+        RuntimeConfig.load(environ={"CORRAL_WEBHOOKS_DEDUPE_HEADERS": "webhook id"})
+
+
 def test_the_helpers_read_urls_headers_and_tasks() -> None:
     assert token_of("http://h:1/hooks/abc?x=1") == "abc"
     assert token_of("abc") == "abc"
-    assert dedupe_key([("Svix-Id", "s"), ("Webhook-Id", "w")]) == "w"
-    assert dedupe_key([("Idempotency-Key", "i")]) == "i"
-    assert dedupe_key([("X-Other", "o")]) is None
+    names = RuntimeConfig().webhooks.dedupe_header_names
+    assert names == ("webhook-id", "svix-id", "X-GitHub-Delivery", "Idempotency-Key")
+    assert dedupe_key([("Svix-Id", "s"), ("Webhook-Id", "w")], names) == "w"
+    assert dedupe_key([("Idempotency-Key", "i")], names) == "i"
+    assert dedupe_key([("X-Other", "o")], names) is None
 
     def task(trigger: str, args: list[object]) -> ClaimedTask:
         return ClaimedTask(1, "i", trigger, "m", codec.encode(args), 1, 3, None)

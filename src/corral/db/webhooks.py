@@ -48,7 +48,7 @@ DELIVERY_COLUMNS = (
     "duplicates",
 )
 #: What a delivery is inserted with: the rest is NULL (or 0) until it is answered.
-_INSERTED = DELIVERY_COLUMNS[:11]
+INSERTED_COLUMNS = DELIVERY_COLUMNS[:11]
 
 #: The webhooks an agent made itself: what its quota counts and its tools see.
 _AGENTS_LIVE = "instance = :instance AND kind = 'webhook' AND deleted_at IS NULL"
@@ -113,13 +113,17 @@ class WebhookDatabase:
             f"{_SELECT_WEBHOOK} WHERE {where} ORDER BY created_at, id", {"instance": instance}
         )
 
-    def by_token(self, token: str) -> tuple[Row, Row] | None:
-        """The webhook with this token and its instance's ``INSTANCE_COLUMNS``, or None."""
+    def with_instance(
+        self, *, token: str | None = None, webhook_id: str | None = None
+    ) -> tuple[Row, Row] | None:
+        """The webhook with this token (or id) and its instance's ``INSTANCE_COLUMNS``,
+        or None."""
         row = self.database.fetch_one(
             f"SELECT {', '.join('w.' + c for c in WEBHOOK_COLUMNS)}, "
             f"{', '.join('i.' + c for c in INSTANCE_COLUMNS)} "
-            "FROM webhooks w JOIN instances i ON i.id = w.instance WHERE w.token = :token",
-            {"token": token},
+            "FROM webhooks w JOIN instances i ON i.id = w.instance "
+            f"WHERE w.{'token' if token is not None else 'id'} = :value",
+            {"value": token if token is not None else webhook_id},
         )
         if row is None:
             return None
@@ -157,8 +161,8 @@ class WebhookDatabase:
         """A delivery as received. ``task_args``: the arguments of the task just queued
         for it in this transaction, which are its alone (they name the delivery), so
         the row takes that task's id without waiting for the insert's answer."""
-        columns = ", ".join(_INSERTED)
-        values = ", ".join(":" + column for column in _INSERTED)
+        columns = ", ".join(INSERTED_COLUMNS)
+        values = ", ".join(":" + column for column in INSERTED_COLUMNS)
         task = "NULL"
         if task_args is not None:
             task = "(SELECT max(id) FROM tasks WHERE instance = :instance AND args = :task_args)"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from corral import codec
@@ -146,12 +147,16 @@ class InstanceTools:
     def _create_webhook(
         self, target: object, args: object, mode: object, verify: object, max_body_bytes: object
     ) -> str:
-        """The new webhook's URL. A callback's extra arguments come before the ones
-        given here; the request comes before both."""
+        """The new webhook's URL. Its extra arguments, given after the request, are
+        the ones given here, or a callback's own (it may not have both)."""
         method, bound = self._target(target)
         extra = _checked_args(args, "webhook")
-        if bound != NO_ARGS:
-            extra = codec.encode([*codec.decode(bound), *codec.decode(extra)])
+        if type(target) is str and extra != NO_ARGS:
+            raise TypeError(
+                "a callback carries its own extra arguments: pass them to self.callback(...), "
+                "or pass the method itself to create_webhook with them"
+            )
+        extra = bound if type(target) is str else extra
         webhook = self._webhooks.create(
             self._instance,
             method,
@@ -173,7 +178,7 @@ class InstanceTools:
                 "url": webhook.url(self._webhooks.public_url),
                 "method": webhook.method,
                 "mode": webhook.mode,
-                "created_at": webhook.created_at,
+                "created_at": datetime.fromtimestamp(webhook.created_at / 1000, UTC),
             }
             for webhook in self._webhooks.list(self._instance)
         ]

@@ -26,7 +26,12 @@ from corral import codec
 from corral.config import RuntimeConfig
 from corral.db.history import HistoryDatabase
 from corral.db.raw import Database
-from corral.db.webhooks import DELIVERY_COLUMNS, WEBHOOK_COLUMNS, WebhookDatabase
+from corral.db.webhooks import (
+    DELIVERY_COLUMNS,
+    INSERTED_COLUMNS,
+    WEBHOOK_COLUMNS,
+    WebhookDatabase,
+)
 from corral.errors import UnknownDelivery, UnknownWebhook
 from corral.quotas import Quotas, webhooks_exceeded
 from corral.runtime.history import record_rows
@@ -38,8 +43,6 @@ from corral.tasks.queue import ClaimedTask, TaskQueue
 MODES = ("async", "sync")
 #: Where the delivery log lists a webhook's deliveries: newest first, this many at most.
 MAX_LISTED = 1000
-#: The headers a sender's delivery id is read from, the first present (SPEC §1.3).
-DEDUPE_HEADERS = ("webhook-id", "svix-id", "x-github-delivery", "idempotency-key")
 #: What a delivery task carries: the delivery's id, alone.
 DELIVERY_PREFIX = "dl_"
 
@@ -87,7 +90,7 @@ class Delivery:
     id: str
     webhook_id: str
     instance: str
-    #: The sender's delivery id, when it gave one (``DEDUPE_HEADERS``).
+    #: The sender's delivery id, when it gave one (``[webhooks] dedupe_headers``).
     dedupe_key: str | None
     received_at: int
     method: str
@@ -144,10 +147,9 @@ class DeliveryView:
         return None
 
 
-def dedupe_key(
-    headers: Iterable[tuple[str, str]], names: Sequence[str] = DEDUPE_HEADERS
-) -> str | None:
-    """The sender's delivery id: the value of the first of ``names`` present."""
+def dedupe_key(headers: Iterable[tuple[str, str]], names: Sequence[str]) -> str | None:
+    """The sender's delivery id: the value of the first of ``names`` present
+    (``Webhooks.dedupe_key`` reads the configured ones)."""
     values: dict[str, str] = {}
     for name, value in headers:
         values.setdefault(name.lower(), value)
@@ -266,13 +268,14 @@ class Webhooks:
 
     # -- for intake -------------------------------------------------------------------
 
+    def dedupe_key(self, headers: Iterable[tuple[str, str]]) -> str | None:
+        """The sender's delivery id, from the first of the configured headers present
+        (``[webhooks] dedupe_headers``)."""
+        return dedupe_key(headers, self.config.webhooks.dedupe_header_names)
+
     def lookup(self, token: str) -> tuple[Webhook, Instance] | None:
         """The webhook with this token (live or a tombstone) and its instance."""
-        found = self._db.by_token(token)
-        if found is None:
-            return None
-        webhook, instance = found
-        return _webhook(webhook), instance_from_row(instance)
+        return _with_instance(self._db.with_instance(token=token))
 
     def find_duplicate(self, webhook_id: str, dedupe_key: str, since_ms: int) -> Delivery | None:
         """The first delivery to the webhook with this sender's id received since
@@ -319,7 +322,7 @@ class Webhooks:
             duplicates=0,
         )
         row = {
-            **{column: getattr(delivery, column) for column in DELIVERY_COLUMNS[:11]},
+            **{column: getattr(delivery, column) for column in INSERTED_COLUMNS},
             "headers": codec.encode([list(pair) for pair in delivery.headers]),
         }
         with self.database.transaction(write=True):
@@ -406,10 +409,8 @@ class Webhooks:
                 f"deliveries are kept {self.config.retention.deliveries_days} days)"
             )
         original = _delivery(found[0])
-        webhook_row = self._db.by_id_or_token(original.webhook_id)
-        assert webhook_row is not None  # the join above found it
-        found_webhook = self.lookup(_webhook(webhook_row).token)
-        assert found_webhook is not None
+        found_webhook = _with_instance(self._db.with_instance(webhook_id=original.webhook_id))
+        assert found_webhook is not None  # the join above found it
         webhook, instance = found_webhook
         if webhook.deleted_at is not None:
             raise UnknownWebhook(
@@ -440,6 +441,15 @@ def _webhook(row: Sequence[Any]) -> Webhook:
     values["args"] = bytes(values["args"])
     values["verify"] = None if values["verify"] is None else json.loads(values["verify"])
     return Webhook(**values)
+
+
+def _with_instance(
+    found: tuple[Sequence[Any], Sequence[Any]] | None,
+) -> tuple[Webhook, Instance] | None:
+    if found is None:
+        return None
+    webhook, instance = found
+    return _webhook(webhook), instance_from_row(instance)
 
 
 def _delivery(row: Sequence[Any]) -> Delivery:

@@ -37,7 +37,7 @@ from corral.runtime.executor import Executor
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import REMOVED, SUSPENDED, UNINSTALLING, Instance
 from corral.runtime.services import Services
-from corral.runtime.webhooks import Delivery, Webhook, dedupe_key
+from corral.runtime.webhooks import Delivery, Webhook
 from corral.sandbox.limits import Outcome
 from corral.sdk.webhooks import Headers, Params, WebhookRequest, parse_body, verifier_from_spec
 from corral.server.responses import (
@@ -144,7 +144,7 @@ class Intake:
             unparsed: WebhookBodyError | None = None
         except WebhookBodyError as exc:
             parsed, unparsed = body, exc
-        sender_id = dedupe_key(headers)
+        sender_id = self.webhooks.dedupe_key(headers)
         if webhook.verify is not None:
             seen = WebhookRequest(
                 method=method,
