@@ -119,7 +119,7 @@ def _body(value: Any, what: str) -> tuple[str | None, bytes]:
     if isinstance(value, bytes):
         return OCTETS, value
     if isinstance(value, str):
-        return TEXT, value.encode("utf-8", "surrogatepass")
+        return TEXT, _utf8(value, what)
     if isinstance(value, dict | list):
         try:
             text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -127,11 +127,20 @@ def _body(value: Any, what: str) -> tuple[str | None, bytes]:
             raise HandlerReturnError(f"{what} cannot be sent as JSON: {exc}") from None
         except RecursionError:
             raise HandlerReturnError(f"{what} is nested too deeply to send as JSON") from None
-        return JSON, text.encode("utf-8", "surrogatepass")
+        return JSON, _utf8(text, what)
     raise HandlerReturnError(
         f"{what} is a {type(value).__name__}; a webhook handler returns a dict or list "
         "(JSON), a str (text), bytes, None (204), or (status, body[, headers])"
     )
+
+
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        raise HandlerReturnError(
+            f"{what} holds {text[exc.start : exc.end]!r}, which is no character UTF-8 can send"
+        ) from None
 
 
 def _status(value: Any) -> int:
