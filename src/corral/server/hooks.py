@@ -111,6 +111,7 @@ class Intake:
         await (await self.answer(request)).response()(scope, receive, send)
 
     async def answer(self, request: Request) -> Answer:
+        """The answer to one request, each check in the order the module lists."""
         method = request.method
         if method not in METHODS:
             return error_answer(
@@ -137,14 +138,53 @@ class Intake:
         received_at = self.now()
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
         query = request.scope["query_string"].decode("latin-1")
+        sender_id = self.webhooks.dedupe_key(headers)
+        refused = self._refusal(
+            webhook, instance, method, headers, query, body, sender_id, received_at
+        )
+        if refused is not None:
+            return refused
+        if sender_id is not None:
+            repeat = await self._repeat(webhook, sender_id, received_at)
+            if repeat is not None:
+                return repeat
+        delivery = await self.database.call(
+            self.webhooks.accept,
+            webhook,
+            instance,
+            method=method,
+            headers=headers,
+            query=query,
+            body=body,
+            dedupe_key=sender_id,
+            now=received_at,
+        )
+        if webhook.mode != "sync":
+            if self._on_accept is not None:
+                self._on_accept()
+            return _queued(delivery.id)
+        return await self._run(webhook, instance, delivery)
+
+    def _refusal(
+        self,
+        webhook: Webhook,
+        instance: Instance,
+        method: str,
+        headers: list[tuple[str, str]],
+        query: str,
+        body: bytes,
+        sender_id: str | None,
+        received_at: int,
+    ) -> Answer | None:
+        """Steps 4 to 6, once the body is read: a bad signature (401), a suspended
+        instance (503), a body or delivery id that cannot be taken (400)."""
         if "\x00" in query:
             return error_answer(400, "bad_request", "the query string holds a NUL character")
         try:
-            parsed: Any = parse_body(request.headers.get("content-type"), body)
+            parsed: Any = parse_body(_first(headers, "content-type"), body)
             unparsed: WebhookBodyError | None = None
         except WebhookBodyError as exc:
             parsed, unparsed = body, exc
-        sender_id = self.webhooks.dedupe_key(headers)
         if webhook.verify is not None:
             seen = WebhookRequest(
                 method=method,
@@ -170,26 +210,7 @@ class Intake:
                 f"the delivery id is {len(sender_id)} characters long; at most "
                 f"{MAX_DELIVERY_ID} are taken",
             )
-        if sender_id is not None:
-            repeat = await self._repeat(webhook, sender_id, received_at)
-            if repeat is not None:
-                return repeat
-        delivery = await self.database.call(
-            self.webhooks.accept,
-            webhook,
-            instance,
-            method=method,
-            headers=headers,
-            query=query,
-            body=body,
-            dedupe_key=sender_id,
-            now=received_at,
-        )
-        if webhook.mode != "sync":
-            if self._on_accept is not None:
-                self._on_accept()
-            return _queued(delivery.id)
-        return await self._run(webhook, instance, delivery)
+        return None
 
     async def _repeat(self, webhook: Webhook, sender_id: str, now: int) -> Answer | None:
         """The first answer again, for a delivery id seen within the window; None to
@@ -257,6 +278,11 @@ class Intake:
         if record is not None and self._on_record is not None:
             self._on_record(record)
         return answer
+
+
+def _first(headers: list[tuple[str, str]], name: str) -> str | None:
+    """The first value of a header (names are case-insensitive)."""
+    return next((value for key, value in headers if key.lower() == name), None)
 
 
 def _queued(delivery_id: str, *, duplicate: bool = False) -> Answer:
