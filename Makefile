@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/sandbox.py
 	$(BIN)/python bench/tasks.py
+	$(BIN)/python bench/webhooks.py
 
 soak: $(STAMP)
 	$(BIN)/pytest -m slow

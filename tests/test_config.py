@@ -182,7 +182,8 @@ WHOLE_BYTES = (
         ),
         (
             {"CORRAL_SERVER_PORT": "70000"},
-            "CORRAL_SERVER_PORT must be a whole number from 1 to 65,535, got '70000'",
+            "CORRAL_SERVER_PORT must be a whole number (0: any free port) from 0 to 65,535, "
+            "got '70000'",
         ),
         (
             {"CORRAL_SERVER_PUBLIC_URL": "corral.example.com"},

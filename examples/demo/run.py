@@ -2,9 +2,13 @@
 
 Serves the demo API (``paged_api.py``) on threads of this process, then runs
 ``corral dev`` on ``examples/`` in it: each example agent is deployed and
-installed once (priority "examples"), a worker prints each execution, and saving
-an example deploys its new version. Ctrl-C stops both. The database is the
-usual one: ``CORRAL_DATABASE_URL``, else the SQLite file ``./.corral/corral.db``.
+installed once (priority "examples"), a worker prints each execution, the HTTP
+server takes webhooks (it prints its URL), and saving an example deploys its new
+version. Ctrl-C stops all of it. The database is the usual one:
+``CORRAL_DATABASE_URL``, else the SQLite file ``./.corral/corral.db``.
+
+``issue_sync.py`` prints a ``curl`` line that posts a signed event to its webhook
+when it is first installed; on later runs this prints it again.
 
 Run it from the repository's root: ``python -m examples.demo.run``.
 """
@@ -16,8 +20,11 @@ import sys
 from pathlib import Path
 
 from examples.demo.paged_api import PAGES, PER_PAGE, PagedApi, PortTaken
+from examples.issue_sync import curl_line
 
 from corral.cli import main
+from corral.config import RuntimeConfig
+from corral.runtime.services import Services
 
 EXAMPLES = Path(__file__).parents[1]
 
@@ -32,7 +39,23 @@ def run() -> None:
         "(batched-sync pages through it)",
         flush=True,
     )
+    for curl in installed_curl_lines():
+        print(f"  issue-sync's webhook, from another shell: {curl}", flush=True)
     main(["dev", os.path.relpath(EXAMPLES), "--priority", "examples"], prog_name="corral")
+
+
+def installed_curl_lines() -> list[str]:
+    """The curl line of each issue-sync instance an earlier run installed (a new one
+    prints its own as it activates)."""
+    services = Services(RuntimeConfig.load())
+    webhooks = services.webhooks
+    return [
+        curl_line(webhook.url(webhooks.public_url))
+        for instance in services.registry.instances()
+        if instance.agent == "issue-sync"
+        for webhook in webhooks.webhooks(instance.id)
+        if webhook.kind == "webhook"
+    ]
 
 
 if __name__ == "__main__":

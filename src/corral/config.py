@@ -295,7 +295,7 @@ KEYS: tuple[_Key, ...] = (
         "webhooks", "dedupe_headers", _Text("header names separated by commas", _are_header_names)
     ),
     _Key("server", "host", _Text("a host name or IP address", lambda s: bool(s) and " " not in s)),
-    _Key("server", "port", _Number("a whole number", 1, 65_535, whole=True)),
+    _Key("server", "port", _Number("a whole number (0: any free port)", 0, 65_535, whole=True)),
     _Key(
         "server",
         "public_url",

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -60,6 +61,8 @@ class Dev:
         self.process = subprocess.Popen(
             [CORRAL, "--db", db, "dev", path],
             cwd=cwd,
+            # Its server on a free port: tests run beside each other and `make run`.
+            env={**os.environ, "CORRAL_SERVER_PORT": "0"},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -323,3 +326,39 @@ def test_a_second_ctrl_c_stops_it_and_a_restart_runs_its_task_again(
     dev.expect(rf"^\d\d:\d\d:\d\d {instance} activate \(lifecycle\) → ok")
     dev.expect(r"^    slow finished$")
     assert dev.stop()[0] == 0
+
+
+WEBHOOKED = """
+from corral import Agent
+
+class Hooked(Agent):
+    async def activate(self, priority):
+        print("sync at", await self.tools.network.create_webhook(self.answer, mode="sync"))
+        print("async at", await self.tools.network.create_webhook(self.took))
+
+    async def answer(self, request):
+        return {"hello": request.body["name"]}
+
+    async def took(self, request):
+        print(f"took {request.body!r}")
+"""
+
+
+def test_it_serves_webhooks_beside_the_worker(tmp_path: Path, start_dev: StartDev) -> None:
+    (tmp_path / "agents" / "hooked.py").write_text(WEBHOOKED)
+    dev = start_dev()
+    server = dev.expect(r"^server: (http://127\.0\.0\.1:\d+)$")[1]
+    sync_url = dev.expect(rf"^    sync at ({re.escape(server)}/hooks/\S+)$")[1]
+    async_url = dev.expect(rf"^    async at ({re.escape(server)}/hooks/\S+)$")[1]
+
+    answer = httpx.post(sync_url, json={"name": "ann"}, timeout=TIMEOUT)
+    assert (answer.status_code, answer.json()) == (200, {"hello": "ann"})
+    dev.expect(r"^\d\d:\d\d:\d\d hooked-\w+ answer \(webhook\) → ok")
+    assert httpx.post(async_url, content=b"parcel", timeout=TIMEOUT).status_code == 202
+    dev.expect(r"^\d\d:\d\d:\d\d hooked-\w+ took \(webhook\) → ok")
+    dev.expect(r"^    took 'parcel'$")
+
+    code, stderr = dev.stop(signal.SIGTERM)
+    assert code == 0
+    assert "Traceback" not in stderr
+    assert dev.printed[-1] == "stopped"

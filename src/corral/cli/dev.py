@@ -1,11 +1,11 @@
 """``corral dev PATH``: agents deployed from their files, run here, redeployed on save.
 
 One process, one event loop, and side by side in it until Ctrl-C or SIGTERM: a
-worker that prints each execution with its log lines, and a watcher that
-redeploys an agent file when it is saved (:mod:`corral.runtime.reloader`).
-The spec puts an HTTP server (webhooks, admin API, dashboard) beside them; none
-is built yet, and when ``corral serve`` is, its app joins ``_Session._serve`` as
-one more service. ``make run`` is this on the examples folder (``examples/demo/run.py``).
+worker that prints each execution with its log lines, a watcher that redeploys
+an agent file when it is saved (:mod:`corral.runtime.reloader`), and the HTTP
+server of ``corral serve`` (webhooks), whose sync webhooks run in the worker's
+sandbox pool and whose async deliveries wake the worker at once. ``make run`` is
+this on the examples folder (``examples/demo/run.py``).
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ import click
 
 from corral.cli.context import Context
 from corral.cli.output import console
+from corral.cli.serve import listened
 from corral.config import RuntimeConfig
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.reloader import Deleted, Deployment, Reload, Reloader
 from corral.runtime.services import Services
 from corral.runtime.worker import Worker, WorkerOptions
+from corral.server.app import create_app
+from corral.server.serving import HttpServer, Listener
 
 
 def print_execution(record: ExecutionRecord) -> None:
@@ -112,11 +115,11 @@ def dev(obj: Context, path: Path, priority: str, insecure_sandbox: bool) -> None
     keeps running. A deleted file is reported and its instances stay installed
     (corral uninstall removes one).
 
-    Ctrl-C or SIGTERM stops: executions in flight finish first. A second Ctrl-C stops
-    them too; their tasks run again when a worker next starts.
+    The HTTP server of corral serve runs here too, at [server] host and port
+    (CORRAL_SERVER_PORT=0: any free port); it prints its URL.
 
-    No HTTP server runs yet (webhooks, admin API, dashboard): that is `corral serve`,
-    still to come, and it will run here beside the worker.
+    Ctrl-C or SIGTERM stops: requests and executions in flight finish first. A second
+    Ctrl-C stops them too; their tasks run again when a worker next starts.
     """
     obj.usable_url()  # a SQLite file in a missing folder is refused, not made
     develop(obj.config, path, priority=priority, insecure=insecure_sandbox)
@@ -127,20 +130,29 @@ def develop(
 ) -> None:
     """Run ``corral dev`` on PATH until Ctrl-C or SIGTERM."""
     console.print(f"Corral: database {config.database_url}", markup=False)
-    # Ctrl-C before the session took the signal over: nothing had started.
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_Session(path, config, priority=priority, insecure=insecure).run())
+    listener = Listener(config.server.host, config.server.port)
+    try:
+        session = _Session(path, listened(config, listener), listener, priority, insecure)
+        # Ctrl-C before the session took the signal over: nothing had started.
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(session.run())
+    finally:
+        listener.close()
     console.print("stopped")
 
 
 class _Session:
-    def __init__(self, path: Path, config: RuntimeConfig, *, priority: str, insecure: bool) -> None:
+    def __init__(
+        self, path: Path, config: RuntimeConfig, listener: Listener, priority: str, insecure: bool
+    ) -> None:
         self.path = path
         self.config = config
+        self.listener = listener
         self.priority = priority
         self.insecure = insecure
         self._signals = 0
         self._worker: Worker | None = None
+        self._http: HttpServer | None = None
         self._work: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -180,21 +192,36 @@ class _Session:
 
     async def _serve(self, worker: Worker, reloader: Reloader) -> None:
         stop = asyncio.Event()  # the watcher's thread checks it; cancelling cannot reach it
+        app = create_app(
+            worker.services,
+            executor=worker.executor,
+            on_accept=worker.wake,
+            on_record=print_execution,
+        )
+        http = self._http = HttpServer(
+            app,
+            self.listener,
+            own_signals=False,
+            on_ready=lambda: console.print(f"server: {self.listener.url}", markup=False),
+        )
+        # The server is stopped, never cancelled: its requests in flight finish.
+        server = asyncio.create_task(http.run_until_stopped(), name="server")
         services = [
             asyncio.create_task(worker.run(), name="worker"),
             asyncio.create_task(self._redeploy(reloader, worker, stop), name="watcher"),
         ]
         try:
-            done, _ = await asyncio.wait(services, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([*services, server], return_when=asyncio.FIRST_COMPLETED)
             for service in done:
                 service.result()  # a service only ends by itself when it fails
         finally:
             stop.set()
+            http.stop()
             for service in services:
                 service.cancel()
             # A cancelled worker lets its executions in flight finish; a second
             # signal abandons them (see _on_signal).
-            await asyncio.gather(*services, return_exceptions=True)
+            await asyncio.gather(*services, server, return_exceptions=True)
 
     @staticmethod
     async def _redeploy(reloader: Reloader, worker: Worker, stop: asyncio.Event) -> None:
@@ -205,6 +232,10 @@ class _Session:
     def _on_signal(self) -> None:
         self._signals += 1
         worker = self._worker
+        if self._http is not None and self._signals > 1:
+            self._http.stop_now()  # requests in flight are dropped
+        elif self._http is not None:
+            self._http.stop()
         if self._signals > 1:
             if worker is not None and (abandoned := worker.abandon()):
                 console.print(

@@ -24,7 +24,18 @@ import click
 import sqlalchemy as sa
 
 from corral import __version__
-from corral.cli import agents, config, dev, doctor, execute, history, state, tasks, webhooks
+from corral.cli import (
+    agents,
+    config,
+    dev,
+    doctor,
+    execute,
+    history,
+    serve,
+    state,
+    tasks,
+    webhooks,
+)
 from corral.cli.context import Context
 from corral.config import CONFIG_ENV
 from corral.db.engine import DEFAULT_URL, URL_ENV
@@ -99,6 +110,6 @@ def main(ctx: click.Context, db: str | None, config_file: Path | None) -> None:
     ctx.obj = Context(db, config_file)
 
 
-for _module in (agents, config, history, tasks, state, execute, doctor, dev, webhooks):
+for _module in (agents, config, history, tasks, state, execute, doctor, dev, serve, webhooks):
     for _command in _module.COMMANDS:
         main.add_command(_command)
