@@ -35,6 +35,8 @@
     ├── SandboxError                 the sandbox could not be set up or used as asked
     │   ├── SandboxUnavailable               a sandbox layer is missing on this machine
     │   └── ProtocolError                    a frame on the RPC channel broke the protocol
+    ├── HandlerReturnError (ValueError)  a sync webhook's return value is no HTTP response
+    ├── ListenError (OSError)        the server cannot listen where it was asked to
     ├── WebhookError (ValueError)    a webhook delivery that cannot be taken as it is
     │   ├── WebhookBodyError       [agent]   a JSON content type over a body that does not parse
     │   └── WebhookVerificationError [agent] a signature missing, wrong or stale
@@ -260,6 +262,15 @@ class ProtocolError(SandboxError):
 
 
 # -- the boundary between host and agent ------------------------------------------------
+
+
+class HandlerReturnError(CorralError, ValueError):
+    """A sync handler returned a value that cannot become an HTTP response; the message
+    says why, for the instance's log (the sender sees only a generic 500)."""
+
+
+class ListenError(CorralError, OSError):
+    """The server cannot listen where it was asked to (a port taken, an unknown host)."""
 
 
 class WebhookError(CorralError, ValueError):

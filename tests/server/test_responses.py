@@ -15,7 +15,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corral.server.responses import Answer, HandlerReturnError, handler_answer
+from corral.errors import HandlerReturnError
+from corral.server.responses import Answer, handler_answer
 
 _SCALARS = st.one_of(
     st.none(),

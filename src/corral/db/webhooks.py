@@ -58,6 +58,9 @@ _SELECT_DELIVERY = f"SELECT {', '.join(DELIVERY_COLUMNS)} FROM deliveries"
 
 Row = Sequence[Any]
 
+# Any fixed number shared by every Corral process, "ddup": "the turn of a delivery id".
+_DEDUPE_LOCK_CLASS = 0x64647570
+
 
 class WebhookDatabase:
     """Named operations on the webhooks and deliveries tables."""
@@ -141,8 +144,13 @@ class WebhookDatabase:
     def find_duplicate(self, webhook_id: str, dedupe_key: str, since: int) -> Row | None:
         """The first delivery to the webhook with this key received at ``since`` or
         later, counted as repeated once more; None if there is none. Its
-        ``duplicates`` is read before the count: the caller adds the one."""
+        ``duplicates`` is read before the count: the caller adds the one.
+
+        The key's turn is taken first and held to the end of the caller's transaction,
+        so a caller that stores a new delivery in it when there is none
+        (``Webhooks.receive``) is the only one to: two copies sent at once are one."""
         with self.database.transaction(write=True) as cur:
+            self.database.take_turn(cur, _DEDUPE_LOCK_CLASS, f"{webhook_id}\n{dedupe_key}")
             row: Row | None = self.database.execute(
                 cur,
                 f"{_SELECT_DELIVERY} WHERE webhook_id = :webhook AND dedupe_key = :key "

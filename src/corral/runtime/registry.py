@@ -139,7 +139,8 @@ class Registry:
                     now=now,
                     trigger="tick",
                 )
-            if TICK_METHOD in description.get("methods", ()):
+            methods = description.get("methods")
+            if isinstance(methods, list) and TICK_METHOD in methods:
                 # A plugin: ticks may also be posted to its endpoint (corral webhooks).
                 self.webhooks.create(
                     instance.id,

@@ -287,6 +287,43 @@ class Webhooks:
         first = _delivery(row)
         return replace(first, duplicates=first.duplicates + 1)
 
+    def receive(
+        self,
+        webhook: Webhook,
+        instance: Instance,
+        *,
+        method: str,
+        headers: Sequence[tuple[str, str]],
+        query: str,
+        body: bytes,
+        dedupe_key: str | None,
+        dedupe_since: int,
+        now: int,
+    ) -> tuple[Delivery, bool]:
+        """A delivery taken in by the server: the first one with the sender's id since
+        ``dedupe_since``, counted as a repeat (True; nothing stored), else a new one
+        stored as ``accept`` stores it (False).
+
+        One transaction, under the sender's id's turn: two copies arriving at once on
+        any servers are one delivery and one repeat, never two deliveries.
+        """
+        with self.database.transaction(write=True):
+            if dedupe_key is not None:
+                first = self.find_duplicate(webhook.id, dedupe_key, dedupe_since)
+                if first is not None:
+                    return first, True
+            delivery = self.accept(
+                webhook,
+                instance,
+                method=method,
+                headers=headers,
+                query=query,
+                body=body,
+                dedupe_key=dedupe_key,
+                now=now,
+            )
+            return delivery, False
+
     def accept(
         self,
         webhook: Webhook,

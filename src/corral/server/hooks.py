@@ -32,7 +32,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope, Send
 
 from corral import codec
-from corral.errors import WebhookBodyError, WebhookVerificationError
+from corral.errors import HandlerReturnError, WebhookBodyError, WebhookVerificationError
 from corral.runtime.executor import Executor
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import REMOVED, SUSPENDED, UNINSTALLING, Instance
@@ -44,7 +44,6 @@ from corral.server.responses import (
     DEADLINE_PASSED,
     HANDLER_FAILED,
     Answer,
-    HandlerReturnError,
     error_answer,
     handler_answer,
     json_answer,
@@ -144,12 +143,8 @@ class Intake:
         )
         if refused is not None:
             return refused
-        if sender_id is not None:
-            repeat = await self._repeat(webhook, sender_id, received_at)
-            if repeat is not None:
-                return repeat
-        delivery = await self.database.call(
-            self.webhooks.accept,
+        delivery, repeat = await self.database.call(
+            self.webhooks.receive,
             webhook,
             instance,
             method=method,
@@ -157,8 +152,11 @@ class Intake:
             query=query,
             body=body,
             dedupe_key=sender_id,
+            dedupe_since=received_at - math.floor(self.config.dedupe_window_h * 3600 * 1000),
             now=received_at,
         )
+        if repeat:
+            return await self._repeat(webhook, instance, delivery, received_at)
         if webhook.mode != "sync":
             if self._on_accept is not None:
                 self._on_accept()
@@ -212,15 +210,10 @@ class Intake:
             )
         return None
 
-    async def _repeat(self, webhook: Webhook, sender_id: str, now: int) -> Answer | None:
-        """The first answer again, for a delivery id seen within the window; None to
-        take the delivery as new."""
-        since = now - math.floor(self.config.dedupe_window_h * 3600 * 1000)
-        first: Delivery | None = await self.database.call(
-            self.webhooks.find_duplicate, webhook.id, sender_id, since
-        )
-        if first is None:
-            return None
+    async def _repeat(
+        self, webhook: Webhook, instance: Instance, first: Delivery, now: int
+    ) -> Answer:
+        """The answer to a delivery id seen within the window: the first one's again."""
         if first.mode != "sync":
             return _queued(first.id, duplicate=True)
         if first.response is not None:
@@ -228,7 +221,8 @@ class Intake:
             return Answer(said.status, tuple((n, v) for n, v in said.headers), said.body)
         stale_ms = STALE_RUNS * self.config.sync_deadline_s * 1000
         if now - first.received_at > stale_ms:
-            return None  # its server stopped mid-run: run it again
+            # Its server stopped mid-run, so its sender never had an answer: run it again.
+            return await self._run(webhook, instance, first)
         return STILL_RUNNING
 
     async def _run(self, webhook: Webhook, instance: Instance, delivery: Delivery) -> Answer:

@@ -23,7 +23,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from corral.errors import CorralError
+from corral.errors import HandlerReturnError
 
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
@@ -37,11 +37,6 @@ _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 #: Statuses whose answer has no body (RFC 9110 §6.4.1).
 _BODILESS = frozenset({204, 304})
-
-
-class HandlerReturnError(CorralError, ValueError):
-    """A sync handler returned a value that cannot become an HTTP response; the message
-    says why, for the instance's log (the sender sees only a generic 500)."""
 
 
 @dataclass(frozen=True)

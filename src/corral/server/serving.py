@@ -19,11 +19,7 @@ from collections.abc import Callable, Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
-from corral.errors import CorralError
-
-
-class ListenError(CorralError, OSError):
-    """The server cannot listen where it was asked to."""
+from corral.errors import ListenError
 
 
 class Listener:
