@@ -174,7 +174,7 @@ def serve_bare() -> None:
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    from corral.server.serving import HttpServer, Listener
+    from corral.server.serving import STOP_MARGIN_S, HttpServer, Listener
 
     async def sync(request: Request) -> Response:
         await request.body()
@@ -189,7 +189,10 @@ def serve_bare() -> None:
     )
     listener = Listener("127.0.0.1", 0)
     server = HttpServer(
-        app, listener, on_ready=lambda: print(f"server: {listener.url}", flush=True)
+        app,
+        listener,
+        on_ready=lambda: print(f"server: {listener.url}", flush=True),
+        grace_s=STOP_MARGIN_S,
     )
     asyncio.run(server.run_until_stopped())
 

@@ -32,7 +32,7 @@ from corral import codec
 from corral.config import RuntimeConfig, ServerSettings
 from corral.runtime.services import Services
 from corral.server.app import create_app
-from corral.server.serving import HttpServer, Listener
+from corral.server.serving import HttpServer, Listener, stop_grace_s
 from tests.cli.invoke import corral
 from tests.runtime.conftest import (  # noqa: F401  (fixtures)
     Runtime,
@@ -86,7 +86,11 @@ async def serve(runtime_factory: RuntimeFactory) -> AsyncIterator[Serve]:  # noq
         runtime = await runtime_factory(config, **options)
         ready = asyncio.Event()
         http = HttpServer(
-            create_app(runtime.services), listener, on_ready=ready.set, own_signals=False
+            create_app(runtime.services),
+            listener,
+            on_ready=ready.set,
+            own_signals=False,
+            grace_s=stop_grace_s(config.webhooks),
         )
         task = asyncio.create_task(http.run_until_stopped())
         client = httpx.AsyncClient(base_url=listener.url, timeout=TIMEOUT_S)

@@ -26,7 +26,7 @@ from corral.runtime.reloader import Deleted, Deployment, Reload, Reloader
 from corral.runtime.services import Services
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.server.app import create_app
-from corral.server.serving import HttpServer, Listener
+from corral.server.serving import HttpServer, Listener, stop_grace_s
 
 
 def print_execution(record: ExecutionRecord) -> None:
@@ -202,6 +202,7 @@ class _Session:
             app,
             self.listener,
             own_signals=False,
+            grace_s=stop_grace_s(worker.services.config.webhooks),
             on_ready=lambda: console.print(f"server: {self.listener.url}", markup=False),
         )
         # The server is stopped, never cancelled: its requests in flight finish.

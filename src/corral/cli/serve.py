@@ -11,7 +11,7 @@ from corral.cli.context import Context
 from corral.config import RuntimeConfig
 from corral.runtime.services import Services
 from corral.server.app import create_app, server_executor
-from corral.server.serving import HttpServer, Listener
+from corral.server.serving import HttpServer, Listener, stop_grace_s
 
 
 @click.command()
@@ -58,6 +58,7 @@ async def _serve(
                 app,
                 listener,
                 access_log=access_log,
+                grace_s=stop_grace_s(config.webhooks),
                 on_ready=lambda: click.echo(f"server: {listener.url}"),
             )
             await http.run_until_stopped()
