@@ -125,6 +125,23 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Arrival:
+    """A request to a webhook as the server read it, checked, and about to be stored."""
+
+    webhook: Webhook
+    instance: Instance
+    method: str
+    headers: Sequence[tuple[str, str]]
+    query: str
+    body: bytes
+    #: The sender's delivery id (``Webhooks.dedupe_key``), if it gave one.
+    dedupe_key: str | None
+    #: A delivery with the same sender's id received since then is this one again.
+    dedupe_since: int
+    received_at: int
+
+
+@dataclass(frozen=True)
 class DeliveryView:
     """One line of the delivery log."""
 
@@ -287,42 +304,39 @@ class Webhooks:
         first = _delivery(row)
         return replace(first, duplicates=first.duplicates + 1)
 
-    def receive(
-        self,
-        webhook: Webhook,
-        instance: Instance,
-        *,
-        method: str,
-        headers: Sequence[tuple[str, str]],
-        query: str,
-        body: bytes,
-        dedupe_key: str | None,
-        dedupe_since: int,
-        now: int,
-    ) -> tuple[Delivery, bool]:
+    def receive(self, arrival: Arrival) -> tuple[Delivery, bool]:
         """A delivery taken in by the server: the first one with the sender's id since
-        ``dedupe_since``, counted as a repeat (True; nothing stored), else a new one
-        stored as ``accept`` stores it (False).
+        ``arrival.dedupe_since``, counted as a repeat (True; nothing stored), else a new
+        one stored as ``accept`` stores it (False).
 
         One transaction, under the sender's id's turn: two copies arriving at once on
         any servers are one delivery and one repeat, never two deliveries.
         """
         with self.database.transaction(write=True):
-            if dedupe_key is not None:
-                first = self.find_duplicate(webhook.id, dedupe_key, dedupe_since)
+            if arrival.dedupe_key is not None:
+                first = self.find_duplicate(
+                    arrival.webhook.id, arrival.dedupe_key, arrival.dedupe_since
+                )
                 if first is not None:
                     return first, True
             delivery = self.accept(
-                webhook,
-                instance,
-                method=method,
-                headers=headers,
-                query=query,
-                body=body,
-                dedupe_key=dedupe_key,
-                now=now,
+                arrival.webhook,
+                arrival.instance,
+                method=arrival.method,
+                headers=arrival.headers,
+                query=arrival.query,
+                body=arrival.body,
+                dedupe_key=arrival.dedupe_key,
+                now=arrival.received_at,
             )
             return delivery, False
+
+    def receive_all(self, arrivals: Sequence[Arrival]) -> Sequence[tuple[Delivery, bool]]:
+        """``receive`` of each, in order, in one transaction: one commit for all (the
+        server's group commit, ``corral.db.group_commit``). A later arrival sees what an
+        earlier one stored, so copies in one batch are still one delivery."""
+        with self.database.transaction(write=True):
+            return [self.receive(arrival) for arrival in arrivals]
 
     def accept(
         self,

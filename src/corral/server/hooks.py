@@ -32,12 +32,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope, Send
 
 from corral import codec
+from corral.db.group_commit import GroupCommit
 from corral.errors import HandlerReturnError, WebhookBodyError, WebhookVerificationError
 from corral.runtime.executor import Executor
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import REMOVED, SUSPENDED, UNINSTALLING, Instance
 from corral.runtime.services import Services
-from corral.runtime.webhooks import Delivery, Webhook
+from corral.runtime.webhooks import Arrival, Delivery, Webhook
 from corral.sandbox.limits import Outcome
 from corral.sdk.webhooks import Headers, Params, WebhookRequest, parse_body, verifier_from_spec
 from corral.server.responses import (
@@ -95,6 +96,10 @@ class Intake:
         self.database = services.database
         self.config = services.config.webhooks
         self._executor = executor
+        #: Deliveries arriving while one commit is written share the next.
+        self._receiving: GroupCommit[Arrival, tuple[Delivery, bool]] = GroupCommit(
+            self.database, self.webhooks.receive_all
+        )
         #: Told of each async delivery queued (``corral dev``: wake the worker beside us).
         self._on_accept = on_accept
         #: Told of each sync execution once written (``corral dev`` prints it).
@@ -143,17 +148,18 @@ class Intake:
         )
         if refused is not None:
             return refused
-        delivery, repeat = await self.database.call(
-            self.webhooks.receive,
-            webhook,
-            instance,
-            method=method,
-            headers=headers,
-            query=query,
-            body=body,
-            dedupe_key=sender_id,
-            dedupe_since=received_at - math.floor(self.config.dedupe_window_h * 3600 * 1000),
-            now=received_at,
+        delivery, repeat = await self._receiving.submit(
+            Arrival(
+                webhook,
+                instance,
+                method,
+                headers,
+                query,
+                body,
+                dedupe_key=sender_id,
+                dedupe_since=received_at - math.floor(self.config.dedupe_window_h * 3600 * 1000),
+                received_at=received_at,
+            )
         )
         if repeat:
             return await self._repeat(webhook, instance, delivery, received_at)
