@@ -56,6 +56,7 @@ class Hooks(Agent):
             raise ValueError("the handler broke")
         if shape == "slow":
             await self.store.set("slow_started", True)
+            await self.store.set(f"slow_started:{request.delivery_id}", True)
             await asyncio.sleep(float(request.params.get("s", "60")))
             return "slept"
         if shape == "bad_status":

@@ -18,6 +18,7 @@ import pytest
 from corral import codec
 from corral.config import RuntimeConfig, WebhookSettings
 from corral.runtime.registry import SUSPENDED
+from corral.sandbox.pool import PER_INSTANCE
 from tests.server.agents import GITHUB_SECRET, HOOKS, STANDARD_SECRET, STRIPE_SECRET, WEBHOOKS
 from tests.server.conftest import Serve, Served, path_of
 
@@ -256,6 +257,35 @@ async def test_copies_of_one_delivery_sent_at_once_are_one_delivery(serve: Serve
     assert sum(bool(a.json().get("duplicate")) for a in answers) == 15
     await served.runtime.idle()
     assert await served.stored(instance, "runs:burst") == 1
+
+
+async def test_sync_deliveries_past_an_instance_s_share_are_503_and_not_stored(
+    serve: Serve,
+) -> None:
+    """Each sync run holds a sandboxed process while its sender waits: one instance's
+    burst is refused past its share, and another instance's hooks still answer."""
+    served, instance = await hooks(serve)
+    other = await served.install("other", HOOKS)
+    path, other_path = await webhook(served, instance, "sync"), await webhook(served, other, "sync")
+    running = [
+        asyncio.create_task(
+            served.client.post(f"{path}?shape=slow&s=3", headers={"webhook-id": f"b{n}"})
+        )
+        for n in range(PER_INSTANCE)
+    ]
+    for n in range(PER_INSTANCE):  # each handler's own store write says it runs
+        while not await served.stored(instance, f"slow_started:b{n}"):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    refused = await served.client.post(f"{path}?shape=dict", headers={"webhook-id": "over"})
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["code"] == "busy"
+    served_meanwhile = await served.client.post(f"{other_path}?shape=str")
+    assert (served_meanwhile.status_code, served_meanwhile.text) == (200, "plain text, é")
+    assert [(await r).text for r in running] == ["slept"] * PER_INSTANCE
+    assert len(deliveries(served, path)) == PER_INSTANCE  # the refused one was not stored
+    again = await served.client.post(f"{path}?shape=dict", headers={"webhook-id": "over"})
+    assert again.status_code == 200
 
 
 async def test_the_raw_body_reaches_the_handler_byte_for_byte(serve: Serve) -> None:

@@ -24,6 +24,10 @@ from corral.sandbox.limits import ExecutionResult, Limits
 from corral.sandbox.process import AGENT_FILENAME, Delivery, SandboxProcess, ToolHandler
 from corral.sandbox.zygote import Zygote
 
+#: Warm processes a pool keeps at most, and of one instance.
+MAX_PROCESSES = 32
+PER_INSTANCE = 4
+
 
 @dataclass(eq=False)
 class _Entry:
@@ -43,8 +47,8 @@ class SandboxPool:
         self,
         zygote: Zygote,
         *,
-        max_processes: int = 32,
-        per_instance: int = 4,
+        max_processes: int = MAX_PROCESSES,
+        per_instance: int = PER_INSTANCE,
         idle_s: float = 60.0,
         max_executions: int = 1000,
         strict: bool = False,

@@ -7,7 +7,8 @@
    as soon as the stream passes the cap (chunked bodies);
 4. a ``verify`` set and the signature missing, wrong or stale → 401, nothing stored;
 5. the instance suspended → 503 with ``Retry-After``;
-6. a JSON content type over a body that does not parse → 400;
+6. a JSON content type over a body that does not parse → 400; a sync webhook whose
+   instance has as many sync runs here as it may → 503 ``busy`` (``SyncSlots``);
 7. a delivery id seen within the dedupe window → the first answer again, nothing run;
 8. the delivery written durably, then: async → 202 and a task a worker runs; sync →
    the handler run here under the response deadline, its return value the answer.
@@ -20,6 +21,7 @@ between requests, so any number of servers may share one database.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -80,6 +82,48 @@ STILL_RUNNING = error_answer(
 )
 
 
+BUSY = error_answer(
+    503,
+    "busy",
+    "this webhook's instance has as many sync deliveries running as it may; try again shortly",
+    headers=[("retry-after", "1")],
+)
+
+
+class SyncSlots:
+    """How many sync handlers this server runs at once: at most ``per_instance`` for one
+    instance and ``total`` in all.
+
+    Each runs in a sandboxed process of its own while its sender waits; without a
+    bound, a burst of sync deliveries would fork a process for each (up to 256 MiB
+    apiece) and one tenant could take the host's memory from every other. Past a
+    bound the sender hears 503 with ``Retry-After`` before anything is stored.
+    """
+
+    def __init__(self, *, total: int, per_instance: int) -> None:
+        self.total = total
+        self.per_instance = per_instance
+        self._running: dict[str, int] = {}
+        self._all = 0
+
+    def take(self, instance: str) -> bool:
+        """A slot for one of the instance's sync runs; False when none is free."""
+        mine = self._running.get(instance, 0)
+        if mine >= self.per_instance or self._all >= self.total:
+            return False
+        self._running[instance] = mine + 1
+        self._all += 1
+        return True
+
+    def give(self, instance: str) -> None:
+        mine = self._running[instance] - 1
+        if mine:
+            self._running[instance] = mine
+        else:
+            del self._running[instance]
+        self._all -= 1
+
+
 class Intake:
     """The ``/hooks/{token}`` endpoint, over the services and an executor for sync runs."""
 
@@ -107,6 +151,12 @@ class Intake:
 
     def now(self) -> int:
         return math.floor(self.services.clock() * 1000)
+
+    @functools.cached_property
+    def _sync_slots(self) -> SyncSlots:
+        """As many sync runs as the sandbox pool keeps processes: per instance, in all."""
+        pool = self._executor().pool
+        return SyncSlots(total=pool.max_processes, per_instance=pool.per_instance)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The endpoint, as an ASGI app: a route to a function takes GET alone unless
@@ -148,21 +198,32 @@ class Intake:
         )
         if refused is not None:
             return refused
-        delivery, repeat = await self._receiving.submit(
-            Arrival(
-                webhook,
-                instance,
-                method,
-                headers,
-                query,
-                body,
-                dedupe_key=sender_id,
-                dedupe_since=received_at - math.floor(self.config.dedupe_window_h * 3600 * 1000),
-                received_at=received_at,
-            )
+        arrival = Arrival(
+            webhook,
+            instance,
+            method,
+            headers,
+            query,
+            body,
+            dedupe_key=sender_id,
+            dedupe_since=received_at - math.floor(self.config.dedupe_window_h * 3600 * 1000),
+            received_at=received_at,
         )
+        if webhook.mode != "sync":
+            return await self._take(arrival)
+        if not self._sync_slots.take(instance.id):
+            return BUSY  # before anything is stored, like every refusal
+        try:
+            return await self._take(arrival)
+        finally:
+            self._sync_slots.give(instance.id)
+
+    async def _take(self, arrival: Arrival) -> Answer:
+        """Store the delivery (or find it a repeat), then answer: queued, or run here."""
+        delivery, repeat = await self._receiving.submit(arrival)
+        webhook, instance = arrival.webhook, arrival.instance
         if repeat:
-            return await self._repeat(webhook, instance, delivery, received_at)
+            return await self._repeat(webhook, instance, delivery, arrival.received_at)
         if webhook.mode != "sync":
             if self._on_accept is not None:
                 self._on_accept()
