@@ -13,13 +13,16 @@ import struct
 import threading
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from multiprocessing.synchronize import Barrier
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+
+from corral import codec
+from corral.runtime.webhooks import Webhook, Webhooks
 
 # 2025-06-15T15:06:40Z: a realistic epoch value, so millisecond arithmetic is exercised
 # at the magnitude real clocks have.
@@ -316,3 +319,28 @@ def _close(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
+
+
+def make_webhook(
+    webhooks: Webhooks,
+    instance: str,
+    method: str,
+    extra: Sequence[Any] = (),
+    *,
+    now: int,
+    mode: str = "async",
+    verify: dict[str, Any] | None = None,
+    max_body_bytes: int | None = None,
+) -> Webhook:
+    """A webhook of the instance made by the platform (no quota), as an agent's
+    ``create_webhook`` would make it."""
+    return webhooks.create(
+        instance,
+        method,
+        codec.encode(list(extra)),
+        mode=mode,
+        verify=verify,
+        max_body_bytes=max_body_bytes,
+        now=now,
+        quotas=None,
+    )

@@ -21,6 +21,7 @@ from corral.runtime.webhooks import Delivery, Webhook, Webhooks, token_of
 from corral.runtime.worker import DAY_MS
 from corral.sdk.operations import Op
 from tests.runtime.conftest import Runtime, RuntimeFactory
+from tests.support import make_webhook
 
 HOOKS = """
 import asyncio
@@ -252,15 +253,8 @@ async def test_a_failing_handler_is_retried_then_its_delivery_is_dead(
 ) -> None:
     runtime = await runtime_factory(replace(RuntimeConfig(), retries=Retries(attempts=1)))
     instance = await installed(runtime)
-    webhook = runtime.services.webhooks.create(
-        instance.id,
-        "failing",
-        codec.encode([]),
-        mode="async",
-        verify=None,
-        max_body_bytes=None,
-        now=runtime.executor.now(),
-        quotas=None,
+    webhook = make_webhook(
+        runtime.services.webhooks, instance.id, "failing", now=runtime.executor.now()
     )
     deliver(runtime, webhook.url(runtime.services.webhooks.public_url))
     await runtime.idle()
@@ -274,16 +268,7 @@ async def test_a_delivery_gone_before_it_ran_dead_letters_its_task_saying_why(
 ) -> None:
     instance = await installed(runtime)
     webhooks = runtime.services.webhooks
-    webhook = webhooks.create(
-        instance.id,
-        "on_event",
-        codec.encode([]),
-        mode="async",
-        verify=None,
-        max_body_bytes=None,
-        now=runtime.executor.now(),
-        quotas=None,
-    )
+    webhook = make_webhook(webhooks, instance.id, "on_event", now=runtime.executor.now())
     delivery = deliver(runtime, webhook.url(webhooks.public_url))
     webhooks.purge(runtime.executor.now() + 1)
     await runtime.idle()
@@ -320,16 +305,7 @@ async def inline(
     runtime: Runtime, instance: Instance, method: str, deadline_s: float = 10.0
 ) -> tuple[Delivery, Any]:
     webhooks = runtime.services.webhooks
-    webhook = webhooks.create(
-        instance.id,
-        method,
-        codec.encode([]),
-        mode="sync",
-        verify=None,
-        max_body_bytes=None,
-        now=runtime.executor.now(),
-        quotas=None,
-    )
+    webhook = make_webhook(webhooks, instance.id, method, now=runtime.executor.now(), mode="sync")
     delivery = deliver(runtime, webhook.url(webhooks.public_url))
     version = runtime.executor.registry.current_version(instance.agent)
     current = runtime.executor.registry.instance(instance.id)
@@ -406,16 +382,7 @@ async def test_workers_delete_deliveries_past_retention(runtime_factory: Runtime
     first = await runtime_factory()
     instance = await installed(first)
     webhooks = first.services.webhooks
-    webhook = webhooks.create(
-        instance.id,
-        "on_event",
-        codec.encode([]),
-        mode="sync",
-        verify=None,
-        max_body_bytes=None,
-        now=first.executor.now(),
-        quotas=None,
-    )
+    webhook = make_webhook(webhooks, instance.id, "on_event", now=first.executor.now(), mode="sync")
     deliver(first, webhook.url(webhooks.public_url))
     first.clock.advance(29 * DAY_MS)
     later = await runtime_factory()  # a worker that has not purged yet

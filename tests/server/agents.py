@@ -3,7 +3,9 @@ test makes it: the method, its extra argument, and ``create``'s options)."""
 
 from __future__ import annotations
 
+from corral.runtime.webhooks import Webhook, Webhooks
 from corral.webhooks import GitHubSignature, StandardWebhooks, StripeSignature
+from tests.support import make_webhook
 
 #: GitHub's secret of the signed webhooks (a test value: the tests sign with it).
 GITHUB_SECRET = "it's-a-secret-to-everybody"
@@ -79,3 +81,9 @@ WEBHOOKS: dict[str, tuple[str, list[object], dict[str, object]]] = {
     "standard": ("count", ["standard"], {"verify": StandardWebhooks(STANDARD_SECRET).spec()}),
     "stripe": ("count", ["stripe"], {"verify": StripeSignature(STRIPE_SECRET).spec()}),
 }
+
+
+def spec_webhook(webhooks: Webhooks, instance: str, name: str, *, now: int) -> Webhook:
+    """A webhook of the instance made as ``WEBHOOKS[name]`` says."""
+    method, extra, options = WEBHOOKS[name]
+    return make_webhook(webhooks, instance, method, extra, now=now, **options)  # type: ignore[arg-type]

@@ -28,7 +28,6 @@ from typing import Any
 import httpx
 import pytest
 
-from corral import codec
 from corral.config import RuntimeConfig, ServerSettings
 from corral.runtime.services import Services
 from corral.server.app import create_app
@@ -42,7 +41,7 @@ from tests.runtime.conftest import (  # noqa: F401  (fixtures)
     runtime_factory,
     sandbox,
 )
-from tests.server.agents import HOOKS, WEBHOOKS
+from tests.server.agents import HOOKS, spec_webhook
 
 CORRAL = str(Path(sys.executable).with_name("corral"))
 #: For any one wait on a process: generous, as the suite shares two cores.
@@ -221,17 +220,7 @@ def prepare_hooks(url: str, folder: Path, *names: str) -> dict[str, str]:
     webhooks = Services(RuntimeConfig(database_url=url)).webhooks
     made = {"instance": instance}
     for name in names:
-        method, extra, options = WEBHOOKS[name]
-        webhook = webhooks.create(
-            instance,
-            method,
-            codec.encode(extra),
-            mode=str(options.get("mode", "async")),
-            verify=options.get("verify"),  # type: ignore[arg-type]
-            max_body_bytes=options.get("max_body_bytes"),  # type: ignore[arg-type]
-            now=int(time.time() * 1000),
-            quotas=None,
-        )
+        webhook = spec_webhook(webhooks, instance, name, now=int(time.time() * 1000))
         made[name] = f"/hooks/{webhook.token}"
     return made
 

@@ -15,11 +15,16 @@ import time
 
 import pytest
 
-from corral import codec
 from corral.config import RuntimeConfig, WebhookSettings
 from corral.runtime.registry import SUSPENDED
 from corral.sandbox.pool import PER_INSTANCE
-from tests.server.agents import GITHUB_SECRET, HOOKS, STANDARD_SECRET, STRIPE_SECRET, WEBHOOKS
+from tests.server.agents import (
+    GITHUB_SECRET,
+    HOOKS,
+    STANDARD_SECRET,
+    STRIPE_SECRET,
+    spec_webhook,
+)
 from tests.server.conftest import Serve, Served, path_of
 
 NOT_FOUND = {"error": {"code": "not_found", "message": "no such webhook"}}
@@ -32,16 +37,8 @@ async def hooks(serve: Serve, config: RuntimeConfig | None = None) -> tuple[Serv
 
 async def webhook(served: Served, instance: str, name: str) -> str:
     """The path of a new webhook of the instance, made as ``WEBHOOKS[name]`` says."""
-    method, extra, options = WEBHOOKS[name]
-    made = served.runtime.services.webhooks.create(
-        instance,
-        method,
-        codec.encode(extra),
-        mode=str(options.get("mode", "async")),
-        verify=options.get("verify"),  # type: ignore[arg-type]
-        max_body_bytes=options.get("max_body_bytes"),  # type: ignore[arg-type]
-        now=served.runtime.clock.now_ms,
-        quotas=None,
+    made = spec_webhook(
+        served.runtime.services.webhooks, instance, name, now=served.runtime.clock.now_ms
     )
     url = made.url(served.runtime.services.webhooks.public_url)
     assert url.startswith(f"{served.url}/hooks/")  # the URL names the server's port
