@@ -41,7 +41,10 @@ class Hooks(Agent):
         await self.store.set(key, await self.store.get_or_default(key, 0) + 1)
         shape = request.params.get("shape")
         if shape == "dict":
-            return {"got": request.body, "method": request.method}
+            # Sendable for any body (bytes as hex): the fuzz posts anything here, and only
+            # Corral itself may answer it with a 5xx.
+            body = request.body.hex() if isinstance(request.body, bytes) else request.body
+            return {"got": body, "method": request.method}
         if shape == "list":
             return [1, "two", None]
         if shape == "str":

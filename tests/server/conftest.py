@@ -84,8 +84,12 @@ async def serve(runtime_factory: RuntimeFactory) -> AsyncIterator[Serve]:  # noq
         config = replace(config, server=ServerSettings(port=listener.port))
         runtime = await runtime_factory(config, **options)
         ready = asyncio.Event()
+        # The worker's executor, as in ``corral dev``: one sandbox pool for both (a
+        # zygote started once a test, not twice); ``corral serve``'s own pool is what
+        # the process tests (test_serve.py) run.
+        app = create_app(runtime.services, executor=runtime.executor, on_accept=runtime.worker.wake)
         http = HttpServer(
-            create_app(runtime.services),
+            app,
             listener,
             on_ready=ready.set,
             own_signals=False,

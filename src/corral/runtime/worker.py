@@ -37,7 +37,7 @@ from corral.runtime.executor import Claim, Executor, Settlement
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import ACTIVE
 from corral.runtime.services import Services
-from corral.sandbox.pool import SandboxPool
+from corral.sandbox.pool import MAX_PROCESSES, SandboxPool
 from corral.sandbox.zygote import Zygote
 
 log = logging.getLogger("corral.worker")
@@ -55,7 +55,7 @@ class WorkerOptions:
     purge_s: float = 60.0
     insecure: bool = False
     strict: bool = False
-    max_processes: int = 32
+    max_processes: int = MAX_PROCESSES
 
 
 class Worker:
