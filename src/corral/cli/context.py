@@ -4,9 +4,11 @@ from it, each made only when a command first needs it (``corral doctor`` needs n
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
+import click
 import sqlalchemy as sa
 
 from corral.config import RuntimeConfig, without_password
@@ -63,6 +65,16 @@ class Context:
         names none raises ``UnknownInstance``, so no command answers a mistyped id
         with an empty listing."""
         return self.services.registry.instance(instance_id)
+
+    def listed_instance(self, words: Sequence[str]) -> str | None:
+        """A listing's optional INSTANCE argument: None for all, else an id checked to
+        name an instance (``UnknownInstance`` otherwise)."""
+        if len(words) > 1:
+            raise click.UsageError("give at most one INSTANCE")
+        if not words:
+            return None
+        self.instance(words[0])
+        return words[0]
 
     def store(self, scope: str, quotas: Quotas | None = None) -> Store:
         return open_store(self.usable_url(), scope, quotas=quotas)

@@ -40,11 +40,7 @@ def tasks(obj: Context, words: tuple[str, ...], dead: bool, as_json: bool) -> No
             queue.cancel(task_id)
         click.echo(f"task {task_id} {'queued again' if words[0] == 'retry' else 'cancelled'}")
         return
-    if len(words) > 1:
-        raise click.UsageError("give at most one INSTANCE")
-    instance = words[0] if words else None
-    if instance is not None:
-        obj.instance(instance)
+    instance = obj.listed_instance(words)
     found = queue.list(instance, dead=dead)
     if as_json:
         print_json(

@@ -43,11 +43,7 @@ def webhooks(obj: Context, words: tuple[str, ...], limit: int, as_json: bool) ->
             replayed = obj.services.webhooks.replay(words[1], now=now_ms())
             click.echo(f"delivery {words[1]} replayed as {replayed.id}, queued")
         return
-    if len(words) > 1:
-        raise click.UsageError("give at most one INSTANCE")
-    instance = words[0] if words else None
-    if instance is not None:
-        obj.instance(instance)
+    instance = obj.listed_instance(words)
     service = obj.services.webhooks
     found = service.webhooks(instance)
     if as_json:
