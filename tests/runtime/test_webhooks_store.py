@@ -18,7 +18,9 @@ from corral.runtime.registry import Instance
 from corral.runtime.webhooks import Webhook, Webhooks, dedupe_key, delivery_of, token_of
 from corral.sandbox.limits import ExecutionResult, Outcome
 from corral.tasks.queue import ClaimedTask
+from corral.webhooks import GitHubSignature
 from tests.runtime.conftest import Runtime
+from tests.support import make_webhook
 
 HOURS_MS = 3_600_000
 
@@ -95,6 +97,10 @@ async def test_another_instance_cannot_delete_a_webhook(runtime: Runtime) -> Non
         ({"max_body_bytes": 2**21}, "max_body_bytes must be a whole number from 1 to 1,048,576"),
         ({"max_body_bytes": "big"}, "got 'big'"),
         ({"verify": "secret"}, "verify must be a verifier from corral.webhooks"),
+        (
+            {"verify": GitHubSignature("s" * 4096).spec()},
+            "the verifier takes 5,495 bytes as stored; at most 4,096 are kept",
+        ),
     ],
 )
 async def test_a_malformed_webhook_is_refused_saying_why(
@@ -104,6 +110,20 @@ async def test_a_malformed_webhook_is_refused_saying_why(
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         made(webhooks, instance, runtime, **options)
     assert webhooks.list(instance.id) == []
+
+
+async def test_a_webhook_keeps_no_more_than_64_kib_of_extra_arguments(runtime: Runtime) -> None:
+    """The quota counts webhooks; each one's size is bounded too, so a few cannot hold
+    gigabytes of the database."""
+    webhooks, instance = await installed(runtime)
+    now = runtime.executor.now()
+    kept = make_webhook(webhooks, instance.id, "on_event", ["x" * 60_000], now=now)
+    assert webhooks.list(instance.id) == [kept]
+    with pytest.raises(
+        ValueError, match=r"extra arguments take 70,00\d bytes encoded; at most 65,536"
+    ):
+        make_webhook(webhooks, instance.id, "on_event", ["x" * 70_000], now=now)
+    assert webhooks.list(instance.id) == [kept]
 
 
 async def test_the_webhooks_quota_counts_live_webhooks(runtime: Runtime) -> None:

@@ -41,6 +41,12 @@ from corral.sdk.webhooks import request_wire, verifier_from_spec
 from corral.tasks.queue import ClaimedTask, TaskQueue
 
 MODES = ("async", "sync")
+#: What one webhook may keep of an agent's: its extra arguments (encoded) and its
+#: verifier (as JSON; a secret of a few hundred bytes fits many times over). The
+#: quota counts webhooks, so without these an instance's few webhooks could hold
+#: gigabytes of the database.
+MAX_ARGS_BYTES = 64 * 1024
+MAX_VERIFY_BYTES = 4 * 1024
 #: Where the delivery log lists a webhook's deliveries: newest first, this many at most.
 MAX_LISTED = 1000
 #: What a delivery task carries: the delivery's id, alone.
@@ -225,7 +231,7 @@ class Webhooks:
         """A new webhook of the instance; ``ValueError`` naming what is wrong with a
         mode, verifier or body cap, ``QuotaExceeded`` over the instance's quota (with
         ``quotas``; the platform's tick endpoint is not counted)."""
-        self._check(mode, verify, max_body_bytes)
+        self._check(mode, verify, max_body_bytes, args)
         webhook = Webhook(
             id="wh_" + secrets.token_urlsafe(9),
             token=secrets.token_urlsafe(32),
@@ -241,7 +247,7 @@ class Webhooks:
         )
         row = {
             **{column: getattr(webhook, column) for column in WEBHOOK_COLUMNS},
-            "verify": None if verify is None else json.dumps(verify),
+            "verify": _verify_json(verify),
         }
         with self.database.transaction(write=True):
             if quotas is not None:
@@ -251,7 +257,14 @@ class Webhooks:
             self._db.insert(row)
         return webhook
 
-    def _check(self, mode: str, verify: dict[str, Any] | None, max_body_bytes: int | None) -> None:
+    def _check(
+        self, mode: str, verify: dict[str, Any] | None, max_body_bytes: int | None, args: bytes
+    ) -> None:
+        if len(args) > MAX_ARGS_BYTES:
+            raise ValueError(
+                f"a webhook's extra arguments take {len(args):,} bytes encoded; at most "
+                f"{MAX_ARGS_BYTES:,} are kept: store the data and pass its key"
+            )
         if mode not in MODES:
             raise ValueError(f"a webhook's mode is 'async' or 'sync', got {mode!r}")
         ceiling = self.config.webhooks.max_body_bytes
@@ -269,6 +282,12 @@ class Webhooks:
                     f"GitHubSignature, StripeSignature), got {type(verify).__name__}"
                 )
             verifier_from_spec(verify)  # ValueError for a spec no verifier gives
+            size = len(_verify_json(verify) or "")
+            if size > MAX_VERIFY_BYTES:
+                raise ValueError(
+                    f"the verifier takes {size:,} bytes as stored; at most {MAX_VERIFY_BYTES:,} "
+                    "are kept: is its secret really that long?"
+                )
 
     def delete(self, instance: str, url_or_token: str, *, now: int) -> None:
         """Tombstone one of the instance's webhooks (its URL answers 410); one it does
@@ -551,3 +570,8 @@ def _view(
         return DeliveryView(delivery, status, None, None)
     execution, _, started, took = latest
     return DeliveryView(delivery, status, started + took - delivery.received_at, execution)
+
+
+def _verify_json(verify: dict[str, Any] | None) -> str | None:
+    """A verifier's spec as stored."""
+    return None if verify is None else json.dumps(verify)
