@@ -37,7 +37,7 @@ from corral.quotas import Quotas, webhooks_exceeded
 from corral.runtime.history import record_rows
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import Instance, instance_from_row
-from corral.sdk.webhooks import request_wire, verifier_from_spec
+from corral.sdk.webhooks import Headers, request_wire, verifier_from_spec
 from corral.tasks.queue import ClaimedTask, TaskQueue
 
 MODES = ("async", "sync")
@@ -174,10 +174,8 @@ class DeliveryView:
 def dedupe_key(headers: Iterable[tuple[str, str]], names: Sequence[str]) -> str | None:
     """The sender's delivery id: the value of the first of ``names`` present
     (``Webhooks.dedupe_key`` reads the configured ones)."""
-    values: dict[str, str] = {}
-    for name, value in headers:
-        values.setdefault(name.lower(), value)
-    return next((values[name.lower()] for name in names if values.get(name.lower())), None)
+    found = Headers(headers)
+    return next((found[name] for name in names if found.get(name)), None)
 
 
 def delivery_of(task: ClaimedTask) -> str | None:
@@ -231,7 +229,7 @@ class Webhooks:
         """A new webhook of the instance; ``ValueError`` naming what is wrong with a
         mode, verifier or body cap, ``QuotaExceeded`` over the instance's quota (with
         ``quotas``; the platform's tick endpoint is not counted)."""
-        self._check(mode, verify, max_body_bytes, args)
+        verify_json = self._checked(mode, verify, max_body_bytes, args)
         webhook = Webhook(
             id="wh_" + secrets.token_urlsafe(9),
             token=secrets.token_urlsafe(32),
@@ -247,7 +245,7 @@ class Webhooks:
         )
         row = {
             **{column: getattr(webhook, column) for column in WEBHOOK_COLUMNS},
-            "verify": _verify_json(verify),
+            "verify": verify_json,
         }
         with self.database.transaction(write=True):
             if quotas is not None:
@@ -257,9 +255,11 @@ class Webhooks:
             self._db.insert(row)
         return webhook
 
-    def _check(
+    def _checked(
         self, mode: str, verify: dict[str, Any] | None, max_body_bytes: int | None, args: bytes
-    ) -> None:
+    ) -> str | None:
+        """``ValueError`` naming what is wrong with a webhook's settings; else its
+        verifier as stored (JSON), or None."""
         if len(args) > MAX_ARGS_BYTES:
             raise ValueError(
                 f"a webhook's extra arguments take {len(args):,} bytes encoded; at most "
@@ -282,12 +282,14 @@ class Webhooks:
                     f"GitHubSignature, StripeSignature), got {type(verify).__name__}"
                 )
             verifier_from_spec(verify)  # ValueError for a spec no verifier gives
-            size = len(_verify_json(verify) or "")
-            if size > MAX_VERIFY_BYTES:
+            stored = json.dumps(verify)
+            if len(stored) > MAX_VERIFY_BYTES:
                 raise ValueError(
-                    f"the verifier takes {size:,} bytes as stored; at most {MAX_VERIFY_BYTES:,} "
-                    "are kept: is its secret really that long?"
+                    f"the verifier takes {len(stored):,} bytes as stored; at most "
+                    f"{MAX_VERIFY_BYTES:,} are kept: is its secret really that long?"
                 )
+            return stored
+        return None
 
     def delete(self, instance: str, url_or_token: str, *, now: int) -> None:
         """Tombstone one of the instance's webhooks (its URL answers 410); one it does
@@ -406,7 +408,7 @@ class Webhooks:
             self._db.insert_delivery(
                 {
                     **{column: getattr(delivery, column) for column in INSERTED_COLUMNS},
-                    "headers": codec.encode([list(pair) for pair in delivery.headers]),
+                    "headers": _encoded_pairs(delivery.headers),
                 }
             )
         return delivery
@@ -431,7 +433,7 @@ class Webhooks:
                 delivery_id,
                 execution_id=None if record is None else record.id,
                 status=status,
-                headers=codec.encode([list(pair) for pair in headers]),
+                headers=_encoded_pairs(headers),
                 body=bytes(body),
                 now=now,
             )
@@ -533,14 +535,14 @@ def _delivery(row: Sequence[Any]) -> Delivery:
     status = values.pop("response_status")
     headers = values.pop("response_headers")
     body = values.pop("response_body")
-    values["headers"] = [(name, value) for name, value in codec.decode(bytes(values["headers"]))]
+    values["headers"] = _decoded_pairs(values["headers"])
     values["body"] = bytes(values["body"])
     values["response"] = (
         None
         if status is None
         else Response(
             int(status),
-            [(name, value) for name, value in codec.decode(bytes(headers))],
+            _decoded_pairs(headers),
             bytes(body),
         )
     )
@@ -572,6 +574,10 @@ def _view(
     return DeliveryView(delivery, status, started + took - delivery.received_at, execution)
 
 
-def _verify_json(verify: dict[str, Any] | None) -> str | None:
-    """A verifier's spec as stored."""
-    return None if verify is None else json.dumps(verify)
+def _encoded_pairs(pairs: Iterable[tuple[str, str]]) -> bytes:
+    """Headers as stored: every (name, value), in order."""
+    return codec.encode([list(pair) for pair in pairs])
+
+
+def _decoded_pairs(stored: bytes) -> list[tuple[str, str]]:
+    return [(name, value) for name, value in codec.decode(bytes(stored))]

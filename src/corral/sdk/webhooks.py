@@ -106,14 +106,38 @@ class WebhookRequest:
         check_wire(wire)
         headers = Headers(tuple(pair) for pair in wire["headers"])
         raw: bytes = wire["body"]
-        return cls(
+        return cls.received(
             method=wire["method"],
             headers=headers,
-            params=Params(parse_qsl(wire["query"], keep_blank_values=True)),
-            body=parse_body(headers.get("content-type"), raw),
+            query=wire["query"],
             raw_body=raw,
+            body=parse_body(headers.get("content-type"), raw),
             delivery_id=wire["delivery_id"],
-            received_at=datetime.fromtimestamp(wire["received_at"] / 1000, UTC),
+            received_at_ms=wire["received_at"],
+        )
+
+    @classmethod
+    def received(
+        cls,
+        *,
+        method: str,
+        headers: Headers,
+        query: str,
+        raw_body: bytes,
+        body: Any,
+        delivery_id: str,
+        received_at_ms: int,
+    ) -> WebhookRequest:
+        """The request from what was received, its body already parsed (``parse_body``):
+        how the sandbox rebuilds it, and how the server builds the one it verifies."""
+        return cls(
+            method=method,
+            headers=headers,
+            params=Params(parse_qsl(query, keep_blank_values=True)),
+            body=body,
+            raw_body=raw_body,
+            delivery_id=delivery_id,
+            received_at=datetime.fromtimestamp(received_at_ms / 1000, UTC),
         )
 
 

@@ -26,9 +26,7 @@ import logging
 import math
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope, Send
@@ -42,7 +40,7 @@ from corral.runtime.registry import REMOVED, SUSPENDED, UNINSTALLING, Instance
 from corral.runtime.services import Services
 from corral.runtime.webhooks import Arrival, Delivery, Webhook
 from corral.sandbox.limits import Outcome
-from corral.sdk.webhooks import Headers, Params, WebhookRequest, parse_body, verifier_from_spec
+from corral.sdk.webhooks import Headers, WebhookRequest, parse_body, verifier_from_spec
 from corral.server.responses import (
     DEADLINE_PASSED,
     HANDLER_FAILED,
@@ -245,20 +243,21 @@ class Intake:
         instance (503), a body or delivery id that cannot be taken (400)."""
         if "\x00" in query:
             return error_answer(400, "bad_request", "the query string holds a NUL character")
+        received = Headers(headers)
         try:
-            parsed: Any = parse_body(_first(headers, "content-type"), body)
+            parsed: Any = parse_body(received.get("content-type"), body)
             unparsed: WebhookBodyError | None = None
         except WebhookBodyError as exc:
             parsed, unparsed = body, exc
         if webhook.verify is not None:
-            seen = WebhookRequest(
+            seen = WebhookRequest.received(
                 method=method,
-                headers=Headers(headers),
-                params=Params(parse_qsl(query, keep_blank_values=True)),
-                body=parsed,
+                headers=received,
+                query=query,
                 raw_body=body,
+                body=parsed,
                 delivery_id=sender_id or "",
-                received_at=datetime.fromtimestamp(received_at / 1000, UTC),
+                received_at_ms=received_at,
             )
             try:
                 verifier_from_spec(webhook.verify).verify(seen, now=self.services.clock())
@@ -339,11 +338,6 @@ class Intake:
         if record is not None and self._on_record is not None:
             self._on_record(record)
         return answer
-
-
-def _first(headers: list[tuple[str, str]], name: str) -> str | None:
-    """The first value of a header (names are case-insensitive)."""
-    return next((value for key, value in headers if key.lower() == name), None)
 
 
 def _queued(delivery_id: str, *, duplicate: bool = False) -> Answer:
