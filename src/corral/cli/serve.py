@@ -31,7 +31,8 @@ def serve(
 
     Async deliveries are stored and queued for workers (corral worker); sync ones
     run here, in sandboxes of this server's own. Stopping lets the requests in
-    flight finish first; a second Ctrl-C drops them. Any number of servers may
+    flight finish first, for up to the sync deadline and 5 s; a second Ctrl-C drops
+    them. Any number of servers may
     share one PostgreSQL database.
     """
     obj.usable_url()
