@@ -108,6 +108,9 @@ TABLES = (
     "logs",
     "webhooks",
     "deliveries",
+    "priorities",
+    "activities",
+    "notes",
 )
 
 

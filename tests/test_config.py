@@ -202,7 +202,7 @@ def test_a_misspelt_variable_is_refused_naming_the_sections_settings() -> None:
     assert refused({"CORRAL_QUOTAS_STORE_BYTE": "1MiB"}) == (
         "CORRAL_QUOTAS_STORE_BYTE names no setting: the [quotas] settings are "
         "CORRAL_QUOTAS_STORE_BYTES, CORRAL_QUOTAS_STORE_KEYS, CORRAL_QUOTAS_PENDING_TASKS, "
-        "CORRAL_QUOTAS_CALLBACKS, CORRAL_QUOTAS_WEBHOOKS"
+        "CORRAL_QUOTAS_CALLBACKS, CORRAL_QUOTAS_WEBHOOKS, CORRAL_QUOTAS_ACTIVITIES"
     )
     # Variables outside the sections are other programs' business (and the tests').
     assert load({"CORRAL_REQUIRE_POSTGRES": "1", "CORRAL_DEMO_API_PORT": "1"}) == RuntimeConfig()

@@ -16,15 +16,14 @@ from pathlib import Path
 import pytest
 
 from corral.config import RuntimeConfig
-from corral.db.raw import close_databases, open_database
+from corral.db.raw import close_databases
 from corral.quotas import Quotas
+from corral.runtime.plot import NO_CAUSE
+from corral.runtime.services import Services
 from corral.runtime.tools import STORE_METHODS, ExecTools, InstanceTools
-from corral.runtime.webhooks import Webhooks
 from corral.sdk.operations import Op
 from corral.state import open_store
 from corral.state.store import OPERATIONS
-from corral.tasks.callbacks import Callbacks
-from corral.tasks.queue import TaskQueue
 
 TESTS = Path(__file__).parent
 
@@ -36,14 +35,14 @@ def _no_fetch(args: list[object]) -> None:
 @pytest.fixture
 def instance_tools(tmp_path: Path) -> Iterator[InstanceTools]:
     """The tools a worker gives an execution, on a SQLite database."""
-    database = open_database(f"sqlite:///{tmp_path}/ops.db")
-    queue = TaskQueue(database)
+    services = Services(RuntimeConfig(database_url=f"sqlite:///{tmp_path}/ops.db"))
     yield InstanceTools(
         open_store(None, "inst"),
-        queue,
-        Callbacks(database),
-        Webhooks(database, queue, RuntimeConfig()),
+        services.queue,
+        services.callbacks,
+        services.webhooks,
         _no_fetch,
+        services.plot.bound("inst", "a", "default", NO_CAUSE, lambda: 0.0),
         instance="inst",
         class_name="A",
         methods=frozenset({"f"}),

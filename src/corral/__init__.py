@@ -5,6 +5,8 @@ Agent code imports from here (``from corral import Agent``); these names come fr
 """
 
 from corral.sdk import (
+    Activity,
+    ActivityType,
     Agent,
     AgentDefinitionError,
     Budget,
@@ -13,6 +15,7 @@ from corral.sdk import (
     DatabaseUnavailable,
     FetchError,
     FetchTimeout,
+    Note,
     Plugin,
     PluginContext,
     QuotaExceeded,
@@ -22,12 +25,15 @@ from corral.sdk import (
     ResponseTooLarge,
     Twist,
     UnknownMethod,
+    Uuid,
     WebhookRequest,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Activity",
+    "ActivityType",
     "Agent",
     "AgentDefinitionError",
     "Budget",
@@ -36,6 +42,7 @@ __all__ = [
     "DatabaseUnavailable",
     "FetchError",
     "FetchTimeout",
+    "Note",
     "Plugin",
     "PluginContext",
     "QuotaExceeded",
@@ -45,6 +52,7 @@ __all__ = [
     "ResponseTooLarge",
     "Twist",
     "UnknownMethod",
+    "Uuid",
     "WebhookRequest",
     "__version__",
 ]

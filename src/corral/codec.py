@@ -32,6 +32,7 @@ load, and a type's encoder sits beside its decoder.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import uuid
@@ -42,6 +43,8 @@ from zoneinfo import ZoneInfo
 
 import msgpack
 
+from corral import activities
+from corral.activities import Activity, Note
 from corral.errors import DecodeLimitExceeded
 
 __all__ = ["Pacing", "decode", "encode"]
@@ -57,6 +60,8 @@ _EXT_TIME: Final = 7
 _EXT_TIMEDELTA: Final = 8
 _EXT_DECIMAL: Final = 9
 _EXT_UUID: Final = 10
+_EXT_ACTIVITY: Final = 11
+_EXT_NOTE: Final = 12
 
 # Time-zone kinds inside a datetime/time payload.
 _TZ_NAIVE: Final = 0
@@ -76,6 +81,8 @@ _SEQUENCE_CODES: Final[dict[type, int]] = {
     set: _EXT_SET,
     frozenset: _EXT_FROZENSET,
 }
+#: Values of the model's own types (``corral.activities``), stored as the list of their fields.
+_RECORD_CODES: Final[dict[type, int]] = {Activity: _EXT_ACTIVITY, Note: _EXT_NOTE}
 #: What the C packer writes itself (it hands an int beyond 64 bits to ``_extension``).
 _NATIVE: Final = _SCALARS | {int}
 _STR_ONLY: Final = frozenset({str})
@@ -129,7 +136,7 @@ class _Encoder:
             return obj
         if kind is int and _INT64_MIN <= obj <= _UINT64_MAX:
             return obj
-        if kind in _CONTAINERS:
+        if kind in _CONTAINERS or kind in _RECORD_CODES:
             return self._container(obj, path)
         extension = _LEAF_EXTENSIONS.get(kind)
         if extension is None:
@@ -167,6 +174,12 @@ class _Encoder:
                 return out
             if kind is list:
                 return [walk(item, (path, (i,))) for i, item in enumerate(obj)]
+            code = _RECORD_CODES.get(kind)
+            if code is not None:  # an Activity or Note: its fields, by name in errors
+                names = [f.name for f in dataclasses.fields(obj)]
+                values = activities.record_fields(obj)
+                items = [walk(v, (path, f".{n}")) for n, v in zip(names, values, strict=True)]
+                return msgpack.ExtType(code, _pack(items))
             if kind is tuple:
                 items = [walk(item, (path, (i,))) for i, item in enumerate(obj)]
             else:  # set / frozenset: members have no index, so name the member itself.
@@ -489,6 +502,10 @@ _DECODERS: Final[dict[int, _Decoder]] = {
     _EXT_TIMEDELTA: _decode_timedelta,
     _EXT_DECIMAL: lambda b, _, __: Decimal(b.decode()),
     _EXT_UUID: lambda b, _, __: uuid.UUID(bytes=b),
+    _EXT_ACTIVITY: lambda b, depth, pacing: activities.activity_from_fields(
+        _items(b, depth, pacing)
+    ),
+    _EXT_NOTE: lambda b, depth, pacing: activities.note_from_fields(_items(b, depth, pacing)),
 }
 
 

@@ -288,6 +288,7 @@ KEYS: tuple[_Key, ...] = (
     _Key("quotas", "pending_tasks", _QUOTA),
     _Key("quotas", "callbacks", _QUOTA),
     _Key("quotas", "webhooks", _QUOTA),
+    _Key("quotas", "activities", _QUOTA),
     _Key("webhooks", "max_body_bytes", _BODY_BYTES),
     _Key("webhooks", "sync_deadline_s", _Number("a number of seconds", 0.001, 86_400, whole=False)),
     _Key("webhooks", "dedupe_window_h", _Number("a number of hours", 0, 8_760, whole=False)),

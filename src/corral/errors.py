@@ -12,7 +12,9 @@
     │   ├── UnknownTask                      no task has that id
     │   ├── UnknownCallback                  no callback has that token
     │   ├── UnknownWebhook                   no webhook has that id, token or URL
-    │   └── UnknownDelivery                  no delivery has that id
+    │   ├── UnknownDelivery                  no delivery has that id
+    │   ├── UnknownActivity                  no activity has that id
+    │   └── UnknownPriority                  no priority has that name
     ├── AgentCodeError (ValueError)      an agent's code cannot be deployed or run as written
     │   ├── AgentDefinitionError   [agent]   no Agent class, several, or a syntax error
     │   ├── DeclarationError                 its class, methods or tick are malformed
@@ -113,6 +115,14 @@ class UnknownWebhook(NotFound):
 
 class UnknownDelivery(NotFound):
     """No delivery has that id (never received, or gone past retention)."""
+
+
+class UnknownActivity(NotFound):
+    """No activity has that id."""
+
+
+class UnknownPriority(NotFound):
+    """No priority has that name (an install or ``corral priorities create`` makes one)."""
 
 
 # -- agent code -------------------------------------------------------------------------

@@ -41,6 +41,9 @@ class Quotas:
     #: Webhooks the instance has made and not deleted (a plugin's tick endpoint,
     #: the platform's, is not counted).
     webhooks: int = 100
+    #: Activities the instance has created (SPEC §1.4; updating one, by id or by
+    #: source, adds none). Each holds at most 32 KiB (``MAX_ACTIVITY_BYTES``).
+    activities: int = 100_000
 
     def __post_init__(self) -> None:
         for quota in fields(self):

@@ -45,15 +45,12 @@ COMMAND = textwrap.dedent(
     import sys
 
     from corral.config import RuntimeConfig
-    from corral.db.raw import open_database
-    from corral.runtime.registry import Registry
-    from corral.runtime.webhooks import Webhooks
-    from corral.tasks.queue import TaskQueue
+    from corral.runtime.services import Services
 
     url, command = sys.argv[1], sys.argv[2]
     argument, now = json.loads(sys.argv[3]), int(sys.argv[4])
-    database = open_database(url)
-    queue = TaskQueue(database)
+    services = Services(RuntimeConfig(database_url=url))
+    queue, registry = services.queue, services.registry
 
 
     def die(*args, **kwargs):
@@ -61,7 +58,6 @@ COMMAND = textwrap.dedent(
 
 
     queue.enqueue = die
-    registry = Registry(database, queue, Webhooks(database, queue, RuntimeConfig()))
     if command == "install":
         registry.install(argument, priority="default", config={{}}, now=now)
     elif command == "deploy":

@@ -98,13 +98,19 @@ class HistoryDatabase:
         return {execution for (execution,) in rows}
 
     def counts_since(self, instance: str, since: Sequence[int]) -> list[int]:
-        """Executions of the instance started after each of ``since``: one query for all."""
+        """Executions of the instance started after each of ``since``: one query for all.
+
+        Activity events are not counted: the instance did not ask for them, and an
+        author importing a thousand activities must not suspend the agents that read
+        them (SPEC §1.4).
+        """
         columns = ", ".join(
             f"coalesce(sum(CASE WHEN started_at > :s{i} THEN 1 ELSE 0 END), 0)"
             for i in range(len(since))
         )
         row = self.database.fetch_one(
-            f"SELECT {columns} FROM executions WHERE instance = :instance AND started_at > :oldest",
+            f"SELECT {columns} FROM executions WHERE instance = :instance AND started_at > :oldest "
+            "AND trigger <> 'activity'",
             {
                 "instance": instance,
                 "oldest": min(since),

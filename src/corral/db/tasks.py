@@ -57,8 +57,21 @@ INSERT_LEASED = (
     f":args, '{RUNNING}', :now, 1, :max_attempts, :lease_until, :worker, :now) "
     f"RETURNING {LEASED_COLUMNS}"
 )
-#: An instance's pending tasks, as its quota counts them: queued or scheduled, not running.
+#: An instance's pending tasks: queued or scheduled, not running.
 _PENDING = f"instance = :instance AND state IN ('{QUEUED}', '{RECURRING}')"
+#: The trigger of activity events: the platform queues them for an instance that did
+#: not ask for them, so they are not held to its quota of pending tasks, and run a
+#: few at a time (``ACTIVITY_EVENTS_AT_ONCE``).
+ACTIVITY = "activity"
+#: What the pending-tasks quota counts: what the instance queued itself, and the
+#: platform's own hooks and ticks, but not activity events.
+_QUOTA_PENDING = f"{_PENDING} AND trigger <> '{ACTIVITY}'"
+#: An instance's activity events that run at once, over every worker. A batch of a
+#: thousand activities queues a thousand events for each listener; a few at a time,
+#: they leave the claims (and the warm processes, ``sandbox.pool.PER_INSTANCE``) to
+#: other instances' work between them. Checked as a claim starts: one claim may
+#: add up to its own size to the ones already running.
+ACTIVITY_EVENTS_AT_ONCE = 4
 
 # Any fixed number shared by every Corral process, "keyd": "the turn of a task key".
 _KEY_LOCK_CLASS = 0x6B657964
@@ -91,7 +104,10 @@ def runnable(status: str) -> str:
 CLAIMABLE = (
     f"SELECT t.id FROM tasks t WHERE t.state = '{QUEUED}' AND t.run_at <= :now AND "
     + runnable("(SELECT i.status FROM instances i WHERE i.id = t.instance)")
-    + " ORDER BY t.run_at, t.id LIMIT :limit"
+    + f" AND (t.trigger <> '{ACTIVITY}' OR (SELECT count(*) FROM tasks r WHERE "
+    f"r.instance = t.instance AND r.state = '{RUNNING}' AND r.trigger = '{ACTIVITY}') "
+    f"< {ACTIVITY_EVENTS_AT_ONCE})"
+    " ORDER BY t.run_at, t.id LIMIT :limit"
 )
 #: The claim's update, over the ids ``{claimable}`` selects.
 CLAIM = (
@@ -203,6 +219,37 @@ class TaskDatabase(ABC):
         with self.database.transaction(write=True) as cur:
             self.database.execute(cur, _INSERT, params)
 
+    def insert_many(
+        self,
+        trigger: str,
+        method: str,
+        tasks: Sequence[tuple[str, bytes]],
+        *,
+        now: int,
+        max_attempts: int,
+    ) -> None:
+        """Tasks due now, each (instance, args), of one trigger and method: the events a
+        change causes, inserted together."""
+        rows = [
+            {
+                "instance": instance,
+                "trigger": trigger,
+                "method": method,
+                "args": args,
+                "token": None,
+                "key": None,
+                "interval_ms": None,
+                "state": QUEUED,
+                "run_at": now,
+                "max_attempts": max_attempts,
+                "now": now,
+            }
+            for instance, args in tasks
+        ]
+        if rows:
+            with self.database.transaction(write=True) as cur:
+                cur.executemany(self.database.sql(_INSERT), rows)
+
     @abstractmethod
     def insert_leased(
         self, instance: str, method: str, args: bytes, *, max_attempts: int, leasing: Leasing
@@ -215,7 +262,7 @@ class TaskDatabase(ABC):
         adds one (``count_before_insert``)."""
         with self.database.transaction(write=True) as cur:
             return count_before_insert(
-                self.database, cur, "tasks", _PENDING, {"instance": instance}, limit
+                self.database, cur, "tasks", _QUOTA_PENDING, {"instance": instance}, limit
             )
 
     def keyed(self, instance: str, key: str) -> int | None:

@@ -21,11 +21,12 @@ from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 from corral import codec
-from corral.db.tasks import Settling
+from corral.db.tasks import ACTIVITY, Settling
 from corral.errors import DatabaseUnavailable
 from corral.runtime.declared import Declared, declared
 from corral.runtime.history import platform_line, record_rows
 from corral.runtime.outage import Outage
+from corral.runtime.plot import EVENT_METHOD, NO_CAUSE, Cause
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import ACTIVE, SUSPENDED, UNINSTALLING, Instance, Version
 from corral.runtime.services import Services
@@ -96,6 +97,7 @@ class Executor:
         self.registry = services.registry
         self.history = services.history
         self.webhooks = services.webhooks
+        self.plot = services.plot
         # Executions' store writes commit without waiting for the disk, as the
         # worker's own do (see ``db``).
         self._backend = SqlBackend(database, deferred=True)
@@ -230,10 +232,19 @@ class Executor:
         if task.method not in rules.methods:
             await self._unresolved(task, instance, version, rules.methods)
             return None
-        if instance.status == ACTIVE and await self._over_rate(instance):
+        # Activity events are not the instance's doing: its rate limits do not hold them
+        # back (SPEC §1.4), nor count them (``History.counts_since``).
+        if (
+            task.trigger != ACTIVITY
+            and instance.status == ACTIVE
+            and await self._over_rate(instance)
+        ):
             await self.db_lasting(self.queue.release, task, run_at=self.now())
             return None
         args = codec.decode(task.args)
+        cause = NO_CAUSE
+        if task.trigger == ACTIVITY:
+            args, cause = Cause.of_event(args)
         delivery_id = delivery_of(task)
         delivery: Delivery | None = None
         if delivery_id is not None:
@@ -269,6 +280,7 @@ class Executor:
             hand_off=hand_off,
             on_overrun=overran,
             delivery=delivery,
+            cause=cause,
         )
         record = ExecutionRecord(
             instance.id,
@@ -347,15 +359,18 @@ class Executor:
         hand_off: HandOff | None = None,
         on_overrun: Callable[[], None] | None = None,
         delivery: Delivery | None = None,
+        cause: Cause = NO_CAUSE,
     ) -> tuple[ExecutionResult, datetime]:
         """One execution in the instance's sandbox with its tools bound; its result and
-        when it started (by the clock rate limits use)."""
+        when it started (by the clock rate limits use). ``cause``: the activity event it
+        runs, if any, which the events of its own changes count on from."""
         tools = InstanceTools(
             Store(self._backend, instance.id, clock=self.clock, quotas=self.config.quotas),
             self.queue,
             self.callbacks,
             self.webhooks,
             self.fetcher.bind(instance.id, rules.network, time_left_s=limits.timeout_s),
+            self.plot.bound(instance.id, instance.agent, instance.priority, cause, self.clock),
             instance=instance.id,
             class_name=rules.class_name,
             methods=rules.methods,
@@ -419,7 +434,10 @@ class Executor:
     async def _unresolved(
         self, task: ClaimedTask, instance: Instance, version: Version, methods: frozenset[str]
     ) -> None:
-        if task.trigger == "lifecycle" and task.method in LIFECYCLE_HOOKS:
+        if (task.trigger == "lifecycle" and task.method in LIFECYCLE_HOOKS) or (
+            task.trigger == ACTIVITY and task.method == EVENT_METHOD
+        ):
+            # A version deployed since the event was queued may no longer listen.
             # An agent need not define every hook: the task is done, as if it ran.
             await self.db_lasting(self._skip_hook, task, _removes_instance(task, instance))
             return

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from corral import codec
+from corral.activities import priority_name
 from corral.db.raw import Database
 from corral.db.registry import ACTIVE, REMOVED, SUSPENDED, UNINSTALLING, RegistryDatabase
 from corral.errors import UnknownAgent, UnknownInstance
@@ -22,6 +23,7 @@ from corral.runtime.declared import tick_ms
 from corral.tasks.queue import NO_ARGS, TaskQueue
 
 if TYPE_CHECKING:
+    from corral.runtime.plot import Plot
     from corral.runtime.webhooks import Webhooks
 
 __all__ = [
@@ -79,10 +81,13 @@ class Registry:
     """Deploy, install and uninstall, each one transaction with the lifecycle tasks it
     queues: a crash anywhere leaves either all of it or none of it."""
 
-    def __init__(self, database: Database, queue: TaskQueue, webhooks: Webhooks) -> None:
+    def __init__(
+        self, database: Database, queue: TaskQueue, webhooks: Webhooks, plot: Plot
+    ) -> None:
         self.database = database
         self.queue = queue
         self.webhooks = webhooks
+        self.plot = plot
         self._db = RegistryDatabase(database)
         self._versions: dict[tuple[str, int], Version] = {}  # immutable once written
 
@@ -114,14 +119,17 @@ class Registry:
         return Deployed(version, created, upgraded)
 
     def install(self, agent: str, *, priority: str, config: dict[str, Any], now: int) -> Instance:
-        """A new instance of the agent's current version, and its ``activate`` task (and
-        a plugin's tick schedule and tick endpoint): one commit."""
+        """A new instance of the agent's current version, its priority (made if it is new)
+        and its ``activate`` task (and a plugin's tick schedule and tick endpoint): one
+        commit. ``ValueError`` for a malformed priority name."""
+        priority = priority_name(priority, "--priority")
         description = self.current_version(agent).description  # the agent must exist
         tick = tick_ms(description)
         instance = Instance(
             f"{agent}-{secrets.token_hex(4)}", agent, priority, ACTIVE, None, config, now
         )
         with self.database.transaction(write=True):
+            self.plot.add_priority(priority, now=now)
             self._db.add_instance(
                 instance.id, agent, priority=priority, config=json.dumps(config), now=now
             )

@@ -19,6 +19,7 @@ from corral.db.raw import Database, open_database
 from corral.runtime.describe import describe_code
 from corral.runtime.history import History
 from corral.runtime.network.fetch import Fetcher
+from corral.runtime.plot import Plot
 from corral.runtime.registry import Registry
 from corral.runtime.webhooks import Webhooks
 from corral.sandbox.process import AGENT_FILENAME
@@ -52,9 +53,21 @@ class Services:
         )
         self.callbacks = Callbacks(self.database)
         self.webhooks = Webhooks(self.database, self.queue, config)
-        self.registry = Registry(self.database, self.queue, self.webhooks)
         self.history = History(self.database)
+        self.plot = Plot(
+            self.database,
+            self.queue,
+            self.history,
+            methods_of=self._methods_of,
+            quotas=config.quotas,
+        )
+        self.registry = Registry(self.database, self.queue, self.webhooks, self.plot)
         self._fetcher = fetcher
+
+    def _methods_of(self, agent: str, version: int) -> frozenset[str]:
+        """The methods a version defines (the registry caches versions)."""
+        methods = self.registry.version(agent, version).description.get("methods")
+        return frozenset(methods) if isinstance(methods, list) else frozenset()
 
     @property
     def fetcher(self) -> Fetcher:

@@ -29,6 +29,7 @@ from corral.errors import (
 )
 from corral.quotas import Quotas, callbacks_exceeded
 from corral.runtime.network.fetch import FetchTool
+from corral.runtime.plot import InstancePlot
 from corral.runtime.webhooks import Webhooks
 from corral.sandbox.process import ToolHandler
 from corral.sdk.operations import Op
@@ -53,8 +54,22 @@ def store_tools(store: Store) -> ToolHandler:
     return handle
 
 
+def plot_tools(plot: InstancePlot) -> dict[str, Callable[..., Any]]:
+    """The plot tool's operations (SPEC §1.4), on one execution's ``plot``."""
+    return {
+        Op.PLOT_CREATE: plot.create_activity,
+        Op.PLOT_CREATE_MANY: plot.create_activities,
+        Op.PLOT_UPDATE: plot.update_activity,
+        Op.PLOT_GET: plot.get_activity,
+        Op.PLOT_GET_BY_SOURCE: plot.get_activity_by_source,
+        Op.PLOT_FIND: plot.find_activities,
+        Op.PLOT_ADD_NOTE: plot.add_note,
+    }
+
+
 class InstanceTools:
-    """Store, fetch, tasks, callbacks and webhooks for one execution of one instance.
+    """Store, fetch, tasks, callbacks, webhooks and activities for one execution of one
+    instance.
 
     What the agent adds is held to ``quotas`` (its new tasks and callbacks here, its
     store writes by the store it was given).
@@ -67,6 +82,7 @@ class InstanceTools:
         callbacks: Callbacks,
         webhooks: Webhooks,
         fetch: FetchTool,
+        plot: InstancePlot,
         *,
         instance: str,
         class_name: str,
@@ -103,6 +119,7 @@ class InstanceTools:
             Op.WEBHOOK_CREATE: self._create_webhook,
             Op.WEBHOOK_DELETE: self._delete_webhook,
             Op.WEBHOOK_LIST: self._list_webhooks,
+            **plot_tools(plot),
         }
 
     def __call__(self, op: str, args: list[Any]) -> Any:
@@ -246,7 +263,9 @@ class ExecTools:
     :class:`NeedsWorker` saying to run the agent under a worker (``corral dev``), and
     nothing is queued; cancelling finds nothing pending, which is no error (SPEC §1.2).
     Making a webhook raises :class:`NeedsServer` likewise; there are none to list, and
-    deleting one finds nothing, which is no error.
+    deleting one finds nothing, which is no error. Activities belong to a priority,
+    which only an installed instance has: the plot tool's writes raise
+    :class:`NeedsWorker` saying so, and its reads find nothing.
     """
 
     def __init__(
@@ -279,6 +298,13 @@ class ExecTools:
             Op.WEBHOOK_CREATE: _needs_server,
             Op.WEBHOOK_DELETE: _finds_nothing("webhook URL"),
             Op.WEBHOOK_LIST: lambda: [],
+            Op.PLOT_CREATE: _needs_instance("create_activity"),
+            Op.PLOT_CREATE_MANY: _needs_instance("create_activities"),
+            Op.PLOT_UPDATE: _needs_instance("update_activity"),
+            Op.PLOT_ADD_NOTE: _needs_instance("add_note"),
+            Op.PLOT_GET: lambda activity_id: None,
+            Op.PLOT_GET_BY_SOURCE: lambda source: None,
+            Op.PLOT_FIND: lambda *filters: [],
         }
 
     def __call__(self, op: str, args: list[Any]) -> Any:
@@ -316,6 +342,17 @@ def _needs_worker(method: str) -> Callable[..., None]:
         raise NeedsWorker(
             f"{method} needs a worker: corral exec runs one method and no worker, so nothing "
             "was queued; to see the agent's tasks run, run it with corral dev AGENT.py"
+        )
+
+    return refuse
+
+
+def _needs_instance(method: str) -> Callable[..., None]:
+    def refuse(*args: Any) -> None:
+        raise NeedsWorker(
+            f"{method} needs an installed instance: activities belong to the priority an "
+            "instance is installed for, and corral exec runs the agent without one, so "
+            "nothing was written; run it with corral dev AGENT.py"
         )
 
     return refuse

@@ -1,5 +1,6 @@
 """What agent code imports. It runs inside the sandbox and never imports host code."""
 
+from corral.activities import Activity, ActivityType, Note, Uuid
 from corral.errors import (
     AgentDefinitionError,
     CorralError,
@@ -19,6 +20,8 @@ from corral.sdk.plugin import Plugin, PluginContext
 from corral.sdk.webhooks import WebhookRequest
 
 __all__ = [
+    "Activity",
+    "ActivityType",
     "Agent",
     "AgentDefinitionError",
     "Budget",
@@ -27,6 +30,7 @@ __all__ = [
     "DatabaseUnavailable",
     "FetchError",
     "FetchTimeout",
+    "Note",
     "Plugin",
     "PluginContext",
     "QuotaExceeded",
@@ -36,5 +40,6 @@ __all__ = [
     "ResponseTooLarge",
     "Twist",
     "UnknownMethod",
+    "Uuid",
     "WebhookRequest",
 ]

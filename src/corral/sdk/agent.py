@@ -17,9 +17,9 @@ from corral import codec
 from corral.sdk import http
 from corral.sdk.budget import Budget
 from corral.sdk.channel import ToolChannel
-from corral.sdk.network import Tools
 from corral.sdk.operations import Op
 from corral.sdk.store import StoreClient
+from corral.sdk.tools import Tools
 
 LIFECYCLE_HOOKS = frozenset({"activate", "upgrade", "deactivate", "on_activity"})
 

@@ -105,12 +105,4 @@ class NetworkTools:
         return list(await self._channel.call(Op.WEBHOOK_LIST))
 
 
-class Tools:
-    """``self.tools``: the platform's tool groups, as the seeds name them
-    (``self.tools.network.create_webhook``)."""
-
-    def __init__(self, channel: ToolChannel, target: Target) -> None:
-        self.network = NetworkTools(channel, target)
-
-
-__all__ = ["MODES", "NetworkTools", "Tools"]
+__all__ = ["MODES", "NetworkTools"]

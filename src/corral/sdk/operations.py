@@ -40,6 +40,15 @@ class Op(enum.StrEnum):
     WEBHOOK_DELETE = "network.delete_webhook"
     WEBHOOK_LIST = "network.list_webhooks"
 
+    # The plot tool (SPEC §1.4): activities and notes in the instance's priority.
+    PLOT_CREATE = "plot.create_activity"
+    PLOT_CREATE_MANY = "plot.create_activities"
+    PLOT_UPDATE = "plot.update_activity"
+    PLOT_GET = "plot.get_activity"
+    PLOT_GET_BY_SOURCE = "plot.get_activity_by_source"
+    PLOT_FIND = "plot.find_activities"
+    PLOT_ADD_NOTE = "plot.add_note"
+
     # Callbacks and tasks (SPEC §1.2).
     CALLBACK_CREATE = "callbacks.create"
     #: What ``run(token)`` sends to learn the callback's method and arguments.

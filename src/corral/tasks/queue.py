@@ -29,7 +29,7 @@ from typing import Any
 
 from corral import codec
 from corral.db.raw import Database
-from corral.db.tasks import Leasing, Settling, task_database
+from corral.db.tasks import ACTIVITY, Leasing, Settling, task_database
 from corral.errors import UnknownTask
 from corral.quotas import Quotas, tasks_exceeded
 
@@ -141,6 +141,11 @@ class TaskQueue:
                 token=token,
             )
         return token
+
+    def enqueue_events(self, method: str, events: Sequence[tuple[str, bytes]], *, now: int) -> None:
+        """Activity events, each (instance, args), due now: the platform's, never refused
+        by a quota. Inside the caller's open transaction, part of its commit."""
+        self._db.insert_many(ACTIVITY, method, events, now=now, max_attempts=self.max_attempts)
 
     def _check_quota(self, instance: str, quotas: Quotas | None) -> None:
         """Raise before a new pending task of the instance would exceed its quota."""
