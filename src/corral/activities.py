@@ -46,6 +46,11 @@ MAX_ACTIVITY_BYTES: Final = 32 * 1024
 #: Events an activity change may be away from the change no event caused: past it,
 #: agents answering each other's events are in a loop, and the event is dropped.
 MAX_HOPS: Final = 8
+#: What a note counts towards ``MAX_ACTIVITY_BYTES`` besides its content and key (its
+#: id and times, in an answer).
+NOTE_OVERHEAD: Final = 64
+#: Notes one activity may hold: no more fit in ``MAX_ACTIVITY_BYTES``.
+MAX_NOTES: Final = MAX_ACTIVITY_BYTES // NOTE_OVERHEAD
 MAX_TITLE: Final = 1_000
 MAX_SOURCE: Final = 500
 MAX_KEY: Final = 200
@@ -251,6 +256,10 @@ def new_activity(data: object, where: str) -> dict[str, Any]:
     notes = data.get("notes", [])
     if type(notes) is not list:
         raise ValueError(f"{where}.notes must be a list of notes, got {_kind(notes)}")
+    if len(notes) > MAX_NOTES:
+        raise ValueError(
+            f"{where}.notes has {len(notes):,} notes; an activity holds at most {MAX_NOTES}"
+        )
     fields_["notes"] = [_new_note(note, f"{where}.notes[{i}]") for i, note in enumerate(notes)]
     return fields_
 

@@ -29,6 +29,7 @@ from corral.activities import (
     MAX_ACTIVITY_BYTES,
     MAX_BATCH,
     MAX_HOPS,
+    NOTE_OVERHEAD,
     Activity,
     ActivityType,
     Note,
@@ -58,8 +59,6 @@ EVENT_METHOD: Final = "on_activity"
 MAX_ANSWER_BYTES: Final = 3 * 1024 * 1024
 #: What an activity costs in an answer beyond what ``size`` counts (ids, times, names).
 _OVERHEAD: Final = 1024
-#: What a note costs beyond its content and key (its id and times).
-_NOTE_OVERHEAD: Final = 64
 #: ``find_activities``' largest page: a hundred activities fit in one answer.
 MAX_FIND: Final = 100
 
@@ -503,19 +502,20 @@ class InstancePlot:
         check_span(updated.start, updated.end, where)
         at = _time(now)
         kept = list(updated.notes)
+        index = _NoteIndex(kept)
         added: list[Note] = []
         rewritten: list[Note] = []
         for given in _unique_notes(notes, where):
-            same = _same_note(kept, given)
-            if same is None:
+            position = index.find(given)
+            if position is None:
                 made = Note(given.get("id") or Uuid.generate(), given["content"], given["key"],
                             self._author.instance, at, at)  # fmt: skip
+                index.add(made, len(kept))
                 kept.append(made)
                 added.append(made)
-            elif same.content != given["content"]:
-                made = replace(same, content=given["content"], updated_at=at)
-                kept[kept.index(same)] = made
-                rewritten.append(made)
+            elif kept[position].content != given["content"]:
+                kept[position] = replace(kept[position], content=given["content"], updated_at=at)
+                rewritten.append(kept[position])
         names = [f for f in activities.UPDATABLE if getattr(updated, f) != getattr(current, f)]
         if added or rewritten:
             names.append("notes")
@@ -620,7 +620,7 @@ def _size(activity: Activity, where: str) -> int:
         + len((activity.source or "").encode())
         + meta
         + sum(
-            len(n.content.encode()) + len((n.key or "").encode()) + _NOTE_OVERHEAD
+            len(n.content.encode()) + len((n.key or "").encode()) + NOTE_OVERHEAD
             for n in activity.notes
         )
     )
@@ -656,18 +656,32 @@ def _no_repeats(given: list[dict[str, Any]], field: str, where: Callable[[int], 
         seen[value] = i
 
 
-def _same_note(notes: list[Note], given: dict[str, Any]) -> Note | None:
-    """The note of ``notes`` that ``given`` is: the one with its id or key, or, for a note
-    given with neither, one with the same content (so importing again adds nothing)."""
-    for note in notes:
-        if note.id == given.get("id"):
-            return note
+class _NoteIndex:
+    """Where each note of an activity is, by id, by key and by content: which note a
+    given one is, found in constant time however many notes the activity and the call
+    hold (a hostile batch must not cost their product)."""
+
+    def __init__(self, notes: Iterable[Note]) -> None:
+        self._by: dict[tuple[str, str], int] = {}
+        for position, note in enumerate(notes):
+            self.add(note, position)
+
+    def add(self, note: Note, position: int) -> None:
+        self._by.setdefault(("id", note.id), position)
+        if note.key is not None:
+            self._by.setdefault(("key", note.key), position)
+        self._by.setdefault(("content", note.content), position)
+
+    def find(self, given: dict[str, Any]) -> int | None:
+        """The position of the note ``given`` is: the one with its id or key, or, for a
+        note given with neither, one with the same content (so importing again adds
+        nothing)."""
+        found = self._by.get(("id", given.get("id") or ""))
+        if found is not None:
+            return found
         if given["key"] is not None:
-            if note.key == given["key"]:
-                return note
-        elif note.content == given["content"]:
-            return note
-    return None
+            return self._by.get(("key", given["key"]))
+        return self._by.get(("content", given["content"]))
 
 
 def _unique_notes(notes: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
