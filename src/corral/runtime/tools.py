@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from corral import codec
 from corral.db import bridge
@@ -38,6 +38,8 @@ from corral.state.store import Clock
 from corral.tasks.callbacks import Callbacks, new_token
 from corral.tasks.queue import NO_ARGS, TaskQueue
 
+_T = TypeVar("_T")
+
 #: Each store operation the sandbox may call, with the ``Store`` method that does it.
 STORE_METHODS: dict[str, str] = {op: op.partition(".")[2] for op in Op if op.startswith("store.")}
 
@@ -54,16 +56,26 @@ def store_tools(store: Store) -> ToolHandler:
     return handle
 
 
-def plot_tools(plot: InstancePlot) -> dict[str, Callable[..., Any]]:
-    """The plot tool's operations (SPEC §1.4), on one execution's ``plot``."""
+def plot_tools(plot: InstancePlot, on_enqueue: Callable[[], None]) -> dict[str, Callable[..., Any]]:
+    """The plot tool's operations (SPEC §1.4), on one execution's ``plot``. A write may
+    queue activity events: once it has committed, ``on_enqueue`` wakes the worker."""
+
+    def waking(write: Callable[..., _T]) -> Callable[..., _T]:
+        def written(*args: Any) -> _T:
+            result = write(*args)
+            on_enqueue()
+            return result
+
+        return written
+
     return {
-        Op.PLOT_CREATE: plot.create_activity,
-        Op.PLOT_CREATE_MANY: plot.create_activities,
-        Op.PLOT_UPDATE: plot.update_activity,
+        Op.PLOT_CREATE: waking(plot.create_activity),
+        Op.PLOT_CREATE_MANY: waking(plot.create_activities),
+        Op.PLOT_UPDATE: waking(plot.update_activity),
+        Op.PLOT_ADD_NOTE: waking(plot.add_note),
         Op.PLOT_GET: plot.get_activity,
         Op.PLOT_GET_BY_SOURCE: plot.get_activity_by_source,
         Op.PLOT_FIND: plot.find_activities,
-        Op.PLOT_ADD_NOTE: plot.add_note,
     }
 
 
@@ -119,7 +131,7 @@ class InstanceTools:
             Op.WEBHOOK_CREATE: self._create_webhook,
             Op.WEBHOOK_DELETE: self._delete_webhook,
             Op.WEBHOOK_LIST: self._list_webhooks,
-            **plot_tools(plot),
+            **plot_tools(plot, self._on_enqueue),
         }
 
     def __call__(self, op: str, args: list[Any]) -> Any:
