@@ -435,10 +435,7 @@ class InstancePlot:
                 if row is None:
                     changes.append(self._new(fields, notes, now, where(i)))
                 elif not covers(self._view, str(row[2])):
-                    raise ValueError(
-                        f"{where(i)}.id {fields['id']} is already the id of another activity: "
-                        "choose a new one (Uuid.generate())"
-                    )
+                    raise ValueError(_taken(fields, row, where(i), self._root))
                 else:
                     fields.pop("id", None)
                     fields.pop("source", None)
@@ -640,6 +637,20 @@ def _fits(changes: Sequence[_Change], call: str) -> None:
             f"{call}: the activities of this call hold about {answer:,} bytes, more than one "
             f"answer may carry ({MAX_ANSWER_BYTES:,}): nothing was created; send fewer at once"
         )
+
+
+def _taken(fields: dict[str, Any], row: Row, where: str, root: str) -> str:
+    """Why an activity this instance cannot see stops ``fields`` being created."""
+    if fields.get("id") == row[0]:
+        return (
+            f"{where}.id {row[0]} is already the id of another activity: choose a new one "
+            "(Uuid.generate())"
+        )
+    return (
+        f"{where}.source {fields.get('source')!r:.80} is already the source of an activity "
+        f"of priority tree {root!r} outside this instance's priority; a source names one "
+        "activity in its tree"
+    )
 
 
 def _no_repeats(given: list[dict[str, Any]], field: str, where: Callable[[int], str]) -> None:
