@@ -111,6 +111,7 @@ TABLES = (
     "priorities",
     "activities",
     "notes",
+    "tokens",
 )
 
 

@@ -14,7 +14,8 @@
     │   ├── UnknownWebhook                   no webhook has that id, token or URL
     │   ├── UnknownDelivery                  no delivery has that id
     │   ├── UnknownActivity                  no activity has that id
-    │   └── UnknownPriority                  no priority has that name
+    │   ├── UnknownPriority                  no priority has that name
+    │   └── UnknownToken                     no admin API token has that id
     ├── AgentCodeError (ValueError)      an agent's code cannot be deployed or run as written
     │   ├── AgentDefinitionError   [agent]   no Agent class, several, or a syntax error
     │   ├── DeclarationError                 its class, methods or tick are malformed
@@ -123,6 +124,10 @@ class UnknownActivity(NotFound):
 
 class UnknownPriority(NotFound):
     """No priority has that name (an install or ``corral priorities create`` makes one)."""
+
+
+class UnknownToken(NotFound):
+    """No admin API token has that id."""
 
 
 # -- agent code -------------------------------------------------------------------------

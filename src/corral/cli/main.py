@@ -34,6 +34,7 @@ from corral.cli import (
     serve,
     state,
     tasks,
+    tokens,
     webhooks,
 )
 from corral.cli.context import Context
@@ -110,6 +111,18 @@ def main(ctx: click.Context, db: str | None, config_file: Path | None) -> None:
     ctx.obj = Context(db, config_file)
 
 
-for _module in (agents, config, history, tasks, state, execute, doctor, dev, serve, webhooks):
+for _module in (
+    agents,
+    config,
+    history,
+    tasks,
+    state,
+    execute,
+    doctor,
+    dev,
+    serve,
+    webhooks,
+    tokens,
+):
     for _command in _module.COMMANDS:
         main.add_command(_command)

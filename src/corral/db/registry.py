@@ -142,6 +142,38 @@ class RegistryDatabase:
         where = "" if include_removed else f" WHERE status <> '{REMOVED}'"
         return self.database.fetch_all(f"{_SELECT_INSTANCE}{where} ORDER BY created_at, id")
 
+    def instances_page(
+        self,
+        *,
+        status: str | None,
+        agent: str | None,
+        priority: str | None,
+        before: tuple[int, str] | None,
+        limit: int,
+    ) -> list[Sequence[Any]]:
+        """Instances newest first, filtered; ``before`` (created_at, id): the page after it.
+        Removed ones only when asked for by ``status``."""
+        where = [f"status <> '{REMOVED}'"] if status is None else ["status = :status"]
+        if agent is not None:
+            where.append("agent = :agent")
+        if priority is not None:
+            where.append("priority = :priority")
+        if before is not None:
+            where.append("(created_at < :b_at OR (created_at = :b_at AND id < :b_id))")
+        b_at, b_id = before if before is not None else (None, None)
+        return self.database.fetch_all(
+            f"{_SELECT_INSTANCE} WHERE {' AND '.join(where)} "
+            "ORDER BY created_at DESC, id DESC LIMIT :limit",
+            {
+                "status": status,
+                "agent": agent,
+                "priority": priority,
+                "b_at": b_at,
+                "b_id": b_id,
+                "limit": limit,
+            },
+        )
+
     def current_version_number(self, agent: str) -> int | None:
         row = self.database.fetch_one(
             "SELECT current_version FROM agents WHERE name = :name", {"name": agent}

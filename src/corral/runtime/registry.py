@@ -192,6 +192,22 @@ class Registry:
             instance_from_row(row) for row in self._db.instances(include_removed=include_removed)
         ]
 
+    def instances_page(
+        self,
+        *,
+        status: str | None = None,
+        agent: str | None = None,
+        priority: str | None = None,
+        before: tuple[int, str] | None = None,
+        limit: int,
+    ) -> list[Instance]:
+        """Instances newest first (removed ones only with ``status="removed"``), filtered;
+        ``before`` (created_at, id): the page after that instance."""
+        rows = self._db.instances_page(
+            status=status, agent=agent, priority=priority, before=before, limit=limit
+        )
+        return [instance_from_row(row) for row in rows]
+
     def current_version(self, agent: str) -> Version:
         number = self._db.current_version_number(agent)
         if number is None:

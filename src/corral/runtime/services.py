@@ -21,6 +21,7 @@ from corral.runtime.history import History
 from corral.runtime.network.fetch import Fetcher
 from corral.runtime.plot import Plot
 from corral.runtime.registry import Registry
+from corral.runtime.tokens import Tokens
 from corral.runtime.webhooks import Webhooks
 from corral.sandbox.process import AGENT_FILENAME
 from corral.sandbox.zygote import Zygote
@@ -62,6 +63,7 @@ class Services:
             quotas=config.quotas,
         )
         self.registry = Registry(self.database, self.queue, self.webhooks, self.plot)
+        self.tokens = Tokens(self.database)
         self._fetcher = fetcher
 
     def _methods_of(self, agent: str, version: int) -> frozenset[str]:

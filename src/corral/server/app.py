@@ -1,6 +1,7 @@
 """The HTTP face of Corral: an ASGI app (Starlette) over the one wiring, ``Services``.
 
-``/hooks/{token}`` takes webhook deliveries (:mod:`corral.server.hooks`) and
+``/hooks/{token}`` takes webhook deliveries (:mod:`corral.server.hooks`),
+``/api/v1`` is the admin API (:mod:`corral.server.api`, behind tokens) and
 ``/healthz`` says whether this server can reach its database. Sync webhooks run
 their handler inside the request, so a server has a sandbox pool of its own and
 an executor over it (``server_executor``): ``corral serve`` starts one before it
@@ -21,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from corral.errors import DatabaseUnavailable
 from corral.runtime.executor import Executor
@@ -29,6 +30,7 @@ from corral.runtime.records import ExecutionRecord
 from corral.runtime.services import Services
 from corral.sandbox.pool import SandboxPool
 from corral.sandbox.zygote import Zygote
+from corral.server.api import create_api
 from corral.server.hooks import Intake
 from corral.server.responses import error_answer, json_answer
 
@@ -108,6 +110,7 @@ def create_app(
         routes=[
             Route("/hooks/{token:path}", intake),  # any path under it: 404 unless a token
             Route("/healthz", healthz, methods=["GET"]),
+            Mount("/api/v1", create_api(services)),
         ],
         exception_handlers={
             HTTPException: _http_error,

@@ -1,0 +1,116 @@
+"""The admin API, ``/api/v1`` (SPEC §2): JSON over the one wiring, behind tokens.
+
+Every route takes ``Authorization: Bearer <token>`` (``corral tokens create``) and
+needs a scope: ``read`` for GET, ``operate`` for what changes work (retry, cancel,
+replay, install, uninstall, deploy), ``admin`` for tokens. The OpenAPI schema is a
+route like the others (``/api/v1/openapi.json``, scope ``read``).
+
+Lists are newest first, paginated in SQL with an opaque cursor (``pages.py``):
+``{"data": [...], "next_cursor": ... or null}``. Every refusal is
+``{"error": {"code", "message"}}`` with a 4xx; a 5xx is a bug (or 503: the
+database is unreachable, nothing was changed).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from corral import __version__
+from corral.errors import CorralError, DatabaseUnavailable, NotFound
+from corral.runtime.services import Services
+from corral.server.api import instances
+from corral.server.api.auth import READ, ApiError, authorized
+
+log = logging.getLogger("corral.api")
+
+#: The resources' routers, each a module with ``router``.
+RESOURCES = (instances,)
+
+
+def create_api(services: Services) -> FastAPI:
+    """The admin API app; ``create_app`` mounts it at ``/api/v1``."""
+    api = FastAPI(
+        title="Corral admin API",
+        version=__version__,
+        openapi_url=None,  # served below, behind a token like every route
+        docs_url=None,
+        redoc_url=None,
+    )
+    api.state.services = services
+    for resource in RESOURCES:
+        api.include_router(resource.router)
+
+    @api.get("/openapi.json", include_in_schema=False, dependencies=[Depends(authorized(READ))])
+    async def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            api.openapi_schema = get_openapi(
+                title=api.title,
+                version=api.version,
+                routes=api.routes,
+                servers=[{"url": "/api/v1"}],
+            )
+        return api.openapi_schema
+
+    api.add_exception_handler(ApiError, _api_error)
+    api.add_exception_handler(HTTPException, _http_error)
+    api.add_exception_handler(RequestValidationError, _invalid)
+    api.add_exception_handler(NotFound, _not_found)
+    api.add_exception_handler(DatabaseUnavailable, _unavailable)
+    api.add_exception_handler(CorralError, _refused)
+    api.add_exception_handler(ValueError, _refused)
+    return api
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return _error(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+    message = "no such resource" if exc.status_code == 404 else str(exc.detail)
+    return _error(exc.status_code, code, message, dict(exc.headers or {}))
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    """A malformed parameter or body: each problem named by where it is."""
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
+        for error in exc.errors()[:10]
+    )
+    return _error(422, "invalid_request", problems or "the request is malformed")
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _error(404, "not_found", str(exc))
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return _error(
+        503,
+        "unavailable",
+        "the server cannot reach its database; nothing was changed, try again later",
+        {"retry-after": "5"},
+    )
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    """What the runtime refuses (a malformed name, a limit, a state that forbids it)."""
+    return _error(400, "bad_request", str(exc))
