@@ -112,6 +112,7 @@ TABLES = (
     "activities",
     "notes",
     "tokens",
+    "metric_snapshots",
 )
 
 
