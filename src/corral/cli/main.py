@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from corral import __version__
 from corral.cli import (
+    activities,
     agents,
     config,
     dev,
@@ -110,6 +111,18 @@ def main(ctx: click.Context, db: str | None, config_file: Path | None) -> None:
     ctx.obj = Context(db, config_file)
 
 
-for _module in (agents, config, history, tasks, state, execute, doctor, dev, serve, webhooks):
+for _module in (
+    agents,
+    config,
+    history,
+    tasks,
+    state,
+    execute,
+    doctor,
+    dev,
+    serve,
+    webhooks,
+    activities,
+):
     for _command in _module.COMMANDS:
         main.add_command(_command)
