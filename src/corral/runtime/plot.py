@@ -435,10 +435,16 @@ class InstancePlot:
                     )
                 if row is None:
                     changes.append(self._new(fields, notes, now, where(i)))
-                elif not covers(self._view, str(row[2])):
+                elif not covers(self._view, str(row[2])) and fields.get("id") == str(row[0]):
                     raise ValueError(
                         f"{where(i)}.id {fields['id']} is already the id of another activity: "
                         "choose a new one (Uuid.generate())"
+                    )
+                elif not covers(self._view, str(row[2])):  # found by its source
+                    raise ValueError(
+                        f"{where(i)}.source {fields['source']!r:.80} is already the source of "
+                        f"an activity outside this instance's priority {self._view!r}: a "
+                        f"source is unique in the priority tree {self._root!r}"
                     )
                 else:
                     fields.pop("id", None)
