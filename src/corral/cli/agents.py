@@ -59,6 +59,7 @@ def deploy(
 @click.argument("agent")
 @click.option(
     "--priority",
+    metavar="NAME",
     default="default",
     show_default=True,
     callback=checked_priority,

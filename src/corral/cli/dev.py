@@ -93,6 +93,7 @@ def print_reload(reload: Reload) -> None:
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--priority",
+    metavar="NAME",
     default="default",
     show_default=True,
     callback=checked_priority,
