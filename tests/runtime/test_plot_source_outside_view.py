@@ -3,6 +3,9 @@ activity that has it: creating with that source is refused, saying so."""
 
 from __future__ import annotations
 
+import pytest
+
+from corral.sdk.operations import Op
 from tests.runtime.conftest import Runtime
 
 IMPORTER = """
@@ -21,6 +24,7 @@ class Importer(Agent):
 """
 
 
+@pytest.mark.exercises(Op.PLOT_CREATE)
 async def test_a_source_held_outside_the_view_is_refused_naming_the_field(
     runtime: Runtime,
 ) -> None:
