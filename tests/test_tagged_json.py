@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from corral.activities import Activity, ActivityType, Note
 from corral.tagged_json import to_tagged
 
 
@@ -58,3 +59,31 @@ def test_an_integer_of_any_size_reads_back_exactly() -> None:
 def test_unknown_type_is_refused() -> None:
     with pytest.raises(TypeError, match="cannot show a value of type object"):
         to_tagged(object())
+
+
+def test_an_activity_and_a_note_are_tagged_with_their_json_form() -> None:
+    """An agent may keep an Activity in its store or return one: it shows as
+    ``corral activities --json`` shows it, its meta tagged like any stored value."""
+    at = dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC)
+    note = Note("0190a8a0-0000-7000-8000-000000000002", "seen", "k", "reader-1", at, at)
+    activity = Activity(
+        "0190a8a0-0000-7000-8000-000000000001",
+        ActivityType.ACTION,
+        "Fix it",
+        (note,),
+        source="github:issue:1",
+        start=dt.date(2026, 1, 2),
+        done=False,
+        meta={"ids": (1, 2)},
+        priority="work",
+        author="writer-1",
+        created_at=at,
+        updated_at=at,
+    )
+    shown = to_tagged([activity, note])
+    assert shown == [
+        {"$activity": {**activity.to_json(), "meta": {"ids": {"$tuple": [1, 2]}}}},
+        {"$note": note.to_json()},
+    ]
+    assert json.loads(json.dumps(shown))[0]["$activity"]["notes"] == [note.to_json()]
+    assert note.to_json()["created_at"] == "2026-01-02T03:04:00+00:00"

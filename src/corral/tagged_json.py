@@ -6,7 +6,9 @@ each travels as a one-key object such as ``{"$tuple": [...]}``. An integer
 JavaScript cannot hold exactly is ``{"$int": "..."}``: decimal digits, or ``0x``
 and hexadecimal ones past 14,000 bits (Python's ``int(text, 0)`` reads both). A plain dict
 whose keys start with ``$`` is wrapped in ``{"$dict": ...}`` so it cannot be
-mistaken for a tag.
+mistaken for a tag. An activity or a note (``corral.activities``) is
+``{"$activity": ...}`` or ``{"$note": ...}`` around the object ``corral activities
+--json`` prints for it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import math
 import uuid
 from decimal import Decimal
 from typing import Any
+
+from corral.activities import Activity, Note
 
 JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
 
@@ -64,7 +68,16 @@ def to_tagged(value: Any) -> JsonValue:
         return {"$decimal": str(value)}
     if kind is uuid.UUID:
         return {"$uuid": str(value)}
+    if kind is Activity:
+        return {"$activity": activity_json(value)}
+    if kind is Note:
+        return {"$note": value.to_json()}
     raise TypeError(f"cannot show a value of type {kind.__name__} as JSON")
+
+
+def activity_json(activity: Activity) -> dict[str, JsonValue]:
+    """``Activity.to_json`` with its ``meta`` tagged: a meta may hold any storable value."""
+    return {**activity.to_json(), "meta": to_tagged(activity.meta)}
 
 
 def _zone(tz: dt.tzinfo | None) -> dict[str, str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import sqlalchemy as sa
 
+from corral.activities import priority_name
 from corral.config import RuntimeConfig, without_password
 from corral.db import DEFAULT_URL, create_engine
 from corral.db.engine import refuse_missing_folder
@@ -82,3 +83,14 @@ class Context:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def checked_priority(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A ``--priority`` option's callback: the name if it is one, else a usage error
+    saying the rule (a name with a space would otherwise fail deep in an install)."""
+    if value is None:
+        return None
+    try:
+        return priority_name(value, "--priority")
+    except ValueError as exc:
+        raise click.UsageError(str(exc), ctx=ctx) from None

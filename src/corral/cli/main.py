@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from corral import __version__
 from corral.cli import (
+    activities,
     agents,
     config,
     dev,
@@ -123,6 +124,7 @@ for _module in (
     serve,
     webhooks,
     tokens,
+    activities,
 ):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -435,7 +435,7 @@ class InstancePlot:
                 if row is None:
                     changes.append(self._new(fields, notes, now, where(i)))
                 elif not covers(self._view, str(row[2])):
-                    raise ValueError(_taken(fields, row, where(i), self._root))
+                    raise ValueError(_taken(fields, row, where(i), self._view))
                 else:
                     fields.pop("id", None)
                     fields.pop("source", None)
@@ -639,7 +639,7 @@ def _fits(changes: Sequence[_Change], call: str) -> None:
         )
 
 
-def _taken(fields: dict[str, Any], row: Row, where: str, root: str) -> str:
+def _taken(fields: dict[str, Any], row: Row, where: str, view: str) -> str:
     """Why an activity this instance cannot see stops ``fields`` being created."""
     if fields.get("id") == row[0]:
         return (
@@ -648,8 +648,8 @@ def _taken(fields: dict[str, Any], row: Row, where: str, root: str) -> str:
         )
     return (
         f"{where}.source {fields.get('source')!r:.80} is already the source of an activity "
-        f"of priority tree {root!r} outside this instance's priority; a source names one "
-        "activity in its tree"
+        f"outside this instance's priority {view!r}: a source is unique in the priority "
+        f"tree {view.split('/')[0]!r}"
     )
 
 
