@@ -74,15 +74,17 @@ class Cause:
 
     hops: int = 0
     by: str | None = None
+    #: The agent of ``by``, for the loop's log line (the instance may be gone by then).
+    by_agent: str | None = None
 
     def wire(self) -> dict[str, Any]:
-        return {"hops": self.hops, "by": self.by}
+        return {"hops": self.hops, "by": self.by, "by_agent": self.by_agent}
 
     @classmethod
     def of_event(cls, args: list[Any]) -> tuple[list[Any], Cause]:
         """An event task's arguments for ``on_activity``, and its origin (the last one)."""
         *call, origin = args
-        return call, cls(int(origin["hops"]), origin["by"])
+        return call, cls(int(origin["hops"]), origin["by"], origin.get("by_agent"))
 
 
 #: An execution that runs no activity event.
@@ -244,7 +246,7 @@ class Plot:
         if hops > MAX_HOPS:
             self._dropped(author, changes, now=now)
             return
-        origin = Cause(hops, author.instance).wire()
+        origin = Cause(hops, author.instance, author.agent).wire()
         events: list[tuple[str, bytes]] = []
         for n, change in enumerate(changes):
             heard = listeners[change.activity.priority]
@@ -256,13 +258,14 @@ class Plot:
         self.queue.enqueue_events(EVENT_METHOD, events, now=now)
 
     def _dropped(self, author: _Author, changes: list[_Change], *, now: int) -> None:
-        other = author.cause.by or "an operator"
+        by = author.cause
+        other = f"{by.by_agent} ({by.by})" if by.by_agent else (by.by or "an operator")
         line = (
             f"activity event loop: {author.agent} ({author.instance}) changed "
             f"{len(changes)} activit{'y' if len(changes) == 1 else 'ies'} (first "
             f"{changes[0].activity.id}) while handling an event {MAX_HOPS} hops from its "
             f"start, last caused by {other}; the events of these changes were dropped, so "
-            f"{author.agent} and {other} stop answering each other here"
+            f"{author.agent} and {by.by_agent or other} stop answering each other here"
         )
         log.warning("%s: %s", author.instance, line)
         self.history.log(author.instance, "warning", line, now=now)
@@ -425,7 +428,7 @@ class InstancePlot:
             changes: list[_Change] = []
             named: dict[str, int] = {}
             for i, fields in enumerate(given):
-                row = by_id.get(fields.get("id", "")) or by_source.get(fields.get("source") or "")
+                row = _target(fields, by_id, by_source, where(i))
                 notes = fields.pop("notes")
                 if row is not None and named.setdefault(str(row[0]), i) != i:
                     raise ValueError(
@@ -438,8 +441,9 @@ class InstancePlot:
                     raise ValueError(_taken(fields, row, where(i), self._view))
                 else:
                     fields.pop("id", None)
-                    fields.pop("source", None)
                     current = existing[str(row[0])]
+                    if fields.get("source") == current.source:
+                        fields.pop("source", None)
                     changes.append(self._changed(current, fields, notes, now, where(i)))
                 if i % 100 == 99:
                     bridge.pause()
@@ -513,7 +517,11 @@ class InstancePlot:
             elif kept[position].content != given["content"]:
                 kept[position] = replace(kept[position], content=given["content"], updated_at=at)
                 rewritten.append(kept[position])
-        names = [f for f in activities.UPDATABLE if getattr(updated, f) != getattr(current, f)]
+        names = [
+            f
+            for f in ("source", *activities.UPDATABLE)
+            if getattr(updated, f) != getattr(current, f)
+        ]
         if added or rewritten:
             names.append("notes")
         if not names:
@@ -637,6 +645,27 @@ def _fits(changes: Sequence[_Change], call: str) -> None:
             f"{call}: the activities of this call hold about {answer:,} bytes, more than one "
             f"answer may carry ({MAX_ANSWER_BYTES:,}): nothing was created; send fewer at once"
         )
+
+
+def _target(
+    fields: dict[str, Any], by_id: dict[str, Row], by_source: dict[str, Row], where: str
+) -> Row | None:
+    """The existing activity ``fields`` name, by id or by source, if any. Both naming two
+    different activities, or an id naming one whose source differs, is refused: which
+    the agent meant cannot be known, and a source never changes once set."""
+    with_id = by_id.get(fields.get("id", ""))
+    with_source = by_source.get(fields.get("source") or "")
+    if with_id is not None and with_source is not None and with_id[0] != with_source[0]:
+        raise ValueError(
+            f"{where}: id {with_id[0]} and source {fields['source']!r:.80} name two different "
+            "activities: give one of them"
+        )
+    if with_id is not None and fields.get("source") and with_id[5] not in (None, fields["source"]):
+        raise ValueError(
+            f"{where}.source: activity {with_id[0]} has the source {with_id[5]!r:.80}, and a "
+            "source never changes"
+        )
+    return with_id if with_id is not None else with_source
 
 
 def _taken(fields: dict[str, Any], row: Row, where: str, view: str) -> str:
