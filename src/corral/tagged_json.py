@@ -6,17 +6,21 @@ each travels as a one-key object such as ``{"$tuple": [...]}``. An integer
 JavaScript cannot hold exactly is ``{"$int": "..."}``: decimal digits, or ``0x``
 and hexadecimal ones past 14,000 bits (Python's ``int(text, 0)`` reads both). A plain dict
 whose keys start with ``$`` is wrapped in ``{"$dict": ...}`` so it cannot be
-mistaken for a tag.
+mistaken for a tag. An :class:`~corral.Activity` or :class:`~corral.Note` (which an
+agent may store, or return) is ``{"$activity": {field: ...}}`` or ``{"$note": ...}``.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import math
 import uuid
 from decimal import Decimal
 from typing import Any
+
+from corral.activities import Activity, Note, record_fields
 
 JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
 
@@ -64,6 +68,12 @@ def to_tagged(value: Any) -> JsonValue:
         return {"$decimal": str(value)}
     if kind is uuid.UUID:
         return {"$uuid": str(value)}
+    if kind is Activity or kind is Note:
+        names = [f.name for f in dataclasses.fields(value)]
+        body = {
+            name: to_tagged(item) for name, item in zip(names, record_fields(value), strict=True)
+        }
+        return {"$activity" if kind is Activity else "$note": body}
     raise TypeError(f"cannot show a value of type {kind.__name__} as JSON")
 
 
