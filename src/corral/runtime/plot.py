@@ -422,11 +422,12 @@ class InstancePlot:
                     strict=True,
                 )
             }
-            self._free_note_ids(given, where)
+            named_by = [_named(fields, by_id, by_source) for fields in given]
+            self._free_note_ids(given, named_by, where)
             changes: list[_Change] = []
             named: dict[str, int] = {}
             for i, fields in enumerate(given):
-                row = by_id.get(fields.get("id", "")) or by_source.get(fields.get("source") or "")
+                row = named_by[i]
                 notes = fields.pop("notes")
                 if row is not None and named.setdefault(str(row[0]), i) != i:
                     raise ValueError(
@@ -436,6 +437,12 @@ class InstancePlot:
                 if row is None:
                     changes.append(self._new(fields, notes, now, where(i)))
                 elif not covers(self._view, str(row[2])):
+                    if str(row[0]) != fields.get("id"):  # named by a source of the tree
+                        raise ValueError(
+                            f"{where(i)}.source {fields['source']!r:.80} is already the source "
+                            f"of an activity outside this instance's priority {self._view!r}: "
+                            "choose another source"
+                        )
                     raise ValueError(
                         f"{where(i)}.id {fields['id']} is already the id of another activity: "
                         "choose a new one (Uuid.generate())"
@@ -528,8 +535,14 @@ class InstancePlot:
             tuple(added), tuple(rewritten),
         )  # fmt: skip
 
-    def _free_note_ids(self, given: list[dict[str, Any]], where: Callable[[int], str]) -> None:
-        """Refuse note ids an agent chose that another note has, or two notes share."""
+    def _free_note_ids(
+        self,
+        given: list[dict[str, Any]],
+        named_by: list[Row | None],
+        where: Callable[[int], str],
+    ) -> None:
+        """Refuse note ids an agent chose that two notes share, or that a note of an
+        activity other than the one the item names (``named_by``) has."""
         seen: dict[str, int] = {}
         for i, fields in enumerate(given):
             for note in fields["notes"]:
@@ -542,9 +555,10 @@ class InstancePlot:
                     seen[note["id"]] = i
         taken = {str(row[0]): str(row[1]) for row in self._db.note_ids_taken(list(seen))}
         for i, fields in enumerate(given):
+            row = named_by[i]
             for note in fields["notes"]:
                 owner = taken.get(note.get("id", ""))
-                if owner is not None and owner != fields.get("id"):
+                if owner is not None and (row is None or owner != str(row[0])):
                     raise ValueError(
                         f"{where(i)}.notes: note id {note['id']} is already the id of a note "
                         "of another activity: choose a new one (Uuid.generate())"
@@ -656,12 +670,19 @@ def _no_repeats(given: list[dict[str, Any]], field: str, where: Callable[[int], 
         seen[value] = i
 
 
+def _named(fields: dict[str, Any], by_id: dict[str, Row], by_source: dict[str, Row]) -> Row | None:
+    """The activity a new activity's fields name, by id or else by source, if it exists."""
+    return by_id.get(fields.get("id", "")) or by_source.get(fields.get("source") or "")
+
+
 def _same_note(notes: list[Note], given: dict[str, Any]) -> Note | None:
     """The note of ``notes`` that ``given`` is: the one with its id or key, or, for a note
-    given with neither, one with the same content (so importing again adds nothing)."""
+    given with neither, one with the same content (so importing again adds nothing). An
+    id comes first: a note given by its id is that note, whatever another one says."""
     for note in notes:
         if note.id == given.get("id"):
             return note
+    for note in notes:
         if given["key"] is not None:
             if note.key == given["key"]:
                 return note
