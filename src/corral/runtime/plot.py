@@ -58,8 +58,11 @@ EVENT_METHOD: Final = "on_activity"
 MAX_ANSWER_BYTES: Final = 3 * 1024 * 1024
 #: What an activity costs in an answer beyond what ``size`` counts (ids, times, names).
 _OVERHEAD: Final = 1024
-#: What a note costs beyond its content and key (its id and times).
-_NOTE_OVERHEAD: Final = 64
+#: What a note costs beyond its content, key and author: its id, its times and their
+#: framing, about 95 bytes encoded. Counted at less, a hundred activities of a few
+#: hundred empty notes each would make a page of ``find_activities`` larger than a
+#: frame, and every instance that sees them could no longer find any.
+_NOTE_OVERHEAD: Final = 128
 #: ``find_activities``' largest page: a hundred activities fit in one answer.
 MAX_FIND: Final = 100
 
@@ -634,7 +637,10 @@ def _size(activity: Activity, where: str) -> int:
         + len((activity.source or "").encode())
         + meta
         + sum(
-            len(n.content.encode()) + len((n.key or "").encode()) + _NOTE_OVERHEAD
+            len(n.content.encode())
+            + len((n.key or "").encode())
+            + len((n.author or "").encode())
+            + _NOTE_OVERHEAD
             for n in activity.notes
         )
     )
