@@ -311,7 +311,7 @@ def note_content(content: object, key: object, where: str = "add_note") -> tuple
     """A note's content and key as ``add_note`` takes them, checked."""
     if type(content) is not str:
         raise ValueError(f"{where}: content must be a str (markdown), got {_kind(content)}")
-    return content, _optional_text(key, MAX_KEY, f"{where}: key")
+    return no_nul(content, f"{where}: content"), _optional_text(key, MAX_KEY, f"{where}: key")
 
 
 def activity_type(value: object, at: str) -> ActivityType:
@@ -366,7 +366,7 @@ def _checked(name: str, value: object, where: str) -> Any:
             raise ValueError(
                 f"{at} must be a str of at most {MAX_TITLE} characters, got {_repr(value)}"
             )
-        return value
+        return no_nul(value, at)
     if name == "source":
         source = _optional_text(value, MAX_SOURCE, at)
         if source == "":
@@ -421,7 +421,15 @@ def _optional_text(value: object, limit: int, at: str) -> str | None:
         raise ValueError(
             f"{at} must be a str of at most {limit} characters or None, got {_repr(value)}"
         )
-    return value
+    return no_nul(value, at)
+
+
+def no_nul(text: str, at: str) -> str:
+    """``text``, unless it holds a NUL, which PostgreSQL cannot keep in text: refused on
+    every database alike, as a store key's is."""
+    if "\x00" in text:
+        raise ValueError(f"{at} contains a NUL character (\\x00); remove it")
+    return text
 
 
 def _kind(value: object) -> str:

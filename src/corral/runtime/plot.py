@@ -39,6 +39,7 @@ from corral.activities import (
     check_span,
     covers,
     lineage,
+    no_nul,
     priority_name,
 )
 from corral.db import bridge
@@ -300,6 +301,7 @@ class InstancePlot:
             raise ValueError(
                 f"get_activity_by_source: source must be a non-empty str, got {source!r:.60}"
             )
+        no_nul(source, "get_activity_by_source: source")
         found = self._plot._with_notes(self._visible(self._db.by_sources(self._root, [source])))
         return found[0] if found else None
 
@@ -311,6 +313,8 @@ class InstancePlot:
             raise ValueError(f"find_activities: done must be True, False or None, got {done!r:.60}")
         if source_prefix is not None and (type(source_prefix) is not str or not source_prefix):
             raise ValueError("find_activities: source_prefix must be a non-empty str or None")
+        if source_prefix is not None:
+            no_nul(source_prefix, "find_activities: source_prefix")
         if since is not None and not (type(since) is dt.datetime and since.tzinfo is not None):
             raise ValueError("find_activities: since must be a timezone-aware datetime or None")
         if type(limit) is not int or not 1 <= limit <= MAX_FIND:
