@@ -101,6 +101,7 @@ async def test_changes_say_what_changed_and_no_change_is_no_event(runtime: Runti
         "plot.create_activity({'type': 'action', 'source': 'gh:1', 'title': 'renamed'})",
     ) == []  # fmt: skip
     assert runtime.tasks(listener) == []
+    assert runtime.services.plot.activity(made.id) == renamed
 
     (event,) = await change("plot.update_activity(given['id'], done=True, title='t2')")
     done = replace(renamed, title="t2", done=True, updated_at=at(runtime.clock.now_ms))
