@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import math
 import multiprocessing
@@ -22,6 +23,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from corral import codec
+from corral.activities import Activity, Note
 from corral.runtime.webhooks import Webhook, Webhooks
 
 # 2025-06-15T15:06:40Z: a realistic epoch value, so millisecond arithmetic is exercised
@@ -150,6 +152,10 @@ def assert_identical(expected: Any, actual: Any, path: str = "value") -> None:
             assert_identical(expected[key], actual[key], f"{path}[{key!r}]")
     elif kind in (set, frozenset):
         _assert_same_members(expected, actual, path)
+    elif kind in (Activity, Note):
+        for field in dataclasses.fields(expected):
+            name = field.name
+            assert_identical(getattr(expected, name), getattr(actual, name), f"{path}.{name}")
     elif kind in (dt.datetime, dt.time):
         fields = ("hour", "minute", "second", "microsecond", "fold")
         if kind is dt.datetime:

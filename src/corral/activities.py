@@ -46,9 +46,12 @@ MAX_ACTIVITY_BYTES: Final = 32 * 1024
 #: Events an activity change may be away from the change no event caused: past it,
 #: agents answering each other's events are in a loop, and the event is dropped.
 MAX_HOPS: Final = 8
-#: What a note counts towards ``MAX_ACTIVITY_BYTES`` besides its content and key (its
-#: id and times, in an answer).
-NOTE_OVERHEAD: Final = 64
+#: What a note counts towards ``MAX_ACTIVITY_BYTES`` besides its content, key and
+#: author: its id, its times and their framing, about 95 bytes encoded. Counted at
+#: less, a hundred activities of a few hundred empty notes each would make a page of
+#: ``find_activities`` larger than a sandbox frame, and every instance that sees them
+#: could no longer find any.
+NOTE_OVERHEAD: Final = 128
 #: Notes one activity may hold: no more fit in ``MAX_ACTIVITY_BYTES``.
 MAX_NOTES: Final = MAX_ACTIVITY_BYTES // NOTE_OVERHEAD
 MAX_TITLE: Final = 1_000
@@ -127,7 +130,12 @@ class Activity:
     updated_at: dt.datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The activity as JSON (``corral activities --json``); ``meta`` as stored."""
+        """The activity as JSON (``corral activities --json``): times in ISO 8601, the type
+        by value, and the values of ``meta`` that JSON lacks (a date, a set) tagged as
+        ``corral state get`` shows them."""
+        # tagged_json shows activities, so it imports this module: imported here.
+        from corral.tagged_json import to_tagged
+
         return {
             "id": self.id,
             "type": self.type.value,
@@ -136,7 +144,7 @@ class Activity:
             "start": _iso(self.start),
             "end": _iso(self.end),
             "done": self.done,
-            "meta": self.meta,
+            "meta": to_tagged(self.meta),
             "priority": self.priority,
             "author": self.author,
             "created_at": _iso(self.created_at),
@@ -157,49 +165,83 @@ NOTE_FIELDS: Final = ("id", "key", "content")
 
 
 def record_fields(value: Activity | Note) -> list[Any]:
-    """The values the codec stores for ``value``, in field order (a type as its value)."""
+    """The values the codec stores for ``value``, in field order (a type as its value).
+
+    ``TypeError`` for a field that decoding would refuse (``Activity(title=5)``, a dict
+    among its notes): an agent that builds one by hand learns so as it stores it, not
+    when it reads back a value it can never read again."""
     items = [getattr(value, f.name) for f in fields(value)]
     if isinstance(value, Activity):
-        items[1] = value.type.value
-        items[3] = list(value.notes)
+        kind = value.type
+        if type(kind) is not ActivityType:
+            raise TypeError(f"an Activity's type must be an ActivityType, got {_repr(kind)}")
+        items[1] = kind.value
+        if type(value.notes) in (tuple, list):
+            items[3] = list(value.notes)
+        activity_from_fields(items)
+    else:
+        note_from_fields(items)
     return items
+
+
+_TEXT: Final = (str,)
+_OPTIONAL_TEXT: Final = (str, type(None))
+_OPTIONAL_TIME: Final = (dt.datetime, type(None))
 
 
 def note_from_fields(items: list[Any]) -> Note:
     """A :class:`Note` from :func:`record_fields`' list, every type checked: the bytes
     may come from a sandbox."""
-    _expect(len(items) == 6, "note")
+    _expect(len(items) == 6, "a Note has 6 fields")
     note_id, content, key, author, created, updated = items
-    _expect(isinstance(note_id, str) and isinstance(content, str), "note")
-    _expect(all(v is None or isinstance(v, str) for v in (key, author)), "note")
-    _expect(all(v is None or type(v) is dt.datetime for v in (created, updated)), "note")
+    for name, item, kinds in (
+        ("id", note_id, _TEXT), ("content", content, _TEXT), ("key", key, _OPTIONAL_TEXT),
+        ("author", author, _OPTIONAL_TEXT), ("created_at", created, _OPTIONAL_TIME),
+        ("updated_at", updated, _OPTIONAL_TIME),
+    ):  # fmt: skip
+        _typed("Note", name, item, kinds)
     return Note(note_id, content, key, author, created, updated)
 
 
 def activity_from_fields(items: list[Any]) -> Activity:
     """An :class:`Activity` from :func:`record_fields`' list, every type checked."""
-    _expect(len(items) == 13, "fields")
+    _expect(len(items) == 13, "an Activity has 13 fields")
     (aid, kind, title, notes, source, start, end, done, meta, priority, author, created,
      updated) = items  # fmt: skip
-    _expect(isinstance(aid, str) and isinstance(title, str) and isinstance(priority, str), "id")
-    _expect(type(notes) is list and all(type(n) is Note for n in notes), "notes")
-    _expect(all(v is None or isinstance(v, str) for v in (source, author)), "source")
-    _expect(all(v is None or type(v) in (dt.datetime, dt.date) for v in (start, end)), "start")
-    _expect(done is None or type(done) is bool, "done")
-    _expect(meta is None or type(meta) is dict, "meta")
-    _expect(all(v is None or type(v) is dt.datetime for v in (created, updated)), "created_at")
-    _expect(kind in ActivityType._value2member_map_, "type")
-    activity_type = ActivityType(kind)
+    span = (dt.datetime, dt.date, type(None))
+    for name, item, kinds in (
+        ("id", aid, _TEXT), ("title", title, _TEXT), ("source", source, _OPTIONAL_TEXT),
+        ("start", start, span), ("end", end, span), ("done", done, (bool, type(None))),
+        ("meta", meta, (dict, type(None))), ("priority", priority, _TEXT),
+        ("author", author, _OPTIONAL_TEXT), ("created_at", created, _OPTIONAL_TIME),
+        ("updated_at", updated, _OPTIONAL_TIME),
+    ):  # fmt: skip
+        _typed("Activity", name, item, kinds)
+    _expect(type(notes) is list, "an Activity's notes must be a tuple of Notes")
+    for note in notes:
+        _expect(type(note) is Note, f"an Activity's notes must be Notes, got {_kind(note)}")
+    _expect(
+        type(kind) is str and kind in ActivityType._value2member_map_,
+        f"an Activity's type must be an ActivityType, got {_repr(kind)}",
+    )
     return Activity(
-        aid, activity_type, title, tuple(notes), source, start, end, done, meta, priority,
+        aid, ActivityType(kind), title, tuple(notes), source, start, end, done, meta, priority,
         author, created, updated,
     )  # fmt: skip
 
 
-def _expect(condition: bool, field: str) -> None:
-    """A TypeError, which the codec reports as a corrupt value of the record's type."""
+def _typed(record: str, name: str, value: object, kinds: tuple[type, ...]) -> None:
+    if type(value) not in kinds:
+        allowed = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+        article = "an" if record == "Activity" else "a"
+        raise TypeError(f"{article} {record}'s {name} must be {allowed}, got {_kind(value)}")
+
+
+def _expect(condition: bool, message: str) -> None:
+    """A TypeError, which the codec reports as a corrupt value of the record's type (and
+    as the reason it will not store one)."""
     if not condition:
-        raise TypeError(f"an activity's {field} has the wrong type")
+        raise TypeError(message)
 
 
 # -- priorities -------------------------------------------------------------------------
@@ -283,7 +325,7 @@ def note_content(content: object, key: object, where: str = "add_note") -> tuple
     """A note's content and key as ``add_note`` takes them, checked."""
     if type(content) is not str:
         raise ValueError(f"{where}: content must be a str (markdown), got {_kind(content)}")
-    return content, _optional_text(key, MAX_KEY, f"{where}: key")
+    return no_nul(content, f"{where}: content"), _optional_text(key, MAX_KEY, f"{where}: key")
 
 
 def activity_type(value: object, at: str) -> ActivityType:
@@ -338,7 +380,7 @@ def _checked(name: str, value: object, where: str) -> Any:
             raise ValueError(
                 f"{at} must be a str of at most {MAX_TITLE} characters, got {_repr(value)}"
             )
-        return value
+        return no_nul(value, at)
     if name == "source":
         source = _optional_text(value, MAX_SOURCE, at)
         if source == "":
@@ -393,7 +435,15 @@ def _optional_text(value: object, limit: int, at: str) -> str | None:
         raise ValueError(
             f"{at} must be a str of at most {limit} characters or None, got {_repr(value)}"
         )
-    return value
+    return no_nul(value, at)
+
+
+def no_nul(text: str, at: str) -> str:
+    """``text``, unless it holds a NUL, which PostgreSQL cannot keep in text: refused on
+    every database alike, as a store key's is."""
+    if "\x00" in text:
+        raise ValueError(f"{at} contains a NUL character (\\x00); remove it")
+    return text
 
 
 def _kind(value: object) -> str:

@@ -177,7 +177,10 @@ class _Encoder:
             code = _RECORD_CODES.get(kind)
             if code is not None:  # an Activity or Note: its fields, by name in errors
                 names = [f.name for f in dataclasses.fields(obj)]
-                values = activities.record_fields(obj)
+                try:
+                    values = activities.record_fields(obj)
+                except TypeError as exc:  # what decoding would refuse: never written
+                    raise _refuse(path, str(exc)) from None
                 items = [walk(v, (path, f".{n}")) for n, v in zip(names, values, strict=True)]
                 return msgpack.ExtType(code, _pack(items))
             if kind is tuple:

@@ -69,15 +69,10 @@ def to_tagged(value: Any) -> JsonValue:
     if kind is uuid.UUID:
         return {"$uuid": str(value)}
     if kind is Activity:
-        return {"$activity": activity_json(value)}
+        return {"$activity": value.to_json()}
     if kind is Note:
         return {"$note": value.to_json()}
     raise TypeError(f"cannot show a value of type {kind.__name__} as JSON")
-
-
-def activity_json(activity: Activity) -> dict[str, JsonValue]:
-    """``Activity.to_json`` with its ``meta`` tagged: a meta may hold any storable value."""
-    return {**activity.to_json(), "meta": to_tagged(activity.meta)}
 
 
 def _zone(tz: dt.tzinfo | None) -> dict[str, str]:

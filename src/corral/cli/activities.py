@@ -18,7 +18,7 @@ from rich.text import Text
 from corral.activities import Activity, ActivityType, priority_name
 from corral.cli.context import Context, checked_priority, now_ms
 from corral.cli.output import iso, json_option, print_json, print_table, table, when
-from corral.tagged_json import activity_json, to_tagged
+from corral.tagged_json import to_tagged
 
 #: Activities listed when ``--limit`` is not given, and the most it may ask for.
 DEFAULT_LIMIT: Final = 50
@@ -94,7 +94,7 @@ def _list(
     more = len(found) > limit
     found = found[:limit]
     if as_json:
-        print_json([activity_json(a) for a in found])
+        print_json([a.to_json() for a in found])
     else:
         shown = table(
             "id", "priority", "type", "title", "source", "done", "notes", "author", "updated",
@@ -128,7 +128,7 @@ def _list(
 
 def _show(activity: Activity, as_json: bool) -> None:
     if as_json:
-        print_json(activity_json(activity))
+        print_json(activity.to_json())
         return
     a = activity
     meta = "-" if a.meta is None else json.dumps(to_tagged(a.meta), ensure_ascii=False)

@@ -146,30 +146,33 @@ class ActivityDatabase:
 
     def insert(self, rows: Sequence[dict[str, Any]]) -> None:
         """New activities, each a dict of ``ACTIVITY_COLUMNS``."""
-        if not rows:
-            return
-        with self.database.transaction(write=True) as cur:
-            cur.executemany(
-                self.database.sql(
-                    f"INSERT INTO activities ({', '.join(ACTIVITY_COLUMNS)}) "
-                    f"VALUES ({', '.join(':' + column for column in ACTIVITY_COLUMNS)})"
-                ),
-                rows,
-            )
+        self._many(
+            f"INSERT INTO activities ({', '.join(ACTIVITY_COLUMNS)}) "
+            f"VALUES ({', '.join(':' + column for column in ACTIVITY_COLUMNS)})",
+            rows,
+        )
 
     def update(self, rows: Sequence[dict[str, Any]]) -> None:
         """Activities changed: each dict has every column; ``id`` and ``root`` stay."""
+        changed = [c for c in ACTIVITY_COLUMNS if c not in ("id", "root", "created_at")]
+        self._many(
+            f"UPDATE activities SET {', '.join(f'{c} = :{c}' for c in changed)} WHERE id = :id",
+            rows,
+        )
+
+    def _many(self, sql: str, rows: Sequence[dict[str, Any]]) -> None:
+        """``sql`` once for each of ``rows``, inside the caller's write transaction.
+
+        Waits for the server's answers before it returns: in a pipelined transaction
+        (PostgreSQL) an answer still on its way lands on the cursor after the next
+        statement is sent, and that statement's reader (who hears of a change,
+        ``listeners``) would take it for its own and fail.
+        """
         if not rows:
             return
-        changed = [c for c in ACTIVITY_COLUMNS if c not in ("id", "root", "created_at")]
         with self.database.transaction(write=True) as cur:
-            cur.executemany(
-                self.database.sql(
-                    f"UPDATE activities SET {', '.join(f'{c} = :{c}' for c in changed)} "
-                    "WHERE id = :id"
-                ),
-                rows,
-            )
+            cur.executemany(self.database.sql(sql), rows)
+            self.database.rows_touched(cur)
 
     def find(
         self,
@@ -221,16 +224,11 @@ class ActivityDatabase:
 
     def insert_notes(self, rows: Sequence[dict[str, Any]]) -> None:
         """New notes, each a dict of ``NOTE_COLUMNS``, in the order given."""
-        if not rows:
-            return
-        with self.database.transaction(write=True) as cur:
-            cur.executemany(
-                self.database.sql(
-                    f"INSERT INTO notes ({', '.join(NOTE_COLUMNS)}) "
-                    f"VALUES ({', '.join(':' + column for column in NOTE_COLUMNS)})"
-                ),
-                rows,
-            )
+        self._many(
+            f"INSERT INTO notes ({', '.join(NOTE_COLUMNS)}) "
+            f"VALUES ({', '.join(':' + column for column in NOTE_COLUMNS)})",
+            rows,
+        )
 
     def update_note(self, note_id: str, content: str, *, now: int) -> None:
         self.database.write(

@@ -40,6 +40,7 @@ from corral.activities import (
     check_span,
     covers,
     lineage,
+    no_nul,
     priority_name,
 )
 from corral.db import bridge
@@ -299,6 +300,7 @@ class InstancePlot:
             raise ValueError(
                 f"get_activity_by_source: source must be a non-empty str, got {source!r:.60}"
             )
+        no_nul(source, "get_activity_by_source: source")
         found = self._plot._with_notes(self._visible(self._db.by_sources(self._root, [source])))
         return found[0] if found else None
 
@@ -310,6 +312,8 @@ class InstancePlot:
             raise ValueError(f"find_activities: done must be True, False or None, got {done!r:.60}")
         if source_prefix is not None and (type(source_prefix) is not str or not source_prefix):
             raise ValueError("find_activities: source_prefix must be a non-empty str or None")
+        if source_prefix is not None:
+            no_nul(source_prefix, "find_activities: source_prefix")
         if since is not None and not (type(since) is dt.datetime and since.tzinfo is not None):
             raise ValueError("find_activities: since must be a timezone-aware datetime or None")
         if type(limit) is not int or not 1 <= limit <= MAX_FIND:
@@ -424,11 +428,12 @@ class InstancePlot:
                     strict=True,
                 )
             }
-            self._free_note_ids(given, where)
+            named_by = [_target(g, by_id, by_source, where(i)) for i, g in enumerate(given)]
+            self._free_note_ids(given, named_by, where)
             changes: list[_Change] = []
             named: dict[str, int] = {}
             for i, fields in enumerate(given):
-                row = _target(fields, by_id, by_source, where(i))
+                row = named_by[i]
                 notes = fields.pop("notes")
                 if row is not None and named.setdefault(str(row[0]), i) != i:
                     raise ValueError(
@@ -533,8 +538,14 @@ class InstancePlot:
             tuple(added), tuple(rewritten),
         )  # fmt: skip
 
-    def _free_note_ids(self, given: list[dict[str, Any]], where: Callable[[int], str]) -> None:
-        """Refuse note ids an agent chose that another note has, or two notes share."""
+    def _free_note_ids(
+        self,
+        given: list[dict[str, Any]],
+        named_by: list[Row | None],
+        where: Callable[[int], str],
+    ) -> None:
+        """Refuse note ids an agent chose that two notes share, or that a note of an
+        activity other than the one the item names (``named_by``) has."""
         seen: dict[str, int] = {}
         for i, fields in enumerate(given):
             for note in fields["notes"]:
@@ -547,9 +558,10 @@ class InstancePlot:
                     seen[note["id"]] = i
         taken = {str(row[0]): str(row[1]) for row in self._db.note_ids_taken(list(seen))}
         for i, fields in enumerate(given):
+            row = named_by[i]
             for note in fields["notes"]:
                 owner = taken.get(note.get("id", ""))
-                if owner is not None and owner != fields.get("id"):
+                if owner is not None and (row is None or owner != str(row[0])):
                     raise ValueError(
                         f"{where(i)}.notes: note id {note['id']} is already the id of a note "
                         "of another activity: choose a new one (Uuid.generate())"
@@ -625,7 +637,10 @@ def _size(activity: Activity, where: str) -> int:
         + len((activity.source or "").encode())
         + meta
         + sum(
-            len(n.content.encode()) + len((n.key or "").encode()) + NOTE_OVERHEAD
+            len(n.content.encode())
+            + len((n.key or "").encode())
+            + len((n.author or "").encode())
+            + NOTE_OVERHEAD
             for n in activity.notes
         )
     )

@@ -33,8 +33,11 @@ class PlotTools:
         ``end``, ``done`` (an ACTION's), ``meta`` (a storable dict), ``priority``, ``id``
         (``Uuid.generate()``; made for you if omitted). Creating with a ``source`` (or an
         ``id``) that an activity of the priority tree already has **updates** that
-        activity instead: only the fields given change, notes are added by ``key`` (or
-        unless a note has the same content), and nothing changes if nothing differs.
+        activity instead: only the fields given change, a note given with the ``id`` or
+        ``key`` of one of its notes changes that note, any other is added unless a note
+        has the same content, and nothing changes if nothing differs. A source is
+        unique in the whole tree (``work`` and all under it): one that an activity
+        outside this instance's priority has is refused.
         """
         return await self._channel.call(Op.PLOT_CREATE, _wire(activity))  # type: ignore[no-any-return]
 
