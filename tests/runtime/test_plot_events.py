@@ -280,3 +280,47 @@ async def test_a_claim_takes_no_activity_event_of_an_instance_while_four_of_them
     queue.finish(running[:1])
     assert [t.instance for t, _ in claim(1)] == [listener]
     assert claim(10) == []
+
+
+@pytest.mark.exercises(Op.PLOT_CREATE, Op.PLOT_UPDATE)
+async def test_an_activity_moved_away_is_heard_where_it_was_and_where_it_went(
+    runtime: Runtime,
+) -> None:
+    runtime.services.plot.add_priority("work/acme", now=runtime.executor.now())
+    runtime.services.plot.add_priority("work/other", now=runtime.executor.now())
+    author = await plotter(runtime, "work")
+    left = await plotter(runtime, "work/acme")
+    joined = await plotter(runtime, "work/other")
+
+    (made,) = await do(
+        runtime, author, "plot.create_activity({'type': 'action', 'priority': 'work/acme'})"
+    )
+    assert await heard(runtime, left) == [(made, None)]
+    (moved,) = await do(
+        runtime, author, f"plot.update_activity({made.id!r}, priority='work/other')"
+    )
+    # Those who saw it learn it has gone; those who see it now learn it came.
+    for instance in (left, joined):
+        ((activity, changes),) = await heard(runtime, instance)
+        assert activity == moved
+        assert changes is not None
+        assert (changes["previous"].priority, changes["fields"]) == ("work/acme", ["priority"])
+
+
+@pytest.mark.exercises(Op.PLOT_CREATE, Op.PLOT_FIND)
+async def test_an_action_is_done_or_not_and_its_own_notes_can_be_sent_back(
+    runtime: Runtime,
+) -> None:
+    author = await plotter(runtime, "work")
+    made, found, again = await do(
+        runtime,
+        author,
+        "plot.create_activity({'type': 'action', 'done': None, 'source': 's:1',"
+        " 'notes': [{'content': 'body'}]})",
+        "plot.find_activities(done=False)",
+        # An activity read back is given again, its notes (a tuple) with it: no change.
+        "plot.create_activity({'type': 'action', 'source': 's:1', 'notes': out[0].notes})",
+    )
+    assert made.done is False
+    assert found == [made]
+    assert again == made

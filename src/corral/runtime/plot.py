@@ -125,6 +125,12 @@ class _Change:
     notes_added: tuple[Note, ...] = ()
     notes_changed: tuple[Note, ...] = ()
 
+    def priorities(self) -> set[str]:
+        """Where the change is heard: the activity's priority, and the one it left (the
+        instances that saw it there learn it has gone)."""
+        moved_from = self.previous.priority if self.previous is not None else None
+        return {self.activity.priority} | ({moved_from} if moved_from else set())
+
     @property
     def changed(self) -> bool:
         return self.new or bool(self.fields)
@@ -233,7 +239,7 @@ class Plot:
         if not changes:
             return
         listeners: dict[str, list[str]] = {}
-        for priority in {c.activity.priority for c in changes}:
+        for priority in {p for c in changes for p in c.priorities()}:
             listeners[priority] = [
                 instance
                 for instance, agent, version in self._db.listeners(
@@ -250,7 +256,7 @@ class Plot:
         origin = Cause(hops, author.instance, author.agent).wire()
         events: list[tuple[str, bytes]] = []
         for n, change in enumerate(changes):
-            heard = listeners[change.activity.priority]
+            heard = sorted({i for p in change.priorities() for i in listeners[p]})
             if heard:
                 args = codec.encode([change.activity, change.event_changes(), origin])
                 events.extend((instance, args) for instance in heard)
@@ -460,7 +466,9 @@ class InstancePlot:
         self, fields: dict[str, Any], notes: list[dict[str, Any]], now: int, where: str
     ) -> _Change:
         kind: ActivityType = fields["type"]
-        done = fields.get("done", False if kind is ActivityType.ACTION else None)
+        done = fields.get("done")
+        if kind is ActivityType.ACTION and done is None:
+            done = False  # an ACTION is done or not: find_activities(done=False) finds it
         check_done(kind, done, where)
         check_span(fields.get("start"), fields.get("end"), where)
         at = _time(now)

@@ -95,7 +95,7 @@ def _wire(fields: Any) -> Any:
     if isinstance(wired.get("type"), ActivityType):
         wired["type"] = wired["type"].value
     notes = wired.get("notes")
-    if isinstance(notes, list):
+    if isinstance(notes, list | tuple):  # an activity's own notes are a tuple
         wired["notes"] = [
             {"id": n.id, "key": n.key, "content": n.content} if type(n) is Note else n
             for n in notes
