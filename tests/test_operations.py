@@ -17,8 +17,8 @@ import pytest
 
 from corral.config import RuntimeConfig
 from corral.db.raw import close_databases
+from corral.plot.service import NO_CAUSE
 from corral.quotas import Quotas
-from corral.runtime.plot import NO_CAUSE
 from corral.runtime.services import Services
 from corral.runtime.tools import STORE_METHODS, ExecTools, InstanceTools
 from corral.sdk.operations import Op

@@ -4,7 +4,7 @@ An **activity** is an item of work or information in a **priority** (``work``,
 ``work/acme``): a task to do, an event, a note, often mirrored from another system
 (its ``source``, such as ``github:issue:123``). Agents create and update them with
 ``self.tools.plot``; every change is an *activity event* for the other agents of
-the priority (``corral.runtime.plot``).
+the priority (``corral.plot``).
 
 :class:`Activity` and :class:`Note` are values: the codec stores them as they are
 (an agent may keep one in its store and read it back), and they cross the sandbox

@@ -14,7 +14,8 @@ import pytest
 
 from corral import Activity, ActivityType
 from corral.config import RuntimeConfig
-from corral.runtime.plot import NO_CAUSE, InstancePlot
+from corral.plot.service import NO_CAUSE
+from corral.plot.tools import InstancePlot
 from corral.runtime.services import Services
 from corral.state import close_backends
 from tests.cli.conftest import GREETER

@@ -17,8 +17,9 @@ import pytest
 from corral import Activity, Note
 from corral.config import RateLimits, RuntimeConfig
 from corral.db.tasks import ACTIVITY_EVENTS_AT_ONCE
+from corral.plot.service import NO_CAUSE
+from corral.plot.tools import InstancePlot
 from corral.quotas import Quotas
-from corral.runtime.plot import NO_CAUSE, InstancePlot
 from corral.sdk.operations import Op
 from tests.runtime.conftest import Runtime, RuntimeFactory
 from tests.runtime.plot_support import PLOTTER, QUIET, at, do, enqueue, heard, plotter

@@ -1,7 +1,7 @@
 """The activity model's statements: priorities, activities, notes, and who hears of them.
 
 Both backends run the same SQL here. Rows come back in the order of
-``ACTIVITY_COLUMNS`` and ``NOTE_COLUMNS``; ``corral.runtime.plot`` makes them into
+``ACTIVITY_COLUMNS`` and ``NOTE_COLUMNS``; ``corral.plot.rows`` makes them into
 ``Activity`` and ``Note`` values and owns the rules.
 
 Every write to a priority tree's activities first takes the tree's turn

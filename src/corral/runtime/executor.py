@@ -23,10 +23,10 @@ from typing import Any, ParamSpec, TypeVar
 from corral import codec
 from corral.db.tasks import ACTIVITY, Settling
 from corral.errors import DatabaseUnavailable
+from corral.plot.service import EVENT_METHOD, NO_CAUSE, Cause
 from corral.runtime.declared import Declared, declared
 from corral.runtime.history import platform_line, record_rows
 from corral.runtime.outage import Outage
-from corral.runtime.plot import EVENT_METHOD, NO_CAUSE, Cause
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import ACTIVE, SUSPENDED, UNINSTALLING, Instance, Version
 from corral.runtime.services import Services

@@ -23,7 +23,7 @@ from corral.runtime.declared import tick_ms
 from corral.tasks.queue import NO_ARGS, TaskQueue
 
 if TYPE_CHECKING:
-    from corral.runtime.plot import Plot
+    from corral.plot.service import Plot
     from corral.runtime.webhooks import Webhooks
 
 __all__ = [

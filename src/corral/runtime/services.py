@@ -16,10 +16,10 @@ from typing import Any
 
 from corral.config import RuntimeConfig
 from corral.db.raw import Database, open_database
+from corral.plot.service import Plot
 from corral.runtime.describe import describe_code
 from corral.runtime.history import History
 from corral.runtime.network.fetch import Fetcher
-from corral.runtime.plot import Plot
 from corral.runtime.registry import Registry
 from corral.runtime.tokens import Tokens
 from corral.runtime.webhooks import Webhooks
@@ -58,7 +58,7 @@ class Services:
         self.plot = Plot(
             self.database,
             self.queue,
-            self.history,
+            self.history.log,
             methods_of=self._methods_of,
             quotas=config.quotas,
         )

@@ -27,9 +27,9 @@ from corral.errors import (
     UnknownCallback,
     UnknownOperation,
 )
+from corral.plot.tools import InstancePlot
 from corral.quotas import Quotas, callbacks_exceeded
 from corral.runtime.network.fetch import FetchTool
-from corral.runtime.plot import InstancePlot
 from corral.runtime.webhooks import Webhooks
 from corral.sandbox.process import ToolHandler
 from corral.sdk.operations import Op

@@ -1,35 +1,22 @@
-"""Activities and notes in priorities (SPEC §1.4), and the events their changes cause.
+"""``self.tools.plot`` on the host (SPEC §1.4): what an agent may ask, checked.
 
-:class:`Plot` (``services.plot``) is what operators read (``corral activities``,
-``corral priorities``); :meth:`Plot.bound` gives one execution its
-``self.tools.plot``, an :class:`InstancePlot` that sees the instance's priority and
-the priorities under it, and nothing else.
-
-Every change (a new activity, an update that changes something, a note added or
-changed) queues ``on_activity(activity, changes)`` for every *other* instance whose
-priority covers the activity's, in the same transaction as the change: a crash
-loses both or neither. An event's task carries, after the two arguments, its
-origin (:class:`Cause`): how many events away it is from a change no event caused,
-and which instance's change it announces. An execution running an event at hop 8
-changes what it likes, but its changes announce nothing, and the instance's log
-says which two agents were answering each other.
+The sandbox is not trusted: every argument is checked again here (the SDK's
+``corral.sdk.plot`` only carries them), every read and write is held to the
+instance's view (its priority and those under it), and a batch is one transaction
+under its priority tree's turn, written whole or not at all (``Plot.write``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Final
 
-from corral import activities, codec
+from corral import activities
 from corral.activities import (
-    MAX_ACTIVITY_BYTES,
     MAX_BATCH,
-    MAX_HOPS,
-    NOTE_OVERHEAD,
     Activity,
     ActivityType,
     Note,
@@ -39,243 +26,15 @@ from corral.activities import (
     check_done,
     check_span,
     covers,
-    lineage,
     no_nul,
-    priority_name,
 )
 from corral.db import bridge
-from corral.db.activities import ActivityDatabase, Row
-from corral.db.raw import Database
-from corral.errors import QuotaExceeded, UnknownActivity, UnknownPriority
-from corral.quotas import Quotas
-from corral.runtime.history import History
-from corral.tasks.queue import TaskQueue
+from corral.db.activities import Row
+from corral.plot.rows import check_answer, ms_of, size_of, time_of
+from corral.plot.service import Author, Change, Plot
 
-log = logging.getLogger("corral.plot")
-
-#: The method an activity event calls.
-EVENT_METHOD: Final = "on_activity"
-#: The most one plot call may answer, encoded: the sandbox channel's frames are
-#: 4 MiB (``sandbox.protocol.MAX_FRAME``), and an answer must fit in one.
-MAX_ANSWER_BYTES: Final = 3 * 1024 * 1024
-#: What an activity costs in an answer beyond what ``size`` counts (ids, times, names).
-_OVERHEAD: Final = 1024
 #: ``find_activities``' largest page: a hundred activities fit in one answer.
 MAX_FIND: Final = 100
-
-#: Resolves (agent, version number) to the methods that version defines.
-MethodsOf = Callable[[str, int], frozenset[str]]
-
-
-@dataclass(frozen=True)
-class Cause:
-    """What an execution was running, as the events its changes cause need to know:
-    the hop count of the activity event it ran (0: it ran no event), and the instance
-    whose change that event announced."""
-
-    hops: int = 0
-    by: str | None = None
-    #: The agent of ``by``, for the loop's log line (the instance may be gone by then).
-    by_agent: str | None = None
-
-    def wire(self) -> dict[str, Any]:
-        return {"hops": self.hops, "by": self.by, "by_agent": self.by_agent}
-
-    @classmethod
-    def of_event(cls, args: list[Any]) -> tuple[list[Any], Cause]:
-        """An event task's arguments for ``on_activity``, and its origin (the last one)."""
-        *call, origin = args
-        return call, cls(int(origin["hops"]), origin["by"], origin.get("by_agent"))
-
-
-#: An execution that runs no activity event.
-NO_CAUSE: Final = Cause()
-
-
-@dataclass(frozen=True)
-class Priority:
-    """A priority as ``corral priorities`` lists it."""
-
-    name: str
-    created_at: int
-    instances: int
-    activities: int
-
-
-@dataclass(frozen=True)
-class _Author:
-    """Who makes a change: the instance of an execution, and what that execution ran."""
-
-    instance: str
-    agent: str
-    priority: str
-    cause: Cause
-
-
-@dataclass
-class _Change:
-    """One activity as a call leaves it, and the event it causes (``changes``), if any."""
-
-    activity: Activity
-    size: int
-    new: bool
-    previous: Activity | None = None
-    fields: tuple[str, ...] = ()
-    note: Note | None = None
-    notes_added: tuple[Note, ...] = ()
-    notes_changed: tuple[Note, ...] = ()
-
-    def priorities(self) -> set[str]:
-        """Where the change is heard: the activity's priority, and the one it left (the
-        instances that saw it there learn it has gone)."""
-        moved_from = self.previous.priority if self.previous is not None else None
-        return {self.activity.priority} | ({moved_from} if moved_from else set())
-
-    @property
-    def changed(self) -> bool:
-        return self.new or bool(self.fields)
-
-    def event_changes(self) -> dict[str, Any] | None:
-        if self.new:
-            return None
-        return {"previous": self.previous, "fields": list(self.fields), "note": self.note}
-
-
-class Plot:
-    """Priorities, activities and notes over the database, and their events."""
-
-    def __init__(
-        self,
-        database: Database,
-        queue: TaskQueue,
-        history: History,
-        *,
-        methods_of: MethodsOf,
-        quotas: Quotas,
-    ) -> None:
-        self.database = database
-        self.queue = queue
-        self.history = history
-        self.quotas = quotas
-        self._db = ActivityDatabase(database)
-        self._methods_of = methods_of
-
-    # -- what operators see -------------------------------------------------------------
-
-    def add_priority(self, name: str, *, now: int) -> str:
-        """The priority ``name`` and those above it, made if missing (an install, or
-        ``corral priorities create``); ``ValueError`` for a malformed name."""
-        name = priority_name(name)
-        self._db.add_priorities(lineage(name), now=now)
-        return name
-
-    def priorities(self) -> list[Priority]:
-        return [Priority(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in self._db.priorities()]
-
-    def activities(
-        self, priority: str | None, *, limit: int, before: Activity | None = None
-    ) -> list[Activity]:
-        """Activities of ``priority`` and those under it (of all, if None), most recently
-        changed first; ``before``: the page after that activity."""
-        if priority is not None:
-            priority = priority_name(priority)
-            if not self._db.priority_exists(priority):
-                raise UnknownPriority(f"there is no priority {priority!r} (see corral priorities)")
-        after = None if before is None else (_ms(before.updated_at), before.id)
-        rows = self._db.find(
-            priority, type_=None, done=None, source_prefix=None, since=None, limit=limit,
-            before=after,
-        )  # fmt: skip
-        return self._with_notes(rows)
-
-    def activity(self, activity: str) -> Activity:
-        """One activity with its notes; :class:`UnknownActivity` if there is none."""
-        try:
-            key = activity_id(activity, "an activity id")
-        except ValueError as exc:
-            raise UnknownActivity(f"{exc} (see corral activities)") from None
-        found = self._with_notes(self._db.by_ids([key]))
-        if not found:
-            raise UnknownActivity(f"there is no activity {activity!r} (see corral activities)")
-        return found[0]
-
-    # -- what an execution's tools do ---------------------------------------------------
-
-    def bound(
-        self, instance: str, agent: str, priority: str, cause: Cause, clock: Callable[[], float]
-    ) -> InstancePlot:
-        """``self.tools.plot`` for one execution of ``instance``."""
-        return InstancePlot(self, _Author(instance, agent, priority, cause), clock)
-
-    def _with_notes(self, rows: Sequence[Row]) -> list[Activity]:
-        notes: dict[str, list[Note]] = {}
-        for row in self._db.notes_of([str(r[0]) for r in rows]):
-            notes.setdefault(row[1], []).append(_note(row))
-        return [_activity(row, notes.get(row[0], ())) for row in rows]
-
-    def _write(self, author: _Author, changes: list[_Change], *, now: int) -> None:
-        """Write what a call changed and queue its events, inside the caller's open
-        transaction."""
-        new = [c for c in changes if c.new]
-        if new:
-            held = self._db.count_authored(author.instance, self.quotas.activities)
-            if held + len(new) > self.quotas.activities:
-                raise QuotaExceeded(
-                    f"this instance would have created {held + len(new):,} activities, over "
-                    f"its quota of {self.quotas.activities:,}: update activities (create by "
-                    "source) rather than creating new ones, or ask the operator to raise "
-                    "[quotas] activities"
-                )
-        self._db.insert([_row(c) for c in new])
-        self._db.update([_row(c) for c in changes if not c.new and c.fields])
-        self._db.insert_notes([_note_row(n, c.activity.id) for c in changes for n in c.notes_added])
-        for c in changes:
-            for note in c.notes_changed:
-                self._db.update_note(note.id, note.content, now=now)
-        self._announce(author, [c for c in changes if c.changed], now=now)
-
-    def _announce(self, author: _Author, changes: list[_Change], *, now: int) -> None:
-        """Queue ``on_activity`` for every other instance that sees each change."""
-        if not changes:
-            return
-        listeners: dict[str, list[str]] = {}
-        for priority in {p for c in changes for p in c.priorities()}:
-            listeners[priority] = [
-                instance
-                for instance, agent, version in self._db.listeners(
-                    lineage(priority), author.instance
-                )
-                if EVENT_METHOD in self._methods_of(agent, int(version))
-            ]
-        if not any(listeners.values()):
-            return
-        hops = author.cause.hops + 1
-        if hops > MAX_HOPS:
-            self._dropped(author, changes, now=now)
-            return
-        origin = Cause(hops, author.instance, author.agent).wire()
-        events: list[tuple[str, bytes]] = []
-        for n, change in enumerate(changes):
-            heard = sorted({i for p in change.priorities() for i in listeners[p]})
-            if heard:
-                args = codec.encode([change.activity, change.event_changes(), origin])
-                events.extend((instance, args) for instance in heard)
-            if n % 100 == 99:
-                bridge.pause()
-        self.queue.enqueue_events(EVENT_METHOD, events, now=now)
-
-    def _dropped(self, author: _Author, changes: list[_Change], *, now: int) -> None:
-        by = author.cause
-        other = f"{by.by_agent} ({by.by})" if by.by_agent else (by.by or "an operator")
-        line = (
-            f"activity event loop: {author.agent} ({author.instance}) changed "
-            f"{len(changes)} activit{'y' if len(changes) == 1 else 'ies'} (first "
-            f"{changes[0].activity.id}) while handling an event {MAX_HOPS} hops from its "
-            f"start, last caused by {other}; the events of these changes were dropped, so "
-            f"{author.agent} and {by.by_agent or other} stop answering each other here"
-        )
-        log.warning("%s: %s", author.instance, line)
-        self.history.log(author.instance, "warning", line, now=now)
 
 
 class InstancePlot:
@@ -283,9 +42,9 @@ class InstancePlot:
     sandbox is not trusted), every read and write held to the instance's view (its
     priority and those under it)."""
 
-    def __init__(self, plot: Plot, author: _Author, clock: Callable[[], float]) -> None:
+    def __init__(self, plot: Plot, author: Author, clock: Callable[[], float]) -> None:
         self._plot = plot
-        self._db = plot._db
+        self._db = plot.db
         self._author = author
         self._clock = clock
         self._view = author.priority
@@ -298,7 +57,7 @@ class InstancePlot:
 
     def get_activity(self, activity: object) -> Activity | None:
         key = activity_id(activity, "get_activity: id")
-        found = self._plot._with_notes(self._visible(self._db.by_ids([key])))
+        found = self._plot.with_notes(self._visible(self._db.by_ids([key])))
         return found[0] if found else None
 
     def get_activity_by_source(self, source: object) -> Activity | None:
@@ -307,7 +66,7 @@ class InstancePlot:
                 f"get_activity_by_source: source must be a non-empty str, got {source!r:.60}"
             )
         no_nul(source, "get_activity_by_source: source")
-        found = self._plot._with_notes(self._visible(self._db.by_sources(self._root, [source])))
+        found = self._plot.with_notes(self._visible(self._db.by_sources(self._root, [source])))
         return found[0] if found else None
 
     def find_activities(
@@ -329,10 +88,10 @@ class InstancePlot:
             type_=None if kind is None else kind.value,
             done=done,
             source_prefix=source_prefix,
-            since=None if since is None else _ms(since),
+            since=None if since is None else ms_of(since),
             limit=limit,
         )
-        return self._plot._with_notes(rows)
+        return self._plot.with_notes(rows)
 
     # -- writes -------------------------------------------------------------------------
 
@@ -366,7 +125,7 @@ class InstancePlot:
                     "or under it"
                 )
             change = self._changed(current, given, [], now, "update_activity")
-            self._plot._write(self._author, [change], now=now)
+            self._plot.write(self._author, [change], now=now)
         return change.activity
 
     def add_note(self, activity: object, content: object, key: object) -> Note:
@@ -384,7 +143,7 @@ class InstancePlot:
             change = self._changed(
                 current, {}, [{"content": text, "key": note_key}], now, "add_note"
             )
-            self._plot._write(self._author, [change], now=now)
+            self._plot.write(self._author, [change], now=now)
         if change.note is not None:
             return change.note
         # Nothing changed: the note with that key (or content) as it is.
@@ -430,13 +189,13 @@ class InstancePlot:
                 str(r[0]): a
                 for r, a in zip(
                     [*by_id.values(), *by_source.values()],
-                    self._plot._with_notes([*by_id.values(), *by_source.values()]),
+                    self._plot.with_notes([*by_id.values(), *by_source.values()]),
                     strict=True,
                 )
             }
             named_by = [_target(g, by_id, by_source, where(i)) for i, g in enumerate(given)]
             self._free_note_ids(given, named_by, where)
-            changes: list[_Change] = []
+            changes: list[Change] = []
             named: dict[str, int] = {}
             for i, fields in enumerate(given):
                 row = named_by[i]
@@ -458,20 +217,20 @@ class InstancePlot:
                     changes.append(self._changed(current, fields, notes, now, where(i)))
                 if i % 100 == 99:
                     bridge.pause()
-            _fits(changes, "create_activities")
-            self._plot._write(self._author, changes, now=now)
+            check_answer(changes, "create_activities")
+            self._plot.write(self._author, changes, now=now)
         return [c.activity for c in changes]
 
     def _new(
         self, fields: dict[str, Any], notes: list[dict[str, Any]], now: int, where: str
-    ) -> _Change:
+    ) -> Change:
         kind: ActivityType = fields["type"]
         done = fields.get("done")
         if kind is ActivityType.ACTION and done is None:
             done = False  # an ACTION is done or not: find_activities(done=False) finds it
         check_done(kind, done, where)
         check_span(fields.get("start"), fields.get("end"), where)
-        at = _time(now)
+        at = time_of(now)
         aid = fields.get("id") or Uuid.generate()
         made = tuple(
             Note(note.get("id") or Uuid.generate(), note["content"], note["key"],
@@ -483,7 +242,7 @@ class InstancePlot:
             fields.get("end"), done, fields.get("meta"), fields.get("priority", self._view),
             self._author.instance, at, at,
         )  # fmt: skip
-        return _Change(activity, _size(activity, where), True, notes_added=made)
+        return Change(activity, size_of(activity, where), True, notes_added=made)
 
     def _changed(
         self,
@@ -492,7 +251,7 @@ class InstancePlot:
         notes: list[dict[str, Any]],
         now: int,
         where: str,
-    ) -> _Change:
+    ) -> Change:
         """``current`` with ``fields`` set and ``notes`` added (by key, or unless one has
         the same content), and what that changed."""
         if "priority" in fields:
@@ -514,7 +273,7 @@ class InstancePlot:
             updated = replace(updated, done=done)
         check_done(updated.type, updated.done, where)
         check_span(updated.start, updated.end, where)
-        at = _time(now)
+        at = time_of(now)
         kept = list(updated.notes)
         index = _NoteIndex(kept)
         added: list[Note] = []
@@ -538,11 +297,11 @@ class InstancePlot:
         if added or rewritten:
             names.append("notes")
         if not names:
-            return _Change(current, _size(current, where), False)
+            return Change(current, size_of(current, where), False)
         updated = replace(updated, notes=tuple(kept), updated_at=at)
         note = (added or rewritten)[-1] if (added or rewritten) else None
-        return _Change(
-            updated, _size(updated, where), False, current, tuple(names), note,
+        return Change(
+            updated, size_of(updated, where), False, current, tuple(names), note,
             tuple(added), tuple(rewritten),
         )  # fmt: skip
 
@@ -576,98 +335,11 @@ class InstancePlot:
                     )
 
     def _read(self, key: str) -> Activity | None:
-        found = self._plot._with_notes(self._visible(self._db.by_ids([key])))
+        found = self._plot.with_notes(self._visible(self._db.by_ids([key])))
         return found[0] if found else None
 
     def _visible(self, rows: Sequence[Row]) -> list[Row]:
         return [row for row in rows if covers(self._view, str(row[2]))]
-
-
-# -- rows and values --------------------------------------------------------------------
-
-
-def _activity(row: Row, notes: Iterable[Note]) -> Activity:
-    (aid, _root, priority, kind, title, source, starts, ends, done, meta, author, _bytes,
-     created, updated) = row  # fmt: skip
-    return Activity(
-        str(aid), ActivityType(kind), str(title), tuple(notes), source,
-        _decoded(starts), _decoded(ends), None if done is None else bool(done), _decoded(meta),
-        str(priority), author, _time(created), _time(updated),
-    )  # fmt: skip
-
-
-def _note(row: Row) -> Note:
-    nid, _activity_id, key, content, author, created, updated = row
-    return Note(str(nid), str(content), key, author, _time(created), _time(updated))
-
-
-def _row(change: _Change) -> dict[str, Any]:
-    a = change.activity
-    return {
-        "id": a.id,
-        "root": a.priority.split("/")[0],
-        "priority": a.priority,
-        "type": a.type.value,
-        "title": a.title,
-        "source": a.source,
-        "starts": _encoded(a.start),
-        "ends": _encoded(a.end),
-        "done": a.done,
-        "meta": _encoded(a.meta),
-        "author": a.author,
-        "size": change.size,
-        "created_at": _ms(a.created_at),
-        "updated_at": _ms(a.updated_at),
-    }
-
-
-def _note_row(note: Note, activity: str) -> dict[str, Any]:
-    return {
-        "id": note.id,
-        "activity_id": activity,
-        "key": note.key,
-        "content": note.content,
-        "author": note.author,
-        "created_at": _ms(note.created_at),
-        "updated_at": _ms(note.updated_at),
-    }
-
-
-def _size(activity: Activity, where: str) -> int:
-    """What the activity holds, as ``MAX_ACTIVITY_BYTES`` counts it; ``ValueError`` past it
-    (and for a ``meta`` the codec cannot store, naming where in it)."""
-    try:
-        meta = len(codec.encode(activity.meta, path=f"{where}.meta"))
-    except TypeError as exc:
-        raise ValueError(str(exc)) from None
-    size = (
-        len(activity.title.encode())
-        + len((activity.source or "").encode())
-        + meta
-        + sum(
-            len(n.content.encode())
-            + len((n.key or "").encode())
-            + len((n.author or "").encode())
-            + NOTE_OVERHEAD
-            for n in activity.notes
-        )
-    )
-    if size > MAX_ACTIVITY_BYTES:
-        raise ValueError(
-            f"{where}: the activity would hold {size:,} bytes (title, meta and notes), over "
-            f"the {MAX_ACTIVITY_BYTES:,} an activity may: keep large content elsewhere and "
-            "link to it"
-        )
-    return size
-
-
-def _fits(changes: Sequence[_Change], call: str) -> None:
-    answer = sum(c.size + _OVERHEAD for c in changes)
-    if answer > MAX_ANSWER_BYTES:
-        raise ValueError(
-            f"{call}: the activities of this call hold about {answer:,} bytes, more than one "
-            f"answer may carry ({MAX_ANSWER_BYTES:,}): nothing was created; send fewer at once"
-        )
 
 
 def _target(
@@ -752,25 +424,3 @@ def _unique_notes(notes: list[dict[str, Any]], where: str) -> list[dict[str, Any
     if len(keys) != len(set(keys)):
         raise ValueError(f"{where}.notes: two notes have the same key")
     return notes
-
-
-_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MS: Final = dt.timedelta(milliseconds=1)
-
-
-def _time(ms: int) -> dt.datetime:
-    """Milliseconds since the epoch as a datetime, exactly (no float in between)."""
-    return _EPOCH + ms * _MS
-
-
-def _ms(when: dt.datetime | None) -> int:
-    assert when is not None
-    return (when - _EPOCH) // _MS
-
-
-def _encoded(value: Any) -> bytes | None:
-    return None if value is None else codec.encode(value)
-
-
-def _decoded(value: bytes | None) -> Any:
-    return None if value is None else codec.decode(bytes(value))
