@@ -149,11 +149,10 @@ class ActivityDatabase:
         if not rows:
             return
         with self.database.transaction(write=True) as cur:
-            cur.executemany(
-                self.database.sql(
-                    f"INSERT INTO activities ({', '.join(ACTIVITY_COLUMNS)}) "
-                    f"VALUES ({', '.join(':' + column for column in ACTIVITY_COLUMNS)})"
-                ),
+            self.database.execute_many(
+                cur,
+                f"INSERT INTO activities ({', '.join(ACTIVITY_COLUMNS)}) "
+                f"VALUES ({', '.join(':' + column for column in ACTIVITY_COLUMNS)})",
                 rows,
             )
 
@@ -163,11 +162,9 @@ class ActivityDatabase:
             return
         changed = [c for c in ACTIVITY_COLUMNS if c not in ("id", "root", "created_at")]
         with self.database.transaction(write=True) as cur:
-            cur.executemany(
-                self.database.sql(
-                    f"UPDATE activities SET {', '.join(f'{c} = :{c}' for c in changed)} "
-                    "WHERE id = :id"
-                ),
+            self.database.execute_many(
+                cur,
+                f"UPDATE activities SET {', '.join(f'{c} = :{c}' for c in changed)} WHERE id = :id",
                 rows,
             )
 
@@ -224,11 +221,10 @@ class ActivityDatabase:
         if not rows:
             return
         with self.database.transaction(write=True) as cur:
-            cur.executemany(
-                self.database.sql(
-                    f"INSERT INTO notes ({', '.join(NOTE_COLUMNS)}) "
-                    f"VALUES ({', '.join(':' + column for column in NOTE_COLUMNS)})"
-                ),
+            self.database.execute_many(
+                cur,
+                f"INSERT INTO notes ({', '.join(NOTE_COLUMNS)}) "
+                f"VALUES ({', '.join(':' + column for column in NOTE_COLUMNS)})",
                 rows,
             )
 
