@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sandbox.py
 	$(BIN)/python bench/tasks.py
 	$(BIN)/python bench/webhooks.py
+	$(BIN)/python bench/activities.py
 
 soak: $(STAMP)
 	$(BIN)/pytest -m slow

@@ -4,9 +4,9 @@ Not part of Corral: ``make run`` (``examples/demo/run.py``) serves it beside the
 example agents, and the example's tests serve it on a free port.
 
 ``GET /items?page=N`` answers ``{"page": N, "pages": 20, "items": [...],
-"next_page": N + 1}``, with ``next_page`` null on the last page. The items are
-computed from their number, so every run serves the same data and a test can
-check a sync's totals.
+"next_page": N + 1}``, with ``next_page`` null on the last page; an item is
+``{"id", "title", "score", "description"}``. The items are computed from their
+number, so every run serves the same data and a test can check a sync's totals.
 
 An agent cannot read the host's environment or its install config, so the
 address is fixed: 127.0.0.1:8765, which ``examples/batched_sync.py`` names.
@@ -30,6 +30,7 @@ DEFAULT_PORT = 8765
 PORT_ENV = "CORRAL_DEMO_API_PORT"
 PAGES = 20
 PER_PAGE = 50
+KINDS = ("bug report", "feature request", "question")
 
 
 class PortTaken(OSError):
@@ -39,10 +40,19 @@ class PortTaken(OSError):
 def items(page: int) -> list[dict[str, Any]]:
     """The items of one page (1-based): ids run on from page to page."""
     first = (page - 1) * PER_PAGE
-    return [
-        {"id": n, "title": f"item {n}", "score": (n * 37) % 101}
-        for n in range(first, first + PER_PAGE)
-    ]
+    return [item(n) for n in range(first, first + PER_PAGE)]
+
+
+def item(n: int) -> dict[str, Any]:
+    """Item ``n``: its score (0-100) spreads over the pages, as does its kind."""
+    score = (n * 37) % 101
+    kind = KINDS[n % len(KINDS)]
+    return {
+        "id": n,
+        "title": f"item {n}",
+        "score": score,
+        "description": f"A {kind} filed as item {n}; the reporter rated it {score} of 100.",
+    }
 
 
 def page(number: int) -> dict[str, Any]:

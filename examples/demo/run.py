@@ -7,6 +7,10 @@ server takes webhooks (it prints its URL), and saving an example deploys its new
 version. Ctrl-C stops all of it. The database is the usual one:
 ``CORRAL_DATABASE_URL``, else the SQLite file ``./.corral/corral.db``.
 
+``batched_sync.py`` and ``triage.py`` work together through activities: the
+sync mirrors items as activities, each an ``on_activity`` event for triage, whose
+note on it is an event back to the sync.
+
 ``issue_sync.py`` prints a ``curl`` line that posts a signed event to its webhook
 when it is first installed; on later runs this prints it again.
 
@@ -19,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from examples.batched_sync import WATCH_SCORE
 from examples.demo.paged_api import PAGES, PER_PAGE, PagedApi, PortTaken
 from examples.issue_sync import curl_line
 
@@ -37,6 +42,13 @@ def run() -> None:
     print(
         f"  demo paginated API up: {api.url}/items?page=1..{PAGES}, {PER_PAGE} items a page "
         "(batched-sync pages through it)",
+        flush=True,
+    )
+    print(
+        f"  batched-sync mirrors the items rated {WATCH_SCORE} or more as activities; triage "
+        "notes a verdict on each\n  (triage's on_activity lines), which batched-sync keeps "
+        "(its own on_activity lines).\n  From another shell: .venv/bin/corral activities; "
+        "one with its notes: .venv/bin/corral activities show ID",
         flush=True,
     )
     for curl in installed_curl_lines():

@@ -161,18 +161,12 @@ class ActivityDatabase:
         )
 
     def _many(self, sql: str, rows: Sequence[dict[str, Any]]) -> None:
-        """``sql`` once for each of ``rows``, inside the caller's write transaction.
-
-        Waits for the server's answers before it returns: in a pipelined transaction
-        (PostgreSQL) an answer still on its way lands on the cursor after the next
-        statement is sent, and that statement's reader (who hears of a change,
-        ``listeners``) would take it for its own and fail.
-        """
+        """``sql`` once for each of ``rows``, inside the caller's write transaction
+        (``Database.execute_many``, which waits for a batch's answers)."""
         if not rows:
             return
         with self.database.transaction(write=True) as cur:
-            cur.executemany(self.database.sql(sql), rows)
-            self.database.rows_touched(cur)
+            self.database.execute_many(cur, sql, rows)
 
     def find(
         self,

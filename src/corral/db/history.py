@@ -64,9 +64,9 @@ class HistoryDatabase:
             return
         with self.database.transaction(write=True) as cur:
             if executions:
-                cur.executemany(self.database.sql(_INSERT_EXECUTION), executions)
+                self.database.execute_many(cur, _INSERT_EXECUTION, executions)
             if lines:
-                cur.executemany(self.database.sql(_INSERT_LINE), lines)
+                self.database.execute_many(cur, _INSERT_LINE, lines)
 
     @staticmethod
     def insert_statements(

@@ -264,6 +264,28 @@ class Database:
         finally:
             state.cursor = state.pipeline = None
 
+    def execute_many(self, cursor: Any, sql: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Run ``sql`` once for each of ``rows`` (one call to the driver), in the
+        cursor's open transaction.
+
+        In a pipelined PostgreSQL transaction, the server sends the answers to a long
+        batch in bursts, whenever its 8 KB output buffer fills, and psycopg gives each
+        answer to the cursor that sent its statement as it arrives. One arriving while
+        the transaction's cursor sent its next statement became that statement's
+        result: the read after a batch of 1,000 rows failed now and then with "the
+        last operation didn't produce records (command status: INSERT 0 1)". So a
+        batch is waited for here, as ``rows_touched`` waits (one round trip): nothing
+        of it, nor of the statements before it, is on its way after it. One row is a
+        statement like any other, whose answer the server keeps until asked.
+        """
+        if len(rows) == 1:
+            self.execute(cursor, sql, rows[0])
+            return
+        cursor.executemany(self.sql(sql), rows)
+        pipeline = getattr(self._state(), "pipeline", None)
+        if pipeline is not None:
+            pipeline.sync()
+
     def rows_touched(self, cursor: Any) -> int:
         """How many rows the cursor's last statement touched (inside a pipelined
         PostgreSQL transaction, once the server has answered)."""

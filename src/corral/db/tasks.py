@@ -248,7 +248,7 @@ class TaskDatabase(ABC):
         ]
         if rows:
             with self.database.transaction(write=True) as cur:
-                cur.executemany(self.database.sql(_INSERT), rows)
+                self.database.execute_many(cur, _INSERT, rows)
 
     @abstractmethod
     def insert_leased(
