@@ -200,7 +200,15 @@ def test_deploy_refuses_code_without_an_agent_and_a_bad_name(db: str, tmp_path: 
     agent.write_text("from corral import Agent\nclass A(Agent):\n    def f(self):\n        pass\n")
     code, _, err = corral("--db", db, "deploy", str(agent), "--name", "a b")
     assert code == 1
-    assert "an agent name is letters, digits, '-' and '_', got 'a b'; use --name" in err
+    assert (
+        "an agent name is letters, digits, '-' and '_', at most 100 characters, got 'a b'; "
+        "use --name"
+    ) in err
+    # Its instances carry the name into every activity and event they make: bounded.
+    code, _, err = corral("--db", db, "deploy", str(agent), "--name", "a" * 101)
+    assert code == 1
+    assert "at most 100 characters, got 'aaaa" in err
+    assert corral("--db", db, "deploy", str(agent), "--name", "a" * 100)[0] == 0
 
 
 def test_deploy_of_code_that_does_not_load_names_the_line(db: str, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from dataclasses import replace
 import pytest
 
 from corral import Activity, ActivityType, Note, Uuid, codec
+from corral.activities import MAX_BATCH
 from corral.config import RuntimeConfig
 from corral.quotas import Quotas
 from corral.sdk.operations import Op
@@ -862,3 +863,14 @@ async def test_two_workers_importing_the_same_sources_at_once_make_each_activity
     assert len(events) == 202
     assert {a.id for a, _ in events} >= set(made[0])
     assert all(changes is None for _, changes in events)
+
+
+@pytest.mark.exercises(Op.PLOT_CREATE_MANY)
+async def test_a_batch_of_the_most_activities_a_call_takes_is_created(runtime: Runtime) -> None:
+    author = await plotter(runtime, "work")
+    (made,) = await do(
+        runtime,
+        author,
+        f"count(plot.create_activities([{{'type': 'note'}} for _ in range({MAX_BATCH})]))",
+    )
+    assert made == MAX_BATCH

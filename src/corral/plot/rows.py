@@ -27,8 +27,11 @@ if TYPE_CHECKING:
 #: The most one plot call may answer, encoded: the sandbox channel's frames are
 #: 4 MiB (``sandbox.protocol.MAX_FRAME``), and an answer must fit in one.
 MAX_ANSWER_BYTES: Final = 3 * 1024 * 1024
-#: What an activity costs in an answer beyond what ``size`` counts (ids, times, names).
-_OVERHEAD: Final = 1024
+#: What an activity costs in an answer beyond what ``size`` counts: its id, type,
+#: priority (200 characters at most), author (an instance id: an agent name of at
+#: most 100 characters and 9 more), times and framing, about 470 bytes at most. A
+#: batch of ``MAX_BATCH`` small activities still fits.
+_OVERHEAD: Final = 600
 
 
 def activity_of(row: Row, notes: Iterable[Note]) -> Activity:

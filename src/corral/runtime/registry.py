@@ -73,6 +73,9 @@ class Deployed:
     upgraded: list[str]
 
 
+#: The longest agent name: it names its instances, which activities and events carry.
+MAX_AGENT_NAME = 100
+
 #: The method a plugin's ticks run, timed or posted.
 TICK_METHOD = "on_tick"
 
@@ -96,9 +99,14 @@ class Registry:
 
         A new version and the ``upgrade`` task of each active instance are one commit.
         """
-        if not name or not name.replace("-", "").replace("_", "").isalnum():
+        if (
+            not name
+            or len(name) > MAX_AGENT_NAME
+            or not name.replace("-", "").replace("_", "").isalnum()
+        ):
             raise ValueError(
-                f"an agent name is letters, digits, '-' and '_', got {name!r}; use --name"
+                f"an agent name is letters, digits, '-' and '_', at most {MAX_AGENT_NAME} "
+                f"characters, got {name[:120]!r}; use --name"
             )
         digest = hashlib.sha256(code.encode()).hexdigest()
         with self.database.transaction(write=True):
