@@ -11,7 +11,9 @@ text parses with prometheus_client's own parser, and no label holds an id.
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from corral.config import RateLimits, RuntimeConfig
 from corral.runtime.metrics import CONTENT_TYPE
+from corral.runtime.services import Services
 from tests.cli.invoke import corral
 from tests.server.conftest import TIMEOUT_S, Process, Serve, prepare_hooks
 
 OK, FAIL = 6, 3
+EXECUTIONS = "corral_executions_total"
 
 WORK = """
 from corral import Agent
@@ -200,6 +204,35 @@ def test_a_scrape_sums_what_a_server_and_two_worker_processes_counted(
     assert {name for _, labels in samples for name, _ in labels} <= LABELS | {"le"}
     for found in [work, hooks["instance"], *(r["id"] for r in records)]:
         assert found not in scraped.text
+
+
+def test_a_worker_serves_metrics_on_its_port_and_writes_them_as_sigterm_stops_it(
+    db_url: str, processes: Callable[..., Process], tmp_path: Path
+) -> None:
+    work = deploy_work(db_url, tmp_path, "http://127.0.0.1:9/healthz")  # nothing listens
+    worker = processes(
+        "--db", db_url, "worker", "--metrics-port", "0", env={"CORRAL_RETRIES_ATTEMPTS": "1"}
+    )
+    url = worker.expect(r"^metrics: (http://\S+)$")[1]
+    ran = 1 + OK + FAIL + 1
+    deadline = time.monotonic() + TIMEOUT_S
+    with httpx.Client(timeout=TIMEOUT_S) as client:
+        while sum(labelled(samples := parsed(client.get(url).text), EXECUTIONS).values()) < ran:
+            assert time.monotonic() < deadline, f"not all {ran} executions ran"
+            time.sleep(0.05)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0, "".join(worker.stderr)
+    # fetch_two fails too, where its second fetch finds no server; one attempt each.
+    assert value(samples, "corral_dead_letters_total") == FAIL + 1
+    assert labelled(samples, "corral_fetch_requests_total") == {
+        frozenset({"outcome": "blocked"}.items()): 1,
+        frozenset({"outcome": "error"}.items()): 1,
+    }
+
+    # Gone, it is in the sums all the same: what it counted was written as it stopped.
+    services = Services(RuntimeConfig(database_url=db_url))
+    assert parsed(services.metric_snapshots.scrape().decode()) == samples
+    assert len(executions(db_url, work)) == ran
 
 
 async def test_metrics_on_the_main_port_take_a_read_token(serve: Serve) -> None:
