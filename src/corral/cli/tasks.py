@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from dataclasses import asdict
 
 import click
@@ -10,10 +11,12 @@ import click
 from corral import codec
 from corral.cli.context import Context, now_ms
 from corral.cli.output import iso, json_option, print_json, print_table, table, when
+from corral.cli.serve import maybe_metrics, metrics_options
 from corral.db.errors import DATABASE_ERRORS, gist, unavailable
 from corral.errors import DatabaseUnavailable
 from corral.runtime.affinity import pin_to_cpu
 from corral.runtime.worker import Worker, WorkerOptions
+from corral.server.serving import Listener
 from corral.tagged_json import to_tagged
 
 
@@ -89,18 +92,32 @@ def tasks(obj: Context, words: tuple[str, ...], dead: bool, as_json: bool) -> No
     help="Pin this worker and its sandboxes to the N-th CPU (counting from 0, wrapping round).",
 )
 @click.option("--insecure-sandbox", is_flag=True, help="Run even where sandbox layers are missing.")
+@metrics_options
 @click.pass_obj
 def worker(
-    obj: Context, concurrency: int, until_idle: bool, cpu: int | None, insecure_sandbox: bool
+    obj: Context,
+    concurrency: int,
+    until_idle: bool,
+    cpu: int | None,
+    insecure_sandbox: bool,
+    metrics_host: str,
+    metrics_port: int | None,
 ) -> None:
-    """Claim due tasks and run them in sandboxes until stopped (Ctrl-C).
+    """Claim due tasks and run them in sandboxes until stopped (Ctrl-C or SIGTERM:
+    the executions in flight finish first).
 
     A database outage pauses it (it says so, and again when the database is back);
     a database error that waiting would not fix stops it, with that error.
 
     Limits, ceilings, rate limits, retries and quotas are those of the
     configuration: corral config prints them.
+
+    The worker counts what it runs for /metrics, which a server serves (docs/metrics.md);
+    --metrics-port serves it here too, without a token.
     """
+    metrics = None
+    if metrics_port is not None:
+        metrics = Listener(metrics_host, metrics_port, option="--metrics-port")
     if cpu is not None:
         click.echo(f"pinned to CPU {pin_to_cpu(cpu)}", err=True)
     options = WorkerOptions(concurrency=concurrency, insecure=insecure_sandbox)
@@ -108,8 +125,13 @@ def worker(
     async def serve() -> int:
         services = obj.services
         runner = Worker(services, options=options)
+        # SIGTERM stops it as Ctrl-C does: what it counted is written as it closes.
+        main = asyncio.current_task()
+        assert main is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
         try:
-            await runner.run(until_idle=until_idle)
+            async with maybe_metrics(services, metrics):
+                await runner.run(until_idle=until_idle)
         finally:
             await runner.close()
             await services.close()
@@ -119,7 +141,7 @@ def worker(
         executed = asyncio.run(serve())
     except DATABASE_ERRORS as exc:
         raise click.ClickException(_stopped(exc)) from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         return
     click.echo(f"idle: {executed} execution(s) run", err=True)
 

@@ -38,7 +38,7 @@ from corral.db.registry import ACTIVE, UNINSTALLING, RegistryDatabase
 QUEUED, RUNNING, RECURRING, DEAD = "queued", "running", "recurring", "dead"
 
 #: What a lease reads of each task, before its ``EXECUTION_COLUMNS``.
-LEASED_COLUMNS = "id, instance, trigger, method, args, attempts, max_attempts, key"
+LEASED_COLUMNS = "id, instance, trigger, method, args, attempts, max_attempts, key, run_at"
 #: Every column, as listings show a task.
 TASK_COLUMNS = (
     "id, instance, trigger, method, args, token, key, interval_ms, state, run_at, "

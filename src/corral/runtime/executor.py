@@ -26,6 +26,7 @@ from corral.errors import DatabaseUnavailable
 from corral.plot.service import EVENT_METHOD, NO_CAUSE, Cause
 from corral.runtime.declared import Declared, declared
 from corral.runtime.history import platform_line, record_rows
+from corral.runtime.metrics import Fate
 from corral.runtime.outage import Outage
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import ACTIVE, SUSPENDED, UNINSTALLING, Instance, Version
@@ -67,6 +68,8 @@ class Settlement:
     #: The execution was the ``deactivate`` of an instance being uninstalled: the
     #: instance's state, tasks and callbacks go in the same commit.
     removes_instance: bool = False
+    #: What committing it does to its task (``settling`` decides; metrics count it).
+    fate: Fate = "finished"
     #: Done once the settlement is committed (``Worker.execute``).
     committed: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -98,6 +101,7 @@ class Executor:
         self.history = services.history
         self.webhooks = services.webhooks
         self.plot = services.plot
+        self.metrics = services.metrics
         # Executions' store writes commit without waiting for the disk, as the
         # worker's own do (see ``db``).
         self._backend = SqlBackend(database, deferred=True)
@@ -409,8 +413,10 @@ class Executor:
                 retry_at = self.queue.retry_at(task, now=now)
                 if retry_at is not None:
                     settling.retried.append((task.id, retry_at, error))
+                    settlement.fate = "retried"
                 else:
                     settling.dead.append((task.id, error))
+                    settlement.fate = "dead"
                     line = (
                         f"task {task.id} ({task.method}) dead-lettered after {task.attempts} "
                         f"attempt(s): {error}"
@@ -450,6 +456,7 @@ class Executor:
 
     async def _dead(self, task: ClaimedTask, reason: str) -> None:
         await self.db_lasting(self.queue.dead_letter, task.id, reason)
+        self.metrics.dead_letters.inc()
         await self._log(task.instance, f"task {task.id} dead-lettered: {reason}")
 
     async def _over_rate(self, instance: Instance) -> bool:
@@ -471,6 +478,7 @@ class Executor:
                     f"{limit.executions}); the next deploy of {instance.agent} lifts it"
                 )
                 await self.db_lasting(self.registry.set_status, instance.id, SUSPENDED, reason)
+                self.metrics.suspensions.inc()
                 await self._log(instance.id, reason)
                 return True
         # Counts only grow by executions; far from every limit, this worker may run a

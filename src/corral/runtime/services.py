@@ -19,6 +19,7 @@ from corral.db.raw import Database, open_database
 from corral.plot.service import Plot
 from corral.runtime.describe import describe_code
 from corral.runtime.history import History
+from corral.runtime.metrics import Metrics, Snapshots
 from corral.runtime.network.fetch import Fetcher
 from corral.runtime.registry import Registry
 from corral.runtime.tokens import Tokens
@@ -64,6 +65,9 @@ class Services:
         )
         self.registry = Registry(self.database, self.queue, self.webhooks, self.plot)
         self.tokens = Tokens(self.database)
+        #: What this process counts, and its snapshot in the database (``/metrics``).
+        self.metrics = Metrics()
+        self.metric_snapshots = Snapshots(self.database, self.metrics, clock)
         self._fetcher = fetcher
 
     def _methods_of(self, agent: str, version: int) -> frozenset[str]:
@@ -76,7 +80,7 @@ class Services:
         """Outbound HTTP for every execution here: one connection pool, one rate bucket
         per instance. Made on first use, inside the event loop that uses it."""
         if self._fetcher is None:
-            self._fetcher = Fetcher(self.config.fetch)
+            self._fetcher = Fetcher(self.config.fetch, metrics=self.metrics)
         return self._fetcher
 
     def sweeper(self) -> Sweeper:

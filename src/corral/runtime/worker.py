@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from corral.errors import DatabaseUnavailable
 from corral.runtime import wakeups
 from corral.runtime.executor import Claim, Executor, Settlement
+from corral.runtime.metrics import SNAPSHOT_EVERY_S
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import ACTIVE
 from corral.runtime.services import Services
@@ -87,6 +88,8 @@ class Worker:
         self.executed = 0
         #: When (monotonic) deliveries past retention were last deleted.
         self._purged_at = -math.inf
+        #: When (monotonic) this process's metrics were last written.
+        self._snapshot_at = -math.inf
         self._zygote: Zygote | None = None
         self.executor: Executor | None = None
 
@@ -102,6 +105,7 @@ class Worker:
         stay open: whoever built them closes them (``Services.close``)."""
         self.abandon()
         await asyncio.gather(*self._running, return_exceptions=True)
+        await self.services.metric_snapshots.save()  # what it counted since the last
         if self.executor is not None:
             await self.executor.pool.close()
         if self._zygote is not None:
@@ -233,6 +237,9 @@ class Worker:
         if settlement is None:
             return None
         await self._settle(settlement)
+        self.services.metrics.executed(
+            claim.instance.agent, settlement.record, due_at=claim.task.run_at, fate=settlement.fate
+        )
         return settlement.record
 
     async def _settle(self, settlement: Settlement) -> None:
@@ -367,9 +374,15 @@ class Worker:
             log.exception("task %s of %s could not be run", task.id, task.instance)
 
     async def _housekeeping(self, executor: Executor) -> None:
-        recovered = await executor.db(executor.queue.recover, executor.now())
-        if recovered:
-            log.warning("put back %d task(s) whose worker stopped", recovered)
+        retried, dead = await executor.db(executor.queue.recover_lost, executor.now())
+        if retried or dead:
+            log.warning("put back %d task(s) whose worker stopped", retried + dead)
+            metrics = self.services.metrics
+            metrics.retries.inc(amount=retried)
+            metrics.dead_letters.inc(amount=dead)
+        if time.monotonic() - self._snapshot_at >= SNAPSHOT_EVERY_S:
+            self._snapshot_at = time.monotonic()
+            await self.services.metric_snapshots.save()
         await executor.pool.retire_idle()
         if time.monotonic() - self._purged_at >= self.options.purge_s:
             # Every worker does it: deleting what another just deleted deletes nothing.

@@ -1,8 +1,9 @@
 """The HTTP face of Corral: an ASGI app (Starlette) over the one wiring, ``Services``.
 
 ``/hooks/{token}`` takes webhook deliveries (:mod:`corral.server.hooks`),
-``/api/v1`` is the admin API (:mod:`corral.server.api`, behind tokens) and
-``/healthz`` says whether this server can reach its database. Sync webhooks run
+``/api/v1`` is the admin API (:mod:`corral.server.api`, behind tokens),
+``/metrics`` the fleet's metrics (:mod:`corral.server.metrics`, behind a ``read``
+token) and ``/healthz`` says whether this server can reach its database. Sync webhooks run
 their handler inside the request, so a server has a sandbox pool of its own and
 an executor over it (``server_executor``): ``corral serve`` starts one before it
 listens; ``corral dev`` lends the worker's beside it.
@@ -16,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,9 +32,11 @@ from corral.runtime.records import ExecutionRecord
 from corral.runtime.services import Services
 from corral.sandbox.pool import SandboxPool
 from corral.sandbox.zygote import Zygote
+from corral.server import metrics
 from corral.server.api import create_api
 from corral.server.hooks import Intake
 from corral.server.responses import error_answer, json_answer
+from corral.server.serving import HttpServer, Listener
 
 log = logging.getLogger("corral.server")
 
@@ -92,33 +96,80 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if running:
-            yield
-            return
-        async with server_executor(services, insecure=insecure) as started:
-            running.append(started)
-            try:
+        async with _snapshots_kept(services):
+            if running:
                 yield
-            finally:
-                running.clear()
+                return
+            async with server_executor(services, insecure=insecure) as started:
+                running.append(started)
+                try:
+                    yield
+                finally:
+                    running.clear()
 
     async def healthz(request: Request) -> Response:
         await services.database.call(services.database.probe)
         return json_answer(200, {"ok": True}).response()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/hooks/{token:path}", intake),  # any path under it: 404 unless a token
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics.token_endpoint(services), methods=["GET"]),
             Mount("/api/v1", create_api(services)),
         ],
-        exception_handlers={
-            HTTPException: _http_error,
-            DatabaseUnavailable: _database_unavailable,
-            Exception: _internal_error,
-        },
+        exception_handlers=_HANDLERS,
         lifespan=lifespan,
     )
+    app.state.services = services  # how a token is checked (``api.auth.authorized``)
+    return app
+
+
+def create_metrics_app(services: Services) -> Starlette:
+    """``/metrics`` alone, without a token, for a port of its own (``--metrics-port``).
+    It writes no snapshot: the worker or server beside it does."""
+    return Starlette(
+        routes=[Route("/metrics", metrics.open_endpoint(services), methods=["GET"])],
+        exception_handlers=_HANDLERS,
+    )
+
+
+#: Seconds a scrape in flight may take to finish once a metrics port is stopped.
+METRICS_GRACE_S = 2.0
+
+
+@contextlib.asynccontextmanager
+async def metrics_served(
+    services: Services, listener: Listener, *, on_ready: Callable[[], None] | None = None
+) -> AsyncIterator[None]:
+    """``create_metrics_app`` served on ``listener`` while the block runs (``corral serve``
+    and ``corral worker`` with ``--metrics-port``); its owner handles the signals."""
+    http = HttpServer(
+        create_metrics_app(services),
+        listener,
+        own_signals=False,
+        grace_s=METRICS_GRACE_S,
+        on_ready=on_ready,
+    )
+    serving = asyncio.create_task(http.run_until_stopped())
+    try:
+        yield
+    finally:
+        http.stop()
+        await asyncio.gather(serving, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def _snapshots_kept(services: Services) -> AsyncIterator[None]:
+    """This process's metrics written every few seconds while the app runs, and once
+    more as it stops."""
+    keeping = asyncio.create_task(services.metric_snapshots.keep())
+    try:
+        yield
+    finally:
+        keeping.cancel()
+        await asyncio.gather(keeping, return_exceptions=True)
+        await services.metric_snapshots.save()
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -149,3 +200,10 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
         "internal_error",
         "Corral failed to handle this request; its operator can see why in the server's log",
     ).response()
+
+
+_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+    HTTPException: _http_error,
+    DatabaseUnavailable: _database_unavailable,
+    Exception: _internal_error,
+}

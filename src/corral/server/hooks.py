@@ -33,7 +33,12 @@ from starlette.types import Receive, Scope, Send
 
 from corral import codec
 from corral.db.group_commit import GroupCommit
-from corral.errors import HandlerReturnError, WebhookBodyError, WebhookVerificationError
+from corral.errors import (
+    DatabaseUnavailable,
+    HandlerReturnError,
+    WebhookBodyError,
+    WebhookVerificationError,
+)
 from corral.runtime.executor import Executor
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import REMOVED, SUSPENDED, UNINSTALLING, Instance
@@ -63,6 +68,8 @@ MAX_DELIVERY_ID = 256
 STALE_RUNS = 2
 #: Seconds a sender is asked to wait before trying a suspended instance again.
 SUSPENDED_RETRY_S = 60
+#: Where ``answer`` notes the mode of the webhook a request reached, in its ASGI scope.
+_MODE = "corral.webhook_mode"
 
 NOT_FOUND = error_answer(404, "not_found", "no such webhook")
 GONE = error_answer(410, "gone", "this webhook was deleted")
@@ -160,7 +167,14 @@ class Intake:
         """The endpoint, as an ASGI app: a route to a function takes GET alone unless
         told its methods, and this one answers every method (405 for most)."""
         request = Request(scope, receive)
-        await (await self.answer(request)).response()(scope, receive, send)
+        try:
+            answer = await self.answer(request)
+        except Exception as exc:  # the app's handlers answer it: 503 or 500
+            status = 503 if isinstance(exc, DatabaseUnavailable) else 500
+            self.services.metrics.webhook_request(scope.get(_MODE, "none"), status)
+            raise
+        self.services.metrics.webhook_request(scope.get(_MODE, "none"), answer.status)
+        await answer.response()(scope, receive, send)
 
     async def answer(self, request: Request) -> Answer:
         """The answer to one request, each check in the order the module lists."""
@@ -181,6 +195,7 @@ class Intake:
         if found is None:
             return NOT_FOUND
         webhook, instance = found
+        request.scope[_MODE] = webhook.mode  # for the count of requests by mode and code
         if webhook.deleted_at is not None or instance.status in (UNINSTALLING, REMOVED):
             return GONE
         cap = webhook.max_body_bytes or self.config.max_body_bytes
@@ -221,6 +236,7 @@ class Intake:
         delivery, repeat = await self._receiving.submit(arrival)
         webhook, instance = arrival.webhook, arrival.instance
         if repeat:
+            self.services.metrics.webhook_duplicates.inc()
             return await self._repeat(webhook, instance, delivery, arrival.received_at)
         if webhook.mode != "sync":
             if self._on_accept is not None:
@@ -335,8 +351,10 @@ class Intake:
             await self.database.call(
                 self.services.history.log, instance.id, "warning", problem, now=now
             )
-        if record is not None and self._on_record is not None:
-            self._on_record(record)
+        if record is not None:
+            self.services.metrics.executed(instance.agent, record, fate=None)
+            if self._on_record is not None:
+                self._on_record(record)
         return answer
 
 

@@ -43,7 +43,8 @@ _HEAD_TOO_LARGE = (
 class Listener:
     """A bound, listening TCP socket, and the URL it answers at."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, option: str = "--port") -> None:
+        """Bind and listen; ``ListenError`` if that fails (``option``: what to change)."""
         try:
             family, kind, proto, _, address = socket.getaddrinfo(
                 host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -59,7 +60,7 @@ class Listener:
             self.socket.close()
             raise ListenError(
                 f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-                + ("; choose another with --port" if exc.errno == 98 else "")
+                + (f"; choose another with {option}" if exc.errno == 98 else "")
             ) from None
         self.host = host
         self.port: int = self.socket.getsockname()[1]

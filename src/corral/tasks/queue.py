@@ -67,6 +67,8 @@ class ClaimedTask:
     attempts: int
     max_attempts: int
     key: str | None
+    #: When it was due (ms): its wait for a worker is from then to its start.
+    run_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -313,7 +315,10 @@ class TaskQueue:
         """The tasks leased, in the order they were enqueued, each with the rest of its
         row (its ``EXECUTION_COLUMNS``)."""
         claimed = [
-            (ClaimedTask(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7]), tuple(r[8:]))
+            (
+                ClaimedTask(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7], r[8]),
+                tuple(r[9:]),
+            )
             for r in rows
         ]
         claimed.sort(key=lambda pair: pair[0].id)
@@ -347,6 +352,11 @@ class TaskQueue:
 
         Each spends an attempt; a row out of attempts is dead-lettered instead.
         """
+        return sum(self.recover_lost(now))
+
+    def recover_lost(self, now: int) -> tuple[int, int]:
+        """``recover``, saying how many rows were put back and how many dead-lettered."""
+        retried = dead = 0
         with self.database.transaction(write=True):
             lost = [row for row in self._db.leases() if row[2] < now or _gone(row[1])]
             for task_id, holder, _, attempts, max_attempts in lost:
@@ -354,9 +364,11 @@ class TaskQueue:
                 if attempts < max_attempts:
                     run_at = now + self.backoff.delay_ms(attempts)
                     self._db.retry(task_id, run_at=run_at, error=error)
+                    retried += 1
                 else:
                     self._db.dead_letter(task_id, error)
-        return len(lost)
+                    dead += 1
+        return retried, dead
 
     async def listen(self, wake: Callable[[], None], *, backoff: Backoff) -> None:
         """Call ``wake`` whenever another process enqueues a task, until cancelled, where

@@ -21,7 +21,8 @@ from typing import Any
 import httpx
 
 from corral import __version__
-from corral.errors import FetchError, FetchTimeout, ResponseTooLarge
+from corral.errors import FetchError, FetchTimeout, RateLimited, ResponseTooLarge
+from corral.runtime.metrics import Metrics
 from corral.runtime.network.allowlist import AllowList, display
 from corral.runtime.network.throttle import SystemTimer, Throttle, Timer
 from corral.sandbox.protocol import MAX_FRAME
@@ -74,8 +75,16 @@ class _Request:
 class Fetcher:
     """Outbound HTTP for every execution of a worker; close it when the worker stops."""
 
-    def __init__(self, config: FetchConfig | None = None, *, timer: Timer | None = None) -> None:
+    def __init__(
+        self,
+        config: FetchConfig | None = None,
+        *,
+        timer: Timer | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        """``metrics``: where each fetch is counted by outcome (the process's own)."""
         self.config = config or FetchConfig()
+        self._metrics = metrics or Metrics()
         self._timer = timer or SystemTimer()
         self._throttle = Throttle(self.config.rate_per_s, self.config.burst, self._timer)
         # Redirects are followed by hand, so each hop meets the allow-list; timeouts
@@ -95,9 +104,15 @@ class Fetcher:
         deadline = self._timer.now() + time_left_s
 
         async def fetch(args: list[Any]) -> dict[str, Any]:
-            if len(args) != 1:
-                raise TypeError(f"network.fetch takes one request, got {len(args)} arguments")
-            return await self._fetch(instance, allow_list, deadline, _checked(args[0]))
+            try:
+                if len(args) != 1:
+                    raise TypeError(f"network.fetch takes one request, got {len(args)} arguments")
+                reply = await self._fetch(instance, allow_list, deadline, _checked(args[0]))
+            except BaseException as exc:
+                self._metrics.fetched(_outcome(exc))
+                raise
+            self._metrics.fetched("ok")
+            return reply
 
         return fetch
 
@@ -164,6 +179,23 @@ class Fetcher:
                 raise _too_large(response.url, limit)
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _outcome(exc: BaseException) -> str:
+    """A failed fetch's outcome, as ``corral_fetch_requests_total`` labels it."""
+    if isinstance(exc, PermissionError):
+        return "blocked"  # the allow-list refused the URL, or a redirect's
+    if isinstance(exc, RateLimited):
+        return "rate_limited"
+    if isinstance(exc, FetchTimeout):
+        return "timeout"
+    if isinstance(exc, ResponseTooLarge):
+        return "too_large"
+    if isinstance(exc, TypeError | ValueError):
+        return "invalid"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"  # its execution ended first (a timeout, a stop)
+    return "error"  # no connection, a broken one, too many redirects
 
 
 def _root_cause(exc: BaseException) -> str:
