@@ -1,7 +1,8 @@
 """The HTTP face of Corral: an ASGI app (Starlette) over the one wiring, ``Services``.
 
 ``/hooks/{token}`` takes webhook deliveries (:mod:`corral.server.hooks`),
-``/api/v1`` is the admin API (:mod:`corral.server.api`, behind tokens) and
+``/api/v1`` is the admin API (:mod:`corral.server.api`, behind tokens), ``/`` the
+dashboard (:mod:`corral.server.dashboard`, signed in with a token) and
 ``/healthz`` says whether this server can reach its database. Sync webhooks run
 their handler inside the request, so a server has a sandbox pool of its own and
 an executor over it (``server_executor``): ``corral serve`` starts one before it
@@ -31,6 +32,7 @@ from corral.runtime.services import Services
 from corral.sandbox.pool import SandboxPool
 from corral.sandbox.zygote import Zygote
 from corral.server.api import create_api
+from corral.server.dashboard import SignInCodes, dashboard_routes
 from corral.server.hooks import Intake
 from corral.server.responses import error_answer, json_answer
 
@@ -75,6 +77,7 @@ def create_app(
     insecure: bool = False,
     on_accept: Callable[[], None] | None = None,
     on_record: Callable[[ExecutionRecord], None] | None = None,
+    sign_in: SignInCodes | None = None,
 ) -> Starlette:
     """The app. Without an ``executor``, its lifespan starts one (``server_executor``)
     and closes it at shutdown; one given stays its owner's to close.
@@ -82,6 +85,11 @@ def create_app(
     ``on_accept``: called after each async delivery is queued (``corral dev`` wakes
     its worker with it; other workers learn of it from the database). ``on_record``:
     given each sync webhook's execution record once written (``corral dev`` prints it).
+    ``sign_in``: the one-time dashboard sign-in codes this process holds (``corral dev``).
+
+    ``app.state.stopping`` is set once the server stops taking requests
+    (``HttpServer``): the dashboard's live streams end then, instead of holding the
+    stop up until its grace runs out.
     """
     running: list[Executor] = [executor] if executor is not None else []
 
@@ -106,11 +114,12 @@ def create_app(
         await services.database.call(services.database.probe)
         return json_answer(200, {"ok": True}).response()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/hooks/{token:path}", intake),  # any path under it: 404 unless a token
             Route("/healthz", healthz, methods=["GET"]),
             Mount("/api/v1", create_api(services)),
+            *dashboard_routes(sign_in),
         ],
         exception_handlers={
             HTTPException: _http_error,
@@ -119,6 +128,9 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    app.state.services = services
+    app.state.stopping = asyncio.Event()
+    return app
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -179,6 +179,14 @@ class HttpServer(uvicorn.Server):
         if self.started and self._on_ready is not None:
             self._on_ready()
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Tell the app it is stopping (``app.state.stopping``, where it has one: the
+        dashboard's live streams end at once), then stop as uvicorn does."""
+        stopping = getattr(getattr(self.config.app, "state", None), "stopping", None)
+        if isinstance(stopping, asyncio.Event):
+            stopping.set()
+        await super().shutdown(sockets)
+
     def stop(self) -> None:
         """Stop taking requests, finish those in flight, then shut the app down."""
         self.should_exit = True
