@@ -204,6 +204,7 @@ class _Session:
             own_signals=False,
             grace_s=stop_grace_s(worker.services.config.webhooks),
             on_ready=lambda: console.print(f"server: {self.listener.url}", markup=False),
+            on_stop=app.state.streams.stop,
         )
         # The server is stopped, never cancelled: its requests in flight finish.
         server = asyncio.create_task(http.run_until_stopped(), name="server")

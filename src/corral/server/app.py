@@ -31,6 +31,7 @@ from corral.runtime.services import Services
 from corral.sandbox.pool import SandboxPool
 from corral.sandbox.zygote import Zygote
 from corral.server.api import create_api
+from corral.server.api.streams import Streams
 from corral.server.hooks import Intake
 from corral.server.responses import error_answer, json_answer
 
@@ -82,6 +83,9 @@ def create_app(
     ``on_accept``: called after each async delivery is queued (``corral dev`` wakes
     its worker with it; other workers learn of it from the database). ``on_record``:
     given each sync webhook's execution record once written (``corral dev`` prints it).
+
+    The app's ``state.streams`` are its live streams (``/api/v1/logs/stream``): whoever
+    serves it ends them as the server stops (``HttpServer(on_stop=...)``).
     """
     running: list[Executor] = [executor] if executor is not None else []
 
@@ -89,6 +93,7 @@ def create_app(
         return running[0]
 
     intake = Intake(services, current, on_accept=on_accept, on_record=on_record)
+    streams = Streams()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -106,11 +111,14 @@ def create_app(
         await services.database.call(services.database.probe)
         return json_answer(200, {"ok": True}).response()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/hooks/{token:path}", intake),  # any path under it: 404 unless a token
             Route("/healthz", healthz, methods=["GET"]),
-            Mount("/api/v1", create_api(services)),
+            Mount(
+                "/api/v1",
+                create_api(services, zygote_of=lambda: current().pool.zygote, streams=streams),
+            ),
         ],
         exception_handlers={
             HTTPException: _http_error,
@@ -119,6 +127,8 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    app.state.streams = streams
+    return app
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
