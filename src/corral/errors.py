@@ -15,7 +15,8 @@
     │   ├── UnknownDelivery                  no delivery has that id
     │   ├── UnknownActivity                  no activity has that id
     │   ├── UnknownPriority                  no priority has that name
-    │   └── UnknownToken                     no admin API token has that id
+    │   ├── UnknownToken                     no admin API token has that id
+    │   └── UnknownExecution                 no execution record has that id
     ├── AgentCodeError (ValueError)      an agent's code cannot be deployed or run as written
     │   ├── AgentDefinitionError   [agent]   no Agent class, several, or a syntax error
     │   ├── DeclarationError                 its class, methods or tick are malformed
@@ -128,6 +129,10 @@ class UnknownPriority(NotFound):
 
 class UnknownToken(NotFound):
     """No admin API token has that id."""
+
+
+class UnknownExecution(NotFound):
+    """No execution record has that id (never recorded, or gone past retention)."""
 
 
 # -- agent code -------------------------------------------------------------------------

@@ -6,17 +6,22 @@ each travels as a one-key object such as ``{"$tuple": [...]}``. An integer
 JavaScript cannot hold exactly is ``{"$int": "..."}``: decimal digits, or ``0x``
 and hexadecimal ones past 14,000 bits (Python's ``int(text, 0)`` reads both). A plain dict
 whose keys start with ``$`` is wrapped in ``{"$dict": ...}`` so it cannot be
-mistaken for a tag.
+mistaken for a tag. An activity or a note (``corral.activities``) is
+``{"$activity": {field: value, ...}}`` or ``{"$note": {...}}``.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
+import enum
 import math
 import uuid
 from decimal import Decimal
 from typing import Any
+
+from corral.activities import Activity, Note
 
 JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
 
@@ -26,6 +31,8 @@ _SAFE_INT = 2**53
 # converts by default, and in microseconds. Larger ones are written in hexadecimal,
 # whose conversion takes linear time: a 1 MiB integer in decimal takes minutes.
 _DECIMAL_MAX_BITS = 14_000
+#: The codec's records, each shown as a one-key object of its fields.
+_RECORDS: dict[type, str] = {Activity: "$activity", Note: "$note"}
 
 
 def to_tagged(value: Any) -> JsonValue:
@@ -64,7 +71,19 @@ def to_tagged(value: Any) -> JsonValue:
         return {"$decimal": str(value)}
     if kind is uuid.UUID:
         return {"$uuid": str(value)}
+    if kind in _RECORDS:
+        return {
+            _RECORDS[kind]: {
+                field.name: _field(getattr(value, field.name))
+                for field in dataclasses.fields(value)
+            }
+        }
     raise TypeError(f"cannot show a value of type {kind.__name__} as JSON")
+
+
+def _field(value: Any) -> JsonValue:
+    """A record's field: its enums (an activity's type) as their text."""
+    return value.value if isinstance(value, enum.Enum) else to_tagged(value)
 
 
 def _zone(tz: dt.tzinfo | None) -> dict[str, str]:

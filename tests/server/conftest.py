@@ -94,6 +94,7 @@ async def serve(runtime_factory: RuntimeFactory) -> AsyncIterator[Serve]:  # noq
             on_ready=ready.set,
             own_signals=False,
             grace_s=stop_grace_s(config.webhooks),
+            on_stop=app.state.streams.stop,
         )
         task = asyncio.create_task(http.run_until_stopped())
         client = httpx.AsyncClient(base_url=listener.url, timeout=TIMEOUT_S)

@@ -227,6 +227,7 @@ class _Session:
             own_signals=False,
             grace_s=stop_grace_s(services.config.webhooks),
             on_ready=ready,
+            on_stop=app.state.streams.stop,
         )
         # The server is stopped, never cancelled: its requests in flight finish.
         server = asyncio.create_task(http.run_until_stopped(), name="server")

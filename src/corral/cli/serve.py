@@ -61,6 +61,7 @@ async def _serve(
                 access_log=access_log,
                 grace_s=stop_grace_s(config.webhooks),
                 on_ready=lambda: click.echo(f"server: {listener.url}"),
+                on_stop=app.state.streams.stop,
             )
             await http.run_until_stopped()
     finally:

@@ -21,6 +21,7 @@ from corral.runtime.history import History
 from corral.runtime.network.fetch import Fetcher
 from corral.runtime.plot import Plot
 from corral.runtime.registry import Registry
+from corral.runtime.state_browser import StateBrowser
 from corral.runtime.tokens import Tokens
 from corral.runtime.webhooks import Webhooks
 from corral.sandbox.process import AGENT_FILENAME
@@ -64,6 +65,7 @@ class Services:
         )
         self.registry = Registry(self.database, self.queue, self.webhooks, self.plot)
         self.tokens = Tokens(self.database)
+        self.state_browser = StateBrowser(self.database)
         self._fetcher = fetcher
 
     def _methods_of(self, agent: str, version: int) -> frozenset[str]:

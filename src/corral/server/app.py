@@ -32,6 +32,7 @@ from corral.runtime.services import Services
 from corral.sandbox.pool import SandboxPool
 from corral.sandbox.zygote import Zygote
 from corral.server.api import create_api
+from corral.server.api.streams import Streams
 from corral.server.dashboard import SignInCodes, dashboard_routes
 from corral.server.hooks import Intake
 from corral.server.responses import error_answer, json_answer
@@ -87,9 +88,9 @@ def create_app(
     given each sync webhook's execution record once written (``corral dev`` prints it).
     ``sign_in``: the one-time dashboard sign-in codes this process holds (``corral dev``).
 
-    ``app.state.stopping`` is set once the server stops taking requests
-    (``HttpServer``): the dashboard's live streams end then, instead of holding the
-    stop up until its grace runs out.
+    The app's ``state.streams`` are its live streams (``/api/v1/logs/stream`` and the
+    dashboard's log tail): whoever serves it ends them as the server stops
+    (``HttpServer(on_stop=...)``).
     """
     running: list[Executor] = [executor] if executor is not None else []
 
@@ -97,6 +98,7 @@ def create_app(
         return running[0]
 
     intake = Intake(services, current, on_accept=on_accept, on_record=on_record)
+    streams = Streams()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -118,7 +120,10 @@ def create_app(
         routes=[
             Route("/hooks/{token:path}", intake),  # any path under it: 404 unless a token
             Route("/healthz", healthz, methods=["GET"]),
-            Mount("/api/v1", create_api(services)),
+            Mount(
+                "/api/v1",
+                create_api(services, zygote_of=lambda: current().pool.zygote, streams=streams),
+            ),
             *dashboard_routes(sign_in),
         ],
         exception_handlers={
@@ -129,7 +134,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
-    app.state.stopping = asyncio.Event()
+    app.state.streams = streams
     return app
 
 

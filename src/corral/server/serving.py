@@ -147,9 +147,12 @@ class HttpServer(uvicorn.Server):
         own_signals: bool = True,
         access_log: bool = False,
         grace_s: float,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         """``grace_s``: how long requests in flight may take to finish once stopped
-        (``stop_grace_s``); those still running then are dropped."""
+        (``stop_grace_s``); those still running then are dropped. ``on_stop``: called
+        as the stop begins, to end what would otherwise run on (the app's live
+        streams: ``app.state.streams.stop``)."""
         super().__init__(
             uvicorn.Config(
                 app,
@@ -163,6 +166,7 @@ class HttpServer(uvicorn.Server):
         self.listener = listener
         self._on_ready = on_ready
         self._own_signals = own_signals
+        self._on_stop = on_stop
 
     async def run_until_stopped(self) -> None:
         await self.serve(sockets=[self.listener.socket])
@@ -174,18 +178,15 @@ class HttpServer(uvicorn.Server):
             await asyncio.gather(*self.server_state.tasks, return_exceptions=True)
             await self.lifespan.shutdown()
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._on_stop is not None:
+            self._on_stop()
+        await super().shutdown(sockets)
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started and self._on_ready is not None:
             self._on_ready()
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """Tell the app it is stopping (``app.state.stopping``, where it has one: the
-        dashboard's live streams end at once), then stop as uvicorn does."""
-        stopping = getattr(getattr(self.config.app, "state", None), "stopping", None)
-        if isinstance(stopping, asyncio.Event):
-            stopping.set()
-        await super().shutdown(sockets)
 
     def stop(self) -> None:
         """Stop taking requests, finish those in flight, then shut the app down."""

@@ -13,6 +13,7 @@ from corral.runtime.registry import Instance
 from corral.server.api import pages
 from corral.server.api.auth import OPERATE, READ, authorized, services_of
 from corral.server.api.pages import Cursor, Limit, Page
+from corral.server.api.params import Text
 
 router = APIRouter(tags=["instances"])
 
@@ -42,8 +43,8 @@ class InstanceOut(BaseModel):
 
 
 class Install(BaseModel):
-    agent: str = Field(min_length=1, max_length=200)
-    priority: str = Field(default="default", min_length=1, max_length=200)
+    agent: Text = Field(min_length=1, max_length=200)
+    priority: Text = Field(default="default", min_length=1, max_length=200)
     config: dict[str, Any] = Field(default_factory=dict)
 
 
