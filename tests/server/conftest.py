@@ -42,6 +42,7 @@ from tests.runtime.conftest import (  # noqa: F401  (fixtures)
     sandbox,
 )
 from tests.server.agents import HOOKS, spec_webhook
+from tests.server.browser import browser, chromium, dashboard, open_page  # noqa: F401  (fixtures)
 
 CORRAL = str(Path(sys.executable).with_name("corral"))
 #: For any one wait on a process: generous, as the suite shares two cores.

@@ -13,7 +13,7 @@ from typing import Final
 
 from corral.db.raw import Database
 from corral.db.registry import REMOVED
-from corral.db.tasks import DEAD, QUEUED, RECURRING, RUNNING, TASK_COLUMNS
+from corral.db.tasks import DEAD, QUEUED, RECURRING, RUNNING
 
 MINUTE_MS: Final = 60_000
 
@@ -56,12 +56,3 @@ class OverviewDatabase:
             {"since": since},
         )
         return [(int(minute), str(outcome), int(count)) for minute, outcome, count in rows]
-
-    def newest_dead(self, *, limit: int) -> list[list[object]]:
-        """``TASK_COLUMNS`` of the newest dead letters (highest id first)."""
-        rows = self.database.fetch_all(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE state = '{DEAD}' ORDER BY id DESC "
-            "LIMIT :limit",
-            {"limit": limit},
-        )
-        return [[*row[:4], bytes(row[4]), *row[5:]] for row in rows]

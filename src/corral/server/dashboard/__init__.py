@@ -20,7 +20,16 @@ from pathlib import Path
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from corral.server.dashboard import overview, signin
+from corral.server.dashboard import (
+    activities,
+    executions,
+    instances,
+    logs,
+    overview,
+    signin,
+    tasks,
+    webhooks,
+)
 from corral.server.dashboard.sessions import SignInCodes
 
 STATIC = Path(__file__).with_name("static")
@@ -31,11 +40,30 @@ __all__ = ["SignInCodes", "dashboard_routes"]
 def dashboard_routes(codes: SignInCodes | None = None) -> list[BaseRoute]:
     """The dashboard's routes, for ``create_app`` to serve beside ``/hooks`` and the API.
     ``codes``: the one-time sign-in codes this process holds (``corral dev``), if any."""
+    get, post = ["GET"], ["POST"]
     return [
-        Route("/", overview.overview, methods=["GET"]),
-        Route("/signin", signin.signin_page, methods=["GET"]),
-        Route("/signin", signin.signin, methods=["POST"]),
-        Route("/signin/{code}", signin.one_time(codes), methods=["GET"]),
-        Route("/signout", signin.signout, methods=["POST"]),
+        Route("/", overview.overview, methods=get),
+        Route("/instances", instances.instances, methods=get),
+        Route("/instances/{instance}", instances.instance, methods=get),
+        Route("/instances/{instance}/state/{key:path}", instances.state_value, methods=get),
+        Route("/executions", executions.executions, methods=get),
+        Route("/executions/{execution}", executions.execution, methods=get),
+        Route("/executions/{execution}/rerun", executions.rerun, methods=post),
+        Route("/tasks", tasks.tasks, methods=get),
+        Route("/tasks/bulk", tasks.bulk, methods=post),
+        Route("/tasks/{task}", tasks.task, methods=get),
+        Route("/tasks/{task}/retry", tasks.retry, methods=post),
+        Route("/tasks/{task}/cancel", tasks.cancel, methods=post),
+        Route("/webhooks", webhooks.webhooks, methods=get),
+        Route("/webhooks/{webhook}", webhooks.webhook, methods=get),
+        Route("/deliveries/{delivery}/replay", webhooks.replay, methods=post),
+        Route("/activities", activities.activities, methods=get),
+        Route("/activities/{activity}", activities.activity, methods=get),
+        Route("/logs", logs.logs, methods=get),
+        Route("/logs/stream", logs.logs_stream, methods=get),
+        Route("/signin", signin.signin_page, methods=get),
+        Route("/signin", signin.signin, methods=post),
+        Route("/signin/{code}", signin.one_time(codes), methods=get),
+        Route("/signout", signin.signout, methods=post),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -25,8 +25,8 @@ GROUPS: Final = (
 )
 _GROUP_OF: Final = {outcome: group for group, outcomes in GROUPS for outcome in outcomes}
 
-WIDTH: Final = 600
-HEIGHT: Final = 180
+WIDTH: Final = 800
+HEIGHT: Final = 200
 LEFT: Final = 40  # room for the y labels
 BOTTOM: Final = 22  # room for the x labels
 TOP: Final = 8
@@ -60,6 +60,7 @@ class Bar:
 class Tick:
     position: float
     label: str
+    anchor: str = "middle"
 
 
 @dataclass(frozen=True)
@@ -137,9 +138,12 @@ def executions_chart(
         for fraction in (0.0, 0.5, 1.0)
         if fraction == 0.0 or top * fraction == int(top * fraction)
     ]
+    # Every quarter of an hour back from the current minute, which is labelled "now"
+    # and anchored at its end (its label would run off the edge).
     x_ticks = [
         Tick(LEFT + index * slot + slot / 2, _clock(minute))
-        for index, minute in enumerate(range(first, last + 1))
+        for index, minute in enumerate(range(first, last))
         if (minutes - 1 - index) % 15 == 0
     ]
+    x_ticks.append(Tick(float(WIDTH), "now", "end"))
     return Chart(WIDTH, HEIGHT, LEFT, HEIGHT - BOTTOM, bars, y_ticks, x_ticks, totals, minutes)

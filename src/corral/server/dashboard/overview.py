@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from corral.db.overview import MINUTE_MS, OverviewDatabase
 from corral.db.registry import SUSPENDED
+from corral.db.task_lists import TaskQuery
 from corral.runtime.registry import Instance
 from corral.runtime.services import Services
 from corral.server.dashboard.chart import Chart, executions_chart
@@ -46,13 +47,13 @@ def read_overview(services: Services, *, now: int) -> Overview:
         suspended=services.registry.instances_page(
             status=SUSPENDED, agent=None, priority=None, before=None, limit=SHOWN
         ),
-        dead=[TaskInfo(*row) for row in database.newest_dead(limit=SHOWN)],  # type: ignore[arg-type]
+        dead=services.queue.page(TaskQuery(state="dead"), now=now, limit=SHOWN),
     )
 
 
 @view(READ)
 async def overview(request: Request, session: Session) -> Response:
     services = services_of(request)
-    now = now_ms()
+    now = now_ms(services)
     data = await services.database.call(read_overview, services, now=now)
     return render(request, "overview.html", session, overview=data, shown=SHOWN)

@@ -42,20 +42,24 @@ def _secure(request: Request) -> bool:
 
 
 def _signin_form(
-    request: Request, *, status: int = 200, problem: str | None = None, token: str = ""
+    request: Request,
+    *,
+    status: int = 200,
+    problem: str | None = None,
+    target: str | None = None,
 ) -> HTMLResponse:
+    """The form; ``target``: where signing in leads (else ``?next=``, else ``/``)."""
     secret = signin_secret(request) or secrets.token_urlsafe(32)
     response = render(
         request,
         "signin.html",
         None,
-        status=status,
+        status_code=status,
         csrf=csrf_token(secret),
         problem=problem,
-        next=safe_next(request.query_params.get("next")),
+        next=safe_next(target or request.query_params.get("next")),
         ended=request.query_params.get("ended") == "1",
         signed_out=request.query_params.get("signed_out") == "1",
-        token=token,
     )
     if signin_secret(request) is None:
         response.set_cookie(
@@ -98,15 +102,16 @@ async def signin(request: Request) -> Response:
     presented = field(form, "token").strip()
     target = safe_next(field(form, "next"))
     if not presented:
-        return _signin_form(request, status=400, problem="Paste a token to sign in.")
+        return _signin_form(request, status=400, problem="Paste a token to sign in.", target=target)
     services = services_of(request)
-    token = await services.database.call(services.tokens.verify, presented, now=now_ms())
+    token = await services.database.call(services.tokens.verify, presented, now=now_ms(services))
     if token is None:
         return _signin_form(
             request,
             status=401,
             problem="That token is not valid: it is malformed, unknown or revoked. "
             "Make one with: corral tokens create --scope read (or operate).",
+            target=target,
         )
     return _signed_in(RedirectResponse(target, status_code=303), request, presented)
 

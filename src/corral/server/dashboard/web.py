@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 import jinja2
@@ -26,6 +26,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from corral.errors import CorralError, DatabaseUnavailable, NotFound
 from corral.runtime.services import Services
+from corral.server.api import pages
+from corral.server.api.auth import ApiError
 from corral.server.dashboard.sessions import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -77,8 +79,10 @@ class _SignInNeeded(Exception):
         self.reason = reason
 
 
-def now_ms() -> int:
-    return math.floor(time.time() * 1000)
+def now_ms(services: Services) -> int:
+    """Now, in ms, by the runtime's clock (a test's may be fake): what a retry is due
+    at and a TTL is counted from, as the worker sees it."""
+    return math.floor(services.clock() * 1000)
 
 
 def services_of(request: Request) -> Services:
@@ -103,20 +107,22 @@ def _iso(ms: int | None) -> str:
 
 
 def _span(ms: float | None) -> str:
-    """A length of time, short: 850 ms, 12.3 s, 4 min, 3 h, 2 d."""
+    """A length of time, short: 850 ms, 12.3 s, 4 min, 1 h 5 min, 2 d 3 h."""
     if ms is None:
         return "—"
     ms = abs(ms)
     if ms < 1000:
         return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
+    minutes = int(ms // 60_000)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 def _ago(ms: int | None, now: int) -> str:
@@ -165,7 +171,7 @@ def render(
     template: str,
     session: Session | None,
     *,
-    status: int = 200,
+    status_code: int = 200,
     headers: Mapping[str, str] | None = None,
     **context: Any,
 ) -> HTMLResponse:
@@ -175,12 +181,14 @@ def render(
         session=session,
         csrf=session.csrf if session is not None else context.pop("csrf", ""),
         can_operate=session is not None and session.allows(OPERATE),
-        now=now_ms(),
+        now=now_ms(services_of(request)),
         path=request.url.path,
         link=lambda **changes: link(request, **changes),
         **context,
     )
-    return HTMLResponse(html, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})})
+    return HTMLResponse(
+        html, status_code=status_code, headers={**SECURITY_HEADERS, **(headers or {})}
+    )
 
 
 def link(request: Request, **changes: Any) -> str:
@@ -203,7 +211,7 @@ def refusal_page(request: Request, refusal: Refusal, session: Session | None) ->
         request,
         "error.html",
         session,
-        status=refusal.status,
+        status_code=refusal.status,
         code=refusal.status,
         title=refusal.title,
         message=refusal.message,
@@ -269,7 +277,7 @@ async def session_of(request: Request) -> Session | None:
     if not presented:
         return None
     services = services_of(request)
-    token = await services.database.call(services.tokens.verify, presented, now=now_ms())
+    token = await services.database.call(services.tokens.verify, presented, now=now_ms(services))
     if token is None:
         return None
     session = Session(token, csrf_token(presented))
@@ -387,3 +395,91 @@ def query_text(request: Request, name: str, *, max_length: int = 200) -> str | N
 
 def parsed_query(query: str) -> dict[str, str]:
     return dict(parse_qsl(query, keep_blank_values=False))
+
+
+# -- lists ---------------------------------------------------------------------------------
+
+#: Rows a list page shows unless asked (``?limit=``, 1-100, as the API's lists).
+PAGE_SIZE: Final = 50
+MAX_PAGE: Final = 100
+
+K = TypeVar("K")
+R = TypeVar("R")
+
+
+def cursor_of(request: Request, decode: Callable[[str | None], K]) -> K:
+    """The position ``?cursor=`` holds, decoded as the API decodes its cursors; a page
+    link the dashboard did not make is a 400 page."""
+    try:
+        return decode(query_text(request, "cursor", max_length=400))
+    except ApiError:
+        raise Refusal(
+            400,
+            "Bad page link",
+            "This page link holds a position that is not one of this list's: start again "
+            "from the first page.",
+        ) from None
+
+
+@dataclass(frozen=True)
+class Paged(Generic[R]):
+    """One page of a list and the cursor of the next (None: this is the last)."""
+
+    rows: list[R]
+    next_cursor: str | None
+
+
+def paged(rows: Sequence[R], limit: int, key: Callable[[R], Sequence[int | str]]) -> Paged[R]:
+    """The page of ``rows`` read ``limit + 1`` at a time: the extra row says there is a
+    next page, which starts after the last row shown (so nothing is ever cut off)."""
+    kept = list(rows[:limit])
+    more = len(rows) > limit and bool(kept)
+    return Paged(kept, pages.encode(key(kept[-1])) if more else None)
+
+
+def page_size(request: Request) -> int:
+    return query_int(request, "limit", PAGE_SIZE, low=1, high=MAX_PAGE)
+
+
+def query_moment(request: Request, name: str) -> int | None:
+    """A time in ``?name=`` (ISO 8601; without a zone, UTC, as the pages show times)
+    in ms since the epoch; a 400 page if it is not one."""
+    raw = query_text(request, name, max_length=40)
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise Refusal(
+            400,
+            "Bad parameter",
+            f"{name} must be a date and time such as 2026-01-31T14:05 (UTC), got {raw!r}",
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return math.floor(moment.timestamp() * 1000)
+
+
+def query_choice(request: Request, name: str, choices: Sequence[str]) -> str | None:
+    raw = query_text(request, name)
+    if raw is not None and raw not in choices:
+        raise Refusal(
+            400, "Bad parameter", f"{name} is one of {', '.join(choices)}, got {raw[:40]!r}"
+        )
+    return raw
+
+
+def value_type(value: Any) -> str:
+    """The type a stored value has, read from its tagged JSON (``corral.tagged_json``):
+    ``{"$tuple": [...]}`` is a tuple; plain JSON is named as Python names it."""
+    if isinstance(value, dict):
+        tags = [str(key) for key in value if str(key).startswith("$")]
+        if len(tags) == 1:  # a tag, perhaps with its zone beside it
+            return tags[0][1:]
+    if value is None:
+        return "None"
+    names = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
+    return names.get(type(value), type(value).__name__)
+
+
+ENVIRONMENT.filters.update(value_type=value_type)

@@ -62,12 +62,15 @@
       source.addEventListener("open", function () {
         say("live", "on");
       });
-      source.addEventListener("line", function (event) {
+      source.addEventListener("message", function (event) {
         const line = JSON.parse(event.data);
         if (line.id > after) {
           after = line.id;
           append(line);
         }
+      });
+      source.addEventListener("end", function () {
+        say("the server is stopping; reconnecting…", "off");
       });
       source.addEventListener("error", function () {
         if (source && source.readyState === EventSource.CLOSED) {
