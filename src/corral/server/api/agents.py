@@ -112,7 +112,7 @@ async def deploy(request: Request, body: Deploy) -> DeployedOut:
         except SandboxUnavailable as exc:
             raise ApiError(503, "unavailable", f"this server cannot sandbox code: {exc}") from None
     deployed = await services.database.call(
-        services.registry.deploy, body.name, body.code, description, now=now_ms()
+        services.registry.deploy, body.name, body.code, description, now=now_ms(services)
     )
     version = deployed.version
     return DeployedOut(

@@ -10,7 +10,6 @@ and ``create_api`` refuses to start with a route that names none.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -45,8 +44,9 @@ def services_of(request: Request) -> Services:
     return services
 
 
-def now_ms() -> int:
-    return math.floor(time.time() * 1000)
+def now_ms(services: Services) -> int:
+    """Now, in ms since the epoch, by the services' clock (the one the runtime keeps)."""
+    return math.floor(services.clock() * 1000)
 
 
 def _check_text(request: Request) -> None:
@@ -108,7 +108,7 @@ class RequireToken:
             return
         try:
             token = await self.services.database.call(
-                self.services.tokens.verify, presented.strip(), now=now_ms()
+                self.services.tokens.verify, presented.strip(), now=now_ms(self.services)
             )
         except DatabaseUnavailable:
             await JSONResponse(

@@ -57,7 +57,7 @@ async def list_state(
         instance_id,
         prefix=prefix,
         after=pages.decode_name(cursor),
-        now=now_ms(),
+        now=now_ms(services),
         limit=limit + 1,
     )
     return pages.page(rows, limit, lambda e: (e.key,), EntryOut.of)
@@ -70,7 +70,7 @@ async def get_state(request: Request, instance_id: str, key: str) -> EntryOut:
     services = services_of(request)
     await services.database.call(services.registry.instance, instance_id)
     entry = await services.database.call(
-        services.state_browser.entry, instance_id, key, now=now_ms()
+        services.state_browser.entry, instance_id, key, now=now_ms(services)
     )
     if entry is None:
         raise ApiError(

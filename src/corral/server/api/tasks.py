@@ -109,7 +109,7 @@ async def list_tasks(
 ) -> Page[TaskOut]:
     """Tasks, newest first (by creation), filtered."""
     services = services_of(request)
-    now = now_ms()
+    now = now_ms(services)
     query = TaskQuery(instance=instance, state=state, method=method, trigger=trigger)
     rows = await services.database.call(
         services.queue.page, query, now=now, before=pages.decode_number(cursor), limit=limit + 1
@@ -120,7 +120,7 @@ async def list_tasks(
 @router.get("/tasks/{task_id}", dependencies=[Depends(authorized(READ))])
 async def get_task(request: Request, task_id: TaskId) -> TaskOut:
     services = services_of(request)
-    return TaskOut.of(await services.database.call(services.queue.task, task_id), now_ms())
+    return TaskOut.of(await services.database.call(services.queue.task, task_id), now_ms(services))
 
 
 @router.post("/tasks/bulk", dependencies=[Depends(authorized(OPERATE))])
@@ -133,7 +133,7 @@ async def bulk(request: Request, body: Bulk) -> BulkOut:
     f = body.filter
     query = TaskQuery(instance=f.instance, state=f.state, method=f.method, trigger=f.trigger)
     count = await services.database.call(
-        services.queue.bulk, body.action, query, now=now_ms(), dry_run=body.dry_run
+        services.queue.bulk, body.action, query, now=now_ms(services), dry_run=body.dry_run
     )
     return BulkOut(action=body.action, dry_run=body.dry_run, count=count)
 
@@ -142,7 +142,7 @@ async def bulk(request: Request, body: Bulk) -> BulkOut:
 async def retry(request: Request, task_id: TaskId) -> Changed:
     """Give a dead-lettered task a fresh set of attempts, due now."""
     services = services_of(request)
-    await services.database.call(services.queue.retry_dead, task_id, now=now_ms())
+    await services.database.call(services.queue.retry_dead, task_id, now=now_ms(services))
     return Changed(id=task_id, done="retried")
 
 

@@ -66,14 +66,16 @@ async def create(request: Request, body: Create) -> Created:
     """Make a token; its text is in this answer and nowhere else, ever."""
     services = services_of(request)
     token, text = await services.database.call(
-        services.tokens.create, body.scope, body.name, now=now_ms()
+        services.tokens.create, body.scope, body.name, now=now_ms(services)
     )
     return Created(**TokenOut.of(token).model_dump(), token=text)
 
 
 async def _revoke(request: Request, token_id: str) -> TokenOut:
     services = services_of(request)
-    return TokenOut.of(await services.database.call(services.tokens.revoke, token_id, now=now_ms()))
+    return TokenOut.of(
+        await services.database.call(services.tokens.revoke, token_id, now=now_ms(services))
+    )
 
 
 @router.delete("/tokens/{token_id}", dependencies=[Depends(authorized(ADMIN))])

@@ -154,5 +154,7 @@ async def replay(request: Request, delivery_id: str) -> ReplayOut:
     """Deliver it again: a new delivery like it (``replay_of`` it), queued to run as a
     task, whatever the webhook's mode."""
     services = services_of(request)
-    delivery = await services.database.call(services.webhooks.replay, delivery_id, now=now_ms())
+    delivery = await services.database.call(
+        services.webhooks.replay, delivery_id, now=now_ms(services)
+    )
     return ReplayOut.of(delivery)
