@@ -1,4 +1,4 @@
-"""``corral serve``: the HTTP server (webhooks; docs/server.md)."""
+"""``corral serve``: the HTTP server (webhooks, the admin API, the dashboard; docs/server.md)."""
 
 from __future__ import annotations
 
@@ -27,13 +27,15 @@ from corral.server.serving import HttpServer, Listener, stop_grace_s
 def serve(
     obj: Context, host: str | None, port: int | None, access_log: bool, insecure_sandbox: bool
 ) -> None:
-    """Serve webhooks (/hooks/TOKEN) and /healthz until SIGTERM or Ctrl-C.
+    """Serve webhooks (/hooks/TOKEN), the admin API (/api/v1), the dashboard (/)
+    and /healthz until SIGTERM or Ctrl-C.
 
-    Async deliveries are stored and queued for workers (corral worker); sync ones
-    run here, in sandboxes of this server's own. Stopping lets the requests in
-    flight finish first, for up to the sync deadline and 5 s; a second Ctrl-C drops
-    them. Any number of servers may
-    share one PostgreSQL database.
+    The API and the dashboard take a token (corral tokens create); the dashboard
+    signs a browser in with one. Async deliveries are stored and queued for
+    workers (corral worker); sync ones run here, in sandboxes of this server's own.
+    Stopping lets the requests in flight finish first, for up to the sync deadline
+    and 5 s; a second Ctrl-C drops them. Any number of servers may share one
+    PostgreSQL database.
     """
     obj.usable_url()
     server = obj.config.server
