@@ -5,8 +5,9 @@ on SQLite and PostgreSQL.
 An operator signs in, finds a run's executions, opens one, follows it to its
 instance and browses its state; retries a dead letter and sees it run; cancels
 tasks in bulk after being told how many; watches the live tail receive a line,
-and pauses it. A form without its CSRF token, or an action a read token may not
-take, is refused with a page that says so.
+and pauses it; replays a webhook delivery and re-runs an execution. A form
+without its CSRF token, or an action a read token may not take, is refused with
+a page that says so.
 """
 
 from __future__ import annotations
@@ -14,13 +15,10 @@ from __future__ import annotations
 import html
 import re
 
-from playwright.async_api import Page, expect
+import httpx
+from playwright.async_api import expect
 
-from tests.server.browser import Dashboard, OpenPage, sign_in
-
-
-def rows(page: Page, table: str) -> object:
-    return page.locator(f"table.{table} tbody tr")
+from tests.server.browser import TIMEOUT_S, Dashboard, OpenPage, sign_in
 
 
 async def test_sign_in_then_follow_an_execution_to_its_instance_and_its_state(
@@ -222,3 +220,36 @@ async def test_a_one_time_link_signs_in_once(dashboard: Dashboard, open_page: Op
     assert response is not None
     assert response.status == 404
     await expect(again.locator("main")).to_contain_text("This one-time sign-in link was used")
+
+
+async def test_a_delivery_is_replayed_and_an_execution_re_run(
+    dashboard: Dashboard, open_page: OpenPage
+) -> None:
+    instance = await dashboard.install_shop()
+    hook = await dashboard.runtime.store(instance).get("webhook")
+    async with httpx.AsyncClient(timeout=TIMEOUT_S) as sender:
+        answer = await sender.post(hook, json={"apples": 2}, headers={"webhook-id": "order-1"})
+    assert answer.status_code == 202
+    await dashboard.runtime.idle()
+    [webhook] = dashboard.runtime.services.webhooks.webhooks(instance)
+    page = await open_page()
+    await sign_in(page, dashboard, dashboard.operate_token, f"/webhooks/{webhook.id}")
+
+    deliveries = page.locator("table.deliveries tbody tr")
+    await expect(deliveries).to_have_count(1)
+    await expect(deliveries.locator(".badge")).to_have_text("ok")
+    await deliveries.get_by_role("button", name="Replay").click()
+    await expect(page.get_by_role("status")).to_contain_text("it runs as a task")
+    await dashboard.runtime.idle()
+    await page.reload()
+    await expect(deliveries).to_have_count(2)
+    await expect(deliveries.filter(has_text="replay of")).to_contain_text("ok")
+
+    # The first delivery's execution, re-run from its own page: the delivery again.
+    await deliveries.filter(has_not_text="replay of").locator("a.mono").click()
+    await expect(page.locator("main")).to_contain_text("Replays delivery")
+    await page.get_by_role("button", name="Replay the delivery").click()
+    await expect(page.get_by_role("status")).to_contain_text("it runs as a task")
+    await dashboard.runtime.idle()
+    orders = [e for e in dashboard.runtime.executions(instance) if e["method"] == "order"]
+    assert [e["outcome"] for e in orders] == ["ok", "ok", "ok"]

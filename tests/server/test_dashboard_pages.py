@@ -76,6 +76,9 @@ async def test_every_page_reads_without_javascript(dashboard: Dashboard) -> None
                 assert text in response.text, (path, text)
         searched = await client.get("/executions?q=nothing+says+this")
         assert "No execution matches these filters." in searched.text
+        # What an action did is shown from a cookie it set, never from the URL.
+        spoofed = await client.get("/?notice=Your+token+expired:+sign+in+at+evil.example")
+        assert "evil.example" not in spoofed.text
 
 
 async def test_bad_input_is_a_page_saying_what_is_wrong(dashboard: Dashboard) -> None:

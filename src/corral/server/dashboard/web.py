@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, TypeVar
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import jinja2
 from starlette.requests import Request
@@ -41,6 +41,9 @@ log = logging.getLogger("corral.dashboard")
 
 READ: Final = "read"
 OPERATE: Final = "operate"
+
+#: The cookie carrying what an action did to the page it returns to.
+NOTICE_COOKIE: Final = "corral_notice"
 
 #: The largest form body taken (a bulk action's ids fit many times over).
 MAX_FORM_BYTES: Final = 64 * 1024
@@ -176,7 +179,9 @@ def render(
     **context: Any,
 ) -> HTMLResponse:
     """A page: ``template`` with ``context``, what every page knows, and the headers."""
+    notice = request.cookies.get(NOTICE_COOKIE)
     html = ENVIRONMENT.get_template(template).render(
+        notice=unquote(notice) if notice else None,
         request=request,
         session=session,
         csrf=session.csrf if session is not None else context.pop("csrf", ""),
@@ -186,9 +191,12 @@ def render(
         link=lambda **changes: link(request, **changes),
         **context,
     )
-    return HTMLResponse(
+    response = HTMLResponse(
         html, status_code=status_code, headers={**SECURITY_HEADERS, **(headers or {})}
     )
+    if notice:
+        response.delete_cookie(NOTICE_COOKIE, path="/")  # shown once
+    return response
 
 
 def link(request: Request, **changes: Any) -> str:
@@ -361,10 +369,19 @@ def view(scope: str = READ) -> Callable[[View], Endpoint]:
 
 def redirect(to: str, *, notice: str | None = None) -> RedirectResponse:
     """After an action: back to a page (303, so a reload does not post again), with a
-    line saying what was done."""
+    line saying what was done. The line travels in a short-lived cookie the next page
+    shows once, not in the URL: a link cannot make a page say something it did not."""
+    response = RedirectResponse(to, status_code=303)
     if notice:
-        to += ("&" if "?" in to else "?") + urlencode({"notice": notice})
-    return RedirectResponse(to, status_code=303)
+        response.set_cookie(
+            NOTICE_COOKIE,
+            quote(notice[:500]),
+            max_age=60,
+            httponly=True,
+            samesite="strict",
+            path="/",
+        )
+    return response
 
 
 def query_int(request: Request, name: str, default: int, *, low: int, high: int) -> int:
@@ -391,10 +408,6 @@ def query_text(request: Request, name: str, *, max_length: int = 200) -> str | N
     if len(raw) > max_length:
         raise Refusal(400, "Bad parameter", f"{name} takes at most {max_length} characters")
     return raw.strip()
-
-
-def parsed_query(query: str) -> dict[str, str]:
-    return dict(parse_qsl(query, keep_blank_values=False))
 
 
 # -- lists ---------------------------------------------------------------------------------
