@@ -1,8 +1,9 @@
 """Who may call the admin API: a bearer token with enough scope (``runtime/tokens.py``).
 
 Two checks, so that no route can be open by accident. ``RequireToken``, around the
-whole API app, answers 401 to any request without a valid token before anything
-else reads it: its path (a route or none), its parameters, its body. Each route
+server's app for every path under ``/api/v1``, answers 401 to any request without a
+valid token before anything else reads it: its path (a route or none), its
+parameters, its body. Each route
 then names the scope it needs with ``authorized(scope)`` (403 for a lesser token),
 and ``create_api`` refuses to start with a route that names none.
 """
@@ -86,16 +87,19 @@ def _unauthorized(message: str) -> JSONResponse:
 
 
 class RequireToken:
-    """ASGI middleware: a request without a valid token is answered 401 here, whatever
-    it asks for (a route, no route, any method, any body); one with a valid token goes
-    on, the token in its scope's state for ``authorized``."""
+    """ASGI middleware of the server's app, for the paths under ``prefix``: a request
+    without a valid token is answered 401 here, whatever it asks for (a route, no
+    route, a path no route could match, any method, any body); one with a valid token
+    goes on, the token in its scope's state for ``authorized``."""
 
-    def __init__(self, app: ASGIApp, services: Services) -> None:
+    def __init__(self, app: ASGIApp, services: Services, prefix: str) -> None:
         self.app = app
         self.services = services
+        self.prefix = prefix.rstrip("/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        path = scope.get("path", "") if scope["type"] == "http" else None
+        if path is None or not (path == self.prefix or path.startswith(self.prefix + "/")):
             await self.app(scope, receive, send)
             return
         request = Request(scope)
@@ -138,7 +142,7 @@ def authorized(scope: str) -> Callable[[Request], Awaitable[Token]]:
 
     async def check(request: Request) -> Token:
         token: Token | None = getattr(request.state, _TOKEN, None)
-        if token is None:  # mounted without RequireToken: refuse rather than serve
+        if token is None:  # served without RequireToken: refuse rather than serve
             raise ApiError(
                 401, "unauthorized", "no token was checked", {"www-authenticate": "Bearer"}
             )
