@@ -1,4 +1,4 @@
-"""``corral serve``: the HTTP server (webhooks; docs/server.md)."""
+"""``corral serve``: the HTTP server (webhooks, the admin API; docs/server.md)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ from corral.server.serving import HttpServer, Listener, stop_grace_s
 def serve(
     obj: Context, host: str | None, port: int | None, access_log: bool, insecure_sandbox: bool
 ) -> None:
-    """Serve webhooks (/hooks/TOKEN) and /healthz until SIGTERM or Ctrl-C.
+    """Serve webhooks (/hooks/TOKEN), the admin API (/api/v1, with a token from
+    corral tokens create) and /healthz until SIGTERM or Ctrl-C.
 
     Async deliveries are stored and queued for workers (corral worker); sync ones
     run here, in sandboxes of this server's own. Stopping lets the requests in
