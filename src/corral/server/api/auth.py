@@ -18,26 +18,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from corral.errors import DatabaseUnavailable
+from corral.errors import ApiError, DatabaseUnavailable
 from corral.runtime.services import Services
 from corral.runtime.tokens import Token
+
+__all__ = [
+    "ADMIN",
+    "OPERATE",
+    "READ",
+    "SCOPE_ATTRIBUTE",
+    "ApiError",
+    "RequireToken",
+    "authorized",
+    "now_ms",
+    "services_of",
+]
 
 READ: Final = "read"
 OPERATE: Final = "operate"
 ADMIN: Final = "admin"
-
-
-class ApiError(Exception):
-    """A refusal the API answers as ``{"error": {"code", "message"}}``."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers
 
 
 def services_of(request: Request) -> Services:
