@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from corral import codec
+from corral.activities import Activity, ActivityType, Note
 from corral.tagged_json import to_tagged
 
 
@@ -58,3 +60,49 @@ def test_an_integer_of_any_size_reads_back_exactly() -> None:
 def test_unknown_type_is_refused() -> None:
     with pytest.raises(TypeError, match="cannot show a value of type object"):
         to_tagged(object())
+
+
+def test_an_activity_and_its_notes_show_as_records_of_their_fields() -> None:
+    """The codec stores activities and notes (an agent may keep one in its store): they
+    show as what they are, each field tagged as any value is."""
+    when = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    activity = Activity(
+        id="a1",
+        type=ActivityType.EVENT,
+        title="launch",
+        notes=(Note(id="n1", content="go", created_at=when),),
+        start=dt.date(2026, 1, 3),
+        meta={"tags": ("x",)},
+    )
+    shown = to_tagged(codec.decode(codec.encode(activity)))
+    assert shown == {
+        "$activity": {
+            "id": "a1",
+            "type": "event",
+            "title": "launch",
+            "notes": {
+                "$tuple": [
+                    {
+                        "$note": {
+                            "id": "n1",
+                            "content": "go",
+                            "key": None,
+                            "author": None,
+                            "created_at": {"$datetime": "2026-01-02T00:00:00+00:00"},
+                            "updated_at": None,
+                        }
+                    }
+                ]
+            },
+            "source": None,
+            "start": {"$date": "2026-01-03"},
+            "end": None,
+            "done": None,
+            "meta": {"tags": {"$tuple": ["x"]}},
+            "priority": "",
+            "author": None,
+            "created_at": None,
+            "updated_at": None,
+        }
+    }
+    json.dumps(shown)

@@ -41,6 +41,7 @@
     │   └── ProtocolError                    a frame on the RPC channel broke the protocol
     ├── HandlerReturnError (ValueError)  a sync webhook's return value is no HTTP response
     ├── ListenError (OSError)        the server cannot listen where it was asked to
+    ├── ApiError                     the admin API refuses a request (its status, code, message)
     ├── WebhookError (ValueError)    a webhook delivery that cannot be taken as it is
     │   ├── WebhookBodyError       [agent]   a JSON content type over a body that does not parse
     │   └── WebhookVerificationError [agent] a signature missing, wrong or stale
@@ -291,6 +292,20 @@ class HandlerReturnError(CorralError, ValueError):
 
 class ListenError(CorralError, OSError):
     """The server cannot listen where it was asked to (a port taken, an unknown host)."""
+
+
+class ApiError(CorralError):
+    """The admin API refuses a request: the HTTP status, the short code and the message
+    of its answer (``{"error": {"code", "message"}}``), and headers to send with it."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
 
 
 class WebhookError(CorralError, ValueError):

@@ -361,3 +361,37 @@ async def test_agents_deployed_through_the_api(serve: Serve) -> None:
     assert {"say", "fail"} <= set(agents[0]["description"]["methods"])
     assert (await api.all_pages("/agents")) == agents
     assert "broken" not in {a["name"] for a in agents}
+
+
+# -- instances ---------------------------------------------------------------------------
+
+
+async def test_instances_filtered_installed_and_uninstalled(serve: Serve) -> None:
+    api = await start_api(serve)
+    made = await api.request(
+        "POST",
+        "/instances",
+        scope="operate",
+        json={"agent": "probe", "priority": "team/ops", "config": {"region": "eu"}},
+    )
+    assert made.status_code == 201, made.text
+    second = made.json()
+    assert (second["priority"], second["config"], second["status"]) == (
+        "team/ops", {"region": "eu"}, "active",
+    )  # fmt: skip
+    await api.served.runtime.idle()  # its activate
+    ids = [i["id"] for i in await api.all_pages("/instances", limit=1)]
+    assert set(ids) == {api.instance, second["id"]}
+    assert [i["id"] for i in await api.all_pages("/instances", priority="team/ops")] == [
+        second["id"]
+    ]
+    assert [i["id"] for i in await api.all_pages("/instances", agent="probe")] == ids
+    assert await api.all_pages("/instances", agent="nobody") == []
+    gone = await api.request("DELETE", f"/instances/{second['id']}", scope="operate")
+    assert gone.status_code == 202
+    assert gone.json()["status"] == "uninstalling"
+    await api.served.runtime.idle()  # its deactivate, then its data goes
+    assert [i["id"] for i in await api.all_pages("/instances")] == [api.instance]
+    removed = await api.all_pages("/instances", status="removed")
+    assert [i["id"] for i in removed] == [second["id"]]
+    assert await api.all_pages(f"/instances/{second['id']}/state") == []

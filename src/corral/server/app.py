@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
@@ -32,6 +33,7 @@ from corral.runtime.services import Services
 from corral.sandbox.pool import SandboxPool
 from corral.sandbox.zygote import Zygote
 from corral.server.api import create_api
+from corral.server.api.auth import RequireToken
 from corral.server.api.streams import Streams
 from corral.server.dashboard import SignInCodes, dashboard_routes
 from corral.server.hooks import Intake
@@ -42,6 +44,8 @@ log = logging.getLogger("corral.server")
 #: How often idle sandboxes of the server's pool are retired (the worker's housekeeping
 #: does the same for its own).
 RETIRE_EVERY_S = 5.0
+#: Where the admin API is served.
+API_PREFIX = "/api/v1"
 #: Seconds a sender is asked to wait when the database cannot take its delivery.
 UNAVAILABLE_RETRY_S = 5
 
@@ -121,11 +125,13 @@ def create_app(
             Route("/hooks/{token:path}", intake),  # any path under it: 404 unless a token
             Route("/healthz", healthz, methods=["GET"]),
             Mount(
-                "/api/v1",
+                API_PREFIX,
                 create_api(services, zygote_of=lambda: current().pool.zygote, streams=streams),
             ),
             *dashboard_routes(sign_in),
         ],
+        # Every path under /api/v1 needs a token, whether a route matches it or not.
+        middleware=[Middleware(RequireToken, services=services, prefix=API_PREFIX)],
         exception_handlers={
             HTTPException: _http_error,
             DatabaseUnavailable: _database_unavailable,

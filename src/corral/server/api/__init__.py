@@ -4,8 +4,9 @@ Every route takes ``Authorization: Bearer <token>`` (``corral tokens create``) a
 needs a scope: ``read`` for GET, ``operate`` for what changes work (retry, cancel,
 replay, install, uninstall, deploy), ``admin`` for tokens. The OpenAPI schema is a
 route like the others (``/api/v1/openapi.json``, scope ``read``). A request without
-a valid token is answered 401 before anything else (``auth.RequireToken``); a route
-that names no scope is refused at startup. docs/api.md is the reference.
+a valid token is answered 401 before anything else (``auth.RequireToken``, which
+``create_app`` puts around every path under ``/api/v1``); a route that names no scope
+is refused at startup. docs/api.md is the reference.
 
 Lists are newest first, paginated in SQL with an opaque cursor (``pages.py``):
 ``{"data": [...], "next_cursor": ... or null}``. Every refusal is
@@ -15,7 +16,6 @@ database is unreachable, nothing was changed).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -41,8 +41,8 @@ from corral.server.api import (
     tokens,
     webhooks,
 )
-from corral.server.api.agents import DEPLOYS_AT_ONCE, ZygoteOf
-from corral.server.api.auth import READ, SCOPE_ATTRIBUTE, ApiError, RequireToken, authorized
+from corral.server.api.agents import Deploys, ZygoteOf
+from corral.server.api.auth import READ, SCOPE_ATTRIBUTE, ApiError, authorized
 from corral.server.api.streams import Streams
 
 log = logging.getLogger("corral.api")
@@ -70,7 +70,7 @@ def create_api(services: Services, *, zygote_of: ZygoteOf, streams: Streams) -> 
     api.state.services = services
     api.state.zygote_of = zygote_of
     api.state.streams = streams
-    api.state.deploys = asyncio.Semaphore(DEPLOYS_AT_ONCE)
+    api.state.deploys = Deploys()
     for resource in RESOURCES:
         # The app's own routes, not an included router: ``api.routes`` lists every one
         # (``_check_scopes`` and the tests read them there, whatever FastAPI's version).
@@ -93,7 +93,6 @@ def create_api(services: Services, *, zygote_of: ZygoteOf, streams: Streams) -> 
         return api.openapi_schema
 
     _check_scopes(api)
-    api.add_middleware(RequireToken, services=services)
     api.add_exception_handler(ApiError, _api_error)
     api.add_exception_handler(HTTPException, _http_error)
     api.add_exception_handler(RequestValidationError, _invalid)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
 from fastapi import APIRouter, Depends, Request
@@ -21,12 +22,41 @@ router = APIRouter(tags=["agents"])
 
 #: The most characters of code one deploy takes.
 MAX_CODE_CHARS: Final = 1_000_000
-#: Deploys one server describes at once (each in a sandboxed process of its own);
-#: past that, 503 with ``Retry-After``.
+#: Deploys one server describes at once (each in a sandboxed process of its own), and
+#: how many more may wait their turn; past that, 503 with ``Retry-After``.
 DEPLOYS_AT_ONCE: Final = 2
+DEPLOYS_WAITING: Final = 8
 
 #: The zygote the server's sandboxes fork from, once it runs (``create_app`` gives it).
 ZygoteOf = Callable[[], Zygote]
+
+
+class Deploys:
+    """The deploys of one server: ``DEPLOYS_AT_ONCE`` described at once, up to
+    ``DEPLOYS_WAITING`` more waiting their turn, the rest refused."""
+
+    def __init__(self) -> None:
+        self._running = asyncio.Semaphore(DEPLOYS_AT_ONCE)
+        self._waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        if self._waiting >= DEPLOYS_WAITING:
+            raise ApiError(
+                503,
+                "busy",
+                f"this server has {DEPLOYS_WAITING} deploys waiting already; try again shortly",
+                {"retry-after": "1"},
+            )
+        self._waiting += 1
+        try:
+            await self._running.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._running.release()
 
 
 class AgentOut(BaseModel):
@@ -90,16 +120,9 @@ async def deploy(request: Request, body: Deploy) -> DeployedOut:
     the line at fault if it does not load); its instances get ``upgrade``, and
     suspended ones are lifted. The same code again makes no new version."""
     services = services_of(request)
-    deploys: asyncio.Semaphore = request.app.state.deploys
-    if deploys.locked():
-        raise ApiError(
-            503,
-            "busy",
-            f"this server describes {DEPLOYS_AT_ONCE} deploys at once; try again shortly",
-            {"retry-after": "1"},
-        )
+    deploys: Deploys = request.app.state.deploys
     zygote_of: ZygoteOf = request.app.state.zygote_of
-    async with deploys:
+    async with deploys.turn():
         try:
             description = await services.describe(
                 body.code, zygote=zygote_of(), filename=f"{body.name}.py"

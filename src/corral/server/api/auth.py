@@ -1,8 +1,9 @@
 """Who may call the admin API: a bearer token with enough scope (``runtime/tokens.py``).
 
 Two checks, so that no route can be open by accident. ``RequireToken``, around the
-whole API app, answers 401 to any request without a valid token before anything
-else reads it: its path (a route or none), its parameters, its body. Each route
+server's app for every path under ``/api/v1``, answers 401 to any request without a
+valid token before anything else reads it: its path (a route or none), its
+parameters, its body. Each route
 then names the scope it needs with ``authorized(scope)`` (403 for a lesser token),
 and ``create_api`` refuses to start with a route that names none.
 """
@@ -17,26 +18,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from corral.errors import DatabaseUnavailable
+from corral.errors import ApiError, DatabaseUnavailable
 from corral.runtime.services import Services
 from corral.runtime.tokens import Token
+
+__all__ = [
+    "ADMIN",
+    "OPERATE",
+    "READ",
+    "SCOPE_ATTRIBUTE",
+    "ApiError",
+    "RequireToken",
+    "authorized",
+    "now_ms",
+    "services_of",
+]
 
 READ: Final = "read"
 OPERATE: Final = "operate"
 ADMIN: Final = "admin"
-
-
-class ApiError(Exception):
-    """A refusal the API answers as ``{"error": {"code", "message"}}``."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers
 
 
 def services_of(request: Request) -> Services:
@@ -86,16 +86,19 @@ def _unauthorized(message: str) -> JSONResponse:
 
 
 class RequireToken:
-    """ASGI middleware: a request without a valid token is answered 401 here, whatever
-    it asks for (a route, no route, any method, any body); one with a valid token goes
-    on, the token in its scope's state for ``authorized``."""
+    """ASGI middleware of the server's app, for the paths under ``prefix``: a request
+    without a valid token is answered 401 here, whatever it asks for (a route, no
+    route, a path no route could match, any method, any body); one with a valid token
+    goes on, the token in its scope's state for ``authorized``."""
 
-    def __init__(self, app: ASGIApp, services: Services) -> None:
+    def __init__(self, app: ASGIApp, services: Services, prefix: str) -> None:
         self.app = app
         self.services = services
+        self.prefix = prefix.rstrip("/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        path = scope.get("path", "") if scope["type"] == "http" else None
+        if path is None or not (path == self.prefix or path.startswith(self.prefix + "/")):
             await self.app(scope, receive, send)
             return
         request = Request(scope)
@@ -138,7 +141,7 @@ def authorized(scope: str) -> Callable[[Request], Awaitable[Token]]:
 
     async def check(request: Request) -> Token:
         token: Token | None = getattr(request.state, _TOKEN, None)
-        if token is None:  # mounted without RequireToken: refuse rather than serve
+        if token is None:  # served without RequireToken: refuse rather than serve
             raise ApiError(
                 401, "unauthorized", "no token was checked", {"www-authenticate": "Bearer"}
             )
