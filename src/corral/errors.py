@@ -42,6 +42,7 @@
     ├── HandlerReturnError (ValueError)  a sync webhook's return value is no HTTP response
     ├── ListenError (OSError)        the server cannot listen where it was asked to
     ├── ApiError                     the admin API refuses a request (its status, code, message)
+    ├── DashboardError               the dashboard refuses a request (its status, title, message)
     ├── WebhookError (ValueError)    a webhook delivery that cannot be taken as it is
     │   ├── WebhookBodyError       [agent]   a JSON content type over a body that does not parse
     │   └── WebhookVerificationError [agent] a signature missing, wrong or stale
@@ -306,6 +307,17 @@ class ApiError(CorralError):
         self.code = code
         self.message = message
         self.headers = headers
+
+
+class DashboardError(CorralError):
+    """The dashboard refuses a request: the HTTP status, and the title and message of
+    the page it answers with (the message says what to do)."""
+
+    def __init__(self, status: int, title: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.title = title
+        self.message = message
 
 
 class WebhookError(CorralError, ValueError):

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from corral.db.history import ExecutionQuery
+from corral.errors import DashboardError
 from corral.runtime.history import ExecutionDetail
 from corral.runtime.services import Services
 from corral.sandbox.limits import Outcome
@@ -18,7 +19,6 @@ from corral.server.dashboard.sessions import Session
 from corral.server.dashboard.web import (
     OPERATE,
     READ,
-    Refusal,
     cursor_of,
     now_ms,
     page_size,
@@ -141,7 +141,7 @@ def _rerun(services: Services, execution_id: str, *, now: int) -> str:
         assert detail.task is not None
         services.queue.retry_dead(detail.task.id, now=now)
         return f"Task {detail.task.id} is queued to run again."
-    raise Refusal(409, "Cannot re-run this execution", explained)
+    raise DashboardError(409, "Cannot re-run this execution", explained)
 
 
 @view(OPERATE)

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from corral.db.history import ExecutionQuery, LineQuery
 from corral.db.state import state_sql
 from corral.db.task_lists import TaskQuery
+from corral.errors import DashboardError
 from corral.runtime.history import ExecutionSummary, LogLine
 from corral.runtime.registry import Instance
 from corral.runtime.services import Services
@@ -23,7 +24,6 @@ from corral.server.dashboard.sessions import Session
 from corral.server.dashboard.web import (
     READ,
     Paged,
-    Refusal,
     cursor_of,
     now_ms,
     page_size,
@@ -149,7 +149,7 @@ async def state_value(request: Request, session: Session) -> Response:
         services.state_browser.entry, instance_id, key, now=now_ms(services)
     )
     if entry is None:
-        raise Refusal(
+        raise DashboardError(
             404, "No such key", f"{instance_id} has no key {key!r} (never set, deleted, or expired)"
         )
     return render(

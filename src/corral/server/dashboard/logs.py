@@ -15,14 +15,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from corral.db.history import LineQuery
+from corral.errors import ApiError, DashboardError
 from corral.runtime.history import LogLine, Tail
 from corral.server.api import pages
-from corral.server.api.auth import ApiError
 from corral.server.api.streams import Streams, stream
 from corral.server.dashboard.sessions import Session
 from corral.server.dashboard.web import (
     READ,
-    Refusal,
     cursor_of,
     page_size,
     paged,
@@ -110,4 +109,4 @@ async def logs_stream(request: Request, session: Session) -> Response:
     try:
         return stream(request, streams, poll)
     except ApiError as exc:
-        raise Refusal(exc.status, "Live tail unavailable", exc.message) from None
+        raise DashboardError(exc.status, "Live tail unavailable", exc.message) from None

@@ -10,6 +10,7 @@ import secrets
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from corral.errors import DashboardError
 from corral.server.dashboard.sessions import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -22,7 +23,6 @@ from corral.server.dashboard.sessions import (
 from corral.server.dashboard.web import (
     READ,
     Endpoint,
-    Refusal,
     csrf_refusal,
     field,
     form_of,
@@ -95,7 +95,7 @@ async def signin(request: Request) -> Response:
     """Sign in with the token posted; back to the form, saying why, if it is not one."""
     try:
         form = await form_of(request)
-    except Refusal as refusal:
+    except DashboardError as refusal:
         return refusal_page(request, refusal, None)
     if not csrf_valid(signin_secret(request), field(form, CSRF_FIELD)):
         return refusal_page(request, csrf_refusal(), None)
@@ -127,7 +127,7 @@ def one_time(codes: SignInCodes | None) -> Endpoint:
         if token_text is None:
             return refusal_page(
                 request,
-                Refusal(
+                DashboardError(
                     404,
                     "Sign-in link not valid",
                     "This one-time sign-in link was used already, has lapsed, or was made "

@@ -17,13 +17,13 @@ from starlette.responses import Response
 
 from corral import codec
 from corral.db.task_lists import STATES, TaskQuery
+from corral.errors import DashboardError
 from corral.server.api import pages
 from corral.server.dashboard.executions import TRIGGERS
 from corral.server.dashboard.sessions import Session
 from corral.server.dashboard.web import (
     OPERATE,
     READ,
-    Refusal,
     cursor_of,
     field,
     form_of,
@@ -124,7 +124,9 @@ async def task(request: Request, session: Session) -> Response:
 
 def _task_id(raw: str) -> int:
     if not raw.isdigit() or len(raw) > 19:
-        raise Refusal(404, "Not found", f"there is no task {raw[:40]!r}: task ids are numbers")
+        raise DashboardError(
+            404, "Not found", f"there is no task {raw[:40]!r}: task ids are numbers"
+        )
     return int(raw)
 
 
@@ -165,12 +167,16 @@ async def bulk(request: Request, session: Session) -> Response:
     form = await form_of(request)
     action = field(form, "action")
     if action not in BULK_ACTIONS:
-        raise Refusal(400, "Bad action", f"a bulk action is retry or cancel, got {action[:40]!r}")
+        raise DashboardError(
+            400, "Bad action", f"a bulk action is retry or cancel, got {action[:40]!r}"
+        )
     filters: dict[str, str | None] = {}
     for name in FILTERS:
         value = field(form, name).strip()
         if len(value) > _MAX_FILTER:
-            raise Refusal(400, "Bad filter", f"{name} takes at most {_MAX_FILTER} characters")
+            raise DashboardError(
+                400, "Bad filter", f"{name} takes at most {_MAX_FILTER} characters"
+            )
         filters[name] = value or None
     query = _task_query(filters)
     back = "/tasks" + (f"?{_query_string(filters)}" if any(filters.values()) else "")

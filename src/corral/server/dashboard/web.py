@@ -24,10 +24,9 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from corral.errors import CorralError, DatabaseUnavailable, NotFound
+from corral.errors import ApiError, CorralError, DashboardError, DatabaseUnavailable, NotFound
 from corral.runtime.services import Services
 from corral.server.api import pages
-from corral.server.api.auth import ApiError
 from corral.server.dashboard.sessions import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -63,17 +62,6 @@ SECURITY_HEADERS: Final = {
 
 View = Callable[[Request, Session], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-class Refusal(Exception):
-    """A request the dashboard answers with an error page: ``status``, a title, and a
-    message saying what to do."""
-
-    def __init__(self, status: int, title: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.title = title
-        self.message = message
 
 
 class _SignInNeeded(Exception):
@@ -214,7 +202,9 @@ def link(request: Request, **changes: Any) -> str:
     return f"{request.url.path}?{query}" if query else request.url.path
 
 
-def refusal_page(request: Request, refusal: Refusal, session: Session | None) -> HTMLResponse:
+def refusal_page(
+    request: Request, refusal: DashboardError, session: Session | None
+) -> HTMLResponse:
     return render(
         request,
         "error.html",
@@ -238,19 +228,21 @@ async def form_of(request: Request) -> dict[str, list[str]]:
         return cached
     kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if kind not in ("", "application/x-www-form-urlencoded"):
-        raise Refusal(
+        raise DashboardError(
             415, "Unsupported form", f"forms are posted URL-encoded, not as {kind[:60]!r}"
         )
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
-            raise Refusal(413, "Form too large", f"a form takes at most {MAX_FORM_BYTES} bytes")
+            raise DashboardError(
+                413, "Form too large", f"a form takes at most {MAX_FORM_BYTES} bytes"
+            )
     fields: dict[str, list[str]] = {}
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError:
-        raise Refusal(400, "Malformed form", "the form is not UTF-8") from None
+        raise DashboardError(400, "Malformed form", "the form is not UTF-8") from None
     for name, value in pairs:
         fields.setdefault(name, []).append(value)
     request.state.form = fields
@@ -262,8 +254,8 @@ def field(form: Mapping[str, list[str]], name: str, default: str = "") -> str:
     return values[0] if values else default
 
 
-def csrf_refusal() -> Refusal:
-    return Refusal(
+def csrf_refusal() -> DashboardError:
+    return DashboardError(
         403,
         "Form refused: no valid CSRF token",
         "This form did not carry the CSRF token of your session, so it may have been sent "
@@ -330,7 +322,7 @@ def view(scope: str = READ) -> Callable[[View], Endpoint]:
                     if not csrf_valid(request.cookies.get(SESSION_COOKIE), field(form, CSRF_FIELD)):
                         raise csrf_refusal()
                 if not session.allows(scope):
-                    raise Refusal(
+                    raise DashboardError(
                         403,
                         "Not allowed with this token",
                         f"This needs a token of scope {scope!r} or above; you signed in with "
@@ -344,11 +336,11 @@ def view(scope: str = READ) -> Callable[[View], Endpoint]:
                 if needed.reason:
                     query["ended"] = "1"
                 return RedirectResponse(f"/signin?{urlencode(query)}", status_code=303)
-            except Refusal as refusal:
+            except DashboardError as refusal:
                 return refusal_page(request, refusal, session)
             except DatabaseUnavailable as exc:
                 log.warning("%s %s: %s", request.method, request.url.path, exc)
-                unavailable = Refusal(
+                unavailable = DashboardError(
                     503,
                     "Database unavailable",
                     "The server cannot reach its database right now; nothing was changed. "
@@ -356,9 +348,9 @@ def view(scope: str = READ) -> Callable[[View], Endpoint]:
                 )
                 return refusal_page(request, unavailable, session)
             except NotFound as exc:
-                return refusal_page(request, Refusal(404, "Not found", str(exc)), session)
+                return refusal_page(request, DashboardError(404, "Not found", str(exc)), session)
             except (CorralError, ValueError) as exc:
-                return refusal_page(request, Refusal(400, "Refused", str(exc)), session)
+                return refusal_page(request, DashboardError(400, "Refused", str(exc)), session)
 
         endpoint.__name__ = page.__name__
         endpoint.__doc__ = page.__doc__
@@ -392,11 +384,13 @@ def query_int(request: Request, name: str, default: int, *, low: int, high: int)
     try:
         value = int(raw)
     except ValueError:
-        raise Refusal(
+        raise DashboardError(
             400, "Bad parameter", f"{name} must be a whole number, got {raw[:40]!r}"
         ) from None
     if not low <= value <= high:
-        raise Refusal(400, "Bad parameter", f"{name} must be from {low} to {high}, got {value}")
+        raise DashboardError(
+            400, "Bad parameter", f"{name} must be from {low} to {high}, got {value}"
+        )
     return value
 
 
@@ -406,7 +400,7 @@ def query_text(request: Request, name: str, *, max_length: int = 200) -> str | N
     if raw is None or raw.strip() == "":
         return None
     if len(raw) > max_length:
-        raise Refusal(400, "Bad parameter", f"{name} takes at most {max_length} characters")
+        raise DashboardError(400, "Bad parameter", f"{name} takes at most {max_length} characters")
     return raw.strip()
 
 
@@ -426,7 +420,7 @@ def cursor_of(request: Request, decode: Callable[[str | None], K]) -> K:
     try:
         return decode(query_text(request, "cursor", max_length=400))
     except ApiError:
-        raise Refusal(
+        raise DashboardError(
             400,
             "Bad page link",
             "This page link holds a position that is not one of this list's: start again "
@@ -463,7 +457,7 @@ def query_moment(request: Request, name: str) -> int | None:
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError:
-        raise Refusal(
+        raise DashboardError(
             400,
             "Bad parameter",
             f"{name} must be a date and time such as 2026-01-31T14:05 (UTC), got {raw!r}",
@@ -476,7 +470,7 @@ def query_moment(request: Request, name: str) -> int | None:
 def query_choice(request: Request, name: str, choices: Sequence[str]) -> str | None:
     raw = query_text(request, name)
     if raw is not None and raw not in choices:
-        raise Refusal(
+        raise DashboardError(
             400, "Bad parameter", f"{name} is one of {', '.join(choices)}, got {raw[:40]!r}"
         )
     return raw
