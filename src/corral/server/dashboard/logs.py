@@ -23,6 +23,7 @@ from corral.server.dashboard.sessions import Session
 from corral.server.dashboard.web import (
     READ,
     cursor_of,
+    iso_time,
     page_size,
     paged,
     query_choice,
@@ -30,10 +31,9 @@ from corral.server.dashboard.web import (
     query_text,
     render,
     services_of,
+    utc_time,
     view,
 )
-from corral.server.dashboard.web import _iso as iso
-from corral.server.dashboard.web import _when as when
 
 LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 _MAX_ID = 2**63 - 1
@@ -78,8 +78,8 @@ def line_event(line: LogLine) -> dict[str, Any]:
         "id": line.id,
         "instance": line.instance,
         "execution": line.execution,
-        "at": when(line.at),
-        "at_iso": iso(line.at),
+        "at": utc_time(line.at),
+        "at_iso": iso_time(line.at),
         "level": line.level,
         "line": line.line,
     }

@@ -84,14 +84,14 @@ def services_of(request: Request) -> Services:
 # -- templates ----------------------------------------------------------------------------
 
 
-def _when(ms: int | None) -> str:
+def utc_time(ms: int | None) -> str:
     """A time as people read it, in UTC (the same for every viewer and server)."""
     if ms is None:
         return "—"
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _iso(ms: int | None) -> str:
+def iso_time(ms: int | None) -> str:
     if ms is None:
         return ""
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
@@ -152,7 +152,7 @@ ENVIRONMENT: Final = jinja2.Environment(
     lstrip_blocks=True,
 )
 ENVIRONMENT.filters.update(
-    when=_when, iso=_iso, span=_span, size=_size, pretty=_pretty, compact=_compact
+    when=utc_time, iso=iso_time, span=_span, size=_size, pretty=_pretty, compact=_compact
 )
 ENVIRONMENT.globals.update(ago=_ago)
 
