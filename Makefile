@@ -28,7 +28,7 @@ lint: $(STAMP)
 # Only when it is missing: installed once, never upgraded behind your back.
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 test: lint $(CHROMIUM)
 	$(BIN)/pytest
