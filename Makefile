@@ -5,7 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench soak clean
+# Debian's chromium, which the dashboard's browser tests drive through Playwright.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: run test lint bench soak screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +25,17 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
-test: lint
+# Only when it is missing: installed once, never upgraded behind your back.
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: lint $(CHROMIUM)
 	$(BIN)/pytest
+
+# Pictures of each dashboard page after a real run, into docs/screenshots/.
+screenshots: $(STAMP) $(CHROMIUM)
+	$(BIN)/pytest -m screenshots -k sqlite -q tests/server/test_dashboard_screenshots.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/store.py

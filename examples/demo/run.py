@@ -3,7 +3,8 @@
 Serves the demo API (``paged_api.py``) on threads of this process, then runs
 ``corral dev`` on ``examples/`` in it: each example agent is deployed and
 installed once (priority "examples"), a worker prints each execution, the HTTP
-server takes webhooks (it prints its URL), and saving an example deploys its new
+server takes webhooks and serves the dashboard (it prints its URL and a one-time
+sign-in link), and saving an example deploys its new
 version. Ctrl-C stops all of it. The database is the usual one:
 ``CORRAL_DATABASE_URL``, else the SQLite file ``./.corral/corral.db``.
 

@@ -15,7 +15,8 @@
     │   ├── UnknownDelivery                  no delivery has that id
     │   ├── UnknownActivity                  no activity has that id
     │   ├── UnknownPriority                  no priority has that name
-    │   └── UnknownToken                     no admin API token has that id
+    │   ├── UnknownToken                     no admin API token has that id
+    │   └── UnknownExecution                 no execution record has that id
     ├── AgentCodeError (ValueError)      an agent's code cannot be deployed or run as written
     │   ├── AgentDefinitionError   [agent]   no Agent class, several, or a syntax error
     │   ├── DeclarationError                 its class, methods or tick are malformed
@@ -40,6 +41,8 @@
     │   └── ProtocolError                    a frame on the RPC channel broke the protocol
     ├── HandlerReturnError (ValueError)  a sync webhook's return value is no HTTP response
     ├── ListenError (OSError)        the server cannot listen where it was asked to
+    ├── ApiError                     the admin API refuses a request (its status, code, message)
+    ├── DashboardError               the dashboard refuses a request (its status, title, message)
     ├── WebhookError (ValueError)    a webhook delivery that cannot be taken as it is
     │   ├── WebhookBodyError       [agent]   a JSON content type over a body that does not parse
     │   └── WebhookVerificationError [agent] a signature missing, wrong or stale
@@ -128,6 +131,10 @@ class UnknownPriority(NotFound):
 
 class UnknownToken(NotFound):
     """No admin API token has that id."""
+
+
+class UnknownExecution(NotFound):
+    """No execution record has that id (never recorded, or gone past retention)."""
 
 
 # -- agent code -------------------------------------------------------------------------
@@ -286,6 +293,31 @@ class HandlerReturnError(CorralError, ValueError):
 
 class ListenError(CorralError, OSError):
     """The server cannot listen where it was asked to (a port taken, an unknown host)."""
+
+
+class ApiError(CorralError):
+    """The admin API refuses a request: the HTTP status, the short code and the message
+    of its answer (``{"error": {"code", "message"}}``), and headers to send with it."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+class DashboardError(CorralError):
+    """The dashboard refuses a request: the HTTP status, and the title and message of
+    the page it answers with (the message says what to do)."""
+
+    def __init__(self, status: int, title: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.title = title
+        self.message = message
 
 
 class WebhookError(CorralError, ValueError):

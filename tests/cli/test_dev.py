@@ -362,3 +362,31 @@ def test_it_serves_webhooks_beside_the_worker(tmp_path: Path, start_dev: StartDe
     assert code == 0
     assert "Traceback" not in stderr
     assert dev.printed[-1] == "stopped"
+
+
+def test_it_prints_a_one_time_dashboard_link_whose_session_ends_with_the_run(
+    tmp_path: Path, start_dev: StartDev
+) -> None:
+    dev = start_dev()
+    server = dev.expect(r"^server: (http://127\.0\.0\.1:\d+)$")[1]
+    link = dev.expect(
+        rf"^dashboard: ({re.escape(server)}/signin/\S+) "
+        r"\(a one-time sign-in link, valid 15 minutes\)$"
+    )[1]
+    with httpx.Client(timeout=TIMEOUT) as browser:
+        signed_in = browser.get(link)
+        assert signed_in.status_code == 200
+        assert signed_in.headers["refresh"] == "0; url=/"
+        assert browser.get(server + "/instances").status_code == 200  # its cookie signs it in
+    again = httpx.get(link, timeout=TIMEOUT)
+    assert again.status_code == 404
+    assert "This one-time sign-in link was used already" in again.text
+
+    code, stderr = dev.stop()
+    assert code == 0, stderr
+    result = CliRunner().invoke(
+        main, ["--db", f"sqlite:///{tmp_path}/dev.db", "tokens", "ls", "--json"]
+    )
+    [token] = json.loads(result.stdout)
+    assert token["name"] == f"corral dev (pid {dev.process.pid})"
+    assert (token["scope"], token["revoked_at"] is not None) == ("operate", True)

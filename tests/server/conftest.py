@@ -42,6 +42,7 @@ from tests.runtime.conftest import (  # noqa: F401  (fixtures)
     sandbox,
 )
 from tests.server.agents import HOOKS, spec_webhook
+from tests.server.browser import browser, chromium, dashboard, open_page  # noqa: F401  (fixtures)
 
 CORRAL = str(Path(sys.executable).with_name("corral"))
 #: For any one wait on a process: generous, as the suite shares two cores.
@@ -94,6 +95,7 @@ async def serve(runtime_factory: RuntimeFactory) -> AsyncIterator[Serve]:  # noq
             on_ready=ready.set,
             own_signals=False,
             grace_s=stop_grace_s(config.webhooks),
+            on_stop=app.state.streams.stop,
         )
         task = asyncio.create_task(http.run_until_stopped())
         client = httpx.AsyncClient(base_url=listener.url, timeout=TIMEOUT_S)

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import os
 import signal
+import time
 from pathlib import Path
 
 import click
@@ -21,11 +24,13 @@ from corral.cli.context import Context, checked_priority
 from corral.cli.output import console
 from corral.cli.serve import listened
 from corral.config import RuntimeConfig
+from corral.errors import DatabaseError
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.reloader import Deleted, Deployment, Reload, Reloader
 from corral.runtime.services import Services
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.server.app import create_app
+from corral.server.dashboard import SignInCodes
 from corral.server.serving import HttpServer, Listener, stop_grace_s
 
 
@@ -118,7 +123,9 @@ def dev(obj: Context, path: Path, priority: str, insecure_sandbox: bool) -> None
     (corral uninstall removes one).
 
     The HTTP server of corral serve runs here too, at [server] host and port
-    (CORRAL_SERVER_PORT=0: any free port); it prints its URL.
+    (CORRAL_SERVER_PORT=0: any free port); it prints its URL, and a one-time link
+    that signs a browser in to the dashboard (valid once, for 15 minutes, with a
+    token of scope operate made for this run and revoked when it stops).
 
     Ctrl-C or SIGTERM stops: requests and executions in flight finish first. A second
     Ctrl-C stops them too; their tasks run again when a worker next starts.
@@ -194,37 +201,64 @@ class _Session:
 
     async def _serve(self, worker: Worker, reloader: Reloader) -> None:
         stop = asyncio.Event()  # the watcher's thread checks it; cancelling cannot reach it
+        services = worker.services
+        codes = SignInCodes()
+        token, text = await services.database.call(
+            services.tokens.create, "operate", f"corral dev (pid {os.getpid()})", now=_now_ms()
+        )
+        code = codes.issue(text)
         app = create_app(
-            worker.services,
+            services,
             executor=worker.executor,
             on_accept=worker.wake,
             on_record=print_execution,
+            sign_in=codes,
         )
+
+        def ready() -> None:
+            console.print(f"server: {self.listener.url}", markup=False)
+            console.print(
+                f"dashboard: {self.listener.url}/signin/{code} (a one-time sign-in link, "
+                f"valid {codes.ttl_s / 60:.0f} minutes)",
+                markup=False,
+            )
+
         http = self._http = HttpServer(
             app,
             self.listener,
             own_signals=False,
-            grace_s=stop_grace_s(worker.services.config.webhooks),
-            on_ready=lambda: console.print(f"server: {self.listener.url}", markup=False),
+            grace_s=stop_grace_s(services.config.webhooks),
+            on_ready=ready,
+            on_stop=app.state.streams.stop,
         )
         # The server is stopped, never cancelled: its requests in flight finish.
         server = asyncio.create_task(http.run_until_stopped(), name="server")
-        services = [
+        runs = [
             asyncio.create_task(worker.run(), name="worker"),
             asyncio.create_task(self._redeploy(reloader, worker, stop), name="watcher"),
         ]
         try:
-            done, _ = await asyncio.wait([*services, server], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([*runs, server], return_when=asyncio.FIRST_COMPLETED)
             for service in done:
                 service.result()  # a service only ends by itself when it fails
         finally:
             stop.set()
             http.stop()
-            for service in services:
-                service.cancel()
+            for running in runs:
+                running.cancel()
             # A cancelled worker lets its executions in flight finish; a second
             # signal abandons them (see _on_signal).
-            await asyncio.gather(*services, server, return_exceptions=True)
+            await asyncio.gather(*runs, server, return_exceptions=True)
+            # The dashboard's sessions were this run's: they end with it.
+            try:
+                await services.database.call(services.tokens.revoke, token.id, now=_now_ms())
+            except DatabaseError as exc:
+                console.print(
+                    f"could not revoke this run's dashboard token ({exc}); "
+                    f"revoke it with: corral tokens revoke {token.id}",
+                    style="yellow",
+                    markup=False,
+                )
 
     @staticmethod
     async def _redeploy(reloader: Reloader, worker: Worker, stop: asyncio.Event) -> None:
@@ -256,6 +290,10 @@ class _Session:
         )
         if self._work is not None:
             self._work.cancel()
+
+
+def _now_ms() -> int:
+    return math.floor(time.time() * 1000)
 
 
 COMMANDS = [dev]

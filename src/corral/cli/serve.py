@@ -1,4 +1,4 @@
-"""``corral serve``: the HTTP server (webhooks; docs/server.md)."""
+"""``corral serve``: the HTTP server (webhooks, the admin API, the dashboard; docs/server.md)."""
 
 from __future__ import annotations
 
@@ -70,17 +70,18 @@ def serve(
     metrics_host: str,
     metrics_port: int | None,
 ) -> None:
-    """Serve webhooks (/hooks/TOKEN), the admin API (/api/v1), /metrics and /healthz
-    until SIGTERM or Ctrl-C.
+    """Serve webhooks (/hooks/TOKEN), the admin API (/api/v1), the dashboard (/),
+    /metrics and /healthz until SIGTERM or Ctrl-C.
 
-    Async deliveries are stored and queued for workers (corral worker); sync ones
-    run here, in sandboxes of this server's own. Stopping lets the requests in
-    flight finish first, for up to the sync deadline and 5 s; a second Ctrl-C drops
-    them. Any number of servers may
-    share one PostgreSQL database.
+    The API and the dashboard take a token (corral tokens create); the dashboard
+    signs a browser in with one. Async deliveries are stored and queued for
+    workers (corral worker); sync ones run here, in sandboxes of this server's own.
+    Stopping lets the requests in flight finish first, for up to the sync deadline
+    and 5 s; a second Ctrl-C drops them. Any number of servers may share one
+    PostgreSQL database.
 
-    /metrics on this port takes a token of scope read (corral tokens create);
-    --metrics-port serves it without one on a port of its own (docs/metrics.md).
+    /metrics on this port takes a token of scope read; --metrics-port serves it
+    without one on a port of its own (docs/metrics.md).
     """
     obj.usable_url()
     server = obj.config.server
@@ -126,6 +127,7 @@ async def _serve(
                 access_log=access_log,
                 grace_s=stop_grace_s(config.webhooks),
                 on_ready=lambda: click.echo(f"server: {listener.url}"),
+                on_stop=app.state.streams.stop,
             )
             await http.run_until_stopped()
     finally:

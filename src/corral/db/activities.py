@@ -88,14 +88,18 @@ class ActivityDatabase:
             is not None
         )
 
-    def priorities(self) -> list[Row]:
-        """Each priority's name, creation time, live instances and activities, by name."""
+    def priorities(self, *, after: str | None = None, limit: int | None = None) -> list[Row]:
+        """Each priority's name, creation time, live instances and activities, by name;
+        ``after``: from the name after it; ``limit``: at most so many."""
+        keyed = "WHERE p.name > :after " if after is not None else ""
+        limited = "LIMIT :limit" if limit is not None else ""
         return self.database.fetch_all(
             "SELECT p.name, p.created_at, "
             "(SELECT count(*) FROM instances i WHERE i.priority = p.name "
             f"AND i.status IN ('{ACTIVE}', '{SUSPENDED}')), "
             "(SELECT count(*) FROM activities a WHERE a.priority = p.name) "
-            "FROM priorities p ORDER BY p.name"
+            f"FROM priorities p {keyed}ORDER BY p.name {limited}",
+            {"after": after, "limit": limit},
         )
 
     # -- activities ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from corral.db.raw import Database
@@ -43,11 +44,77 @@ _INSERT_LINE = (
     f"VALUES ({', '.join(':' + field for field in LINE_FIELDS)})"
 )
 
+#: What a listing reads of each execution (all but its result).
+LISTED_COLUMNS = (
+    "id, instance, version, method, trigger, task_id, outcome, requests_used, cpu_ms, "
+    "peak_rss_bytes, duration_ms, started_at, delivery_id, error"
+)
+#: What the record of one execution shows: all of it.
+RECORD_COLUMNS = f"{LISTED_COLUMNS}, result"
+#: What the record of one execution shows of the task it ran, while the task lasts (a
+#: retry, a dead letter), and of the delivery it ran for.
+CAUSE_TASK_COLUMNS = "id, state, attempts, max_attempts, run_at, last_error"
+CAUSE_DELIVERY_COLUMNS = "id, webhook_id, received_at, method, mode, replay_of"
+#: A log line as listings show it.
+LINE_COLUMNS = "id, instance, execution_id, at, level, line"
+#: The outcome and level nearly every row has: the partial indexes of migration 0011
+#: leave them out, and a query for another repeats the condition so SQLite uses them.
+COMMON_OUTCOME = "ok"
+COMMON_LEVEL = "info"
+#: ``LIKE``'s escape character, for the text a search looks for.
+_ESCAPE = "\\"
+
 #: Rows (records and log lines) up to which ``insert_statements`` writes them as
 #: multi-row statements: a settlement of a few quiet executions.
 TOGETHER_MAX_ROWS = 8
 
 Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ExecutionQuery:
+    """Which executions a listing shows: each field None for any. ``since`` and
+    ``until`` bound the start (ms, inclusive, exclusive); ``text`` is looked for,
+    case-insensitively, in the error and the log lines."""
+
+    instance: str | None = None
+    agent: str | None = None
+    method: str | None = None
+    trigger: str | None = None
+    outcome: str | None = None
+    since: int | None = None
+    until: int | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordRows:
+    """One execution as its record reads: ``RECORD_COLUMNS``, its log lines
+    (``LINE_COLUMNS``, in the order written), and the rows of what caused it that are
+    still there (``CAUSE_TASK_COLUMNS``, ``CAUSE_DELIVERY_COLUMNS``)."""
+
+    row: Sequence[Any]
+    lines: list[Sequence[Any]]
+    task: Sequence[Any] | None
+    delivery: Sequence[Any] | None
+
+
+@dataclass(frozen=True)
+class LineQuery:
+    """Which log lines a listing shows (None: any): ``since`` bounds ``at`` (ms,
+    inclusive)."""
+
+    instance: str | None = None
+    execution: str | None = None
+    level: str | None = None
+    since: int | None = None
+
+
+def like_pattern(text: str) -> str:
+    """``text`` anywhere in a value, as a ``LIKE`` pattern (``ESCAPE '\\'``), lower case:
+    its own ``%``, ``_`` and backslashes match themselves."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 class HistoryDatabase:
@@ -153,6 +220,129 @@ class HistoryDatabase:
             "SELECT id, instance, execution_id, at, level, line FROM ("
             f"SELECT * FROM logs WHERE {where} ORDER BY id DESC LIMIT :limit"
             ") newest ORDER BY id",
+            {"after": after, "instance": instance, "limit": limit},
+        )
+
+    # -- for operators (the admin API, the dashboard) -----------------------------------
+
+    def executions_page(
+        self, query: ExecutionQuery, *, before: tuple[int, str] | None, limit: int
+    ) -> list[Sequence[Any]]:
+        """``LISTED_COLUMNS`` of the executions ``query`` selects, newest first; ``before``
+        (started_at, id): the page after that one. Each filter has an index of migration
+        0011 in this order, so a page reads about ``limit`` rows of it."""
+        where: list[str] = []
+        params: dict[str, Any] = {"limit": limit}
+        for column in ("instance", "method", "trigger"):
+            value = getattr(query, column)
+            if value is not None:
+                where.append(f"e.{column} = :{column}")
+                params[column] = value
+        if query.outcome is not None:
+            where.append("e.outcome = :outcome")
+            if query.outcome != COMMON_OUTCOME:
+                where.append(f"e.outcome <> '{COMMON_OUTCOME}'")
+            params["outcome"] = query.outcome
+        if query.agent is not None:
+            where.append("e.instance IN (SELECT i.id FROM instances i WHERE i.agent = :agent)")
+            params["agent"] = query.agent
+        if query.since is not None:
+            where.append("e.started_at >= :since")
+            params["since"] = query.since
+        if query.until is not None:
+            where.append("e.started_at < :until")
+            params["until"] = query.until
+        if query.text is not None:
+            where.append(
+                f"(lower(e.error) LIKE :text ESCAPE '{_ESCAPE}' OR EXISTS (SELECT 1 FROM logs l "
+                f"WHERE l.execution_id = e.id AND lower(l.line) LIKE :text ESCAPE '{_ESCAPE}'))"
+            )
+            params["text"] = like_pattern(query.text)
+        if before is not None:
+            where.append("(e.started_at, e.id) < (:b_at, :b_id)")
+            params.update(b_at=before[0], b_id=before[1])
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        columns = ", ".join(f"e.{column.strip()}" for column in LISTED_COLUMNS.split(","))
+        return self.database.fetch_all(
+            f"SELECT {columns} FROM executions e {clause}"
+            "ORDER BY e.started_at DESC, e.id DESC LIMIT :limit",
+            params,
+        )
+
+    def execution(self, execution: str) -> RecordRows | None:
+        """One execution's record, read together with what it shows; None if there is no
+        such record."""
+        with self.database.transaction(write=False) as cur:
+            row = self.database.execute(
+                cur, f"SELECT {RECORD_COLUMNS} FROM executions WHERE id = :id", {"id": execution}
+            ).fetchone()
+            if row is None:
+                return None
+            lines = self.database.execute(
+                cur,
+                f"SELECT {LINE_COLUMNS} FROM logs WHERE execution_id = :id ORDER BY id",
+                {"id": execution},
+            ).fetchall()
+            task = None
+            if row[5] is not None:
+                # The instance and method too: on SQLite a finished task's id is given
+                # to the next task made, and the record must not show another task.
+                task = self.database.execute(
+                    cur,
+                    f"SELECT {CAUSE_TASK_COLUMNS} FROM tasks WHERE id = :id "
+                    "AND instance = :instance AND method = :method",
+                    {"id": row[5], "instance": row[1], "method": row[3]},
+                ).fetchone()
+            delivery = None
+            if row[12] is not None:
+                delivery = self.database.execute(
+                    cur,
+                    f"SELECT {CAUSE_DELIVERY_COLUMNS} FROM deliveries WHERE id = :id",
+                    {"id": row[12]},
+                ).fetchone()
+        return RecordRows(row, lines, task, delivery)
+
+    def lines_page(
+        self, query: LineQuery, *, before: tuple[int, int] | None, limit: int
+    ) -> list[Sequence[Any]]:
+        """``LINE_COLUMNS`` of the lines ``query`` selects, newest first by ``at``;
+        ``before`` (at, id): the page after that line."""
+        where: list[str] = []
+        params: dict[str, Any] = {"limit": limit}
+        if query.instance is not None:
+            where.append("instance = :instance")
+            params["instance"] = query.instance
+        if query.execution is not None:
+            where.append("execution_id = :execution")
+            params["execution"] = query.execution
+        if query.level is not None:
+            where.append("level = :level")
+            if query.level != COMMON_LEVEL:
+                where.append(f"level <> '{COMMON_LEVEL}'")
+            params["level"] = query.level
+        if query.since is not None:
+            where.append("at >= :since")
+            params["since"] = query.since
+        if before is not None:
+            where.append("(at, id) < (:b_at, :b_id)")
+            params.update(b_at=before[0], b_id=before[1])
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        return self.database.fetch_all(
+            f"SELECT {LINE_COLUMNS} FROM logs {clause}ORDER BY at DESC, id DESC LIMIT :limit",
+            params,
+        )
+
+    def newest_line(self) -> int:
+        """The id of the newest log line (0: none yet): where a live tail starts."""
+        row = self.database.fetch_one("SELECT coalesce(max(id), 0) FROM logs")
+        return int(row[0])
+
+    def lines_from(self, instance: str | None, *, after: int, limit: int) -> list[Sequence[Any]]:
+        """``LINE_COLUMNS`` of up to ``limit`` lines with ids above ``after``, oldest first:
+        a live tail's next lines."""
+        where = "id > :after" + (" AND instance = :instance" if instance is not None else "")
+        return self.database.fetch_all(
+            f"SELECT {LINE_COLUMNS} FROM logs WHERE {where} ORDER BY id LIMIT :limit",
             {"after": after, "instance": instance, "limit": limit},
         )
 

@@ -198,6 +198,21 @@ class RegistryDatabase:
             {f"i{n}": instance for n, instance in enumerate(instances)},
         )
 
+    def agents_page(self, *, before: tuple[int, str] | None, limit: int) -> list[Sequence[Any]]:
+        """(name, current version, created_at, the current version's description as
+        JSON and when it was made, instances not removed) of each agent, newest first;
+        ``before`` (created_at, name): the page after that agent."""
+        keyed = "WHERE (a.created_at, a.name) < (:b_at, :b_name) " if before is not None else ""
+        b_at, b_name = before if before is not None else (None, None)
+        return self.database.fetch_all(
+            "SELECT a.name, a.current_version, a.created_at, v.description, v.created_at, "
+            "(SELECT count(*) FROM instances i WHERE i.agent = a.name "
+            f"AND i.status <> '{REMOVED}') "
+            "FROM agents a JOIN versions v ON v.agent = a.name AND v.number = a.current_version "
+            f"{keyed}ORDER BY a.created_at DESC, a.name DESC LIMIT :limit",
+            {"b_at": b_at, "b_name": b_name, "limit": limit},
+        )
+
     def agents(self) -> list[tuple[str, int, int]]:
         """(name, current version, instances not removed) for each agent."""
         return [

@@ -122,6 +122,39 @@ class StateSQL(abc.ABC):
         rows = self.database.fetch_all(_KEYS if upper is None else _KEYS_BELOW, params)
         return [(key, None) for (key,) in rows]
 
+    def browse(
+        self, scope: str, prefix: str, upper: str | None, *, after: str | None, now: int, limit: int
+    ) -> list[tuple[str, bytes, int | None]]:
+        """(key, value, expires_at) of up to ``limit`` live rows with ``prefix <= key <
+        upper`` and ``key > after`` (None: no bound), ascending: a page of the state
+        browser (``corral.runtime.state_browser``)."""
+        where = [_RANGE]
+        if upper is not None:
+            where.append("key < :upper")
+        if after is not None:
+            where.append("key > :after")
+        rows = self.database.fetch_all(
+            f"SELECT key, value, expires_at FROM state WHERE {' AND '.join(where)} "
+            "ORDER BY key LIMIT :limit",
+            {
+                "scope": scope,
+                "prefix": prefix,
+                "upper": upper,
+                "after": after,
+                "now": now,
+                "limit": limit,
+            },
+        )
+        return [(key, bytes(value), expires_at) for key, value, expires_at in rows]
+
+    def entry(self, scope: str, key: str, now: int) -> tuple[bytes, int | None] | None:
+        """(value, expires_at) of one live key, or None."""
+        row = self.database.fetch_one(
+            f"SELECT value, expires_at FROM state WHERE scope = :scope AND key = :key AND {LIVE}",
+            {"scope": scope, "key": key, "now": now},
+        )
+        return None if row is None else (bytes(row[0]), row[1])
+
     def acquire_lock(self, scope: str, key: str, now: int, expires_at: int) -> bool:
         params = {"scope": scope, "key": key, "now": now, "expires_at": expires_at}
         return bool(self.database.fetch_all(_ACQUIRE, params))

@@ -34,6 +34,16 @@ class TokenDatabase:
         """Every token, revoked ones too, newest first."""
         return self.database.fetch_all(f"{_SELECT} ORDER BY created_at DESC, id DESC")
 
+    def tokens_page(self, *, before: tuple[int, str] | None, limit: int) -> list[Row]:
+        """Tokens newest first, revoked ones too; ``before`` (created_at, id): the page
+        after that one."""
+        keyed = "WHERE (created_at, id) < (:b_at, :b_id) " if before is not None else ""
+        b_at, b_id = before if before is not None else (None, None)
+        return self.database.fetch_all(
+            f"{_SELECT} {keyed}ORDER BY created_at DESC, id DESC LIMIT :limit",
+            {"b_at": b_at, "b_id": b_id, "limit": limit},
+        )
+
     def revoke(self, token_id: str, *, now: int) -> int:
         """Revoke a live token; how many were (0: none such, or revoked already)."""
         return self.database.write(

@@ -116,6 +116,24 @@ class WebhookDatabase:
             f"{_SELECT_WEBHOOK} WHERE {where} ORDER BY created_at, id", {"instance": instance}
         )
 
+    def live_page(
+        self, instance: str | None, *, before: tuple[int, str] | None, limit: int
+    ) -> list[Row]:
+        """Live webhooks (tick endpoints too), of one instance or all, newest first;
+        ``before`` (created_at, id): the page after that one."""
+        where = ["deleted_at IS NULL"]
+        params: dict[str, Any] = {"instance": instance, "limit": limit}
+        if instance is not None:
+            where.append("instance = :instance")
+        if before is not None:
+            where.append("(created_at, id) < (:b_at, :b_id)")
+            params.update(b_at=before[0], b_id=before[1])
+        return self.database.fetch_all(
+            f"{_SELECT_WEBHOOK} WHERE {' AND '.join(where)} "
+            "ORDER BY created_at DESC, id DESC LIMIT :limit",
+            params,
+        )
+
     def with_instance(
         self, *, token: str | None = None, webhook_id: str | None = None
     ) -> tuple[Row, Row] | None:
@@ -209,14 +227,20 @@ class WebhookDatabase:
                 },
             )
 
-    def deliveries(self, webhook_id: str, *, limit: int) -> list[Row]:
-        """The webhook's newest deliveries first: ``DELIVERY_COLUMNS`` and the state of
-        the task queued for each (None once it is gone, or for a sync one)."""
+    def deliveries_page(
+        self, webhook_id: str, *, before: tuple[int, str] | None, limit: int
+    ) -> list[Row]:
+        """The webhook's deliveries, newest first: ``DELIVERY_COLUMNS`` and the state of
+        the task queued for each (None once it is gone, or for a sync one); ``before``
+        (received_at, id): the page after that delivery."""
+        keyed = " AND (d.received_at, d.id) < (:b_at, :b_id)" if before is not None else ""
+        b_at, b_id = before if before is not None else (None, None)
         return self.database.fetch_all(
             f"SELECT {', '.join('d.' + c for c in DELIVERY_COLUMNS)}, t.state "
             "FROM deliveries d LEFT JOIN tasks t ON t.token = d.task_token "
-            "WHERE d.webhook_id = :webhook ORDER BY d.received_at DESC, d.id LIMIT :limit",
-            {"webhook": webhook_id, "limit": limit},
+            f"WHERE d.webhook_id = :webhook{keyed} "
+            "ORDER BY d.received_at DESC, d.id DESC LIMIT :limit",
+            {"webhook": webhook_id, "b_at": b_at, "b_id": b_id, "limit": limit},
         )
 
     def executions(self, delivery_ids: Sequence[str]) -> list[Row]:

@@ -159,19 +159,32 @@ class Plot:
         self.db.add_priorities(lineage(name), now=now)
         return name
 
-    def priorities(self) -> list[Priority]:
-        return [Priority(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in self.db.priorities()]
+    def priorities(self, *, after: str | None = None, limit: int | None = None) -> list[Priority]:
+        """Priorities by name; ``after``: from the name after it; ``limit``: so many."""
+        return [
+            Priority(str(r[0]), int(r[1]), int(r[2]), int(r[3]))
+            for r in self.db.priorities(after=after, limit=limit)
+        ]
 
     def activities(
-        self, priority: str | None, *, limit: int, before: Activity | None = None
+        self,
+        priority: str | None,
+        *,
+        limit: int,
+        before: Activity | tuple[int, str] | None = None,
     ) -> list[Activity]:
         """Activities of ``priority`` and those under it (of all, if None), most recently
-        changed first; ``before``: the page after that activity."""
+        changed first; ``before``: the page after that activity (or after its
+        (updated_at, id))."""
         if priority is not None:
             priority = priority_name(priority)
             if not self.db.priority_exists(priority):
                 raise UnknownPriority(f"there is no priority {priority!r} (see corral priorities)")
-        after = None if before is None else (ms_of(before.updated_at), before.id)
+        after = (
+            before
+            if before is None or isinstance(before, tuple)
+            else (ms_of(before.updated_at), before.id)
+        )
         rows = self.db.find(
             priority, type_=None, done=None, source_prefix=None, since=None, limit=limit,
             before=after,

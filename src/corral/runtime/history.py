@@ -4,14 +4,37 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from corral import codec
-from corral.db.history import EXECUTION_FIELDS, HistoryDatabase, Row
+from corral.db.history import (
+    EXECUTION_FIELDS,
+    ExecutionQuery,
+    HistoryDatabase,
+    LineQuery,
+    Row,
+)
 from corral.db.raw import Database
+from corral.errors import UnknownExecution
 from corral.runtime.records import ExecutionRecord
+from corral.sandbox.limits import failure_line
 from corral.tagged_json import JsonValue, to_tagged
+
+__all__ = [
+    "ExecutionDetail",
+    "ExecutionQuery",
+    "ExecutionSummary",
+    "History",
+    "LineQuery",
+    "LogLine",
+    "Tail",
+]
+
+#: The most characters a text search looks for: enough for any message worth finding,
+#: and a bound on what each row's ``LIKE`` compares.
+MAX_SEARCH: Final = 200
 
 #: A record, its version and its task id.
 Recorded = tuple[ExecutionRecord, int | None, int | None]
@@ -65,6 +88,149 @@ def _line(instance: str, execution: str | None, at: int, level: str, line: str) 
 
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class ExecutionSummary:
+    """An execution as lists show it: times in ms since the epoch; ``error_line`` says
+    how it failed (None if it did not)."""
+
+    id: str
+    instance: str
+    version: int | None
+    method: str
+    trigger: str
+    task_id: int | None
+    outcome: str
+    requests_used: int
+    cpu_ms: float
+    peak_rss_bytes: int
+    duration_ms: float
+    started_at: int
+    delivery_id: str | None
+    error_line: str | None
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """A log line: ``execution`` is None for the platform's own (a suspension, a dead
+    letter); ``at`` (ms) is its execution's start."""
+
+    id: int
+    instance: str
+    execution: str | None
+    at: int
+    level: str
+    line: str
+
+
+@dataclass(frozen=True)
+class TaskCause:
+    """The task an execution ran, while it is still there (retried, dead-lettered)."""
+
+    id: int
+    state: str
+    attempts: int
+    max_attempts: int
+    run_at: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class DeliveryCause:
+    """The webhook delivery an execution ran for."""
+
+    id: str
+    webhook_id: str
+    received_at: int
+    method: str
+    mode: str
+    replay_of: str | None
+
+
+@dataclass(frozen=True)
+class ExecutionDetail:
+    """One execution's whole record: its result (tagged JSON), its error (type, message,
+    traceback), every log line it wrote, and what caused it."""
+
+    summary: ExecutionSummary
+    result: JsonValue
+    error: dict[str, Any] | None
+    logs: list[LogLine]
+    task: TaskCause | None
+    delivery: DeliveryCause | None
+
+
+def _summary(row: Sequence[Any]) -> ExecutionSummary:
+    error = json.loads(row[13]) if row[13] is not None else None
+    return ExecutionSummary(
+        id=row[0],
+        instance=row[1],
+        version=row[2],
+        method=row[3],
+        trigger=row[4],
+        task_id=None if row[5] is None else int(row[5]),
+        outcome=row[6],
+        requests_used=int(row[7]),
+        cpu_ms=round(float(row[8]), 3),
+        peak_rss_bytes=int(row[9]),
+        duration_ms=round(float(row[10]), 3),
+        started_at=int(row[11]),
+        delivery_id=row[12],
+        error_line=failure_line(row[6], error),
+    )
+
+
+def _log_line(row: Sequence[Any]) -> LogLine:
+    return LogLine(int(row[0]), row[1], row[2], int(row[3]), row[4], row[5])
+
+
+def _result(data: Any) -> JsonValue:
+    """A stored result as tagged JSON; one the codec cannot read back is said so."""
+    if data is None:
+        return None
+    try:
+        return to_tagged(codec.decode(bytes(data)))
+    except (TypeError, ValueError) as exc:  # never expected: the record was encoded here
+        return {"$unreadable": str(exc)}
+
+
+class Tail:
+    """A live tail of log lines (``logs/stream``, the dashboard's): each ``next`` gives
+    the lines written since the last, oldest first.
+
+    Lines are found by id, and on PostgreSQL ids are handed out as rows are written,
+    not as their transactions commit: a line may become visible after lines with
+    higher ids were read. So each read looks again at the last ``LATE`` ids and gives
+    the lines it had not given yet; a line committed later than that (a transaction
+    of more than ``LATE`` lines held open meanwhile) is in ``GET /logs``, not here.
+    """
+
+    LATE: Final = 100
+    #: The most new lines one read gives.
+    BATCH: Final = 200
+
+    def __init__(self, database: Database, instance: str | None, *, after: int) -> None:
+        self._db = HistoryDatabase(database)
+        self.instance = instance
+        #: The highest id given so far (or where the tail started).
+        self.after = after
+        #: Ids given within the last ``LATE``: a read over them gives each only once.
+        self._given: set[int] | None = None
+
+    def next(self) -> list[LogLine]:
+        """The lines not given yet, oldest first (synchronous: ``Database.call`` it)."""
+        low = max(0, self.after - self.LATE)
+        rows = self._db.lines_from(self.instance, after=low, limit=self.LATE + self.BATCH)
+        if self._given is None:  # the first read: what is there up to ``after`` is old
+            self._given = {int(row[0]) for row in rows if int(row[0]) <= self.after}
+        lines = [_log_line(row) for row in rows if int(row[0]) not in self._given]
+        if lines:
+            self.after = max(self.after, max(line.id for line in lines))
+        floor = self.after - self.LATE
+        self._given = {given for given in self._given if given > floor}
+        self._given.update(line.id for line in lines if line.id > floor)
+        return lines
 
 
 class History:
@@ -150,3 +316,45 @@ class History:
             }
             for row in self._db.lines(instance, after=after, limit=limit)
         ]
+
+    # -- for operators (the admin API, the dashboard) -----------------------------------
+
+    def executions_page(
+        self, query: ExecutionQuery, *, before: tuple[int, str] | None = None, limit: int
+    ) -> list[ExecutionSummary]:
+        """The executions ``query`` selects, newest first, ``limit`` at most; ``before``
+        (started_at, id): the page after that one. ``ValueError`` for a search longer
+        than ``MAX_SEARCH``."""
+        if query.text is not None and len(query.text) > MAX_SEARCH:
+            raise ValueError(f"a search is at most {MAX_SEARCH} characters")
+        return [
+            _summary(row) for row in self._db.executions_page(query, before=before, limit=limit)
+        ]
+
+    def execution(self, execution_id: str) -> ExecutionDetail:
+        """One execution's whole record; ``UnknownExecution`` if there is none."""
+        found = self._db.execution(execution_id)
+        if found is None:
+            raise UnknownExecution(
+                f"there is no execution {execution_id!r} (see corral executions)"
+            )
+        row = found.row
+        return ExecutionDetail(
+            summary=_summary(row),
+            result=_result(row[14]),
+            error=json.loads(row[13]) if row[13] is not None else None,
+            logs=[_log_line(line) for line in found.lines],
+            task=None if found.task is None else TaskCause(*found.task),
+            delivery=None if found.delivery is None else DeliveryCause(*found.delivery),
+        )
+
+    def lines_page(
+        self, query: LineQuery, *, before: tuple[int, int] | None = None, limit: int
+    ) -> list[LogLine]:
+        """The log lines ``query`` selects, newest first; ``before`` (at, id): the page
+        after that line."""
+        return [_log_line(row) for row in self._db.lines_page(query, before=before, limit=limit)]
+
+    def tail(self, instance: str | None = None) -> Tail:
+        """A live tail of the lines written from now on (of one instance, or all)."""
+        return Tail(self.database, instance, after=self._db.newest_line())

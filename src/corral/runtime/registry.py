@@ -31,6 +31,7 @@ __all__ = [
     "REMOVED",
     "SUSPENDED",
     "UNINSTALLING",
+    "AgentInfo",
     "Deployed",
     "Instance",
     "Registry",
@@ -64,6 +65,20 @@ class Instance:
     created_at: int
     #: When a deploy last lifted a suspension: rate windows count from there.
     limits_reset_at: int | None = None
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    """An agent as listings show it: its current version and what that declares."""
+
+    name: str
+    version: int
+    created_at: int
+    #: When the current version was deployed.
+    deployed_at: int
+    description: dict[str, Any]
+    #: Its instances, removed ones aside.
+    instances: int
 
 
 @dataclass(frozen=True)
@@ -243,6 +258,15 @@ class Registry:
     def agents(self) -> list[tuple[str, int, int]]:
         """(name, current version, instances not removed) for each agent."""
         return self._db.agents()
+
+    def agents_page(self, *, before: tuple[int, str] | None = None, limit: int) -> list[AgentInfo]:
+        """Agents newest first; ``before`` (created_at, name): the page after that one."""
+        return [
+            AgentInfo(
+                row[0], int(row[1]), int(row[2]), int(row[4]), json.loads(row[3]), int(row[5])
+            )
+            for row in self._db.agents_page(before=before, limit=limit)
+        ]
 
 
 def instance_from_row(row: Any) -> Instance:

@@ -22,6 +22,7 @@ from corral.runtime.history import History
 from corral.runtime.metrics import Metrics, Snapshots
 from corral.runtime.network.fetch import Fetcher
 from corral.runtime.registry import Registry
+from corral.runtime.state_browser import StateBrowser
 from corral.runtime.tokens import Tokens
 from corral.runtime.webhooks import Webhooks
 from corral.sandbox.process import AGENT_FILENAME
@@ -68,6 +69,7 @@ class Services:
         #: What this process counts, and its snapshot in the database (``/metrics``).
         self.metrics = Metrics()
         self.metric_snapshots = Snapshots(self.database, self.metrics, clock)
+        self.state_browser = StateBrowser(self.database)
         self._fetcher = fetcher
 
     def _methods_of(self, agent: str, version: int) -> frozenset[str]:

@@ -70,6 +70,11 @@ class Tokens:
     def tokens(self) -> list[Token]:
         return [_token(row) for row in self._db.tokens()]
 
+    def tokens_page(self, *, before: tuple[int, str] | None = None, limit: int) -> list[Token]:
+        """Tokens newest first, revoked ones too; ``before`` (created_at, id): the page
+        after that one."""
+        return [_token(row) for row in self._db.tokens_page(before=before, limit=limit)]
+
     def revoke(self, token_id: str, *, now: int) -> Token:
         """Revoke the token: from now on it is refused. ``UnknownToken`` if there is none;
         revoking a revoked token changes nothing."""

@@ -47,7 +47,8 @@ MODES = ("async", "sync")
 #: gigabytes of the database.
 MAX_ARGS_BYTES = 64 * 1024
 MAX_VERIFY_BYTES = 4 * 1024
-#: Where the delivery log lists a webhook's deliveries: newest first, this many at most.
+#: The most deliveries ``corral webhooks deliveries`` lists at once, newest first (the
+#: admin API pages through all of them).
 MAX_LISTED = 1000
 #: What a delivery task carries: the delivery's id, alone.
 DELIVERY_PREFIX = "dl_"
@@ -470,11 +471,24 @@ class Webhooks:
         latest execution."""
         if not 1 <= limit <= MAX_LISTED:
             raise ValueError(f"limit must be from 1 to {MAX_LISTED}, got {limit}")
+        return self.deliveries_page(webhook_ref, limit=limit)
+
+    def webhooks_page(
+        self, instance: str | None = None, *, before: tuple[int, str] | None = None, limit: int
+    ) -> builtins.list[Webhook]:
+        """Live webhooks (tick endpoints too), of one instance or all, newest first;
+        ``before`` (created_at, id): the page after that one."""
+        return [_webhook(row) for row in self._db.live_page(instance, before=before, limit=limit)]
+
+    def deliveries_page(
+        self, webhook_ref: str, *, before: tuple[int, str] | None = None, limit: int
+    ) -> builtins.list[DeliveryView]:
+        """The webhook's deliveries, newest first, each with its status, latency and
+        latest execution; ``before`` (received_at, id): the page after that delivery."""
         webhook = self.webhook(webhook_ref)
         with self.database.transaction(write=False):
-            rows = self._db.deliveries(webhook.id, limit=limit)
+            rows = self._db.deliveries_page(webhook.id, before=before, limit=limit)
             executions = self._db.executions([row[0] for row in rows])
-        # Oldest first: each delivery keeps its latest.
         latest = {row[0]: (row[1], row[2], row[3], row[4]) for row in executions}
         return [_view(_delivery(row[:-1]), row[-1], latest.get(row[0])) for row in rows]
 

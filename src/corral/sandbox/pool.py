@@ -72,6 +72,11 @@ class SandboxPool:
     def __len__(self) -> int:
         return len(self._lru)
 
+    @property
+    def zygote(self) -> Zygote:
+        """The zygote its processes fork from (a deploy's describe forks from it too)."""
+        return self._zygote
+
     async def execute(
         self,
         instance: str,

@@ -1,9 +1,10 @@
 """The HTTP face of Corral: an ASGI app (Starlette) over the one wiring, ``Services``.
 
 ``/hooks/{token}`` takes webhook deliveries (:mod:`corral.server.hooks`),
-``/api/v1`` is the admin API (:mod:`corral.server.api`, behind tokens),
-``/metrics`` the fleet's metrics (:mod:`corral.server.metrics`, behind a ``read``
-token) and ``/healthz`` says whether this server can reach its database. Sync webhooks run
+``/api/v1`` is the admin API (:mod:`corral.server.api`, behind tokens), ``/`` the
+dashboard (:mod:`corral.server.dashboard`, signed in with a token), ``/metrics`` the
+fleet's metrics (:mod:`corral.server.metrics`, behind a ``read`` token) and
+``/healthz`` says whether this server can reach its database. Sync webhooks run
 their handler inside the request, so a server has a sandbox pool of its own and
 an executor over it (``server_executor``): ``corral serve`` starts one before it
 listens; ``corral dev`` lends the worker's beside it.
@@ -22,6 +23,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
@@ -34,6 +36,9 @@ from corral.sandbox.pool import SandboxPool
 from corral.sandbox.zygote import Zygote
 from corral.server import metrics
 from corral.server.api import create_api
+from corral.server.api.auth import RequireToken
+from corral.server.api.streams import Streams
+from corral.server.dashboard import SignInCodes, dashboard_routes
 from corral.server.hooks import Intake
 from corral.server.responses import error_answer, json_answer
 from corral.server.serving import HttpServer, Listener
@@ -43,6 +48,8 @@ log = logging.getLogger("corral.server")
 #: How often idle sandboxes of the server's pool are retired (the worker's housekeeping
 #: does the same for its own).
 RETIRE_EVERY_S = 5.0
+#: Where the admin API is served.
+API_PREFIX = "/api/v1"
 #: Seconds a sender is asked to wait when the database cannot take its delivery.
 UNAVAILABLE_RETRY_S = 5
 
@@ -79,6 +86,7 @@ def create_app(
     insecure: bool = False,
     on_accept: Callable[[], None] | None = None,
     on_record: Callable[[ExecutionRecord], None] | None = None,
+    sign_in: SignInCodes | None = None,
 ) -> Starlette:
     """The app. Without an ``executor``, its lifespan starts one (``server_executor``)
     and closes it at shutdown; one given stays its owner's to close.
@@ -86,6 +94,11 @@ def create_app(
     ``on_accept``: called after each async delivery is queued (``corral dev`` wakes
     its worker with it; other workers learn of it from the database). ``on_record``:
     given each sync webhook's execution record once written (``corral dev`` prints it).
+    ``sign_in``: the one-time dashboard sign-in codes this process holds (``corral dev``).
+
+    The app's ``state.streams`` are its live streams (``/api/v1/logs/stream`` and the
+    dashboard's log tail): whoever serves it ends them as the server stops
+    (``HttpServer(on_stop=...)``).
     """
     running: list[Executor] = [executor] if executor is not None else []
 
@@ -93,6 +106,7 @@ def create_app(
         return running[0]
 
     intake = Intake(services, current, on_accept=on_accept, on_record=on_record)
+    streams = Streams()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -116,12 +130,19 @@ def create_app(
             Route("/hooks/{token:path}", intake),  # any path under it: 404 unless a token
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics.token_endpoint(services), methods=["GET"]),
-            Mount("/api/v1", create_api(services)),
+            Mount(
+                API_PREFIX,
+                create_api(services, zygote_of=lambda: current().pool.zygote, streams=streams),
+            ),
+            *dashboard_routes(sign_in),
         ],
+        # Every path under /api/v1 needs a token, whether a route matches it or not.
+        middleware=[Middleware(RequireToken, services=services, prefix=API_PREFIX)],
         exception_handlers=_HANDLERS,
         lifespan=lifespan,
     )
-    app.state.services = services  # how a token is checked (``api.auth.authorized``)
+    app.state.services = services  # how a token is checked (``api.auth``)
+    app.state.streams = streams
     return app
 
 

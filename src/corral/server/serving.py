@@ -148,9 +148,12 @@ class HttpServer(uvicorn.Server):
         own_signals: bool = True,
         access_log: bool = False,
         grace_s: float,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         """``grace_s``: how long requests in flight may take to finish once stopped
-        (``stop_grace_s``); those still running then are dropped."""
+        (``stop_grace_s``); those still running then are dropped. ``on_stop``: called
+        as the stop begins, to end what would otherwise run on (the app's live
+        streams: ``app.state.streams.stop``)."""
         super().__init__(
             uvicorn.Config(
                 app,
@@ -164,6 +167,7 @@ class HttpServer(uvicorn.Server):
         self.listener = listener
         self._on_ready = on_ready
         self._own_signals = own_signals
+        self._on_stop = on_stop
 
     async def run_until_stopped(self) -> None:
         await self.serve(sockets=[self.listener.socket])
@@ -174,6 +178,11 @@ class HttpServer(uvicorn.Server):
                 task.cancel()
             await asyncio.gather(*self.server_state.tasks, return_exceptions=True)
             await self.lifespan.shutdown()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._on_stop is not None:
+            self._on_stop()
+        await super().shutdown(sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

@@ -19,6 +19,7 @@ All methods are synchronous; callers on an event loop run them through
 
 from __future__ import annotations
 
+import builtins
 import os
 import random
 import secrets
@@ -29,7 +30,8 @@ from typing import Any
 
 from corral import codec
 from corral.db.raw import Database
-from corral.db.tasks import ACTIVITY, Leasing, Settling, task_database
+from corral.db.task_lists import NOT_RUNNING, STATES, TaskListDatabase, TaskQuery
+from corral.db.tasks import ACTIVITY, QUEUED, RECURRING, Leasing, Settling, task_database
 from corral.errors import UnknownTask
 from corral.quotas import Quotas, tasks_exceeded
 
@@ -92,6 +94,17 @@ class TaskInfo:
     last_error: str | None
     created_at: int
 
+    def status(self, now: int) -> str:
+        """Where the task is, in the operator's words (``STATES``): ``ready`` (queued and
+        due), ``scheduled`` (queued for later, or recurring), ``running`` or ``dead``."""
+        if self.state == QUEUED:
+            return "ready" if self.run_at <= now else "scheduled"
+        return "scheduled" if self.state == RECURRING else self.state
+
+
+#: What a bulk action does: ``retry`` dead letters, ``cancel`` what is not running.
+BULK_ACTIONS = ("retry", "cancel")
+
 
 class TaskQueue:
     """The queue's rules (tokens, quotas, attempts and backoff, recovery) over the
@@ -106,6 +119,7 @@ class TaskQueue:
         self.max_attempts = max_attempts
         self.backoff = backoff or Backoff()
         self._db = task_database(database)
+        self._lists = TaskListDatabase(database)
         self._worker = worker_id()
 
     # -- adding work ------------------------------------------------------------
@@ -396,6 +410,56 @@ class TaskQueue:
     def pending(self, now: int) -> tuple[int, int | None]:
         """(tasks running, earliest run_at of any queued or recurring task a worker may run)."""
         return self._db.pending(now)
+
+    def page(
+        self, query: TaskQuery, *, now: int, before: int | None = None, limit: int
+    ) -> builtins.list[TaskInfo]:
+        """The tasks ``query`` selects, newest first; ``before``: the id of the previous
+        page's last task."""
+        _check_state(query)
+        rows = self._lists.page(query, now=now, before=before, limit=limit)
+        return [TaskInfo(*_with_bytes(row)) for row in rows]
+
+    def task(self, task_id: int) -> TaskInfo:
+        row = self._lists.task(task_id)
+        if row is None:
+            raise UnknownTask(f"there is no task {task_id} (it may have run, or been cancelled)")
+        return TaskInfo(*_with_bytes(row))
+
+    def bulk(self, action: str, query: TaskQuery, *, now: int, dry_run: bool = False) -> int:
+        """``retry`` every dead letter ``query`` selects, or ``cancel`` every task it
+        selects that is not running; how many (with ``dry_run``, how many it would,
+        changing nothing). A filter is required: an empty one is a ``ValueError``, as is
+        one that can select nothing the action applies to."""
+        _check_state(query)
+        if action not in BULK_ACTIONS:
+            raise ValueError(f"a bulk action is 'retry' or 'cancel', got {action!r:.40}")
+        if query.empty:
+            raise ValueError(
+                "a bulk action needs a filter (instance, state, method or trigger): "
+                "it will not act on every task by default"
+            )
+        if action == "retry" and query.state not in (None, "dead"):
+            raise ValueError(f"only dead-lettered tasks are retried, not {query.state} ones")
+        if action == "cancel" and query.state == "running":
+            raise ValueError("a running task cannot be cancelled: it finishes first")
+        only = STATES["dead"] if action == "retry" else NOT_RUNNING
+        if dry_run:
+            return self._lists.count(query, now=now, only=only)
+        if action == "retry":
+            return self._lists.retry(query, now=now)
+        return self._lists.cancel(query, now=now)
+
+
+def _check_state(query: TaskQuery) -> None:
+    if query.state is not None and query.state not in STATES:
+        raise ValueError(f"a task's state is one of {', '.join(STATES)}, got {query.state!r:.40}")
+
+
+def _with_bytes(row: Sequence[Any]) -> list[Any]:
+    values = list(row)
+    values[4] = bytes(values[4])  # PostgreSQL hands back a memoryview
+    return values
 
 
 def _gone(holder: str | None) -> bool:

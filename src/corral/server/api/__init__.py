@@ -3,7 +3,10 @@
 Every route takes ``Authorization: Bearer <token>`` (``corral tokens create``) and
 needs a scope: ``read`` for GET, ``operate`` for what changes work (retry, cancel,
 replay, install, uninstall, deploy), ``admin`` for tokens. The OpenAPI schema is a
-route like the others (``/api/v1/openapi.json``, scope ``read``).
+route like the others (``/api/v1/openapi.json``, scope ``read``). A request without
+a valid token is answered 401 before anything else (``auth.RequireToken``, which
+``create_app`` puts around every path under ``/api/v1``); a route that names no scope
+is refused at startup. docs/api.md is the reference.
 
 Lists are newest first, paginated in SQL with an opaque cursor (``pages.py``):
 ``{"data": [...], "next_cursor": ... or null}``. Every refusal is
@@ -19,6 +22,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,17 +30,36 @@ from starlette.responses import JSONResponse, Response
 from corral import __version__
 from corral.errors import CorralError, DatabaseUnavailable, NotFound
 from corral.runtime.services import Services
-from corral.server.api import instances
-from corral.server.api.auth import READ, ApiError, authorized
+from corral.server.api import (
+    activities,
+    agents,
+    executions,
+    instances,
+    logs,
+    state,
+    tasks,
+    tokens,
+    webhooks,
+)
+from corral.server.api.agents import Deploys, ZygoteOf
+from corral.server.api.auth import READ, SCOPE_ATTRIBUTE, ApiError, authorized
+from corral.server.api.streams import Streams
 
 log = logging.getLogger("corral.api")
 
+_TOKENS = (
+    "A token from `corral tokens create --scope read|operate|admin`: read for GET, "
+    "operate for what changes work, admin for tokens."
+)
+
 #: The resources' routers, each a module with ``router``.
-RESOURCES = (instances,)
+RESOURCES = (agents, instances, state, executions, tasks, logs, activities, webhooks, tokens)
 
 
-def create_api(services: Services) -> FastAPI:
-    """The admin API app; ``create_app`` mounts it at ``/api/v1``."""
+def create_api(services: Services, *, zygote_of: ZygoteOf, streams: Streams) -> FastAPI:
+    """The admin API app; ``create_app`` mounts it at ``/api/v1``. ``zygote_of``: the
+    zygote a deploy's code is described in (the server's sandboxes'); ``streams``: the
+    server's live streams (``HttpServer`` ends them as it stops)."""
     api = FastAPI(
         title="Corral admin API",
         version=__version__,
@@ -45,20 +68,31 @@ def create_api(services: Services) -> FastAPI:
         redoc_url=None,
     )
     api.state.services = services
+    api.state.zygote_of = zygote_of
+    api.state.streams = streams
+    api.state.deploys = Deploys()
     for resource in RESOURCES:
-        api.include_router(resource.router)
+        # The app's own routes, not an included router: ``api.routes`` lists every one
+        # (``_check_scopes`` and the tests read them there, whatever FastAPI's version).
+        api.router.routes.extend(resource.router.routes)
 
     @api.get("/openapi.json", include_in_schema=False, dependencies=[Depends(authorized(READ))])
     async def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:
-            api.openapi_schema = get_openapi(
+            schema = get_openapi(
                 title=api.title,
                 version=api.version,
                 routes=api.routes,
                 servers=[{"url": "/api/v1"}],
             )
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "token": {"type": "http", "scheme": "bearer", "description": _TOKENS}
+            }
+            schema["security"] = [{"token": []}]
+            api.openapi_schema = schema
         return api.openapi_schema
 
+    _check_scopes(api)
     api.add_exception_handler(ApiError, _api_error)
     api.add_exception_handler(HTTPException, _http_error)
     api.add_exception_handler(RequestValidationError, _invalid)
@@ -67,6 +101,20 @@ def create_api(services: Services) -> FastAPI:
     api.add_exception_handler(CorralError, _refused)
     api.add_exception_handler(ValueError, _refused)
     return api
+
+
+def _check_scopes(api: FastAPI) -> None:
+    """Refuse to make an app with a route that names no scope (``authorized``): any
+    valid token would do for it."""
+    for route in api.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        scopes = [
+            getattr(dependency.call, SCOPE_ATTRIBUTE, None)
+            for dependency in route.dependant.dependencies
+        ]
+        if not any(scopes):
+            raise RuntimeError(f"route {route.path} names no scope: add authorized(...)")
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -11,8 +9,9 @@ from pydantic import BaseModel, Field
 
 from corral.runtime.registry import Instance
 from corral.server.api import pages
-from corral.server.api.auth import OPERATE, READ, authorized, services_of
+from corral.server.api.auth import OPERATE, READ, authorized, now_ms, services_of
 from corral.server.api.pages import Cursor, Limit, Page
+from corral.server.api.params import Text
 
 router = APIRouter(tags=["instances"])
 
@@ -42,8 +41,8 @@ class InstanceOut(BaseModel):
 
 
 class Install(BaseModel):
-    agent: str = Field(min_length=1, max_length=200)
-    priority: str = Field(default="default", min_length=1, max_length=200)
+    agent: Text = Field(min_length=1, max_length=200)
+    priority: Text = Field(default="default", min_length=1, max_length=200)
     config: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -84,7 +83,7 @@ async def install(request: Request, body: Install) -> InstanceOut:
         body.agent,
         priority=body.priority,
         config=body.config,
-        now=math.floor(time.time() * 1000),
+        now=now_ms(services),
     )
     return InstanceOut.of(instance)
 
@@ -95,6 +94,6 @@ async def install(request: Request, body: Install) -> InstanceOut:
 async def uninstall(request: Request, instance_id: str) -> InstanceOut:
     """Uninstall: ``deactivate`` runs as a task, then the instance's data goes."""
     services = services_of(request)
-    now = math.floor(time.time() * 1000)
+    now = now_ms(services)
     await services.database.call(services.registry.uninstall, instance_id, now=now)
     return InstanceOut.of(await services.database.call(services.registry.instance, instance_id))
