@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from corral.cli.context import Context, checked_priority, now_ms
+from corral.cli.context import Context, now_ms, priority_option
 from corral.cli.output import iso, json_option, print_json, print_table, table, when
 from corral.errors import AgentCodeError, DeclarationError, SandboxUnavailable
 from corral.runtime.describe import agent_source
@@ -57,14 +57,9 @@ def deploy(
 
 @click.command()
 @click.argument("agent")
-@click.option(
-    "--priority",
-    metavar="NAME",
-    default="default",
-    show_default=True,
-    callback=checked_priority,
-    help="The priority it works in: letters, digits, '_', '.' and '-', nested with '/' "
-    "(work/acme); made if new, with those above it.",
+@priority_option(
+    "The priority it works in: letters, digits, '_', '.' and '-', nested with '/' "
+    "(work/acme); made if new, with those above it."
 )
 @click.option("--config", "raw_config", default="{}", metavar="JSON", help="Instance config.")
 @json_option

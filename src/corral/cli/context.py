@@ -4,9 +4,10 @@ from it, each made only when a command first needs it (``corral doctor`` needs n
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 import sqlalchemy as sa
@@ -94,3 +95,18 @@ def checked_priority(ctx: click.Context, param: click.Parameter, value: str | No
         return priority_name(value, "--priority")
     except ValueError as exc:
         raise click.UsageError(str(exc), ctx=ctx) from None
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def priority_option(help: str) -> Callable[[F], F]:
+    """``--priority NAME`` (default ``default``), checked by ``checked_priority``."""
+    return click.option(
+        "--priority",
+        metavar="NAME",
+        default="default",
+        show_default=True,
+        callback=checked_priority,
+        help=help,
+    )

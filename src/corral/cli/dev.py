@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from corral.cli.context import Context, checked_priority
+from corral.cli.context import Context, priority_option
 from corral.cli.output import console
 from corral.cli.serve import listened
 from corral.config import RuntimeConfig
@@ -96,14 +96,7 @@ def print_reload(reload: Reload) -> None:
 
 @click.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--priority",
-    metavar="NAME",
-    default="default",
-    show_default=True,
-    callback=checked_priority,
-    help="The priority an agent's first instance is installed for.",
-)
+@priority_option("The priority an agent's first instance is installed for.")
 @click.option("--insecure-sandbox", is_flag=True, help="Run even where sandbox layers are missing.")
 @click.pass_obj
 def dev(obj: Context, path: Path, priority: str, insecure_sandbox: bool) -> None:
