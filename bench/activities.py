@@ -78,17 +78,16 @@ from corral.runtime.records import ExecutionRecord
 from corral.runtime.services import Services
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.sandbox.limits import Outcome
-from tables import DASH, Figures, Spread, ms, progress, render
-from tasks import (
+from databases import (
     ALL_BACKENDS,
     BACKEND_NAMES,
     DEFAULT_POSTGRES_URL,
     Skipped,
-    cpu_jiffies,
     fresh_database,
-    now_ms,
     postgres_version,
 )
+from tables import DASH, Figures, Spread, ms, progress, render
+from tasks import cpu_jiffies, now_ms
 
 AGENT_NAME = "bench-activities"
 #: Activities a worker's warm-up creates: enough events to warm every process the

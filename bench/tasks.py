@@ -74,22 +74,15 @@ import math
 import os
 import platform
 import pstats
-import secrets
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
-
-import psycopg
-from psycopg import sql
-from sqlalchemy.engine import make_url
 
 from corral import codec
 from corral.config import RateLimits, RuntimeConfig
@@ -102,15 +95,20 @@ from corral.runtime.services import Services
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.sandbox.limits import Outcome
 from corral.state import SqlBackend, Store
+from databases import (
+    ALL_BACKENDS,
+    BACKEND_NAMES,
+    DEFAULT_POSTGRES_URL,
+    Skipped,
+    fresh_database,
+    postgres_version,
+)
 from tables import DASH, Figures, Spread, compact, ms, percentile, progress, render
 
 AGENT_NAME = "bench"
 DRAIN_INSTANCES = 10  # the drain's tasks go round-robin over this many instances
 COUNTER = "steps"  # the chain's counter in the store
 NO_ARGS = codec.encode([])
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-ALL_BACKENDS = ("sqlite", "postgres")
-BACKEND_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 ROUND_TRIP_WARMUP = 20
 ROUND_TRIP_PAUSE_S = 0.005  # between round trips: the worker settles back to idle
 
@@ -374,47 +372,6 @@ async def round_trips(url: str, count: int, concurrency: int) -> None:
 
 
 # -- databases --------------------------------------------------------------------------
-
-
-class Skipped(Exception):
-    """A backend that cannot run here; the message says why."""
-
-
-def admin_connection(admin_url: str) -> psycopg.Connection[Any]:
-    admin = make_url(admin_url)
-    libpq_url = admin.set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        return psycopg.connect(libpq_url, connect_timeout=5, autocommit=True)
-    except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Skipped(f"cannot connect to {admin}: {reason}") from exc
-
-
-@contextmanager
-def fresh_database(backend: str, admin_url: str) -> Iterator[str]:
-    """The URL of an empty database: a temporary SQLite file, or a new PostgreSQL
-    database ``corral_bench_<random>`` dropped again at the end."""
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
-            try:
-                yield f"sqlite:///{Path(tmp) / 'bench.db'}"
-            finally:
-                close_databases()
-        return
-    name = f"corral_bench_{secrets.token_hex(4)}"
-    with admin_connection(admin_url) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            close_databases()
-            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-            conn.execute(drop.format(sql.Identifier(name)))
-
-
-def postgres_version(admin_url: str) -> str:
-    with admin_connection(admin_url) as conn:
-        return f"PostgreSQL {conn.info.server_version // 10000}"
 
 
 def now_ms() -> int:
