@@ -86,7 +86,7 @@ from databases import (
     fresh_database,
     postgres_version,
 )
-from tables import DASH, Figures, Spread, ms, progress, render
+from tables import DASH, Figures, Spread, fmt_ms, fmt_rate, progress, render
 from tasks import cpu_jiffies, now_ms
 
 AGENT_NAME = "bench-activities"
@@ -449,12 +449,9 @@ def bench(args: argparse.Namespace) -> tuple[Figures, Context]:
 # -- the report -------------------------------------------------------------------------
 
 
-def fmt_ms(s: Spread) -> str:
-    return f"{ms(s.median)} ms ({ms(s.low)}{DASH}{ms(s.high)})"
-
-
-def fmt_rate(s: Spread) -> str:
-    return f"{s.median:,.0f}/s ({s.low:,.0f}{DASH}{s.high:,.0f})"
+def fmt_events(s: Spread) -> str:
+    """Events per second, the spread in full (a few thousand: ``compact`` would round)."""
+    return fmt_rate(s, lambda x: f"{x:,.0f}")
 
 
 ROWS: tuple[tuple[str, str, Callable[[Spread], str]], ...] = (
@@ -462,7 +459,7 @@ ROWS: tuple[tuple[str, str, Callable[[Spread], str]], ...] = (
     ("create_ms", "create execution, claimed -> done", fmt_ms),
     ("first_ms", "first event started, from release", fmt_ms),
     ("last_ms", "last event done, from release", fmt_ms),
-    ("events_per_s", "events, first started -> last done", fmt_rate),
+    ("events_per_s", "events, first started -> last done", fmt_events),
 )
 DETAILS: tuple[tuple[str, str, Callable[[Spread], str]], ...] = (
     ("host_us", "worker CPU per event", lambda s: f"{s.median:,.0f} µs"),

@@ -103,7 +103,7 @@ from databases import (
     fresh_database,
     postgres_version,
 )
-from tables import DASH, Figures, Spread, compact, ms, percentile, progress, render
+from tables import DASH, Figures, Spread, fmt_ms, fmt_rate, ms, percentile, progress, render
 
 AGENT_NAME = "bench"
 DRAIN_INSTANCES = 10  # the drain's tasks go round-robin over this many instances
@@ -658,14 +658,6 @@ REFERENCES = (
     Reference("RQ (fork per job)", (49, 49)),
 )
 GOAL = 1.2  # DESIGN §5: the long-run goal is 1.2x the best of them
-
-
-def fmt_rate(s: Spread) -> str:
-    return f"{s.median:,.0f}/s ({compact(s.low)}{DASH}{compact(s.high)})"
-
-
-def fmt_ms(s: Spread) -> str:
-    return f"{ms(s.median)} ms ({ms(s.low)}{DASH}{ms(s.high)})"
 
 
 def fmt_range(low: float, high: float, fmt: Callable[[float], str]) -> str:
