@@ -70,7 +70,7 @@ from corral.runtime.services import Services
 from corral.runtime.worker import WorkerOptions
 from databases import ALL_BACKENDS, BACKEND_NAMES, DEFAULT_POSTGRES_URL, fresh_database
 from tables import DASH, Figures, Spread, fmt_ms, fmt_rate, progress, render
-from workers import Completions, Context, now_ms, run_workers, serve
+from workers import Completions, Context, check_arguments, now_ms, run_workers, serve
 
 AGENT_NAME = "bench-activities"
 #: Activities a worker's warm-up creates: enough events to warm every process the
@@ -404,13 +404,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.backends = [backend]
     elif args.backends is None:
         args.backends = list(ALL_BACKENDS)
-    unknown = [b for b in args.backends if b not in ALL_BACKENDS]
-    if unknown or not args.backends:
-        parser.error(f"--backends takes names from {','.join(ALL_BACKENDS)}, got {unknown}")
-    if args.runs is None:
-        args.runs = 1 if args.quick else 3
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
+    check_arguments(parser, args)
     if not 1 <= args.count <= 5_000:
         parser.error("--count must be from 1 to 5000 (what one create_activities call takes)")
     return args

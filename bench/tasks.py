@@ -95,6 +95,7 @@ from tables import DASH, Figures, Spread, fmt_ms, fmt_rate, ms, percentile, prog
 from workers import (
     Completions,
     Context,
+    check_arguments,
     close_worker,
     now_ms,
     run_workers,
@@ -868,13 +869,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--round-trip", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    unknown = [b for b in args.backends if b not in ALL_BACKENDS]
-    if unknown or not args.backends:
-        parser.error(f"--backends takes names from {','.join(ALL_BACKENDS)}, got {unknown}")
-    if args.runs is None:
-        args.runs = 1 if args.quick else 3
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
+    check_arguments(parser, args)
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
     return args

@@ -18,6 +18,7 @@ compare with the bench's.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -39,7 +40,7 @@ from corral.runtime.records import ExecutionRecord
 from corral.runtime.services import Services
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.sandbox.limits import Outcome
-from databases import Skipped, postgres_version
+from databases import ALL_BACKENDS, Skipped, postgres_version
 from tables import progress
 
 
@@ -260,6 +261,21 @@ def run_workers(
             process.stop()
     busy, total = busy_after - busy, total_after - total
     return Released(released, reports, busy / total * 100 if total else 0.0)
+
+
+# -- command line -------------------------------------------------------------------------
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--backends`` names known backends only; ``--runs`` is 3 by default, 1 with
+    ``--quick``, and at least 1."""
+    unknown = [b for b in args.backends if b not in ALL_BACKENDS]
+    if unknown or not args.backends:
+        parser.error(f"--backends takes names from {','.join(ALL_BACKENDS)}, got {unknown}")
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
 
 
 # -- the report ---------------------------------------------------------------------------
