@@ -38,7 +38,7 @@ def admin_connection(admin_url: str) -> psycopg.Connection[Any]:
 
 
 @contextmanager
-def fresh_database(backend: str, admin_url: str) -> Iterator[str]:
+def fresh_database(backend: str, admin_url: str = DEFAULT_POSTGRES_URL) -> Iterator[str]:
     """The URL of an empty database: a temporary SQLite file, or a new PostgreSQL
     database ``corral_bench_<random>`` dropped again at the end."""
     if backend == "sqlite":
