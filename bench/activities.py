@@ -50,18 +50,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import secrets
-import sqlite3
-import subprocess
-import sys
-import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -71,24 +63,14 @@ from corral.config import RuntimeConfig
 from corral.db.raw import Database, close_databases, open_database
 from corral.db.tasks import ACTIVITY_EVENTS_AT_ONCE
 from corral.plot.service import EVENT_METHOD
-from corral.runtime.affinity import available_cpus, pin_to_cpu
 from corral.runtime.describe import describe_code
 from corral.runtime.executor import Claim
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.services import Services
-from corral.runtime.worker import Worker, WorkerOptions
-from corral.sandbox.limits import Outcome
-from tables import DASH, Figures, Spread, ms, progress, render
-from tasks import (
-    ALL_BACKENDS,
-    BACKEND_NAMES,
-    DEFAULT_POSTGRES_URL,
-    Skipped,
-    cpu_jiffies,
-    fresh_database,
-    now_ms,
-    postgres_version,
-)
+from corral.runtime.worker import WorkerOptions
+from databases import ALL_BACKENDS, BACKEND_NAMES, DEFAULT_POSTGRES_URL, fresh_database
+from tables import DASH, Figures, Spread, fmt_ms, fmt_rate, progress, render
+from workers import Completions, Context, check_arguments, now_ms, run_workers, serve
 
 AGENT_NAME = "bench-activities"
 #: Activities a worker's warm-up creates: enough events to warm every process the
@@ -126,144 +108,57 @@ class BenchActivities(Agent):
 """
 
 
+def runtime(url: str) -> RuntimeConfig:
+    """The configuration on ``url`` as ``corral worker`` builds it: default limits and
+    quotas (activity events neither count against nor wait on the listener's rate limits)."""
+    return RuntimeConfig(database_url=url)
+
+
 def services(url: str) -> Services:
-    """The runtime on ``url`` as ``corral worker`` builds it: default limits and quotas
-    (activity events neither count against nor wait on the listener's rate limits)."""
-    return Services(RuntimeConfig(database_url=url))
+    return Services(runtime(url))
 
 
 # -- inside a worker process ------------------------------------------------------------
 
 
 @dataclass
-class Times:
+class Times(Completions):
     """What a worker ran, and when (``time.monotonic``, the same clock in every process
-    on Linux): wraps ``Worker.execute``, which returns once the execution is recorded
-    and its task settled."""
+    on Linux): besides the counts, when its events started and ended, and its create."""
 
-    methods: Counter[str] = field(default_factory=Counter)
-    failed: int = 0
-    sandbox_cpu_ms: float = 0.0
     create: dict[str, Any] | None = None
     first_event: float | None = None
     last_event: float | None = None
 
-    def wrap(
-        self, run: Callable[[Claim], Awaitable[ExecutionRecord | None]]
-    ) -> Callable[[Claim], Awaitable[ExecutionRecord | None]]:
-        async def timed(claim: Claim) -> ExecutionRecord | None:
-            method = claim.task.method
-            started = time.monotonic()
-            if method == EVENT_METHOD and self.first_event is None:
-                self.first_event = started
-            record = await run(claim)
-            done = time.monotonic()
-            self.methods[method] += 1
-            if record is not None:
-                self.sandbox_cpu_ms += record.result.cpu_ms
-                self.failed += record.result.outcome is not Outcome.OK
-            if method == EVENT_METHOD:
-                self.last_event = done
-            elif method == "create" and record is not None:
-                self.create = {
-                    "started": started,
-                    "done": done,
-                    "result": record.result.result,
-                    "failure": record.result.failure_line,
-                }
-            return record
-
-        return timed
+    def add(
+        self, claim: Claim, record: ExecutionRecord | None, started: float, done: float
+    ) -> None:
+        super().add(claim, record, started, done)
+        method = claim.task.method
+        if method == EVENT_METHOD:
+            # counted as they end: the first to start need not be the first to end
+            first = self.first_event
+            self.first_event = started if first is None else min(first, started)
+            self.last_event = done
+        elif method == "create" and record is not None:
+            self.create = {
+                "started": started,
+                "done": done,
+                "result": record.result.result,
+                "failure": record.result.failure_line,
+            }
 
     def reset(self) -> None:
-        self.methods.clear()
-        self.failed = 0
-        self.sandbox_cpu_ms = 0.0
+        super().reset()
         self.create = self.first_event = self.last_event = None
 
-
-def say(message: dict[str, Any]) -> None:
-    """One JSON line to the bench on stdout."""
-    print(json.dumps(message), flush=True)
-
-
-async def serve(index: int, url: str) -> None:
-    """``--worker``: start, warm up when told, wait at the barrier, run until idle, report."""
-    cpu = pin_to_cpu(index)  # before the zygote starts: its processes inherit the pin
-    worker = Worker(services(url), options=WorkerOptions())
-    try:
-        await worker.start()
-        executor = worker.executor
-        assert executor is not None
-        zygote = worker._zygote  # the report says which sandbox layers are on
-        if zygote is not None and (zygote.report.get("insecure") or zygote.report.get("missing")):
-            raise RuntimeError(f"the sandbox is not complete: {zygote.report}")
-        times = Times()
-        worker.execute = times.wrap(worker.execute)  # type: ignore[method-assign]
-        say({"started": True})
-        if sys.stdin.readline() != "warm up\n":
-            return  # the bench gave up
-        await worker.run(until_idle=True)
-        say({"ready": True, "cpu": cpu, "affinity": available_cpus(), "warm": dict(times.methods)})
-        if sys.stdin.readline() != "go\n":
-            return
-        times.reset()
-        spawned = executor.pool.spawned
-        cpu_before = time.process_time()
-        await worker.run(until_idle=True)
-        say(
-            {
-                "methods": dict(times.methods),
-                "failed": times.failed,
-                "create": times.create,
-                "first_event": times.first_event,
-                "last_event": times.last_event,
-                "host_cpu_s": time.process_time() - cpu_before,
-                "sandbox_cpu_ms": times.sandbox_cpu_ms,
-                "spawned": executor.pool.spawned - spawned,
-            }
-        )
-    finally:
-        await worker.close()
-        await worker.services.close()
-        close_databases()
-
-
-class WorkerProcess:
-    """A ``--worker`` subprocess: JSON lines on its stdout, the barrier on its stdin."""
-
-    def __init__(self, index: int, url: str) -> None:
-        self.index = index
-        command = [sys.executable, __file__, "--worker", str(index), "--db", url]
-        self.popen = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-
-    def read(self) -> dict[str, Any]:
-        assert self.popen.stdout is not None
-        line = self.popen.stdout.readline()
-        if not line:
-            raise RuntimeError(f"worker {self.index} exited early ({self.popen.wait()})")
-        message: dict[str, Any] = json.loads(line)
-        return message
-
-    def tell(self, line: str) -> None:
-        assert self.popen.stdin is not None
-        self.popen.stdin.write(f"{line}\n")
-        self.popen.stdin.flush()
-
-    def stop(self) -> None:
-        """Let it close its sandbox; kill it if it does not end soon."""
-        assert self.popen.stdin is not None
-        if not self.popen.stdin.closed:
-            self.popen.stdin.close()  # a worker still at the barrier reads EOF and stops
-        try:
-            self.popen.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
-        if self.popen.returncode != 0:
-            raise RuntimeError(f"worker {self.index} failed ({self.popen.returncode})")
+    def report(self) -> dict[str, Any]:
+        return {
+            **super().report(),
+            "create": self.create,
+            "first_event": self.first_event,
+            "last_event": self.last_event,
+        }
 
 
 # -- one run ----------------------------------------------------------------------------
@@ -354,32 +249,21 @@ def run_once(
 ) -> dict[str, float]:
     with database(backend, args) as url:
         setup = prepare(url, description)
-        processes: list[WorkerProcess] = []
-        try:
-            for index in range(workers):
-                processes.append(WorkerProcess(index, url))
-            for process in processes:
-                process.read()  # started
-            for n, process in enumerate(processes):
-                enqueue(url, setup.author, "noop")
-                enqueue(url, setup.listener, "noop")
-                enqueue(url, setup.author, "create", f"warm{n}", WARM)
-                process.tell("warm up")
-                ready = process.read()
-                if ready["affinity"] != [ready["cpu"]]:
-                    raise RuntimeError(f"worker {process.index} is not pinned: {ready}")
-                if ready["warm"].get(EVENT_METHOD) != WARM:
-                    raise RuntimeError(f"worker {process.index} did not warm up: {ready}")
-            enqueue(url, setup.author, "create", "import", args.count)
-            busy, total = cpu_jiffies()
-            released = time.monotonic()
-            for process in processes:
-                process.tell("go")
-            reports = [process.read() for process in processes]
-            busy_after, total_after = cpu_jiffies()
-        finally:
-            for process in processes:
-                process.stop()
+
+        def warm_up(index: int) -> None:
+            enqueue(url, setup.author, "noop")
+            enqueue(url, setup.listener, "noop")
+            enqueue(url, setup.author, "create", f"warm{index}", WARM)
+
+        released = run_workers(
+            __file__,
+            url,
+            workers,
+            warm_up=warm_up,
+            warmed=(EVENT_METHOD, WARM),
+            work=lambda: enqueue(url, setup.author, "create", "import", args.count),
+        )
+        reports = released.reports
         [create] = [r["create"] for r in reports if r["create"] is not None]
         if create["failure"] is not None:
             raise RuntimeError(f"the create execution failed: {create['failure']}")
@@ -392,42 +276,23 @@ def run_once(
     return {
         "call_ms": create["result"]["call_ms"],
         "create_ms": (create["done"] - create["started"]) * 1000,
-        "first_ms": (first - released) * 1000,
-        "last_ms": (last - released) * 1000,
+        "first_ms": (first - released.at) * 1000,
+        "last_ms": (last - released.at) * 1000,
         "events_per_s": args.count / (last - first),
         "host_us": sum(r["host_cpu_s"] for r in reports) / args.count * 1e6,
         "sandbox_us": sum(r["sandbox_cpu_ms"] for r in reports) / args.count * 1e3,
-        "busy": (busy_after - busy) / (total_after - total) * 100,
+        "busy": released.busy,
         "spawned": sum(r["spawned"] for r in reports),
         "first_share": events[0] / args.count * 100,
     }
 
 
-@dataclass
-class Context:
-    versions: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-    load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    seconds: float = 0.0
-
-
 def bench(args: argparse.Namespace) -> tuple[Figures, Context]:
     figures = Figures()
-    context = Context(load_before=os.getloadavg())
-    started = time.perf_counter()
+    context = Context()
     description = asyncio.run(describe_code(AGENT))
-    backends = []
-    for backend in args.backends:
-        if backend == "postgres":
-            try:
-                server = args.db if args.db is not None else args.postgres_url
-                context.versions.append(postgres_version(server))
-            except Skipped as exc:
-                context.skipped[backend] = str(exc)
-                progress(f"[{backend}] skipped: {exc}")
-                continue
-        backends.append(backend)
+    server = args.db if args.db is not None else args.postgres_url
+    backends = context.usable(args.backends, server)
     for run in range(args.runs):
         order = WORKER_COUNTS if run % 2 == 0 else WORKER_COUNTS[::-1]
         for backend in backends:
@@ -441,8 +306,7 @@ def bench(args: argparse.Namespace) -> tuple[Figures, Context]:
                     f"last event {measured['last_ms']:.0f} ms after release "
                     f"({measured['events_per_s']:,.0f} events/s)"
                 )
-    context.load_after = os.getloadavg()
-    context.seconds = time.perf_counter() - started
+    context.finish()
     args.backends = backends
     return figures, context
 
@@ -450,12 +314,9 @@ def bench(args: argparse.Namespace) -> tuple[Figures, Context]:
 # -- the report -------------------------------------------------------------------------
 
 
-def fmt_ms(s: Spread) -> str:
-    return f"{ms(s.median)} ms ({ms(s.low)}{DASH}{ms(s.high)})"
-
-
-def fmt_rate(s: Spread) -> str:
-    return f"{s.median:,.0f}/s ({s.low:,.0f}{DASH}{s.high:,.0f})"
+def fmt_events(s: Spread) -> str:
+    """Events per second, the spread in full (a few thousand: ``compact`` would round)."""
+    return fmt_rate(s, lambda x: f"{x:,.0f}")
 
 
 ROWS: tuple[tuple[str, str, Callable[[Spread], str]], ...] = (
@@ -463,7 +324,7 @@ ROWS: tuple[tuple[str, str, Callable[[Spread], str]], ...] = (
     ("create_ms", "create execution, claimed -> done", fmt_ms),
     ("first_ms", "first event started, from release", fmt_ms),
     ("last_ms", "last event done, from release", fmt_ms),
-    ("events_per_s", "events, first started -> last done", fmt_rate),
+    ("events_per_s", "events, first started -> last done", fmt_events),
 )
 DETAILS: tuple[tuple[str, str, Callable[[Spread], str]], ...] = (
     ("host_us", "worker CPU per event", lambda s: f"{s.median:,.0f} µs"),
@@ -494,11 +355,7 @@ def report(figures: Figures, context: Context, args: argparse.Namespace) -> str:
         f"(min{DASH}max) beside it, {where}; workers pinned one per CPU, concurrency "
         f"{WorkerOptions().concurrency} each; an instance's events run "
         f"{ACTIVITY_EVENTS_AT_ONCE} at a time",
-        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
-        + "".join(f"{v}, " for v in context.versions)
-        + f"{platform.machine()}, CPUs {available_cpus()}; load average "
-        f"{context.load_before[0]:.2f} before, {context.load_after[0]:.2f} after; "
-        f"{context.seconds:.0f} s",
+        context.machine(),
         "",
         table(figures, backends, ROWS),
         "",
@@ -511,7 +368,7 @@ def report(figures: Figures, context: Context, args: argparse.Namespace) -> str:
         "sandboxed processes started.",
         table(figures, backends, DETAILS),
     ]
-    lines += [f"\n{name} skipped: {why}" for name, why in context.skipped.items()]
+    lines += context.skips()
     return "\n".join(lines)
 
 
@@ -547,13 +404,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.backends = [backend]
     elif args.backends is None:
         args.backends = list(ALL_BACKENDS)
-    unknown = [b for b in args.backends if b not in ALL_BACKENDS]
-    if unknown or not args.backends:
-        parser.error(f"--backends takes names from {','.join(ALL_BACKENDS)}, got {unknown}")
-    if args.runs is None:
-        args.runs = 1 if args.quick else 3
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
+    check_arguments(parser, args)
     if not 1 <= args.count <= 5_000:
         parser.error("--count must be from 1 to 5000 (what one create_activities call takes)")
     return args
@@ -562,7 +413,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.worker is not None:
-        asyncio.run(serve(args.worker, args.db))
+        asyncio.run(serve(args.worker, runtime(args.db), WorkerOptions(), Times()))
         return
     progress(
         f"{args.runs} run(s) of {args.count:,} activities with 1 and 2 workers on "

@@ -76,8 +76,8 @@ from sqlalchemy.engine import make_url
 
 from corral.db.raw import Database, open_database
 from corral.db.sessions import MAX_SESSIONS
+from databases import DEFAULT_POSTGRES_URL, Skipped, fresh_database
 from tables import DASH, compact, progress, render
-from tasks import DEFAULT_POSTGRES_URL, Skipped, fresh_database
 
 ITEMS = 10_000  # rows the reads and writes pick from at random
 VALUE = bytes(range(60))  # about a codec-encoded small dict, as the store keeps

@@ -82,7 +82,7 @@ from corral.sandbox.pool import SandboxPool
 from corral.sandbox.process import ToolHandler
 from corral.sandbox.zygote import Zygote
 from corral.state import Store, close_backends, open_store
-from tables import DASH, Figures, Spread, compact, ms, percentile, progress, render
+from tables import DASH, Figures, Spread, fmt_ms, fmt_rate, percentile, progress, render
 
 SCOPE = "bench"
 VERSION = "v1"
@@ -510,14 +510,6 @@ def speedup(figures: Figures, figure: str, better: str) -> Spread:
 
 
 # -- the report -------------------------------------------------------------------------
-
-
-def fmt_ms(s: Spread) -> str:
-    return f"{ms(s.median)} ms ({ms(s.low)}{DASH}{ms(s.high)})"
-
-
-def fmt_rate(s: Spread) -> str:
-    return f"{s.median:,.0f}/s ({compact(s.low)}{DASH}{compact(s.high)})"
 
 
 def fmt_ratio(s: Spread) -> str:

@@ -38,32 +38,27 @@ import gc
 import os
 import platform
 import random
-import secrets
 import sqlite3
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
-from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from corral import codec
 from corral.quotas import Quotas
-from corral.state import Store, StoreBackend, close_backends, open_backend
+from corral.state import Store, StoreBackend, open_backend
+from databases import DEFAULT_POSTGRES_URL, Skipped, fresh_database, postgres_version
 from tables import DASH, compact, ms, progress, render
 
 BATCH = 1_000  # keys per set_many/get_many call, and per set_many while loading
 PREFIX_SLICE = 100  # keys selected by one keys(prefix) call
 TTL_MS = 3_600_000  # long enough that nothing expires while we measure
 SCOPE = "bench"
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 ALL_BACKENDS = ("memory", "sqlite", "postgres")
 
 SINGLE_BAR = "≥ 10,000/s on SQLite, in the sandbox (host-side here; the sandbox adds RPC)"
@@ -286,10 +281,6 @@ def codec_timer(fn: Callable[[], object]) -> Timer:
 # -- backends -----------------------------------------------------------------------
 
 
-class Skipped(Exception):
-    """A backend that cannot run here; the message says why."""
-
-
 @contextmanager
 def memory_backend() -> Iterator[StoreBackend]:
     backend = open_backend(None)
@@ -301,34 +292,17 @@ def memory_backend() -> Iterator[StoreBackend]:
 
 @contextmanager
 def sqlite_backend() -> Iterator[StoreBackend]:
-    with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
-        try:
-            yield open_backend(f"sqlite:///{Path(tmp) / 'bench.db'}")
-        finally:
-            close_backends()
+    with fresh_database("sqlite") as url:
+        yield open_backend(url)
 
 
 @contextmanager
 def postgres_backend(admin_url: str, notes: list[str]) -> Iterator[StoreBackend]:
     """A fresh ``corral_bench_<random>`` database, dropped again at the end."""
-    admin = make_url(admin_url)
-    libpq_url = admin.set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        conn = psycopg.connect(libpq_url, connect_timeout=5, autocommit=True)
-    except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Skipped(f"cannot connect to {admin}: {reason}") from exc
-    name = f"corral_bench_{secrets.token_hex(4)}"
-    with conn:
-        notes.append(f"PostgreSQL {conn.info.server_version // 10000}, database {name}")
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            url = admin.set(database=name).render_as_string(hide_password=False)
-            yield open_backend(url)
-        finally:
-            close_backends()
-            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-            conn.execute(drop.format(sql.Identifier(name)))
+    version = postgres_version(admin_url)
+    with fresh_database("postgres", admin_url) as url:
+        notes.append(f"{version}, database {make_url(url).database}")
+        yield open_backend(url)
 
 
 # -- one backend --------------------------------------------------------------------

@@ -6,7 +6,7 @@ import math
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 DASH = "\N{EN DASH}"  # between the min and max of a spread
@@ -67,6 +67,16 @@ class Spread:
     @property
     def high(self) -> float:
         return max(self.values)
+
+
+def fmt_ms(s: Spread) -> str:
+    """A duration's median in milliseconds, its spread beside it."""
+    return f"{ms(s.median)} ms ({ms(s.low)}{DASH}{ms(s.high)})"
+
+
+def fmt_rate(s: Spread, bound: Callable[[float], str] = compact) -> str:
+    """A rate's median per second, its spread beside it (``compact`` by default)."""
+    return f"{s.median:,.0f}/s ({bound(s.low)}{DASH}{bound(s.high)})"
 
 
 @dataclass

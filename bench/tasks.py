@@ -70,47 +70,44 @@ import asyncio
 import cProfile
 import io
 import json
-import math
-import os
-import platform
 import pstats
-import secrets
-import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
-
-import psycopg
-from psycopg import sql
-from sqlalchemy.engine import make_url
 
 from corral import codec
 from corral.config import RateLimits, RuntimeConfig
-from corral.db.raw import Database, close_databases, open_database
-from corral.runtime.affinity import available_cpus, pin_to_cpu
+from corral.db.raw import Database, open_database
+from corral.runtime.affinity import pin_to_cpu
 from corral.runtime.describe import describe_code
 from corral.runtime.executor import Claim
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.services import Services
-from corral.runtime.worker import Worker, WorkerOptions
-from corral.sandbox.limits import Outcome
+from corral.runtime.worker import WorkerOptions
 from corral.state import SqlBackend, Store
-from tables import DASH, Figures, Spread, compact, ms, percentile, progress, render
+from databases import ALL_BACKENDS, BACKEND_NAMES, DEFAULT_POSTGRES_URL, fresh_database
+from tables import DASH, Figures, Spread, fmt_ms, fmt_rate, ms, percentile, progress, render
+from workers import (
+    Completions,
+    Context,
+    check_arguments,
+    close_worker,
+    now_ms,
+    run_workers,
+    say,
+    serve,
+    start_worker,
+)
 
 AGENT_NAME = "bench"
 DRAIN_INSTANCES = 10  # the drain's tasks go round-robin over this many instances
 COUNTER = "steps"  # the chain's counter in the store
 NO_ARGS = codec.encode([])
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-ALL_BACKENDS = ("sqlite", "postgres")
-BACKEND_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 ROUND_TRIP_WARMUP = 20
 ROUND_TRIP_PAUSE_S = 0.005  # between round trips: the worker settles back to idle
 
@@ -118,9 +115,14 @@ ROUND_TRIP_PAUSE_S = 0.005  # between round trips: the worker settles back to id
 CONFIG = RuntimeConfig(rate_limits=RateLimits(per_5min=10**9, per_24h=10**9))
 
 
+def runtime(url: str) -> RuntimeConfig:
+    """The configuration of every process on ``url``: ``CONFIG`` there."""
+    return replace(CONFIG, database_url=url)
+
+
 def services(url: str) -> Services:
     """The runtime on ``url``, built as every Corral process builds it."""
-    return Services(replace(CONFIG, database_url=url))
+    return Services(runtime(url))
 
 
 AGENT = """
@@ -206,104 +208,14 @@ DRAIN_2W = Scenario("drain", 2)
 CHAIN_2W = Scenario("chain", 2, chains=1)  # the one the chain bar and references are held to
 
 
-# -- figures --------------------------------------------------------------------------
-
-
-# -- inside a worker process ------------------------------------------------------------
-
-
-@dataclass
-class Completions:
-    """What a worker finished: wraps ``Worker.execute``, which returns once the
-    execution is recorded and its task settled."""
-
-    methods: Counter[str] = field(default_factory=Counter)
-    failed: int = 0
-    sandbox_cpu_ms: float = 0.0
-    last_done: float = 0.0
-    on_done: Callable[[Claim, ExecutionRecord | None], None] | None = None
-
-    def wrap(
-        self, run: Callable[[Claim], Awaitable[ExecutionRecord | None]]
-    ) -> Callable[[Claim], Awaitable[ExecutionRecord | None]]:
-        async def timed(claim: Claim) -> ExecutionRecord | None:
-            record = await run(claim)
-            self.last_done = time.monotonic()
-            self.methods[claim.task.method] += 1
-            if record is not None:
-                self.sandbox_cpu_ms += record.result.cpu_ms
-                self.failed += record.result.outcome is not Outcome.OK
-            if self.on_done is not None:
-                self.on_done(claim, record)
-            return record
-
-        return timed
-
-    def reset(self) -> None:
-        self.methods.clear()
-        self.failed = 0
-        self.sandbox_cpu_ms = 0.0
-        self.last_done = 0.0
-
-
-def say(message: dict[str, Any]) -> None:
-    """One JSON line to the bench on stdout (progress and logs go to stderr)."""
-    print(json.dumps(message), flush=True)
-
-
-async def start_worker(url: str, concurrency: int) -> tuple[Worker, Completions]:
-    worker = Worker(services(url), options=WorkerOptions(concurrency=concurrency))
-    await worker.start()
-    executor = worker.executor
-    assert executor is not None
-    zygote = worker._zygote  # the report says which sandbox layers are on
-    if zygote is not None and (zygote.report.get("insecure") or zygote.report.get("missing")):
-        raise RuntimeError(f"the sandbox is not complete: {zygote.report}")
-    completions = Completions()
-    worker.execute = completions.wrap(worker.execute)  # type: ignore[method-assign]
-    return worker, completions
-
-
-async def serve(index: int, url: str, concurrency: int) -> None:
-    """``--worker``: start, warm up when told, wait at the barrier, run until idle, report."""
-    cpu = pin_to_cpu(index)  # before the zygote starts: its processes inherit the pin
-    worker, done = await start_worker(url, concurrency)
-    executor = worker.executor
-    assert executor is not None
-    try:
-        say({"started": True})
-        if sys.stdin.readline() != "warm up\n":
-            return  # the bench gave up
-        await worker.run(until_idle=True)  # the warm-up tasks (and the activate hooks)
-        say({"ready": True, "cpu": cpu, "affinity": available_cpus(), "warm": dict(done.methods)})
-        if sys.stdin.readline() != "go\n":
-            return
-        released = time.monotonic()
-        done.reset()
-        spawned = executor.pool.spawned
-        cpu_before = time.process_time()
-        await worker.run(until_idle=True)
-        say(
-            {
-                "released": released,
-                "last_done": done.last_done,
-                "methods": dict(done.methods),
-                "failed": done.failed,
-                "host_cpu_s": time.process_time() - cpu_before,
-                "sandbox_cpu_ms": done.sandbox_cpu_ms,
-                "spawned": executor.pool.spawned - spawned,
-            }
-        )
-    finally:
-        await worker.close()
-        await worker.services.close()
-        close_databases()
+# -- the round trips, in a process of their own -----------------------------------------
 
 
 async def round_trips(url: str, count: int, concurrency: int) -> None:
     """``--round-trip``: an in-process worker, idle; enqueue one task at a time."""
     cpu = pin_to_cpu(0)
-    worker, done = await start_worker(url, concurrency)
+    done = Completions()
+    worker = await start_worker(services(url), WorkerOptions(concurrency=concurrency), done)
     executor = worker.executor
     assert executor is not None
     (instance,) = [i.id for i in executor.registry.instances()]
@@ -312,18 +224,16 @@ async def round_trips(url: str, count: int, concurrency: int) -> None:
     started: list[float] = []  # when Worker.execute was entered: the task was claimed
     sandbox_ms: list[float] = []
 
-    def finished(claim: Claim, record: ExecutionRecord | None) -> None:
-        if record is not None:
-            sandbox_ms.append(record.result.duration_ms)
-        if waiter is not None and not waiter.done() and claim.task.method == "noop":
-            waiter.set_result(time.perf_counter())
-
-    done.on_done = finished
     wrapped = worker.execute
 
     async def entered(claim: Claim) -> ExecutionRecord | None:
         started.append(time.perf_counter())
-        return await wrapped(claim)
+        record = await wrapped(claim)
+        if record is not None:
+            sandbox_ms.append(record.result.duration_ms)
+        if waiter is not None and not waiter.done() and claim.task.method == "noop":
+            waiter.set_result(time.perf_counter())
+        return record
 
     worker.execute = entered  # type: ignore[method-assign]
     serving = asyncio.create_task(worker.run())
@@ -356,9 +266,7 @@ async def round_trips(url: str, count: int, concurrency: int) -> None:
         while not serving.done():
             serving.cancel()
             await asyncio.wait({serving}, timeout=0.1)
-        await worker.close()
-        await worker.services.close()
-        close_databases()
+        await close_worker(worker)
     say(
         {
             "cpu": cpu,
@@ -373,52 +281,7 @@ async def round_trips(url: str, count: int, concurrency: int) -> None:
     )
 
 
-# -- databases --------------------------------------------------------------------------
-
-
-class Skipped(Exception):
-    """A backend that cannot run here; the message says why."""
-
-
-def admin_connection(admin_url: str) -> psycopg.Connection[Any]:
-    admin = make_url(admin_url)
-    libpq_url = admin.set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        return psycopg.connect(libpq_url, connect_timeout=5, autocommit=True)
-    except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Skipped(f"cannot connect to {admin}: {reason}") from exc
-
-
-@contextmanager
-def fresh_database(backend: str, admin_url: str) -> Iterator[str]:
-    """The URL of an empty database: a temporary SQLite file, or a new PostgreSQL
-    database ``corral_bench_<random>`` dropped again at the end."""
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
-            try:
-                yield f"sqlite:///{Path(tmp) / 'bench.db'}"
-            finally:
-                close_databases()
-        return
-    name = f"corral_bench_{secrets.token_hex(4)}"
-    with admin_connection(admin_url) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            close_databases()
-            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-            conn.execute(drop.format(sql.Identifier(name)))
-
-
-def postgres_version(admin_url: str) -> str:
-    with admin_connection(admin_url) as conn:
-        return f"PostgreSQL {conn.info.server_version // 10000}"
-
-
-def now_ms() -> int:
-    return math.floor(time.time() * 1000)
+# -- setup and checks -------------------------------------------------------------------
 
 
 class Agents:
@@ -496,61 +359,6 @@ def verify(url: str, scenario: Scenario, sizes: Sizes, instances: Sequence[str])
 # -- the bench's side ---------------------------------------------------------------------
 
 
-class WorkerProcess:
-    """A ``--worker`` subprocess: JSON lines on its stdout, the barrier on its stdin."""
-
-    def __init__(self, index: int, url: str, concurrency: int) -> None:
-        self.index = index
-        command = [
-            sys.executable,
-            __file__,
-            "--worker",
-            str(index),
-            "--db",
-            url,
-            "--concurrency",
-            str(concurrency),
-        ]
-        self.popen = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-
-    def read(self) -> dict[str, Any]:
-        assert self.popen.stdout is not None
-        line = self.popen.stdout.readline()
-        if not line:
-            raise RuntimeError(f"worker {self.index} exited early ({self.popen.wait()})")
-        message: dict[str, Any] = json.loads(line)
-        return message
-
-    def tell(self, line: str) -> None:
-        assert self.popen.stdin is not None
-        self.popen.stdin.write(f"{line}\n")
-        self.popen.stdin.flush()
-
-    def stop(self) -> None:
-        """Let it close its sandbox; kill it if it does not end soon."""
-        assert self.popen.stdin is not None
-        if not self.popen.stdin.closed:
-            self.popen.stdin.close()  # a worker still at the barrier reads EOF and stops
-        try:
-            self.popen.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
-        if self.popen.returncode != 0:
-            raise RuntimeError(f"worker {self.index} failed ({self.popen.returncode})")
-
-
-def cpu_jiffies() -> tuple[int, int]:
-    """(busy, total) clock ticks of the whole machine, from /proc/stat."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + values[4]  # idle, iowait
-    total = sum(values[:8])  # guest time is already counted in user
-    return total - idle, total
-
-
 def run_scenario(
     backend: str,
     scenario: Scenario,
@@ -562,39 +370,23 @@ def run_scenario(
     code, description = agents.get(scenario.steps(sizes) if scenario.kind == "chain" else 1)
     with fresh_database(backend, args.postgres_url) as url:
         instances = prepare(url, code, description, scenario.instances)
-        workers: list[WorkerProcess] = []
-        try:
-            # Started together; warmed up one at a time, so each runs all of its own
-            # warm-up while the others wait at the barrier.
-            for index in range(scenario.workers):
-                workers.append(WorkerProcess(index, url, args.concurrency))
-            for worker in workers:
-                worker.read()  # started
-            for worker in workers:
-                enqueue_many(url, instances, "noop", len(instances))
-                worker.tell("warm up")
-                ready = worker.read()
-                if ready["affinity"] != [ready["cpu"]]:
-                    raise RuntimeError(f"worker {worker.index} is not pinned: {ready}")
-                if ready["warm"].get("noop") != len(instances):
-                    raise RuntimeError(f"worker {worker.index} did not warm up: {ready}")
-            if scenario.kind == "drain":
-                enqueue_many(url, instances, "noop", sizes.drain)
-            else:
-                enqueue_many(url, instances, "step", len(instances))
-            busy, total = cpu_jiffies()
-            released = time.monotonic()
-            for worker in workers:
-                worker.tell("go")
-            reports = [worker.read() for worker in workers]
-            busy_after, total_after = cpu_jiffies()
-            busy, total = busy_after - busy, total_after - total
-        finally:
-            for worker in workers:
-                worker.stop()
+        # the drain's tasks at once; a chain's first step on each of its instances
+        method, count = (
+            ("noop", sizes.drain) if scenario.kind == "drain" else ("step", len(instances))
+        )
+        released = run_workers(
+            __file__,
+            url,
+            scenario.workers,
+            options=["--concurrency", str(args.concurrency)],
+            warm_up=lambda index: enqueue_many(url, instances, "noop", len(instances)),
+            warmed=("noop", len(instances)),
+            work=lambda: enqueue_many(url, instances, method, count),
+        )
         verify(url, scenario, sizes, instances)
+    reports = released.reports
     tasks = scenario.tasks(sizes)
-    seconds = max(r["last_done"] for r in reports) - released
+    seconds = max(r["last_done"] for r in reports) - released.at
     done = [r["methods"].get(scenario.method, 0) for r in reports]
     if sum(done) != tasks or any(r["failed"] for r in reports):
         raise RuntimeError(f"{scenario.key}: the workers report {done}, expected {tasks}")
@@ -603,7 +395,7 @@ def run_scenario(
     figures.add(f"{name}.wall_us", seconds / tasks * 1e6)
     figures.add(f"{name}.host_us", sum(r["host_cpu_s"] for r in reports) / tasks * 1e6)
     figures.add(f"{name}.sandbox_us", sum(r["sandbox_cpu_ms"] for r in reports) / tasks * 1e3)
-    figures.add(f"{name}.busy", busy / total * 100 if total else 0.0)
+    figures.add(f"{name}.busy", released.busy)
     figures.add(f"{name}.spawned", sum(r["spawned"] for r in reports))
     figures.add(f"{name}.first_share", done[0] / tasks * 100)
     split = "/".join(f"{n:,}" for n in done)
@@ -639,30 +431,11 @@ def run_round_trip(
     return f"p50 {report['p50']:.2f} ms, p99 {report['p99']:.2f} ms"
 
 
-@dataclass
-class Context:
-    versions: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-    load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    seconds: float = 0.0
-
-
 def bench(args: argparse.Namespace, sizes: Sizes) -> tuple[Figures, Context]:
     figures = Figures()
-    context = Context(load_before=os.getloadavg())
-    started = time.perf_counter()
+    context = Context()
     agents = Agents()
-    backends = []
-    for backend in args.backends:
-        if backend == "postgres":
-            try:
-                context.versions.append(postgres_version(args.postgres_url))
-            except Skipped as exc:
-                context.skipped[backend] = str(exc)
-                progress(f"[{backend}] skipped: {exc}")
-                continue
-        backends.append(backend)
+    backends = context.usable(args.backends, args.postgres_url)
     for run in range(args.runs):
         order = list(SCENARIOS) if run % 2 == 0 else list(SCENARIOS)[::-1]
         for backend in backends:
@@ -673,8 +446,7 @@ def bench(args: argparse.Namespace, sizes: Sizes) -> tuple[Figures, Context]:
                 )
             summary = run_round_trip(backend, args, sizes, agents, figures)
             progress(f"run {run + 1}/{args.runs} [{backend}] round trip: {summary}")
-    context.load_after = os.getloadavg()
-    context.seconds = time.perf_counter() - started
+    context.finish()
     args.backends = backends
     return figures, context
 
@@ -701,14 +473,6 @@ REFERENCES = (
     Reference("RQ (fork per job)", (49, 49)),
 )
 GOAL = 1.2  # DESIGN §5: the long-run goal is 1.2x the best of them
-
-
-def fmt_rate(s: Spread) -> str:
-    return f"{s.median:,.0f}/s ({compact(s.low)}{DASH}{compact(s.high)})"
-
-
-def fmt_ms(s: Spread) -> str:
-    return f"{ms(s.median)} ms ({ms(s.low)}{DASH}{ms(s.high)})"
 
 
 def fmt_range(low: float, high: float, fmt: Callable[[float], str]) -> str:
@@ -868,18 +632,13 @@ def round_trip_parts(figures: Figures, backends: Sequence[str]) -> str:
 
 def report(figures: Figures, context: Context, args: argparse.Namespace, sizes: Sizes) -> str:
     backends = list(args.backends)
-    cpus = available_cpus()
     lines = [
         "Corral task benchmark: sandboxed tasks through the worker loop (full kernel sandbox), "
         "worker processes pinned one per CPU",
         f"each figure is the median of {args.runs} run{'s' * (args.runs > 1)} with "
         f"(min{DASH}max) beside it; "
         f"concurrency {args.concurrency} per worker; drain over {DRAIN_INSTANCES} instances",
-        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
-        + "".join(f"{v}, " for v in context.versions)
-        + f"{platform.machine()}, CPUs {cpus}; load average "
-        f"{context.load_before[0]:.2f} before, {context.load_after[0]:.2f} after; "
-        f"{context.seconds:.0f} s",
+        context.machine(),
         "",
         main_table(figures, backends, sizes),
         "",
@@ -910,7 +669,7 @@ def report(figures: Figures, context: Context, args: argparse.Namespace, sizes: 
         "Round trip, medians of the parts (each part's own p50: they need not add up):",
         round_trip_parts(figures, backends),
     ]
-    lines += [f"\n{name} skipped: {why}" for name, why in context.skipped.items()]
+    lines += context.skips()
     return "\n".join(lines)
 
 
@@ -1009,7 +768,8 @@ async def drain_in_process(
 ) -> tuple[float, float, Completions]:
     """One warmed-up worker in this process drains ``tasks``; (wall s, CPU s, completions)."""
     enqueue_many(url, instances, "noop", len(instances))
-    worker, done = await start_worker(url, concurrency)
+    done = Completions()
+    worker = await start_worker(services(url), WorkerOptions(concurrency=concurrency), done)
     try:
         await worker.run(until_idle=True)
         enqueue_many(url, instances, "noop", tasks)
@@ -1109,13 +869,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--round-trip", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    unknown = [b for b in args.backends if b not in ALL_BACKENDS]
-    if unknown or not args.backends:
-        parser.error(f"--backends takes names from {','.join(ALL_BACKENDS)}, got {unknown}")
-    if args.runs is None:
-        args.runs = 1 if args.quick else 3
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
+    check_arguments(parser, args)
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
     return args
@@ -1125,7 +879,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     sizes = Sizes.for_run(args.quick)
     if args.worker is not None:
-        asyncio.run(serve(args.worker, args.db, args.concurrency))
+        options = WorkerOptions(concurrency=args.concurrency)
+        asyncio.run(serve(args.worker, runtime(args.db), options, Completions()))
     elif args.round_trip is not None:
         asyncio.run(round_trips(args.db, args.round_trip, args.concurrency))
     elif args.profile:

@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from tables import progress
+
 CORRAL = str(Path(sys.executable).with_name("corral"))
 #: The default rate limits (200 executions per 5 minutes per instance) would suspend the
 #: bench's instance: raised out of reach. The counting queries still run, as ever.
@@ -61,10 +63,6 @@ class Bench(Agent):
         return None
 """
 BODY = b'{"event":"bench","n":1}'
-
-
-def say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 # -- the load generator (a process of its own) ---------------------------------------
@@ -260,7 +258,7 @@ def measure(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as folder:
         db = args.db or f"sqlite:///{folder}/bench.db"
         paths = prepare(db, Path(folder))
-        say(f"database: {db}")
+        progress(f"database: {db}")
         latency = {"kind": "latency", "requests": args.requests, "warmup": args.requests // 10}
         rate = {"kind": "rate", "connections": args.connections, "seconds": args.seconds}
         results: dict[str, Any] = {}
@@ -271,14 +269,14 @@ def measure(args: argparse.Namespace) -> None:
             bare_servers = [Server([sys.executable, __file__, "--bare"]) for _ in range(processes)]
             try:
                 if processes == 1:
-                    say("sync round trip: corral, then bare")
+                    progress("sync round trip: corral, then bare")
                     results["sync corral"] = load(
                         {**latency, "targets": [corral_servers[0].url + paths["sync"]]}
                     )
                     results["sync bare"] = load(
                         {**latency, "targets": [bare_servers[0].url + "/sync"]}
                     )
-                say(f"async intake, {processes} server process(es): corral, then bare")
+                progress(f"async intake, {processes} server process(es): corral, then bare")
                 results[f"async corral {processes}"] = load(
                     {**rate, "targets": [s.url + paths["async"] for s in corral_servers]}
                 )
