@@ -50,6 +50,7 @@ log = logging.getLogger("corral.server")
 RETIRE_EVERY_S = 5.0
 #: Where the admin API is served.
 API_PREFIX = "/api/v1"
+METRICS_PATH = "/metrics"
 #: Seconds a sender is asked to wait when the database cannot take its delivery.
 UNAVAILABLE_RETRY_S = 5
 
@@ -129,15 +130,18 @@ def create_app(
         routes=[
             Route("/hooks/{token:path}", intake),  # any path under it: 404 unless a token
             Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics.token_endpoint(services), methods=["GET"]),
+            Route(METRICS_PATH, metrics.token_endpoint(services), methods=["GET"]),
             Mount(
                 API_PREFIX,
                 create_api(services, zygote_of=lambda: current().pool.zygote, streams=streams),
             ),
             *dashboard_routes(sign_in),
         ],
-        # Every path under /api/v1 needs a token, whether a route matches it or not.
-        middleware=[Middleware(RequireToken, services=services, prefix=API_PREFIX)],
+        # Every path under /api/v1 (and /metrics) needs a token, whether a route
+        # matches it or not.
+        middleware=[
+            Middleware(RequireToken, services=services, prefixes=(API_PREFIX, METRICS_PATH))
+        ],
         exception_handlers=_HANDLERS,
         lifespan=lifespan,
     )

@@ -86,19 +86,23 @@ def _unauthorized(message: str) -> JSONResponse:
 
 
 class RequireToken:
-    """ASGI middleware of the server's app, for the paths under ``prefix``: a request
-    without a valid token is answered 401 here, whatever it asks for (a route, no
-    route, a path no route could match, any method, any body); one with a valid token
-    goes on, the token in its scope's state for ``authorized``."""
+    """ASGI middleware of the server's app, for the paths under ``prefixes`` (the admin
+    API, ``/metrics``): a request without a valid token is answered 401 here, whatever
+    it asks for (a route, no route, a path no route could match, any method, any
+    body); one with a valid token goes on, the token in its scope's state for
+    ``authorized``."""
 
-    def __init__(self, app: ASGIApp, services: Services, prefix: str) -> None:
+    def __init__(self, app: ASGIApp, services: Services, prefixes: tuple[str, ...]) -> None:
         self.app = app
         self.services = services
-        self.prefix = prefix.rstrip("/")
+        self.prefixes = tuple(prefix.rstrip("/") for prefix in prefixes)
+
+    def _guards(self, path: str) -> bool:
+        return any(path == p or path.startswith(p + "/") for p in self.prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else None
-        if path is None or not (path == self.prefix or path.startswith(self.prefix + "/")):
+        if path is None or not self._guards(path):
             await self.app(scope, receive, send)
             return
         request = Request(scope)
