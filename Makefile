@@ -4,6 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist workers for `make test`: `auto` is one per core; 0 runs the suite in
+# this one process (`make test PYTEST_WORKERS=0`, as for a debugger). With
+# `--dist worksteal` each worker starts on its share of the tests in file order and
+# takes over the rest of another's when it runs out, so none idles at the end.
+PYTEST_WORKERS ?= auto
 
 .PHONY: run test lint bench soak clean
 
@@ -22,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/python bench/store.py
