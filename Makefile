@@ -4,6 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist workers for `make test`: `auto` is one per core; 0 runs the suite in
+# this one process (`make test PYTEST_WORKERS=0`, as for a debugger). With
+# `--dist worksteal` each worker starts on its share of the tests in file order and
+# takes over the rest of another's when it runs out, so none idles at the end.
+PYTEST_WORKERS ?= auto
 
 # Debian's chromium, which the dashboard's browser tests drive through Playwright.
 CHROMIUM := /usr/bin/chromium
@@ -31,7 +36,7 @@ $(CHROMIUM):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 test: lint $(CHROMIUM)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 # Pictures of each dashboard page after a real run, into docs/screenshots/.
 screenshots: $(STAMP) $(CHROMIUM)

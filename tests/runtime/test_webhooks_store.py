@@ -7,6 +7,8 @@ handlers' runs through the worker are in test_webhooks.py.
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 
 from corral import codec
@@ -15,7 +17,14 @@ from corral.errors import ConfigError, QuotaExceeded, UnknownDelivery, UnknownWe
 from corral.quotas import Quotas
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.registry import Instance
-from corral.runtime.webhooks import Webhook, Webhooks, dedupe_key, delivery_of, token_of
+from corral.runtime.webhooks import (
+    Webhook,
+    Webhooks,
+    dedupe_key,
+    delivery_of,
+    new_token,
+    token_of,
+)
 from corral.sandbox.limits import ExecutionResult, Outcome
 from corral.tasks.queue import ClaimedTask
 from corral.webhooks import GitHubSignature
@@ -54,6 +63,14 @@ def made(webhooks: Webhooks, instance: Instance, runtime: Runtime, **options: ob
         now=runtime.executor.now(),
         **given,  # type: ignore[arg-type]
     )
+
+
+def test_a_token_never_starts_with_a_dash_which_a_command_line_takes_for_an_option(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    drawn = iter(["-" + "a" * 42, "b" * 43])  # one of 64 tokens drawn starts with "-"
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda nbytes: next(drawn))
+    assert new_token() == "b" * 43
 
 
 async def test_a_webhook_is_found_by_its_token_and_a_deleted_one_stays_a_tombstone(

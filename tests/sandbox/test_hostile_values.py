@@ -10,8 +10,12 @@ checks what the agent sees, that the host paid little for it, that another
 instance's execution running at the same time is not held up, and that the
 process goes on serving.
 
-The bystander's latencies are printed (``pytest -s``): the figures the issue asks
-for, before and after, come from running these tests against both versions.
+"Not held up" is checked in the host's CPU time: the most the host process
+computed between two turns of its event loop (:class:`LoopWatch`). That is what
+another instance waits for, and unlike the wall-clock time the bystander sees,
+it does not grow when other processes (a parallel test run) share the cores.
+The bystander's own latencies are printed (``pytest -s``); the stall in wall-clock
+time is measured by bench/decoding.py.
 """
 
 from __future__ import annotations
@@ -86,12 +90,14 @@ class Hostile(Agent):
 HASH_MODULUS = 2**61 - 1
 #: As many members as the set that froze the worker for 13 s.
 MEMBERS = 40_000
-#: The bystander's worst call while a colliding set is sent; unfixed, 10 s.
-BYSTANDER_MAX_MS = 200.0
-#: Its worst call while a frame of empty lists is decoded in steps; unfixed, 2 s. The
-#: garbage collector's passes over the up to a million lists built so far are the one
-#: stall pacing cannot split: about 100 ms, up to 250 ms on a loaded 2-core machine.
-BYSTANDER_MAX_MS_PACED = 500.0
+#: The host's longest hold of its event loop while a colliding set is sent, in CPU
+#: time; unfixed, 10 s.
+MAX_HOLD_MS = 200.0
+#: Its longest hold while a frame of empty lists is decoded in steps; unfixed (decoded
+#: at once), 2 s. The garbage collector's passes over the up to a million lists built
+#: so far are the one hold pacing cannot split: about 100 ms, more in a long test
+#: session, whose own objects each pass visits too.
+MAX_HOLD_MS_PACED = 500.0
 
 
 # -- what the attacker sends: bytes made by hand, as no encoder would write them --------
@@ -215,15 +221,58 @@ class Bystander:
         return latencies
 
 
+class LoopWatch:
+    """The most CPU time the host process spent between two turns of its event loop.
+
+    A timer every millisecond reads ``time.process_time()``: between two of its turns
+    the process computes about a millisecond, unless one callback holds the loop, and
+    then the gap is what that callback cost. Processes that share the cores make the
+    turns later in wall-clock time, not the gap larger: the host computes nothing while
+    it waits for a core. All the host's threads count, so a decode moved to a thread
+    that holds the GIL would be seen too.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._last = time.process_time()
+        self.longest_ms = 0.0
+        self._timer = self._loop.call_later(0.001, self._turn)
+
+    def _measure(self) -> None:
+        now = time.process_time()
+        self.longest_ms = max(self.longest_ms, (now - self._last) * 1000)
+        self._last = now
+
+    def _turn(self) -> None:
+        self._measure()
+        self._timer = self._loop.call_later(0.001, self._turn)
+
+    def stop(self) -> float:
+        """Stop watching; the longest gap seen (the one up to now included), in ms."""
+        self._timer.cancel()
+        self._measure()
+        return self.longest_ms
+
+
 async def under_attack(
     bystander: Bystander, attacker: SandboxProcess, store: Store, *attack: Any
-) -> tuple[list[float], list[float], ExecutionResult]:
-    """The bystander's latencies alone, then while ``attacker`` runs ``attack``."""
+) -> tuple[list[float], list[float], ExecutionResult, float]:
+    """The bystander's latencies alone, then while ``attacker`` runs ``attack``; and the
+    host's longest hold of its event loop meanwhile (:class:`LoopWatch`), in ms."""
     alone = await bystander.latencies(1.0)
     during = asyncio.ensure_future(bystander.latencies(1.5))
     await bystander.calling.wait()  # it is calling: the attack lands in the middle
+    watch = LoopWatch()
     attacked = await run(attacker, store_tools(store), *attack)
-    return alone, await during, attacked
+    held_ms = watch.stop()
+    return alone, await during, attacked, held_ms
+
+
+def report(what: str, alone: list[float], during: list[float], held_ms: float) -> None:
+    print(
+        f"\n{what}: bystander alone {summary(alone)}; under attack {summary(during)}; "
+        f"the host held its loop up to {held_ms:.1f} ms of CPU"
+    )
 
 
 # -- the tests ------------------------------------------------------------------------
@@ -253,14 +302,14 @@ async def test_a_colliding_set_does_not_hold_up_another_instance(
 ) -> None:
     attacker = await zygote.spawn(Limits())
     bystander = Bystander(await zygote.spawn(Limits()), bystander_store)
-    alone, during, attacked = await under_attack(
+    alone, during, attacked, held_ms = await under_attack(
         bystander, attacker, attacker_store, "attack", "store.get_encoded", [colliding_set()], 2
     )
-    print(f"\ncolliding set: bystander alone {summary(alone)}; under attack {summary(during)}")
+    report("colliding set", alone, during, held_ms)
     assert attacked.outcome is Outcome.OK, attacked.error
     expected = f"ValueError: the arguments of 'store.get_encoded' cannot be decoded: {SET_REFUSED}"
     assert attacked.result == [{"saw": expected}] * 2
-    assert max(during) < BYSTANDER_MAX_MS, summary(during)
+    assert held_ms < MAX_HOLD_MS, f"the host held its loop for {held_ms:.1f} ms of CPU"
     await assert_serves(attacker, attacker_store)
     await attacker.close()
 
@@ -273,10 +322,10 @@ async def test_a_frame_of_empty_lists_is_decoded_in_steps_beside_another_instanc
     attacker = await zygote.spawn(Limits())
     bystander = Bystander(await zygote.spawn(Limits()), bystander_store)
     encoded = [empty_lists(4_000_000)]
-    alone, during, attacked = await under_attack(
+    alone, during, attacked, held_ms = await under_attack(
         bystander, attacker, attacker_store, "attack", "store.get_encoded", encoded, 1
     )
-    print(f"\nempty lists: bystander alone {summary(alone)}; under attack {summary(during)}")
+    report("empty lists", alone, during, held_ms)
     assert attacked.outcome is Outcome.OK, attacked.error
     assert attacked.result == [
         {
@@ -285,7 +334,7 @@ async def test_a_frame_of_empty_lists_is_decoded_in_steps_beside_another_instanc
             "value across several keys"
         }
     ]
-    assert max(during) < BYSTANDER_MAX_MS_PACED, summary(during)
+    assert held_ms < MAX_HOLD_MS_PACED, f"the host held its loop for {held_ms:.1f} ms of CPU"
     await assert_serves(attacker, attacker_store)
     await attacker.close()
 

@@ -190,6 +190,16 @@ def delivery_of(task: ClaimedTask) -> str | None:
     return None
 
 
+def new_token() -> str:
+    """A new webhook's token: 32 random bytes, URL-safe. Never one that starts with
+    ``-`` (1 in 64 of them would): ``corral webhooks deliveries TOKEN`` would take it
+    for an option and refuse it."""
+    token = secrets.token_urlsafe(32)
+    while token.startswith("-"):
+        token = secrets.token_urlsafe(32)
+    return token
+
+
 def token_of(url_or_token: str) -> str:
     """The token of a webhook URL (``…/hooks/<token>``), or the token itself."""
     _, found, after = url_or_token.rpartition("/hooks/")
@@ -233,7 +243,7 @@ class Webhooks:
         verify_json = self._checked(mode, verify, max_body_bytes, args)
         webhook = Webhook(
             id="wh_" + secrets.token_urlsafe(9),
-            token=secrets.token_urlsafe(32),
+            token=new_token(),
             instance=instance,
             method=method,
             args=args,
