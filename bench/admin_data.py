@@ -272,6 +272,7 @@ EXECUTION_COLUMNS = (
     "duration_ms",
     "started_at",
     "delivery_id",
+    "agent",  # the instance's, as HistoryDatabase.insert writes it (migration 0012)
 )
 LINE_COLUMNS = ("instance", "execution_id", "at", "level", "line")
 DELIVERY_COLUMNS = (
@@ -485,6 +486,8 @@ class Filler:
         line_count = 0
 
         def flush() -> None:
+            if not executions:
+                return
             self.writer.write("executions", EXECUTION_COLUMNS, executions)
             self.writer.write("logs", LINE_COLUMNS, lines)
             self.writer.write("deliveries", DELIVERY_COLUMNS, deliveries)
@@ -563,6 +566,7 @@ class Filler:
                     duration,
                     at,
                     delivery,
+                    spec.name,
                 )
             )
             if rng.random() < 0.3:
