@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/tasks.py
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/activities.py
+	$(BIN)/python bench/admin.py
 
 soak: $(STAMP)
 	$(BIN)/pytest -m slow

@@ -11,9 +11,13 @@ import sqlalchemy as sa
 from alembic import command
 
 from corral.db import create_engine, ensure_schema, upgrade
+from corral.db.history import ExecutionQuery, HistoryDatabase
 from corral.db.migrate import _config, current_revision, head_revision
+from corral.db.raw import close_databases, open_database
 from corral.errors import DatabaseURLError, SchemaOutOfDate
+from corral.runtime.history import History
 from corral.state import SqlBackend, open_backend, open_store
+from tests.server.api import execution_row
 from tests.support import SPAWN, run_in_processes
 from tests.support import TABLES as DATA_TABLES
 
@@ -87,6 +91,45 @@ def test_the_upgrade_to_store_usage_counts_the_rows_already_stored(
     backend.put("b", "new", b"xy", None)
     assert backend.usage("b") == (1 + 5 + 3 + 2, 2)
     backend.close()
+
+
+def test_the_upgrade_to_agent_filtered_executions_fills_in_the_agents_recorded_before(
+    fresh_url: str, engine: sa.Engine
+) -> None:
+    """Migration 0012 gives every execution its instance's agent, which the agent filter
+    reads; executions recorded after it get theirs as they are written."""
+    config = _config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0011")
+        for instance, agent in [("shop-1", "shop"), ("mail-1", "mail")]:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO instances (id, agent, priority, status, config, created_at) "
+                    "VALUES (:id, :agent, 'default', 'active', '{}', 0)"
+                ),
+                {"id": instance, "agent": agent},
+            )
+        for n, instance in enumerate(["shop-1", "mail-1", "shop-1"]):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO executions (id, instance, method, trigger, outcome, "
+                    "requests_used, cpu_ms, peak_rss_bytes, duration_ms, started_at) "
+                    "VALUES (:id, :instance, 'run', 'task', 'ok', 0, 0, 0, 1, :at)"
+                ),
+                {"id": f"old-{n}", "instance": instance, "at": n},
+            )
+    assert upgrade(engine) == ("0011", head_revision())
+    database = open_database(fresh_url)
+    try:
+        HistoryDatabase(database).insert([execution_row("new-0", "shop-1", 10)], [])
+        history = History(database)
+        shop = history.executions_page(ExecutionQuery(agent="shop"), limit=10)
+        assert [e.id for e in shop.rows] == ["new-0", "old-2", "old-0"]
+        mail = history.executions_page(ExecutionQuery(agent="mail"), limit=10)
+        assert [e.id for e in mail.rows] == ["old-1"]
+    finally:
+        close_databases()
 
 
 def migrate_in_child(url: str, barrier: Any) -> str | None:

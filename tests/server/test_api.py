@@ -7,6 +7,7 @@ Each test serves the app on a free port beside a worker, on SQLite and PostgreSQ
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -19,6 +20,7 @@ from corral.runtime.services import Services
 from corral.server import api as api_package
 from corral.server.api import create_api
 from corral.server.api.streams import Streams
+from corral.server.dashboard.web import utc_time
 from tests.server.api import PROBE, execution_row, insert_executions, start_api
 from tests.server.conftest import Serve
 
@@ -261,6 +263,77 @@ async def test_each_execution_filter_and_the_search(serve: Serve) -> None:
     assert await found("about to fail") == [failed["id"]]  # a log line
     assert await found("Traceback") == [failed["id"]]  # the error's traceback
     assert await found("nowhere to be found") == []
+
+
+async def test_a_search_answers_after_its_share_of_the_history_and_goes_on_from_there(
+    serve: Serve,
+) -> None:
+    """A search reads so many executions a request (``History.search_step``, for
+    ``search_budget_s``): a page holds what that share held, even nothing, and its
+    cursor goes on from where it stopped, so every match comes once, newest first."""
+    api = await start_api(serve)
+    base = api.now + 1_000
+    rows, lines = [], []
+    for n in range(20):  # one a millisecond: ex-019 is the newest
+        failed = n == 10
+        error = {"type": "ValueError", "message": "a NEEDLE in the error", "traceback": ""}
+        rows.append(
+            execution_row(
+                f"ex-{n:03}",
+                api.instance,
+                base + n,
+                outcome="error" if failed else "ok",
+                error=json.dumps(error) if failed else None,
+            )
+        )
+        if n % 3 == 0:
+            lines.append(
+                {"instance": api.instance, "execution_id": f"ex-{n:03}", "at": base + n,
+                 "level": "info", "line": f"found the needle, {n}"}
+            )  # fmt: skip
+    insert_executions(api, rows, lines)
+    history = api.services.history
+    # A whole page at once when the share is large enough (the default).
+    everything = await api.ok("/executions", limit=10, q="needle")
+    found = ["ex-018", "ex-015", "ex-012", "ex-010", "ex-009", "ex-006", "ex-003", "ex-000"]
+    assert [e["id"] for e in everything["data"]] == found
+    assert everything["next_cursor"] is None
+    # Four executions a request: each page holds that share's matches, the last none.
+    history.search_step, history.search_budget_s = 4, 0.0
+    pages: list[list[str]] = []
+    cursor = None
+    while True:
+        page = await api.ok(
+            "/executions", limit=10, q="needle", **({"cursor": cursor} if cursor else {})
+        )
+        pages.append([e["id"] for e in page["data"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == [
+        ["ex-018"],  # read ex-019 to ex-016
+        ["ex-015", "ex-012"],
+        ["ex-010", "ex-009"],
+        ["ex-006"],
+        ["ex-003", "ex-000"],
+        [],  # the activate before them: the history read to its start
+    ]
+    # A page filled before its share is read ends at its last match, as any list's.
+    full = await api.ok("/executions", limit=1, q="needle")
+    assert [e["id"] for e in full["data"]] == ["ex-018"]
+    after = await api.ok("/executions", limit=1, q="needle", cursor=full["next_cursor"])
+    assert [e["id"] for e in after["data"]] == ["ex-015"]
+    # The dashboard says how far back a page that stopped short has searched.
+    response = await api.served.client.get(
+        "/executions",
+        params={"q": "needle"},
+        headers={"cookie": f"corral_session={api.tokens['read']}"},
+    )
+    assert response.status_code == 200, response.text[-500:]
+    said = " ".join(response.text.split())
+    assert f"Searched back to {utc_time(base + 16)}: 1 found there." in said  # ex-019 to 016
+    assert "search older executions →" in said
+    assert "No execution matches these filters." not in said
 
 
 async def test_an_execution_in_full_with_its_logs_error_and_dead_task(serve: Serve) -> None:

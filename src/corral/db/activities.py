@@ -203,7 +203,13 @@ class ActivityDatabase:
             where.append("updated_at >= :since")
             params["since"] = since
         if before is not None:
-            where.append("(updated_at < :b_at OR (updated_at = :b_at AND id < :b_id))")
+            # ``updated_at <= :b_at`` on its own too: PostgreSQL starts the index scan
+            # there, where the OR alone made it walk every newer activity first (a page
+            # 40,000 deep took 48 ms, and more the deeper it was).
+            where.append(
+                "updated_at <= :b_at "
+                "AND (updated_at < :b_at OR (updated_at = :b_at AND id < :b_id))"
+            )
             params.update(b_at=before[0], b_id=before[1])
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         return self.database.fetch_all(

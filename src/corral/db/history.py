@@ -35,9 +35,12 @@ EXECUTION_FIELDS = (
 #: A log line's columns: ``execution_id`` is None for the platform's own lines.
 LINE_FIELDS = ("instance", "execution_id", "at", "level", "line")
 
+#: An execution's row also holds its instance's agent (which never changes), looked up
+#: as the row is written: the agent filter reads its own index (migration 0012).
 _INSERT_EXECUTION = (
-    f"INSERT INTO executions ({', '.join(EXECUTION_FIELDS)}) "
-    f"VALUES ({', '.join(':' + field for field in EXECUTION_FIELDS)})"
+    f"INSERT INTO executions ({', '.join(EXECUTION_FIELDS)}, agent) "
+    f"VALUES ({', '.join(':' + field for field in EXECUTION_FIELDS)}, "
+    "(SELECT i.agent FROM instances i WHERE i.id = :instance))"
 )
 _INSERT_LINE = (
     f"INSERT INTO logs ({', '.join(LINE_FIELDS)}) "
@@ -49,6 +52,7 @@ LISTED_COLUMNS = (
     "id, instance, version, method, trigger, task_id, outcome, requests_used, cpu_ms, "
     "peak_rss_bytes, duration_ms, started_at, delivery_id, error"
 )
+_LISTED = ", ".join(f"e.{column.strip()}" for column in LISTED_COLUMNS.split(","))
 #: What the record of one execution shows: all of it.
 RECORD_COLUMNS = f"{LISTED_COLUMNS}, result"
 #: What the record of one execution shows of the task it ran, while the task lasts (a
@@ -228,46 +232,56 @@ class HistoryDatabase:
     def executions_page(
         self, query: ExecutionQuery, *, before: tuple[int, str] | None, limit: int
     ) -> list[Sequence[Any]]:
-        """``LISTED_COLUMNS`` of the executions ``query`` selects, newest first; ``before``
-        (started_at, id): the page after that one. Each filter has an index of migration
-        0011 in this order, so a page reads about ``limit`` rows of it."""
-        where: list[str] = []
-        params: dict[str, Any] = {"limit": limit}
-        for column in ("instance", "method", "trigger"):
-            value = getattr(query, column)
-            if value is not None:
-                where.append(f"e.{column} = :{column}")
-                params[column] = value
-        if query.outcome is not None:
-            where.append("e.outcome = :outcome")
-            if query.outcome != COMMON_OUTCOME:
-                where.append(f"e.outcome <> '{COMMON_OUTCOME}'")
-            params["outcome"] = query.outcome
-        if query.agent is not None:
-            where.append("e.instance IN (SELECT i.id FROM instances i WHERE i.agent = :agent)")
-            params["agent"] = query.agent
-        if query.since is not None:
-            where.append("e.started_at >= :since")
-            params["since"] = query.since
-        if query.until is not None:
-            where.append("e.started_at < :until")
-            params["until"] = query.until
-        if query.text is not None:
+        """``LISTED_COLUMNS`` of the executions ``query`` selects (its ``text`` aside: see
+        ``search_window``), newest first; ``before`` (started_at, id): the page after
+        that one. Each filter has an index of migrations 0011 and 0012 in this order, so a
+        page reads about ``limit`` rows of it."""
+        assert query.text is None, "a search reads its executions through search_window"
+        where, params = _filtered(query, before)
+        return self.database.fetch_all(
+            f"SELECT {_LISTED} FROM executions e {_where(where)}"
+            "ORDER BY e.started_at DESC, e.id DESC LIMIT :limit",
+            {**params, "limit": limit},
+        )
+
+    def search_window(
+        self, query: ExecutionQuery, *, before: tuple[int, str] | None, limit: int, window: int
+    ) -> tuple[list[Sequence[Any]], tuple[int, str] | None]:
+        """A search's step: of the next ``window`` executions the filters select (newest
+        first from ``before``), the first ``limit`` whose error or log lines hold
+        ``query.text`` (``LISTED_COLUMNS``); and (started_at, id) of the oldest of the
+        ``window`` when it was full (older ones may follow), else None (no more).
+
+        The window bounds what one statement reads: text that is rare or absent is
+        otherwise looked for in every row of the history. Each execution's lines are
+        looked up by its id: ``OFFSET 0`` keeps PostgreSQL from hashing every line in
+        the table that holds the text first (which it estimates to cost less), and
+        SQLite ignores it."""
+        assert query.text is not None
+        where, params = _filtered(query, before)
+        with self.database.transaction(write=False) as cur:
+            edge = self.database.execute(
+                cur,
+                f"SELECT e.started_at, e.id FROM executions e {_where(where)}"
+                "ORDER BY e.started_at DESC, e.id DESC LIMIT 1 OFFSET :last",
+                {**params, "last": window - 1},
+            ).fetchone()
+            if edge is not None:
+                where.append("(e.started_at, e.id) >= (:w_at, :w_id)")
+                params.update(w_at=edge[0], w_id=edge[1])
             where.append(
                 f"(lower(e.error) LIKE :text ESCAPE '{_ESCAPE}' OR EXISTS (SELECT 1 FROM logs l "
-                f"WHERE l.execution_id = e.id AND lower(l.line) LIKE :text ESCAPE '{_ESCAPE}'))"
+                f"WHERE l.execution_id = e.id AND lower(l.line) LIKE :text ESCAPE '{_ESCAPE}' "
+                "LIMIT 1 OFFSET 0))"
             )
             params["text"] = like_pattern(query.text)
-        if before is not None:
-            where.append("(e.started_at, e.id) < (:b_at, :b_id)")
-            params.update(b_at=before[0], b_id=before[1])
-        clause = f"WHERE {' AND '.join(where)} " if where else ""
-        columns = ", ".join(f"e.{column.strip()}" for column in LISTED_COLUMNS.split(","))
-        return self.database.fetch_all(
-            f"SELECT {columns} FROM executions e {clause}"
-            "ORDER BY e.started_at DESC, e.id DESC LIMIT :limit",
-            params,
-        )
+            rows = self.database.execute(
+                cur,
+                f"SELECT {_LISTED} FROM executions e {_where(where)}"
+                "ORDER BY e.started_at DESC, e.id DESC LIMIT :limit",
+                {**params, "limit": limit},
+            ).fetchall()
+        return rows, None if edge is None else (int(edge[0]), str(edge[1]))
 
     def execution(self, execution: str) -> RecordRows | None:
         """One execution's record, read together with what it shows; None if there is no
@@ -345,6 +359,39 @@ class HistoryDatabase:
             f"SELECT {LINE_COLUMNS} FROM logs WHERE {where} ORDER BY id LIMIT :limit",
             {"after": after, "instance": instance, "limit": limit},
         )
+
+
+def _filtered(
+    query: ExecutionQuery, before: tuple[int, str] | None
+) -> tuple[list[str], dict[str, Any]]:
+    """The conditions of ``query``'s filters but its text, and of the page after
+    ``before``, on ``executions e``; and their parameters."""
+    where: list[str] = []
+    params: dict[str, Any] = {}
+    for column in ("instance", "agent", "method", "trigger"):
+        value = getattr(query, column)
+        if value is not None:
+            where.append(f"e.{column} = :{column}")
+            params[column] = value
+    if query.outcome is not None:
+        where.append("e.outcome = :outcome")
+        if query.outcome != COMMON_OUTCOME:
+            where.append(f"e.outcome <> '{COMMON_OUTCOME}'")
+        params["outcome"] = query.outcome
+    if query.since is not None:
+        where.append("e.started_at >= :since")
+        params["since"] = query.since
+    if query.until is not None:
+        where.append("e.started_at < :until")
+        params["until"] = query.until
+    if before is not None:
+        where.append("(e.started_at, e.id) < (:b_at, :b_id)")
+        params.update(b_at=before[0], b_id=before[1])
+    return where, params
+
+
+def _where(conditions: Sequence[str]) -> str:
+    return f"WHERE {' AND '.join(conditions)} " if conditions else ""
 
 
 def _multi_row(insert: str, rows: Sequence[Row]) -> tuple[str, dict[str, Any]]:

@@ -159,7 +159,12 @@ class RegistryDatabase:
         if priority is not None:
             where.append("priority = :priority")
         if before is not None:
-            where.append("(created_at < :b_at OR (created_at = :b_at AND id < :b_id))")
+            # ``created_at <= :b_at`` on its own too: PostgreSQL starts the index scan
+            # there, where the OR alone made it walk every newer row first.
+            where.append(
+                "created_at <= :b_at "
+                "AND (created_at < :b_at OR (created_at = :b_at AND id < :b_id))"
+            )
         b_at, b_id = before if before is not None else (None, None)
         return self.database.fetch_all(
             f"{_SELECT_INSTANCE} WHERE {' AND '.join(where)} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from corral.tagged_json import JsonValue, to_tagged
 
 __all__ = [
     "ExecutionDetail",
+    "ExecutionPage",
     "ExecutionQuery",
     "ExecutionSummary",
     "History",
@@ -35,6 +37,14 @@ __all__ = [
 #: The most characters a text search looks for: enough for any message worth finding,
 #: and a bound on what each row's ``LIKE`` compares.
 MAX_SEARCH: Final = 200
+#: A search reads the executions its filters select newest first, ``SEARCH_STEP`` in
+#: each statement, until it has its page or another step would take it past
+#: ``SEARCH_BUDGET_S`` (as long as the last one took): then it answers with the
+#: matches it found and where it stopped, and the next page goes on from there. Text
+#: that is rare or absent was otherwise looked for in every row of the history in one
+#: request: 1-4 s with a million executions (bench/admin.py).
+SEARCH_STEP: Final = 2_000
+SEARCH_BUDGET_S: Final = 0.1
 
 #: A record, its version and its task id.
 Recorded = tuple[ExecutionRecord, int | None, int | None]
@@ -109,6 +119,16 @@ class ExecutionSummary:
     started_at: int
     delivery_id: str | None
     error_line: str | None
+
+
+@dataclass(frozen=True)
+class ExecutionPage:
+    """Executions a listing shows, newest first; ``searched_to``: where a search that
+    stopped short of a page stopped (the (started_at, id) of the oldest execution it
+    read, older ones yet to be searched), else None."""
+
+    rows: list[ExecutionSummary]
+    searched_to: tuple[int, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -237,6 +257,9 @@ class History:
     def __init__(self, database: Database) -> None:
         self.database = database
         self._db = HistoryDatabase(database)
+        #: What one search request reads at most (see ``SEARCH_STEP``).
+        self.search_step = SEARCH_STEP
+        self.search_budget_s = SEARCH_BUDGET_S
 
     def record(self, records: Sequence[Recorded]) -> None:
         """Records (each with its version and task id) and their log lines, in one
@@ -321,15 +344,31 @@ class History:
 
     def executions_page(
         self, query: ExecutionQuery, *, before: tuple[int, str] | None = None, limit: int
-    ) -> list[ExecutionSummary]:
+    ) -> ExecutionPage:
         """The executions ``query`` selects, newest first, ``limit`` at most; ``before``
-        (started_at, id): the page after that one. ``ValueError`` for a search longer
-        than ``MAX_SEARCH``."""
-        if query.text is not None and len(query.text) > MAX_SEARCH:
+        (started_at, id): the page after that one. A search (``query.text``) may stop
+        short of ``limit`` with older executions yet to search (``searched_to``: see
+        ``SEARCH_STEP``). ``ValueError`` for a search longer than ``MAX_SEARCH``."""
+        if query.text is None:
+            rows = self._db.executions_page(query, before=before, limit=limit)
+            return ExecutionPage([_summary(row) for row in rows])
+        if len(query.text) > MAX_SEARCH:
             raise ValueError(f"a search is at most {MAX_SEARCH} characters")
-        return [
-            _summary(row) for row in self._db.executions_page(query, before=before, limit=limit)
-        ]
+        started = time.monotonic()
+        found: list[Sequence[Any]] = []
+        while True:
+            step_started = time.monotonic()
+            rows, edge = self._db.search_window(
+                query, before=before, limit=limit - len(found), window=self.search_step
+            )
+            found += rows
+            if len(found) >= limit or edge is None:  # a page, or the whole history read
+                return ExecutionPage([_summary(row) for row in found])
+            before = edge
+            now = time.monotonic()
+            if (now - started) + (now - step_started) > self.search_budget_s:
+                # Another step like this one would not fit in the budget.
+                return ExecutionPage([_summary(row) for row in found], searched_to=edge)
 
     def execution(self, execution_id: str) -> ExecutionDetail:
         """One execution's whole record; ``UnknownExecution`` if there is none."""

@@ -147,7 +147,9 @@ async def list_executions(
     ] = None,
 ) -> Page[ExecutionOut]:
     """Executions, newest first (by start), filtered; every filter is exact but ``q``.
-    ``since`` is inclusive, ``until`` exclusive."""
+    ``since`` is inclusive, ``until`` exclusive. A search (``q``) reads a share of the
+    history per request: a page of it may hold fewer items than ``limit``, even none,
+    and still have a ``next_cursor`` to search older executions."""
     services = services_of(request)
     query = ExecutionQuery(
         instance=instance,
@@ -159,10 +161,16 @@ async def list_executions(
         until=moment(until, "until"),
         text=q,
     )
-    rows = await services.database.call(
+    found = await services.database.call(
         services.history.executions_page, query, before=pages.decode(cursor), limit=limit + 1
     )
-    return pages.page(rows, limit, lambda e: (e.started_at, e.id), ExecutionOut.of)
+    return pages.page(
+        found.rows,
+        limit,
+        lambda e: (e.started_at, e.id),
+        ExecutionOut.of,
+        resume=found.searched_to,
+    )
 
 
 @router.get("/executions/{execution_id}", dependencies=[Depends(authorized(READ))])

@@ -114,11 +114,16 @@ def page(
     limit: int,
     key: Callable[[R], Sequence[int | str]],
     shown: Callable[[R], T],
+    *,
+    resume: Sequence[int | str] | None = None,
 ) -> Page[T]:
-    """The page of ``rows`` (read ``limit + 1``), each ``shown``, with the next cursor."""
+    """The page of ``rows`` (read ``limit + 1``), each ``shown``, with the next cursor.
+    ``resume``: the key a list that stopped short of a page goes on after (a search
+    that read its share of the history), when there is no next row to start after."""
     more = len(rows) > limit
     kept = rows[:limit]
-    return Page[T](
-        data=[shown(row) for row in kept],
-        next_cursor=encode(key(kept[-1])) if more and kept else None,
-    )
+    if more and kept:
+        next_cursor: str | None = encode(key(kept[-1]))
+    else:
+        next_cursor = None if resume is None else encode(resume)
+    return Page[T](data=[shown(row) for row in kept], next_cursor=next_cursor)

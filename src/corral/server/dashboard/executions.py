@@ -19,6 +19,7 @@ from corral.server.dashboard.sessions import Session
 from corral.server.dashboard.web import (
     OPERATE,
     READ,
+    Paged,
     cursor_of,
     now_ms,
     page_size,
@@ -56,16 +57,21 @@ async def executions(request: Request, session: Session) -> Response:
     query = execution_query(request)
     limit = page_size(request)
     before = cursor_of(request, pages.decode)
-    rows = await services.database.call(
+    found = await services.database.call(
         services.history.executions_page, query, before=before, limit=limit + 1
     )
-    listed = paged(rows, limit, lambda e: (e.started_at, e.id))
+    listed = paged(found.rows, limit, lambda e: (e.started_at, e.id))
+    searched_to = None  # a search that stopped short of a page: how far back it read
+    if listed.next_cursor is None and found.searched_to is not None:
+        listed = Paged(listed.rows, pages.encode(found.searched_to))
+        searched_to = found.searched_to[0]
     return render(
         request,
         "executions.html",
         session,
         active="Executions",
         listed=listed,
+        searched_to=searched_to,
         query=query,
         triggers=TRIGGERS,
         outcomes=OUTCOMES,

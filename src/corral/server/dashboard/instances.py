@@ -100,7 +100,7 @@ def read_instance(
         instance=instance,
         executions=services.history.executions_page(
             ExecutionQuery(instance=instance_id), limit=SECTION_ROWS
-        ),
+        ).rows,
         tasks=services.queue.page(TaskQuery(instance=instance_id), now=now, limit=SECTION_ROWS),
         webhooks=[
             (webhook, services.webhooks.deliveries_page(webhook.id, limit=DELIVERIES_SHOWN))
