@@ -38,6 +38,7 @@ from corral.server import metrics
 from corral.server.api import create_api
 from corral.server.api.auth import RequireToken
 from corral.server.api.streams import Streams
+from corral.server.body import BodyLimit
 from corral.server.dashboard import SignInCodes, dashboard_routes
 from corral.server.hooks import Intake
 from corral.server.responses import error_answer, json_answer
@@ -140,7 +141,8 @@ def create_app(
         # Every path under /api/v1 (and /metrics) needs a token, whether a route
         # matches it or not.
         middleware=[
-            Middleware(RequireToken, services=services, prefixes=(API_PREFIX, METRICS_PATH))
+            Middleware(RequireToken, services=services, prefixes=(API_PREFIX, METRICS_PATH)),
+            Middleware(BodyLimit),
         ],
         exception_handlers=_HANDLERS,
         lifespan=lifespan,

@@ -44,6 +44,7 @@ from corral.server.api import (
 from corral.server.api.agents import Deploys, ZygoteOf
 from corral.server.api.auth import READ, SCOPE_ATTRIBUTE, ApiError, authorized
 from corral.server.api.streams import Streams
+from corral.server.body import BodyTooLarge, too_large
 
 log = logging.getLogger("corral.api")
 
@@ -130,6 +131,8 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if isinstance(exc.__cause__, BodyTooLarge):  # FastAPI's 400 around our bound
+        return _error(413, "too_large", too_large())
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
     message = "no such resource" if exc.status_code == 404 else str(exc.detail)
     return _error(exc.status_code, code, message, dict(exc.headers or {}))
