@@ -43,6 +43,7 @@
     ├── ListenError (OSError)        the server cannot listen where it was asked to
     ├── ApiError                     the admin API refuses a request (its status, code, message)
     ├── DashboardError               the dashboard refuses a request (its status, title, message)
+    ├── BodyTooLarge                 a request body went past the server's bound as it was read
     ├── WebhookError (ValueError)    a webhook delivery that cannot be taken as it is
     │   ├── WebhookBodyError       [agent]   a JSON content type over a body that does not parse
     │   └── WebhookVerificationError [agent] a signature missing, wrong or stale
@@ -318,6 +319,11 @@ class DashboardError(CorralError):
         self.status = status
         self.title = title
         self.message = message
+
+
+class BodyTooLarge(CorralError):
+    """A request body went past the server's bound while the app read it (the server
+    answers 413; FastAPI wraps it, reading a body, in a 400 whose cause it is)."""
 
 
 class WebhookError(CorralError, ValueError):

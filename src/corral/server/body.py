@@ -15,15 +15,12 @@ from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from corral.errors import BodyTooLarge
+
 #: The largest body a route other than ``/hooks/`` takes: a deploy's code (1,000,000
 #: characters at most) as JSON fits.
 MAX_BODY_BYTES: Final = 4 * 1024 * 1024
 _EXEMPT: Final = "/hooks/"
-
-
-class BodyTooLarge(Exception):
-    """The body went past the bound while the app read it (FastAPI wraps it, reading a
-    body, in a 400 whose cause it is: the API answers that as ours, 413)."""
 
 
 class BodyLimit:

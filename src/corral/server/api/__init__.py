@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from corral import __version__
-from corral.errors import CorralError, DatabaseUnavailable, NotFound
+from corral.errors import BodyTooLarge, CorralError, DatabaseUnavailable, NotFound
 from corral.runtime.services import Services
 from corral.server.api import (
     activities,
@@ -44,7 +44,7 @@ from corral.server.api import (
 from corral.server.api.agents import Deploys, ZygoteOf
 from corral.server.api.auth import READ, SCOPE_ATTRIBUTE, ApiError, authorized
 from corral.server.api.streams import Streams
-from corral.server.body import BodyTooLarge, too_large
+from corral.server.body import too_large
 
 log = logging.getLogger("corral.api")
 
