@@ -14,7 +14,7 @@ import struct
 import threading
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from multiprocessing.synchronize import Barrier
 from typing import Any
@@ -242,6 +242,19 @@ def run_in_processes(
 
 
 # -- network ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections while the ``with`` lasts.
+
+    It is bound by a socket that does not listen: nothing answers on it, and no other
+    process can take it meanwhile. A port bound and given back could be taken by a
+    server started on port 0 at that moment, by another test of a parallel run, say.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 class TcpProxy:

@@ -4,7 +4,6 @@ traceback, and never an empty success."""
 from __future__ import annotations
 
 import shutil
-import socket
 import uuid
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import sqlalchemy as sa
 
 from corral.state import close_backends
 from tests.cli.invoke import corral
+from tests.support import closed_port
 
 GREETER = Path(__file__).parents[2] / "examples" / "greeter.py"
 
@@ -84,12 +84,6 @@ def test_a_bad_argument_or_option_is_one_line(db: str, command: list[str], messa
     assert corral(*args) == (2, "", f"Error: {message}\n")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:  # a port nothing listens on once it is closed
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_postgresql_database_that_does_not_exist_is_one_line(postgres_server: str) -> None:
     name = f"corral_missing_{uuid.uuid4().hex[:8]}"
     url = sa.make_url(postgres_server).set(database=name).render_as_string(False)
@@ -101,8 +95,9 @@ def test_a_postgresql_database_that_does_not_exist_is_one_line(postgres_server: 
 
 
 def test_a_postgresql_port_nothing_listens_on_is_one_line(postgres_server: str) -> None:
-    url = sa.make_url(postgres_server).set(port=_free_port()).render_as_string(False)
-    code, out, err = corral("--db", url, "instances")
+    with closed_port() as port:
+        url = sa.make_url(postgres_server).set(port=port).render_as_string(False)
+        code, out, err = corral("--db", url, "instances")
     assert (code, out) == (1, "")
     assert err.startswith(f"Error: cannot reach the database {url}: connection failed: ")
     assert err.endswith("Connection refused\n")
@@ -110,8 +105,9 @@ def test_a_postgresql_port_nothing_listens_on_is_one_line(postgres_server: str) 
 
 
 def test_a_password_in_the_url_is_not_printed(postgres_server: str) -> None:
-    url = sa.make_url(postgres_server).set(port=_free_port(), password="s3cret")
-    code, _, err = corral("--db", url.render_as_string(False), "instances")
+    with closed_port() as port:
+        url = sa.make_url(postgres_server).set(port=port, password="s3cret")
+        code, _, err = corral("--db", url.render_as_string(False), "instances")
     assert code == 1
     assert "s3cret" not in err
     assert err.startswith(f"Error: cannot reach the database {url.render_as_string()}: ")

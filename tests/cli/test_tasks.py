@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import socket
 import sqlite3
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from tests.cli.invoke import corral
+from tests.support import closed_port
 
 
 def test_deploy_install_and_a_worker_run_a_chain_of_tasks(db: str, tmp_path: Path) -> None:
@@ -60,11 +60,9 @@ def test_a_worker_stops_on_a_database_error_that_waiting_would_not_fix(db: str) 
 
 
 def test_a_worker_that_cannot_reach_its_database_says_so(postgres_server: str) -> None:
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = sa.make_url(postgres_server).set(port=port).render_as_string(False)
-    code, _, err = corral("--db", url, "worker")
+    with closed_port() as port:
+        url = sa.make_url(postgres_server).set(port=port).render_as_string(False)
+        code, _, err = corral("--db", url, "worker")
     assert code == 1
     assert err.startswith("Error: cannot start the worker: the database is unreachable (")
     assert err.endswith("Connection refused); start it again once the database is up\n")

@@ -9,7 +9,6 @@ exist are not, and keep the driver's own error.
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import corral.db.engine
 from corral.db.errors import unavailable
 from corral.db.raw import Database
 from corral.errors import DatabaseUnavailable
-from tests.support import TcpProxy
+from tests.support import TcpProxy, closed_port
 
 
 def connection_error(url: str) -> psycopg.OperationalError:
@@ -32,16 +31,10 @@ def connection_error(url: str) -> psycopg.OperationalError:
     return raised.value
 
 
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (it was just given back)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_refused_connection_is_an_outage_that_names_no_host(postgres_server: str) -> None:
-    url = sa.make_url(postgres_server).set(port=closed_port()).render_as_string(False)
-    error = connection_error(url)
+    with closed_port() as port:
+        url = sa.make_url(postgres_server).set(port=port).render_as_string(False)
+        error = connection_error(url)
     found = unavailable(error)
     assert isinstance(found, DatabaseUnavailable)
     assert str(found) == (

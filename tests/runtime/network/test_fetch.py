@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from corral.runtime.describe import describe_code
 from corral.runtime.network.fetch import FetchConfig, Fetcher
 from corral.sdk.operations import Op
 from tests.runtime.conftest import Runtime, RuntimeFactory
-from tests.support import FakeTimer
+from tests.support import FakeTimer, closed_port
 
 #: How many fetches the concurrency test sends at once; the server answers none
 #: of them until all have arrived.
@@ -302,10 +301,9 @@ async def test_a_response_over_the_size_cap_is_refused(
 
 
 async def test_a_refused_connection_is_a_fetch_error_naming_the_url(runtime: Runtime) -> None:
-    with socket.socket() as probe:  # a port nothing listens on once it is closed
-        probe.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    record = await call(runtime, [f"{closed}/*"], "attempt", [f"{closed}/items?page=1"])
+    with closed_port() as port:
+        closed = f"http://127.0.0.1:{port}"
+        record = await call(runtime, [f"{closed}/*"], "attempt", [f"{closed}/items?page=1"])
     assert record["result"] == [
         {
             "type": "FetchError",
