@@ -32,6 +32,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from corral.config import RuntimeConfig
 from corral.db.raw import close_databases
 from corral.runtime.affinity import available_cpus, pin_to_cpu
@@ -264,6 +266,19 @@ def run_workers(
 
 
 # -- command line -------------------------------------------------------------------------
+
+
+def choose_backends(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """With ``--db``, the backends are that database's own (``--backends`` may only agree);
+    without, both by default; then as :func:`check_arguments` checks them."""
+    if args.db is not None:
+        backend = "sqlite" if make_url(args.db).get_backend_name() == "sqlite" else "postgres"
+        if args.backends not in (None, [backend]):
+            parser.error(f"--db {args.db} is a {backend} database: --backends cannot differ")
+        args.backends = [backend]
+    elif args.backends is None:
+        args.backends = list(ALL_BACKENDS)
+    check_arguments(parser, args)
 
 
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
