@@ -73,10 +73,10 @@ from corral.config import RuntimeConfig
 from corral.db.raw import close_databases, open_database
 from corral.runtime.services import Services
 from corral.server.api.pages import encode as cursor
-from databases import BACKEND_NAMES, DEFAULT_POSTGRES_URL
+from databases import BACKEND_NAMES
 from databases import fresh_database as fresh
 from tables import DASH, Figures, percentile, progress, render
-from workers import choose_backends, now_ms
+from workers import add_database_arguments, choose_backends, now_ms
 
 CORRAL = str(Path(sys.executable).with_name("corral"))
 BAR_MS = 200.0
@@ -561,19 +561,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--requests", type=int, help="requests per endpoint a run (default 20; 5 quick)"
     )
-    parser.add_argument(
-        "--backends",
-        type=lambda s: [b.strip() for b in s.split(",") if b.strip()],
-        help="comma-separated subset of sqlite,postgres (default: both; with --db, its own)",
-    )
-    parser.add_argument(
-        "--postgres-url",
-        default=DEFAULT_POSTGRES_URL,
-        help=f"a server to create the throwaway databases on (default {DEFAULT_POSTGRES_URL})",
-    )
-    parser.add_argument(
-        "--db",
-        help="fill this database instead of a fresh one, or measure it as it is if it holds "
+    add_database_arguments(
+        parser,
+        "fill this database instead of a fresh one, or measure it as it is if it holds "
         "executions already",
     )
     args = parser.parse_args(argv)

@@ -42,7 +42,7 @@ from corral.runtime.records import ExecutionRecord
 from corral.runtime.services import Services
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.sandbox.limits import Outcome
-from databases import ALL_BACKENDS, Skipped, postgres_version
+from databases import ALL_BACKENDS, DEFAULT_POSTGRES_URL, Skipped, postgres_version
 from tables import progress
 
 
@@ -266,6 +266,22 @@ def run_workers(
 
 
 # -- command line -------------------------------------------------------------------------
+
+
+def add_database_arguments(parser: argparse.ArgumentParser, db_help: str) -> None:
+    """``--backends``, ``--postgres-url`` and ``--db`` (its help: ``db_help``), as
+    :func:`choose_backends` reads them."""
+    parser.add_argument(
+        "--backends",
+        type=lambda s: [b.strip() for b in s.split(",") if b.strip()],
+        help="comma-separated subset of sqlite,postgres (default: both; with --db, its own)",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_URL,
+        help=f"a server to create the throwaway databases on (default {DEFAULT_POSTGRES_URL})",
+    )
+    parser.add_argument("--db", help=db_help)
 
 
 def choose_backends(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
