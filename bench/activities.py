@@ -56,8 +56,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 from corral import codec
 from corral.config import RuntimeConfig
 from corral.db.raw import Database, close_databases, open_database
@@ -68,9 +66,17 @@ from corral.runtime.executor import Claim
 from corral.runtime.records import ExecutionRecord
 from corral.runtime.services import Services
 from corral.runtime.worker import WorkerOptions
-from databases import ALL_BACKENDS, BACKEND_NAMES, DEFAULT_POSTGRES_URL, fresh_database
+from databases import BACKEND_NAMES, fresh_database
 from tables import DASH, Figures, Spread, fmt_ms, fmt_rate, progress, render
-from workers import Completions, Context, check_arguments, now_ms, run_workers, serve
+from workers import (
+    Completions,
+    Context,
+    add_database_arguments,
+    choose_backends,
+    now_ms,
+    run_workers,
+    serve,
+)
 
 AGENT_NAME = "bench-activities"
 #: Activities a worker's warm-up creates: enough events to warm every process the
@@ -382,29 +388,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--count", type=int, default=1_000, help="activities in the one call (default 1000)"
     )
-    parser.add_argument(
-        "--backends",
-        type=lambda s: [b.strip() for b in s.split(",") if b.strip()],
-        help="comma-separated subset of sqlite,postgres (default: both; with --db, its own)",
-    )
-    parser.add_argument(
-        "--postgres-url",
-        default=DEFAULT_POSTGRES_URL,
-        help=f"a server to create the throwaway databases on (default {DEFAULT_POSTGRES_URL})",
-    )
-    parser.add_argument(
-        "--db", help="run on this database instead of fresh ones (keep it otherwise idle)"
+    add_database_arguments(
+        parser, "run on this database instead of fresh ones (keep it otherwise idle)"
     )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.db is not None:
-        backend = "sqlite" if make_url(args.db).get_backend_name() == "sqlite" else "postgres"
-        if args.backends not in (None, [backend]):
-            parser.error(f"--db {args.db} is a {backend} database: --backends cannot differ")
-        args.backends = [backend]
-    elif args.backends is None:
-        args.backends = list(ALL_BACKENDS)
-    check_arguments(parser, args)
+    choose_backends(parser, args)
     if not 1 <= args.count <= 5_000:
         parser.error("--count must be from 1 to 5000 (what one create_activities call takes)")
     return args

@@ -56,8 +56,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy.engine import make_url
 
+import workers
 from admin_data import (
     DAY_MS,
     MINUTE_MS,
@@ -73,9 +73,10 @@ from corral.config import RuntimeConfig
 from corral.db.raw import close_databases, open_database
 from corral.runtime.services import Services
 from corral.server.api.pages import encode as cursor
+from databases import BACKEND_NAMES
+from databases import fresh_database as fresh
 from tables import DASH, Figures, percentile, progress, render
-from tasks import ALL_BACKENDS, BACKEND_NAMES, DEFAULT_POSTGRES_URL, Skipped, postgres_version
-from tasks import fresh_database as fresh
+from workers import add_database_arguments, choose_backends, now_ms
 
 CORRAL = str(Path(sys.executable).with_name("corral"))
 BAR_MS = 200.0
@@ -413,18 +414,14 @@ def measure(
 
 
 @dataclass
-class Context:
-    versions: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
+class Context(workers.Context):
+    """The run's conditions, and what this bench adds: each fill's time and rows, the load
+    at each run's start, and the endpoints measured."""
+
     filled: dict[str, dict[str, float]] = field(default_factory=dict)
     rows: dict[str, Counter[str]] = field(default_factory=dict)
     load: list[tuple[float, float, float]] = field(default_factory=list)
-    seconds: float = 0.0
     labels: list[str] = field(default_factory=list)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @contextmanager
@@ -487,20 +484,10 @@ def run_backend(
 def bench(args: argparse.Namespace, sizes: Sizes) -> tuple[Figures, Context]:
     figures = Figures()
     context = Context()
-    started = time.perf_counter()
-    backends = []
-    for backend in args.backends:
-        if backend == "postgres":
-            try:
-                context.versions.append(postgres_version(args.db or args.postgres_url))
-            except Skipped as exc:
-                context.skipped[backend] = str(exc)
-                progress(f"[{backend}] skipped: {exc}")
-                continue
-        backends.append(backend)
+    backends = context.usable(args.backends, args.db or args.postgres_url)
     for backend in backends:
         run_backend(backend, args, sizes, figures, context)
-    context.seconds = time.perf_counter() - started
+    context.finish()
     args.backends = backends
     return figures, context
 
@@ -574,36 +561,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--requests", type=int, help="requests per endpoint a run (default 20; 5 quick)"
     )
-    parser.add_argument(
-        "--backends",
-        type=lambda s: [b.strip() for b in s.split(",") if b.strip()],
-        help="comma-separated subset of sqlite,postgres (default: both; with --db, its own)",
-    )
-    parser.add_argument(
-        "--postgres-url",
-        default=DEFAULT_POSTGRES_URL,
-        help=f"a server to create the throwaway databases on (default {DEFAULT_POSTGRES_URL})",
-    )
-    parser.add_argument(
-        "--db",
-        help="fill this database instead of a fresh one, or measure it as it is if it holds "
+    add_database_arguments(
+        parser,
+        "fill this database instead of a fresh one, or measure it as it is if it holds "
         "executions already",
     )
     args = parser.parse_args(argv)
-    if args.db is not None:
-        backend = "sqlite" if make_url(args.db).get_backend_name() == "sqlite" else "postgres"
-        if args.backends not in (None, [backend]):
-            parser.error(f"--db {args.db} is a {backend} database: --backends cannot differ")
-        args.backends = [backend]
-    elif args.backends is None:
-        args.backends = list(ALL_BACKENDS)
-    unknown = [b for b in args.backends if b not in ALL_BACKENDS]
-    if unknown or not args.backends:
-        parser.error(f"--backends takes names from {','.join(ALL_BACKENDS)}, got {unknown}")
-    args.runs = args.runs or (1 if args.quick else 3)
+    choose_backends(parser, args)
     args.requests = args.requests or (5 if args.quick else 20)
-    if args.runs < 1 or args.requests < MIN_REQUESTS:
-        parser.error(f"--runs must be at least 1 and --requests at least {MIN_REQUESTS}")
+    if args.requests < MIN_REQUESTS:
+        parser.error(f"--requests must be at least {MIN_REQUESTS}")
     return args
 
 

@@ -44,7 +44,10 @@ from sqlalchemy.engine import make_url
 
 from corral import codec
 from corral.config import RuntimeConfig
+from corral.db.activities import ACTIVITY_COLUMNS, NOTE_COLUMNS
+from corral.db.history import EXECUTION_FIELDS, LINE_FIELDS
 from corral.db.raw import close_databases
+from corral.db.webhooks import DELIVERY_COLUMNS, WEBHOOK_COLUMNS
 from corral.runtime.describe import describe_code
 from corral.runtime.services import Services
 from tables import progress
@@ -256,45 +259,10 @@ class Instance:
     webhooks: list[tuple[str, str]] = field(default_factory=list)  # (id, mode)
 
 
-EXECUTION_COLUMNS = (
-    "id",
-    "instance",
-    "version",
-    "method",
-    "trigger",
-    "task_id",
-    "outcome",
-    "result",
-    "error",
-    "requests_used",
-    "cpu_ms",
-    "peak_rss_bytes",
-    "duration_ms",
-    "started_at",
-    "delivery_id",
-    "agent",  # the instance's, as HistoryDatabase.insert writes it (migration 0012)
-)
-LINE_COLUMNS = ("instance", "execution_id", "at", "level", "line")
-DELIVERY_COLUMNS = (
-    "id",
-    "webhook_id",
-    "instance",
-    "dedupe_key",
-    "received_at",
-    "method",
-    "query",
-    "headers",
-    "body",
-    "mode",
-    "replay_of",
-    "task_token",
-    "execution_id",
-    "response_status",
-    "response_headers",
-    "response_body",
-    "answered_at",
-    "duplicates",
-)
+#: The columns come from the modules that write the rows, so a fill stays the shape the
+#: runtime writes; an execution's row also holds its instance's agent (migration 0012).
+EXECUTION_COLUMNS = (*EXECUTION_FIELDS, "agent")
+LINE_COLUMNS = LINE_FIELDS
 TASK_COLUMNS = (
     "instance",
     "trigger",
@@ -312,23 +280,6 @@ TASK_COLUMNS = (
     "last_error",
     "created_at",
 )
-ACTIVITY_COLUMNS = (
-    "id",
-    "root",
-    "priority",
-    "type",
-    "title",
-    "source",
-    "starts",
-    "ends",
-    "done",
-    "meta",
-    "author",
-    "size",
-    "created_at",
-    "updated_at",
-)
-NOTE_COLUMNS = ("id", "activity_id", "key", "content", "author", "created_at", "updated_at")
 
 
 class Filler:
@@ -418,19 +369,7 @@ class Filler:
         args = codec.encode([])
         self.writer.write(
             "webhooks",
-            (
-                "id",
-                "token",
-                "instance",
-                "method",
-                "args",
-                "mode",
-                "kind",
-                "verify",
-                "max_body_bytes",
-                "created_at",
-                "deleted_at",
-            ),
+            WEBHOOK_COLUMNS,
             (
                 (
                     hook,

@@ -32,6 +32,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from corral.config import RuntimeConfig
 from corral.db.raw import close_databases
 from corral.runtime.affinity import available_cpus, pin_to_cpu
@@ -40,7 +42,7 @@ from corral.runtime.records import ExecutionRecord
 from corral.runtime.services import Services
 from corral.runtime.worker import Worker, WorkerOptions
 from corral.sandbox.limits import Outcome
-from databases import ALL_BACKENDS, Skipped, postgres_version
+from databases import ALL_BACKENDS, DEFAULT_POSTGRES_URL, Skipped, postgres_version
 from tables import progress
 
 
@@ -264,6 +266,35 @@ def run_workers(
 
 
 # -- command line -------------------------------------------------------------------------
+
+
+def add_database_arguments(parser: argparse.ArgumentParser, db_help: str) -> None:
+    """``--backends``, ``--postgres-url`` and ``--db`` (its help: ``db_help``), as
+    :func:`choose_backends` reads them."""
+    parser.add_argument(
+        "--backends",
+        type=lambda s: [b.strip() for b in s.split(",") if b.strip()],
+        help="comma-separated subset of sqlite,postgres (default: both; with --db, its own)",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_URL,
+        help=f"a server to create the throwaway databases on (default {DEFAULT_POSTGRES_URL})",
+    )
+    parser.add_argument("--db", help=db_help)
+
+
+def choose_backends(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """With ``--db``, the backends are that database's own (``--backends`` may only agree);
+    without, both by default; then as :func:`check_arguments` checks them."""
+    if args.db is not None:
+        backend = "sqlite" if make_url(args.db).get_backend_name() == "sqlite" else "postgres"
+        if args.backends not in (None, [backend]):
+            parser.error(f"--db {args.db} is a {backend} database: --backends cannot differ")
+        args.backends = [backend]
+    elif args.backends is None:
+        args.backends = list(ALL_BACKENDS)
+    check_arguments(parser, args)
 
 
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -321,26 +321,15 @@ class HistoryDatabase:
     ) -> list[Sequence[Any]]:
         """``LINE_COLUMNS`` of the lines ``query`` selects, newest first by ``at``;
         ``before`` (at, id): the page after that line."""
-        where: list[str] = []
-        params: dict[str, Any] = {"limit": limit}
-        if query.instance is not None:
-            where.append("instance = :instance")
-            params["instance"] = query.instance
-        if query.execution is not None:
-            where.append("execution_id = :execution")
-            params["execution"] = query.execution
-        if query.level is not None:
-            where.append("level = :level")
-            if query.level != COMMON_LEVEL:
-                where.append(f"level <> '{COMMON_LEVEL}'")
-            params["level"] = query.level
-        if query.since is not None:
-            where.append("at >= :since")
-            params["since"] = query.since
-        if before is not None:
-            where.append("(at, id) < (:b_at, :b_id)")
-            params.update(b_at=before[0], b_id=before[1])
-        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        where, params = _conditions(
+            "",
+            {"instance": query.instance, "execution_id": query.execution},
+            ("level", query.level, COMMON_LEVEL),
+            ("at", query.since, None),
+            before,
+        )
+        params["limit"] = limit
+        clause = _where(where)
         return self.database.fetch_all(
             f"SELECT {LINE_COLUMNS} FROM logs {clause}ORDER BY at DESC, id DESC LIMIT :limit",
             params,
@@ -366,26 +355,49 @@ def _filtered(
 ) -> tuple[list[str], dict[str, Any]]:
     """The conditions of ``query``'s filters but its text, and of the page after
     ``before``, on ``executions e``; and their parameters."""
+    return _conditions(
+        "e.",
+        {column: getattr(query, column) for column in ("instance", "agent", "method", "trigger")},
+        ("outcome", query.outcome, COMMON_OUTCOME),
+        ("started_at", query.since, query.until),
+        before,
+    )
+
+
+def _conditions(
+    alias: str,
+    equal: dict[str, str | None],
+    rare: tuple[str, str | None, str],
+    window: tuple[str, int | None, int | None],
+    before: tuple[int, Any] | None,
+) -> tuple[list[str], dict[str, Any]]:
+    """The conditions of a listing's filters, newest first by time then id; and their
+    parameters. ``equal``: columns to match where a value is given; ``rare``: (column,
+    value, its common value), a column whose partial index leaves the common value out,
+    so that a query for another repeats the condition (SQLite uses the index only so);
+    ``window``: (time column, since (inclusive), until); ``before``: (time, id) of the
+    row the page comes after."""
     where: list[str] = []
     params: dict[str, Any] = {}
-    for column in ("instance", "agent", "method", "trigger"):
-        value = getattr(query, column)
+    for column, value in equal.items():
         if value is not None:
-            where.append(f"e.{column} = :{column}")
+            where.append(f"{alias}{column} = :{column}")
             params[column] = value
-    if query.outcome is not None:
-        where.append("e.outcome = :outcome")
-        if query.outcome != COMMON_OUTCOME:
-            where.append(f"e.outcome <> '{COMMON_OUTCOME}'")
-        params["outcome"] = query.outcome
-    if query.since is not None:
-        where.append("e.started_at >= :since")
-        params["since"] = query.since
-    if query.until is not None:
-        where.append("e.started_at < :until")
-        params["until"] = query.until
+    column, value, common = rare
+    if value is not None:
+        where.append(f"{alias}{column} = :{column}")
+        if value != common:
+            where.append(f"{alias}{column} <> '{common}'")
+        params[column] = value
+    at, since, until = window
+    if since is not None:
+        where.append(f"{alias}{at} >= :since")
+        params["since"] = since
+    if until is not None:
+        where.append(f"{alias}{at} < :until")
+        params["until"] = until
     if before is not None:
-        where.append("(e.started_at, e.id) < (:b_at, :b_id)")
+        where.append(f"({alias}{at}, {alias}id) < (:b_at, :b_id)")
         params.update(b_at=before[0], b_id=before[1])
     return where, params
 

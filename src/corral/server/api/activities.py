@@ -33,12 +33,7 @@ class PriorityOut(BaseModel):
 
     @classmethod
     def of(cls, priority: Priority) -> PriorityOut:
-        return cls(
-            name=priority.name,
-            created_at=priority.created_at,
-            instances=priority.instances,
-            activities=priority.activities,
-        )
+        return cls.model_validate(priority, from_attributes=True)
 
 
 class ActivityOut(BaseModel):

@@ -72,14 +72,7 @@ class AgentOut(BaseModel):
 
     @classmethod
     def of(cls, agent: AgentInfo) -> AgentOut:
-        return cls(
-            name=agent.name,
-            version=agent.version,
-            created_at=agent.created_at,
-            deployed_at=agent.deployed_at,
-            description=agent.description,
-            instances=agent.instances,
-        )
+        return cls.model_validate(agent, from_attributes=True)
 
 
 class Deploy(BaseModel):

@@ -73,14 +73,7 @@ class LineOut(BaseModel):
 
     @classmethod
     def of(cls, line: LogLine) -> LineOut:
-        return cls(
-            id=line.id,
-            instance=line.instance,
-            execution=line.execution,
-            at=line.at,
-            level=line.level,
-            line=line.line,
-        )
+        return cls.model_validate(line, from_attributes=True)
 
 
 class TaskCauseOut(BaseModel):
@@ -95,7 +88,7 @@ class TaskCauseOut(BaseModel):
 
     @classmethod
     def of(cls, task: TaskCause) -> TaskCauseOut:
-        return cls(**vars(task))
+        return cls.model_validate(task, from_attributes=True)
 
 
 class DeliveryCauseOut(BaseModel):
@@ -110,7 +103,7 @@ class DeliveryCauseOut(BaseModel):
 
     @classmethod
     def of(cls, delivery: DeliveryCause) -> DeliveryCauseOut:
-        return cls(**vars(delivery))
+        return cls.model_validate(delivery, from_attributes=True)
 
 
 class ExecutionDetailOut(ExecutionOut):

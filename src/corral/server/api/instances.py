@@ -29,15 +29,7 @@ class InstanceOut(BaseModel):
 
     @classmethod
     def of(cls, instance: Instance) -> InstanceOut:
-        return cls(
-            id=instance.id,
-            agent=instance.agent,
-            priority=instance.priority,
-            status=instance.status,  # type: ignore[arg-type]
-            status_reason=instance.status_reason,
-            config=instance.config,
-            created_at=instance.created_at,
-        )
+        return cls.model_validate(instance, from_attributes=True)
 
 
 class Install(BaseModel):

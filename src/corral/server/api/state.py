@@ -30,14 +30,7 @@ class EntryOut(BaseModel):
 
     @classmethod
     def of(cls, entry: Entry) -> EntryOut:
-        return cls(
-            key=entry.key,
-            value=entry.value,
-            omitted=entry.omitted,
-            size=entry.size,
-            expires_at=entry.expires_at,
-            ttl_ms=entry.ttl_ms,
-        )
+        return cls.model_validate(entry, from_attributes=True)
 
 
 @router.get("/instances/{instance_id}/state", dependencies=[Depends(authorized(READ))])

@@ -32,14 +32,7 @@ class TokenOut(BaseModel):
 
     @classmethod
     def of(cls, token: Token) -> TokenOut:
-        return cls(
-            id=token.id,
-            name=token.name,
-            scope=token.scope,  # type: ignore[arg-type]
-            created_at=token.created_at,
-            last_used_at=token.last_used_at,
-            revoked_at=token.revoked_at,
-        )
+        return cls.model_validate(token, from_attributes=True)
 
 
 class Create(BaseModel):

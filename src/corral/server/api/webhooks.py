@@ -108,13 +108,7 @@ class ReplayOut(BaseModel):
     @classmethod
     def of(cls, delivery: Delivery) -> ReplayOut:
         assert delivery.replay_of is not None
-        return cls(
-            id=delivery.id,
-            replay_of=delivery.replay_of,
-            webhook_id=delivery.webhook_id,
-            instance=delivery.instance,
-            received_at=delivery.received_at,
-        )
+        return cls.model_validate(delivery, from_attributes=True)
 
 
 @router.get("/webhooks", dependencies=[Depends(authorized(READ))])
