@@ -170,11 +170,7 @@ class InstancePlot:
         _no_repeats(given, "id", where)
         _no_repeats(given, "source", where)
         for priority in {g.get("priority", self._view) for g in given}:
-            if priority != self._view and not self._db.priority_exists(priority):
-                raise ValueError(
-                    f"there is no priority {priority!r}: the operator creates it with "
-                    f"corral priorities create {priority}"
-                )
+            self._existing(priority)
         now = self._now()
         with self._plot.database.transaction(write=True):
             self._db.lock_tree(self._root)
@@ -261,11 +257,7 @@ class InstancePlot:
                     f"{where}.priority {target!r} is outside this instance's priority "
                     f"{self._view!r}"
                 )
-            if target != self._view and not self._db.priority_exists(target):
-                raise ValueError(
-                    f"there is no priority {target!r}: the operator creates it with "
-                    f"corral priorities create {target}"
-                )
+            self._existing(target)
         updated = replace(current, **fields)
         if updated.type is not current.type and "done" not in fields:
             # An ACTION's done is a bool; no other type has one.
@@ -333,6 +325,15 @@ class InstancePlot:
                         f"{where(i)}.notes: note id {note['id']} is already the id of a note "
                         "of another activity: choose a new one (Uuid.generate())"
                     )
+
+    def _existing(self, priority: str) -> None:
+        """Refuse a priority under the instance's that nobody has made: only an install or
+        the operator makes priorities."""
+        if priority != self._view and not self._db.priority_exists(priority):
+            raise ValueError(
+                f"there is no priority {priority!r}: the operator creates it with "
+                f"corral priorities create {priority}"
+            )
 
     def _read(self, key: str) -> Activity | None:
         found = self._plot.with_notes(self._visible(self._db.by_ids([key])))
